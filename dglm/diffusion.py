@@ -1,0 +1,150 @@
+"""SemanticDiffuser: a transformer that denoises sentence embeddings, conditioned on the prefix's.
+
+Works in the encoder's standardised space. The noisy latent z (B, d) and the prefix embedding (B, d) are
+each mapped by a Linear to N x c features, reshaped into N tokens and projected to width / 2; the two
+halves are concatenated per token (no cross-attention). The network predicts v (v-prediction):
+``x0_hat = alpha z - sigma v``, ``eps_hat = sigma z + alpha v``. Classifier-free guidance uses a learned
+null embedding that replaces the prefix embedding ``cond_dropout`` of the time in training.
+
+Example:
+    >>> import torch
+    >>> from dglm.config import DiffusionConfig
+    >>> diffuser = SemanticDiffuser(DiffusionConfig(dim=8, num_tokens=4, token_features=8, width=32, depth=2,
+    ...                                             heads=2))
+    >>> x0, prefix = torch.randn(5, 8), torch.randn(5, 8)
+    >>> diffuser.loss(x0, prefix).shape
+    torch.Size([])
+    >>> diffuser.sample(prefix, steps=4, generator=torch.Generator().manual_seed(0)).shape
+    torch.Size([5, 8])
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from dglm.config import DiffusionConfig
+from dglm.io import load_component, load_state, save_component
+from dglm.nn import AdaTransformer
+from dglm.sampling import Denoise, Prediction, get_sampler
+from dglm.schedule import add_noise, cosine_alpha2, sampling_alpha2s
+
+
+class SemanticDiffuser(nn.Module):
+    """Denoiser over standardised embeddings, with its loss, CFG and samplers. See the module docstring."""
+
+    def __init__(self, config: DiffusionConfig):
+        super().__init__()
+        self.config = c = config
+        if c.width % 2:
+            raise ValueError(f"width={c.width} must be even (latent and prefix each take half)")
+        self.latent_in = nn.Sequential(nn.Linear(c.dim, c.num_tokens * c.token_features),
+                                       _Tokens(c.num_tokens), nn.Linear(c.token_features, c.width // 2))
+        self.prefix_in = nn.Sequential(nn.Linear(c.dim, c.num_tokens * c.token_features),
+                                       _Tokens(c.num_tokens), nn.Linear(c.token_features, c.width // 2))
+        self.null_prefix = nn.Parameter(torch.zeros(c.dim))
+        self.position = nn.Parameter(torch.randn(c.num_tokens, c.width) * 0.02)
+        self.transformer = AdaTransformer(c.width, c.depth, c.heads, c.mlp_ratio)
+        self.out_token = nn.Linear(c.width, c.token_features)
+        self.out = nn.Linear(c.num_tokens * c.token_features, c.dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    def forward(self, z: torch.Tensor, alpha2: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """Predict v. z, prefix: (B, d) standardised; alpha2: (B,) -> (B, d)."""
+        h = torch.cat([self.latent_in(z), self.prefix_in(prefix)], dim=-1) + self.position  # (B, N, W)
+        h = self.out_token(self.transformer(h, alpha2))  # (B, N, c)
+        return self.out(rearrange(h, "b n c -> b (n c)"))
+
+    def loss(self, x0: torch.Tensor, prefix: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean squared error on v at a uniform t under the cosine schedule, with prefix dropout for CFG."""
+        b = x0.shape[0]
+        t = torch.rand(b, generator=generator, device=x0.device)
+        alpha2 = cosine_alpha2(t)
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device)
+        drop = torch.rand(b, generator=generator, device=x0.device) < self.config.cond_dropout
+        prefix = torch.where(drop[:, None], self.null_prefix.to(prefix.dtype).expand_as(prefix), prefix)
+        z = add_noise(x0, alpha2, eps)
+        a, s = alpha2.sqrt()[:, None], (1 - alpha2).sqrt()[:, None]
+        v_target = a * eps - s * x0
+        return (self(z, alpha2, prefix) - v_target).float().pow(2).mean()
+
+    def denoiser(self, prefix: torch.Tensor, cfg_scale: float = 1.0) -> Denoise:
+        """A ``denoise(z, alpha2) -> Prediction`` for the samplers, with CFG batched into one forward.
+
+        ``v = w v_cond + (1 - w) v_uncond``; w = 1 runs the conditional branch only. The returned callable
+        is differentiable in z (constraint guidance wraps it and takes gradients).
+        """
+        if not cfg_scale >= 0:  # also catches NaN
+            raise ValueError(f"cfg_scale={cfg_scale} must be a number >= 0 (1 = off)")
+
+        def denoise(z: torch.Tensor, alpha2: torch.Tensor) -> Prediction:
+            if cfg_scale == 1.0:
+                v = self(z, alpha2, prefix)
+            else:
+                null = self.null_prefix.to(prefix.dtype).expand_as(prefix)
+                v_cond, v_uncond = self(torch.cat([z, z]), torch.cat([alpha2, alpha2]),
+                                        torch.cat([prefix, null])).chunk(2)
+                v = cfg_scale * v_cond + (1 - cfg_scale) * v_uncond
+            v = v.to(z.dtype)
+            a, s = alpha2.to(z.dtype).sqrt()[:, None], (1 - alpha2).to(z.dtype).sqrt()[:, None]
+            return Prediction(x0=a * z - s * v, eps=s * z + a * v)
+
+        return denoise
+
+    def sample(self, prefix: torch.Tensor, steps: int = 50, sampler: str = "ddpm", cfg_scale: float = 1.0,
+               generator: torch.Generator | None = None, wrap=None, show_progress_bar: bool = False) -> torch.Tensor:
+        """Sample continuation embeddings (standardised) for standardised prefix embeddings (B, d) -> (B, d).
+
+        ``wrap(denoise) -> denoise`` changes the prediction at every step (the constraint-guidance hook).
+        """
+        if prefix.dim() != 2 or prefix.shape[1] != self.dim:
+            raise ValueError(f"prefix must have shape (batch, {self.dim}), got {tuple(prefix.shape)}")
+        denoise = self.denoiser(prefix, cfg_scale)
+        if wrap is not None:
+            denoise = wrap(denoise)
+        param = next(self.parameters())
+        noise = torch.randn(prefix.shape, generator=generator, device=prefix.device, dtype=param.dtype)
+        return get_sampler(sampler)(denoise, noise, sampling_alpha2s(steps, prefix.device), generator=generator,
+                                    disable=not show_progress_bar)
+
+    def ema_copy(self) -> SemanticDiffuser:
+        """A frozen copy of this model to hold the exponential moving average of its weights."""
+        ema = copy.deepcopy(self).eval()
+        ema.requires_grad_(False)
+        return ema
+
+    @torch.no_grad()
+    def update_ema(self, ema: SemanticDiffuser, decay: float | None = None) -> None:
+        """ema <- decay * ema + (1 - decay) * self, parameter by parameter."""
+        decay = self.config.ema_decay if decay is None else decay
+        torch._foreach_lerp_(list(ema.parameters()), list(self.parameters()), 1 - decay)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        save_component(folder, self.config, self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> SemanticDiffuser:
+        config, state = load_component(folder, DiffusionConfig)
+        model = cls(config)
+        load_state(model, state, folder)
+        return model.eval()
+
+
+class _Tokens(nn.Module):
+    """(B, N * c) -> (B, N, c)."""
+
+    def __init__(self, num_tokens: int):
+        super().__init__()
+        self.num_tokens = num_tokens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rearrange(x, "b (n c) -> b n c", n=self.num_tokens)

@@ -1,0 +1,112 @@
+"""SemanticEncoder: a frozen sentence-transformers model plus per-dimension standardisation statistics.
+
+Two spaces meet here. Probes and users see the *raw* space: the encoder's unit-norm embeddings. The
+diffusion runs in the *standardised* space: ``(raw - mean) / std`` per dimension, with statistics fitted
+on a corpus (raw dimensions have std ~0.02-0.05, far from the unit scale the noise schedule assumes).
+
+Example:
+    >>> enc = SemanticEncoder.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")  # doctest: +SKIP
+    >>> enc.fit_standardization(["A first text.", "Another one.", "And a third."])       # doctest: +SKIP
+    >>> x = enc.encode(["The match last night"])           # (1, 384), unit norm            # doctest: +SKIP
+    >>> enc.to_raw(enc.standardize(x)).allclose(x, atol=1e-5)                               # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from sentence_transformers import SentenceTransformer
+from torch import nn
+
+from dglm.config import EncoderConfig
+from dglm.io import CheckpointError, load_component, save_component
+
+
+class SemanticEncoder(nn.Module):
+    """Frozen sentence encoder with standardisation statistics (buffers ``mean`` and ``std``, each (d,))."""
+
+    def __init__(self, model: SentenceTransformer, name_or_path: str | None = None):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") \
+            else model.get_sentence_embedding_dimension()
+        if not dim:
+            raise ValueError("the sentence-transformers model does not report its embedding dimension")
+        # The id names the encoder for probes; an in-memory model without one is called "custom".
+        self.config = EncoderConfig(name_or_path=name_or_path or "custom", dim=dim)
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.fitted = False
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, device: str | torch.device | None = None, **kwargs) -> SemanticEncoder:
+        """Load a sentence-transformers model by hub id or folder (packaged defaults resolved by
+        :func:`dglm.assets.resolve_encoder`)."""
+        from dglm.assets import resolve_encoder
+
+        model = SentenceTransformer(resolve_encoder(name_or_path), device=str(device) if device else None, **kwargs)
+        return cls(model, name_or_path)
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    @property
+    def identity(self) -> str:
+        """What probes record to check they were trained on this encoder: ``"<name_or_path>:<dim>"``."""
+        return f"{self.config.name_or_path}:{self.dim}"
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress_bar: bool = False) -> torch.Tensor:
+        """Raw unit-norm embeddings of ``texts``: (len(texts), d), float32, on the buffers' device."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("texts must be a sequence of str")
+        out = self.model.encode(list(texts), batch_size=batch_size, show_progress_bar=show_progress_bar,
+                                convert_to_tensor=True, normalize_embeddings=True)
+        return out.to(device=self.mean.device, dtype=torch.float32).reshape(len(texts), self.dim)
+
+    @torch.no_grad()
+    def fit_standardization(self, texts_or_embeddings: Sequence[str] | torch.Tensor, **encode_kwargs) -> None:
+        """Fit the per-dimension mean and std on corpus texts or their raw embeddings (N, d)."""
+        x = texts_or_embeddings
+        if not isinstance(x, torch.Tensor):
+            x = self.encode(x, **encode_kwargs)
+        if x.dim() != 2 or x.shape[1] != self.dim or x.shape[0] < 2:
+            raise ValueError(f"need at least 2 embeddings of shape (N, {self.dim}), got {tuple(x.shape)}")
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp_min(1e-6))
+        self.fitted = True
+
+    def standardize(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw (.., d) -> standardised (.., d)."""
+        return (raw - self.mean) / self.std
+
+    def to_raw(self, standardized: torch.Tensor) -> torch.Tensor:
+        """Standardised (.., d) -> raw: un-standardise, then L2-normalise (differentiable)."""
+        return F.normalize(standardized * self.std.to(standardized.dtype) + self.mean.to(standardized.dtype), dim=-1)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Save the config and statistics (the encoder's weights are referenced by ``name_or_path``)."""
+        save_component(folder, self.config, {"mean": self.mean, "std": self.std})
+
+    @classmethod
+    def from_pretrained_stats(cls, folder: str | os.PathLike, model: SentenceTransformer | None = None,
+                              device: str | torch.device | None = None) -> SemanticEncoder:
+        """Load saved statistics; build the model from the saved id unless ``model`` is given."""
+        config, state = load_component(folder, EncoderConfig)
+        encoder = cls(model, config.name_or_path) if model is not None \
+            else cls.from_pretrained(config.name_or_path, device=device)
+        if encoder.dim != config.dim:
+            raise ValueError(f"encoder dimension {encoder.dim} does not match the checkpoint's {config.dim} "
+                             f"({Path(folder) / 'config.json'}); pass the encoder it was trained with")
+        if set(state) != {"mean", "std"} or any(v.shape != (config.dim,) for v in state.values()):
+            raise CheckpointError(f"{folder}: expected tensors mean and std of shape ({config.dim},)")
+        encoder.mean.copy_(state["mean"])
+        encoder.std.copy_(state["std"])
+        encoder.fitted = True
+        return encoder

@@ -1,0 +1,132 @@
+"""Checkpoint files: safetensors for tensors, JSON for configs, atomic folder writes.
+
+Every component saves ``config.json`` (its pydantic config) and ``model.safetensors`` in its own
+folder. A checkpoint is written into a temporary sibling folder and renamed into place, so a crash never
+leaves a half-written checkpoint where a good one was. Nothing here unpickles.
+
+Example:
+    >>> import tempfile, torch
+    >>> from dglm.config import EncoderConfig
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     with atomic_directory(f"{d}/ckpt") as tmp:
+    ...         save_component(tmp, EncoderConfig(name_or_path="m", dim=2), {"w": torch.ones(2)})
+    ...     cfg, tensors = load_component(f"{d}/ckpt", EncoderConfig)
+    >>> cfg.dim, tensors["w"].tolist()
+    (2, [1.0, 1.0])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from pydantic import BaseModel, ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # protocol-2+ pickles and zip-based torch.save files
+
+C = TypeVar("C", bound=BaseModel)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder or file is missing, truncated, corrupted or not in the expected format."""
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder next to ``target``; on success replace ``target`` with it.
+
+    If the body raises, ``target`` is left exactly as it was and the temporary folder is removed.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_config(path: str | os.PathLike, cls: type[C]) -> C:
+    """Parse a JSON config into ``cls``; unknown or wrongly typed fields raise an error naming them."""
+    try:
+        return cls.model_validate(read_json(path))
+    except ValidationError as e:
+        raise CheckpointError(f"{path} does not hold a valid {cls.__name__}: {e}") from e
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> None:
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; a pickle, a truncated or a corrupted file raises :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(PICKLE_MAGIC):
+        raise CheckpointError(f"{path} looks like a pickle / torch.save file; only safetensors are loaded")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+
+
+def save_component(folder: str | os.PathLike, config: BaseModel, state: dict[str, torch.Tensor]) -> None:
+    """Write ``config.json`` and ``model.safetensors`` into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / CONFIG_NAME, config.model_dump(mode="json"))
+    save_tensors(folder / WEIGHTS_NAME, state)
+
+
+def load_component(folder: str | os.PathLike, cls: type[C]) -> tuple[C, dict[str, torch.Tensor]]:
+    """Read what :func:`save_component` wrote."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder {folder} does not exist")
+    return read_config(folder / CONFIG_NAME, cls), load_tensors(folder / WEIGHTS_NAME)
+
+
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str | os.PathLike) -> None:
+    """Load ``state`` strictly into ``module``; missing, extra or mis-shaped tensors raise CheckpointError."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"weights in {where} do not match the config: {e}") from e

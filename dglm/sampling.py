@@ -1,0 +1,91 @@
+"""Samplers for the semantic diffusion: short pure functions with one shared signature.
+
+``sampler(denoise, x, alpha2s, generator=None, callback=None, disable=True) -> x0``
+
+``denoise(z, alpha2) -> Prediction`` is any callable that predicts the clean latent and the noise for a
+batch of noisy latents z (B, d) at noise levels alpha2 (B,). Guidance (CFG, constraints) is done by
+wrapping ``denoise`` (see :meth:`dglm.diffusion.SemanticDiffuser.denoiser` and
+:mod:`dglm.constraints.guidance`), so samplers never know about it.
+
+Example:
+    >>> import torch
+    >>> from dglm.schedule import sampling_alpha2s
+    >>> target = torch.ones(2, 4)
+    >>> def denoise(z, alpha2):  # an oracle that always knows the data is `target`
+    ...     a, s = alpha2.sqrt()[:, None], (1 - alpha2).sqrt()[:, None]
+    ...     return Prediction(x0=target, eps=(z - a * target) / s)
+    >>> x = sample_ddim(denoise, torch.randn(2, 4), sampling_alpha2s(10))
+    >>> torch.allclose(x, target)
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass
+class Prediction:
+    """A denoiser's output: the predicted clean latent x0_hat and noise eps_hat, both (B, d)."""
+
+    x0: torch.Tensor
+    eps: torch.Tensor
+
+
+Denoise = Callable[[torch.Tensor, torch.Tensor], Prediction]
+Callback = Callable[[int, torch.Tensor, Prediction], None]
+
+
+def _rows(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return value.to(like).expand(like.shape[0])
+
+
+@torch.no_grad()
+def sample_ddpm(denoise: Denoise, x: torch.Tensor, alpha2s: torch.Tensor, generator: torch.Generator | None = None,
+                callback: Callback | None = None, disable: bool = True) -> torch.Tensor:
+    """Ancestral sampling (Ho et al. 2020, DDPM) from the posterior q(z_s | z_t, x0_hat); the last step
+    returns x0_hat. x: (B, d) pure noise; alpha2s: decreasing noise grid from t = 1 to t = 0."""
+    for i in tqdm(range(len(alpha2s) - 1), disable=disable, desc="diffusion"):
+        a2_t, a2_s = _rows(alpha2s[i], x), _rows(alpha2s[i + 1], x)
+        pred = denoise(x, a2_t)
+        if callback is not None:
+            callback(i, x, pred)
+        if i == len(alpha2s) - 2:
+            return pred.x0
+        # alpha_{t|s}^2 = alpha_t^2 / alpha_s^2; sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2.
+        a2_ts = (a2_t / a2_s)[:, None]
+        s2_t, s2_s = (1 - a2_t)[:, None], (1 - a2_s)[:, None]
+        s2_ts = s2_t - a2_ts * s2_s
+        mean = a2_ts.sqrt() * s2_s / s2_t * x + a2_s[:, None].sqrt() * s2_ts / s2_t * pred.x0
+        std = (s2_ts * s2_s / s2_t).clamp_min(0).sqrt()
+        x = mean + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x
+
+
+@torch.no_grad()
+def sample_ddim(denoise: Denoise, x: torch.Tensor, alpha2s: torch.Tensor, generator: torch.Generator | None = None,
+                callback: Callback | None = None, disable: bool = True) -> torch.Tensor:
+    """Deterministic DDIM sampling (Song et al. 2021, eta = 0); the last step returns x0_hat."""
+    for i in tqdm(range(len(alpha2s) - 1), disable=disable, desc="diffusion"):
+        a2_t, a2_s = _rows(alpha2s[i], x), _rows(alpha2s[i + 1], x)
+        pred = denoise(x, a2_t)
+        if callback is not None:
+            callback(i, x, pred)
+        if i == len(alpha2s) - 2:
+            return pred.x0
+        x = a2_s[:, None].sqrt() * pred.x0 + (1 - a2_s)[:, None].sqrt() * pred.eps
+    return x
+
+
+SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim}
+
+
+def get_sampler(name: str):
+    """The sampler function called ``name`` (``"ddpm"`` or ``"ddim"``)."""
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler={name!r} is not known; accepted: {sorted(SAMPLERS)}")
+    return SAMPLERS[name]
