@@ -1,0 +1,143 @@
+"""Decoder: a thin adapter over any Hugging Face causal LM that places soft tokens after the prefix.
+
+The input of every row is ``[left padding][prefix token embeddings][k soft tokens]`` with an attention
+mask that hides the padding; ``generate()`` keywords pass through untouched and only the continuation is
+returned. The LM's weights are never modified (it is put in eval mode and used under ``no_grad``).
+
+Example:
+    >>> dec = Decoder.from_pretrained("gpt2")                                  # doctest: +SKIP
+    >>> soft = torch.zeros(2, 8, dec.hidden_size)                              # doctest: +SKIP
+    >>> dec.generate(["Hello", "The match last night"], soft, max_new_tokens=8, do_sample=False)  # doctest: +SKIP
+    [' ...', ' ...']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from dglm.config import DecoderConfig
+
+
+def check_prefixes(prefixes: Sequence[str]) -> list[str]:
+    """Validate a batch of prefixes: a non-empty list of str (an empty string is allowed)."""
+    if isinstance(prefixes, str):
+        raise TypeError(f"prefixes must be a list of str, got a single str {prefixes[:40]!r}; wrap it in a list")
+    if not isinstance(prefixes, Sequence) or len(prefixes) == 0:
+        raise ValueError(f"prefixes must be a non-empty list of str, got {prefixes!r}")
+    for i, p in enumerate(prefixes):
+        if not isinstance(p, str):
+            raise TypeError(f"prefixes[{i}] must be a str, got {type(p).__name__} ({p!r:.40})")
+    return list(prefixes)
+
+
+class Decoder(nn.Module):
+    """A causal LM + tokenizer that accepts soft prompts (B, k, hidden_size) after each prefix."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name_or_path: str | None = None):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = DecoderConfig(name_or_path=name_or_path or getattr(model, "name_or_path", None) or "custom",
+                                    hidden_size=self.embeddings.embedding_dim)
+        # A start token for rows that would otherwise be empty; padding needs some id (it is masked out).
+        self.start_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if self.pad_token_id is None or self.start_token_id is None:
+            raise ValueError("the tokenizer has none of pad, bos and eos tokens; set tokenizer.pad_token first")
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None, **kwargs) -> Decoder:
+        """Load a causal LM and its tokenizer by hub id or folder (packaged defaults resolved by
+        :func:`dglm.assets.resolve_decoder`)."""
+        from dglm.assets import resolve_decoder
+
+        path = resolve_decoder(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
+        if device is not None:
+            model = model.to(device)
+        return cls(model.eval().requires_grad_(False), tokenizer, name_or_path)
+
+    @property
+    def embeddings(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.embeddings.weight.device
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, with the tokenizer's own special-token convention."""
+        return self.tokenizer(list(texts)).input_ids
+
+    def embed(self, prefix_ids: Sequence[Sequence[int]], soft: torch.Tensor | None = None,
+              continuation_ids: Sequence[Sequence[int]] | None = None,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Build ``inputs_embeds`` (B, T, h) and ``attention_mask`` (B, T) for
+        ``[left pad][prefix][soft][continuation][right pad]``, and ``labels`` (B, T) for the continuation
+        (-100 elsewhere) when ``continuation_ids`` is given. Rows with no token at all get a start token.
+        """
+        emb = self.embeddings
+        if soft is None and continuation_ids is None:
+            prefix_ids = [ids if len(ids) else [self.start_token_id] for ids in prefix_ids]
+        prefix = self._pad(prefix_ids, "left")  # (B, L), 0-length allowed
+        pieces, masks = [emb(prefix.masked_fill(prefix < 0, self.pad_token_id))], [prefix >= 0]
+        labels = None
+        if soft is not None:
+            if soft.dim() != 3 or soft.shape[0] != prefix.shape[0] or soft.shape[2] != self.hidden_size:
+                raise ValueError(f"soft prompts must have shape ({prefix.shape[0]}, k, {self.hidden_size}), "
+                                 f"got {tuple(soft.shape)}")
+            pieces.append(soft.to(device=self.device, dtype=emb.weight.dtype))
+            masks.append(torch.ones(soft.shape[:2], dtype=torch.bool, device=self.device))
+        if continuation_ids is not None:
+            cont = self._pad(continuation_ids, "right")  # (B, C)
+            pieces.append(emb(cont.masked_fill(cont < 0, self.pad_token_id)))
+            masks.append(cont >= 0)
+            before = sum(p.shape[1] for p in pieces[:-1])
+            labels = torch.cat([torch.full((cont.shape[0], before), -100, device=self.device),
+                                cont.masked_fill(cont < 0, -100)], dim=1)
+        return torch.cat(pieces, dim=1), torch.cat(masks, dim=1).long(), labels
+
+    def _pad(self, seqs: Sequence[Sequence[int]], side: str) -> torch.Tensor:
+        """Pad id lists with -1 to one (B, T) long tensor on the model's device."""
+        rows = [torch.as_tensor(list(s), dtype=torch.long) for s in seqs]
+        if not rows or max(len(r) for r in rows) == 0:
+            return torch.empty(len(rows), 0, dtype=torch.long, device=self.device)
+        return pad_sequence(rows, batch_first=True, padding_value=-1, padding_side=side).to(self.device)
+
+    def continuation_nll(self, prefix_ids: Sequence[Sequence[int]], continuation_ids: Sequence[Sequence[int]],
+                         soft: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-row mean negative log-likelihood of the continuation tokens: (B,). Differentiable in ``soft``."""
+        inputs_embeds, mask, labels = self.embed(prefix_ids, soft, continuation_ids)
+        position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+        logits = self.model(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids).logits
+        logits, labels = logits[:, :-1].float(), labels[:, 1:]  # predict token t+1 from position t
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        return nll.sum(1) / (labels != -100).sum(1).clamp_min(1)
+
+    @torch.no_grad()
+    def generate(self, prefixes: Sequence[str], soft: torch.Tensor | None = None, seed: int | None = None,
+                 **generate_kwargs) -> list[str]:
+        """Continuations of ``prefixes`` (one per row, or ``num_return_sequences`` per row, row-major).
+
+        ``generate_kwargs`` go to ``model.generate`` untouched (``max_new_tokens``, ``top_p``,
+        ``repetition_penalty``, ...). ``seed`` makes sampling reproducible without touching the global RNG.
+        """
+        prefixes = check_prefixes(prefixes)
+        inputs_embeds, mask, _ = self.embed(self.tokenize(prefixes), soft)
+        generate_kwargs.setdefault("pad_token_id", self.pad_token_id)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self.model.generate(inputs_embeds=inputs_embeds, attention_mask=mask, **generate_kwargs)
+        return self.tokenizer.batch_decode(out, skip_special_tokens=True)

@@ -1,0 +1,72 @@
+"""PromptGenerator: turns a (noisy) continuation embedding into k soft tokens for the decoder.
+
+(z, alpha^2) -> Linear d -> k x width -> adaptive-norm transformer conditioned on alpha^2 -> Linear to the
+decoder's hidden size. Trained with Gaussian-noise augmentation (``z = sqrt(a2) x + sqrt(1 - a2) eps``), so
+at inference the noise level is the user's knob: sigma^2 = 0.05 (default) follows the plan closely,
+sigma^2 = 1 carries no information about it and behaves like plain decoding.
+
+Example:
+    >>> import torch
+    >>> from dglm.config import PromptConfig
+    >>> gen = PromptGenerator(PromptConfig(dim=8, out_dim=16, num_soft_tokens=4, width=32, depth=2, heads=2))
+    >>> gen.prompt(torch.randn(3, 8), sigma2=0.05, generator=torch.Generator().manual_seed(0)).shape
+    torch.Size([3, 4, 16])
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from dglm.config import PromptConfig
+from dglm.io import load_component, load_state, save_component
+from dglm.nn import AdaTransformer
+from dglm.schedule import add_noise
+
+
+def check_sigma2(sigma2: float) -> float:
+    """Validate a noise level sigma^2 in [0, 1]."""
+    if not isinstance(sigma2, (int, float)) or isinstance(sigma2, bool) or not 0 <= sigma2 <= 1:
+        raise ValueError(f"sigma2={sigma2!r} must be a number in [0, 1] (0 = follow the plan, 1 = ignore it)")
+    return float(sigma2)
+
+
+class PromptGenerator(nn.Module):
+    """Embedding (B, d) in the standardised space and noise level (B,) -> soft tokens (B, k, out_dim)."""
+
+    def __init__(self, config: PromptConfig):
+        super().__init__()
+        self.config = c = config
+        self.inp = nn.Linear(c.dim, c.num_soft_tokens * c.width)
+        self.position = nn.Parameter(torch.randn(c.num_soft_tokens, c.width) * 0.02)
+        self.transformer = AdaTransformer(c.width, c.depth, c.heads, c.mlp_ratio)
+        self.out = nn.Linear(c.width, c.out_dim)
+        # Start near the scale of typical LM token embeddings (std ~0.02-0.05), not at unit scale.
+        nn.init.normal_(self.out.weight, std=0.02 / math.sqrt(c.width) * 4)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, z: torch.Tensor, alpha2: torch.Tensor) -> torch.Tensor:
+        h = rearrange(self.inp(z), "b (k w) -> b k w", k=self.config.num_soft_tokens) + self.position
+        return self.out(self.transformer(h, alpha2))  # (B, k, out_dim)
+
+    def prompt(self, x: torch.Tensor, sigma2: float = 0.05, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Re-noise a clean standardised embedding x (B, d) to ``sigma2`` and map it to soft tokens."""
+        sigma2 = check_sigma2(sigma2)
+        alpha2 = torch.full((x.shape[0],), 1 - sigma2, device=x.device)
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        param = next(self.parameters())
+        return self(add_noise(x, alpha2, noise).to(param.dtype), alpha2)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        save_component(folder, self.config, self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> PromptGenerator:
+        config, state = load_component(folder, PromptConfig)
+        model = cls(config)
+        load_state(model, state, folder)
+        return model.eval()

@@ -1,0 +1,61 @@
+"""Tiny real models built from configs (no network), shared by the test suite.
+
+Each fixture is built once per session. Others append their own fixtures below; keep each self-contained.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+WORDS = ("the a an and of to in is was it he she they we you that this with for on at by from as game team "
+         "match player players ball goal score season league coach won lost win sport city river music art "
+         "science history king queen war peace love hate good bad great small big old new night day last first "
+         "people world life time year years man woman children school house water food book story film song "
+         ". , ! ? ' ").split()
+
+
+def make_tokenizer(padding: bool = True):
+    """A word-level fast tokenizer over WORDS with [UNK], </s> (eos) and optionally a [PAD] token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[UNK]", "</s>"] + (["[PAD]"] if padding else [])
+    vocab = {w: i for i, w in enumerate(specials + sorted(set(WORDS)))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="</s>",
+                                   pad_token="[PAD]" if padding else None)
+
+
+def make_gpt2(vocab_size: int, seed: int = 0):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=vocab_size, n_positions=128, n_embd=32, n_layer=2, n_head=2, bos_token_id=1,
+                     eos_token_id=1)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def make_llama(vocab_size: int, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, bos_token_id=1,
+                      eos_token_id=1, pad_token_id=2, tie_word_embeddings=True)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="session", params=["gpt2", "llama"])
+def tiny_decoder(request, tiny_tokenizer):
+    """A dglm Decoder over a tiny randomly initialised GPT-2 or Llama (both architectures are tested)."""
+    from dglm.decoder import Decoder
+
+    make = make_gpt2 if request.param == "gpt2" else make_llama
+    return Decoder(make(len(tiny_tokenizer)), tiny_tokenizer, f"tiny-{request.param}")
