@@ -28,12 +28,16 @@ def make_tokenizer(padding: bool = True):
                                    pad_token="[PAD]" if padding else None)
 
 
+# A larger init than the LMs' default (0.02) makes the tiny random models confident enough to be steerable.
+INIT_RANGE = 0.3
+
+
 def make_gpt2(vocab_size: int, seed: int = 0):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
     cfg = GPT2Config(vocab_size=vocab_size, n_positions=128, n_embd=32, n_layer=2, n_head=2, bos_token_id=1,
-                     eos_token_id=1)
+                     eos_token_id=1, initializer_range=INIT_RANGE)
     return GPT2LMHeadModel(cfg).eval()
 
 
@@ -43,7 +47,8 @@ def make_llama(vocab_size: int, seed: int = 0):
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, bos_token_id=1,
-                      eos_token_id=1, pad_token_id=2, tie_word_embeddings=True)
+                      eos_token_id=1, pad_token_id=2, tie_word_embeddings=True,
+                      initializer_range=INIT_RANGE)
     return LlamaForCausalLM(cfg).eval()
 
 

@@ -1,0 +1,130 @@
+"""Training data: token windows cut from documents, prefix/continuation splits, cached embeddings.
+
+Texts are tokenised with the decoder's tokenizer and cut into fixed windows (the reference: 128-token
+blocks truncated to 88). A window is split into prefix and continuation at a random word boundary for
+training (prefix length from 0, as in the reference) and at a fixed point for evaluation (32 / 32).
+Encoder embeddings of every prefix and continuation are computed once and cached on disk as
+safetensors (``WindowSet.save`` / ``WindowSet.load``), so training never runs the encoder.
+
+Example:
+    >>> import numpy as np
+    >>> ws = WindowSet(ids=np.arange(12).reshape(2, 6), splits=np.array([[0, 3], [2, 4]]))
+    >>> ws.pair(1, 0)
+    ([6, 7], [8, 9, 10, 11])
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dglm.io import CheckpointError, atomic_directory, load_tensors, save_tensors
+
+logger = logging.getLogger(__name__)
+
+
+def cut_windows(texts: Iterable[str], tokenizer, window: int = 64, min_tokens: int | None = None) -> np.ndarray:
+    """Token windows (N, window) from each text, consecutive and non-overlapping, dropping the remainder.
+
+    A text shorter than ``window`` but at least ``min_tokens`` long (default: the whole window) is dropped too;
+    windows never cross documents.
+    """
+    if window < 2:
+        raise ValueError(f"window={window} must be >= 2 tokens")
+    rows = []
+    for ids in tokenizer(list(texts), add_special_tokens=False).input_ids:
+        for start in range(0, len(ids) - window + 1, window):
+            rows.append(ids[start:start + window])
+    return np.asarray(rows, dtype=np.int64).reshape(-1, window)
+
+
+def word_starts(tokenizer) -> np.ndarray:
+    """Boolean mask over the vocabulary: tokens that begin a new word (a leading space / 'Ġ' / '▁')."""
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return np.array([bool(t) and (t[0] in "Ġ▁ " or t.startswith("Ċ")) for t in tokens])
+
+
+def random_splits(ids: np.ndarray, starts: np.ndarray, per_window: int, max_prefix: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """``per_window`` split points per window (N, per_window), uniform over word boundaries in [0, max_prefix].
+
+    Position 0 (empty prefix) is always a candidate, as in the reference where the prefix length starts at 0.
+    """
+    out = np.zeros((len(ids), per_window), dtype=np.int64)
+    for i, row in enumerate(ids):
+        candidates = np.flatnonzero(starts[row[: max_prefix + 1]])
+        candidates = np.union1d(candidates[candidates <= max_prefix], [0])
+        out[i] = rng.choice(candidates, size=per_window)
+    return out
+
+
+@dataclass
+class WindowSet:
+    """Windows of token ids (N, T), split points (N, S), and optionally cached raw encoder embeddings of every
+    split's prefix and continuation text, each (N, S, d)."""
+
+    ids: np.ndarray
+    splits: np.ndarray
+    prefix_emb: torch.Tensor | None = None
+    cont_emb: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def pair(self, i: int, j: int) -> tuple[list[int], list[int]]:
+        """Prefix and continuation token ids of window i at its split j."""
+        s = int(self.splits[i, j])
+        return self.ids[i, :s].tolist(), self.ids[i, s:].tolist()
+
+    def texts(self, tokenizer) -> tuple[list[str], list[str]]:
+        """Prefix and continuation texts of every (window, split), row-major (N * S each)."""
+        prefixes, conts = [], []
+        for i in range(len(self)):
+            for j in range(self.splits.shape[1]):
+                p, c = self.pair(i, j)
+                prefixes.append(tokenizer.decode(p))
+                conts.append(tokenizer.decode(c))
+        return prefixes, conts
+
+    def embed(self, encoder, tokenizer, batch_size: int = 128, show_progress_bar: bool = True) -> WindowSet:
+        """Fill ``prefix_emb`` and ``cont_emb`` with the encoder's raw embeddings (stored as float16)."""
+        prefixes, conts = self.texts(tokenizer)
+        shape = (*self.splits.shape, encoder.dim)
+        self.cont_emb = encoder.encode(conts, batch_size, show_progress_bar).half().reshape(shape)
+        self.prefix_emb = encoder.encode(prefixes, batch_size, show_progress_bar).half().reshape(shape)
+        return self
+
+    def save(self, folder: str | os.PathLike) -> None:
+        with atomic_directory(folder) as tmp:
+            tensors = {"ids": torch.from_numpy(self.ids).int(), "splits": torch.from_numpy(self.splits).int()}
+            if self.cont_emb is not None:
+                tensors |= {"prefix_emb": self.prefix_emb, "cont_emb": self.cont_emb}
+            save_tensors(tmp / "windows.safetensors", tensors)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> WindowSet:
+        t = load_tensors(os.path.join(folder, "windows.safetensors"))
+        if "ids" not in t or "splits" not in t:
+            raise CheckpointError(f"{folder}/windows.safetensors lacks ids / splits")
+        return cls(t["ids"].long().numpy(), t["splits"].long().numpy(), t.get("prefix_emb"), t.get("cont_emb"))
+
+
+def build_windows(texts: Sequence[str], tokenizer, window: int = 64, per_window: int = 2,
+                  max_prefix: int = 48, fixed_split: int | None = None, seed: int = 0) -> WindowSet:
+    """Cut ``texts`` into windows and split them: ``per_window`` random word-boundary splits in
+    [0, max_prefix] for training, or one ``fixed_split`` for evaluation (e.g. 32 of 64)."""
+    ids = cut_windows(texts, tokenizer, window)
+    if fixed_split is not None:
+        if not 0 <= fixed_split < window:
+            raise ValueError(f"fixed_split={fixed_split} must be in [0, {window})")
+        return WindowSet(ids, np.full((len(ids), 1), fixed_split, dtype=np.int64))
+    if not 0 <= max_prefix < window:
+        raise ValueError(f"max_prefix={max_prefix} must be in [0, {window})")
+    splits = random_splits(ids, word_starts(tokenizer), per_window, max_prefix, np.random.default_rng(seed))
+    logger.info("%d windows of %d tokens, %d splits each", len(ids), window, per_window)
+    return WindowSet(ids, splits)

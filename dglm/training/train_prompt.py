@@ -1,0 +1,201 @@
+"""Train the PromptGenerator against a frozen decoder (optionally with LoRA adapters on the decoder).
+
+Each step takes (window, split) pairs, builds soft tokens from the *noise-augmented* standardised embedding
+of the true continuation, and minimises the decoder's NLL of that continuation given
+``[prefix][soft tokens]``. The known failure is collapse to one fixed, embedding-independent prompt, so the
+held-out evaluation (:func:`evaluate_plan_use`) always reports the continuation NLL three ways (plain, true
+embedding, shuffled embedding); ``shuffled - true`` is the information from the plan the decoder uses.
+
+Example:
+    >>> cfg = PromptTrainingConfig(steps=2000, batch_size=64)
+    >>> cfg.lr
+    0.001
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from dglm.decoder import Decoder
+from dglm.prompt import PromptGenerator
+from dglm.schedule import add_noise, augmentation_alpha2
+from dglm.training.data import WindowSet
+from dglm.training.loop import load_state, lr_at, param_groups, save_state
+
+logger = logging.getLogger(__name__)
+
+
+class PromptTrainingConfig(BaseModel):
+    """Settings of :func:`train_prompt_generator`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Optimizer steps in total (a resumed run continues up to this number).
+    steps: int = Field(default=2000, gt=0)
+    # (window, split) pairs per step.
+    batch_size: int = Field(default=8, gt=0)
+    # Peak AdamW learning rate of the generator.
+    lr: float = Field(default=1e-3, gt=0)
+    # Linear warmup steps before the cosine decay.
+    warmup: int = Field(default=100, ge=0)
+    # AdamW weight decay on matrices.
+    weight_decay: float = Field(default=0.01, ge=0)
+    # Gradient-norm clip.
+    grad_clip: float = Field(default=1.0, gt=0)
+    # Weight of the contrastive term relu(margin - (NLL_shuffled - NLL_true)); 0 = off (it doubles the cost).
+    contrastive: float = Field(default=0.0, ge=0)
+    # Margin in nats per token for the contrastive term.
+    margin: float = Field(default=0.3, ge=0)
+    # Rank of LoRA adapters on the decoder's attention projections (0 = decoder fully frozen).
+    lora_rank: int = Field(default=0, ge=0)
+    # Learning rate of the LoRA adapters.
+    lora_lr: float = Field(default=2e-4, gt=0)
+    # Noise level sigma^2 used for the held-out evaluation (the inference default).
+    eval_sigma2: float = Field(default=0.05, ge=0, le=1)
+    # Evaluate every this many steps (and at the end).
+    eval_every: int = Field(default=500, gt=0)
+    # Save a resumable state every this many steps (and at the end).
+    save_every: int = Field(default=250, gt=0)
+    # Seed of the data order and the noise.
+    seed: int = 0
+    # "no", "bf16" or "fp16": autocast through accelerate.
+    mixed_precision: str = "bf16"
+
+
+def _pairs(data: WindowSet, index: np.ndarray) -> tuple[list[list[int]], list[list[int]], torch.Tensor]:
+    """Prefix ids, continuation ids and raw continuation embeddings of flat (window * S + split) indices."""
+    s = data.splits.shape[1]
+    prefixes, conts = zip(*(data.pair(int(k) // s, int(k) % s) for k in index))
+    return list(prefixes), list(conts), data.cont_emb.reshape(-1, data.cont_emb.shape[-1])[index].float()
+
+
+@torch.no_grad()
+def evaluate_plan_use(generator: PromptGenerator, decoder: Decoder, data: WindowSet, mean: torch.Tensor,
+                      std: torch.Tensor, sigma2: float = 0.05, batch_size: int = 16, limit: int = 200,
+                      seed: int = 0) -> dict[str, float]:
+    """Held-out continuation NLL per token: plain (no soft tokens), soft tokens from the true continuation
+    embedding, from a shuffled one (another window's), and the same two with the prefix removed.
+
+    Returns means, the gaps ``shuffled - true`` with their standard errors, and the mean pairwise cosine of the
+    soft prompts of different embeddings (near 1 = collapsed to one prompt).
+    """
+    was_training = generator.training
+    generator.eval()
+    device = next(generator.parameters()).device
+    n = min(limit, len(data) * data.splits.shape[1])
+    index = np.arange(n)
+    g = torch.Generator().manual_seed(seed)
+    rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("plain", "true", "shuffled", "np_true", "np_shuffled")}
+    prompts = []
+    for start in range(0, n, batch_size):
+        idx = index[start:start + batch_size]
+        prefixes, conts, emb = _pairs(data, idx)
+        shuffled = _pairs(data, (idx + n // 2) % n)[2]  # another window's embedding, never the same one
+        alpha2 = torch.full((len(idx),), 1 - sigma2)
+        noise = torch.randn(emb.shape, generator=g)
+        soft_true = generator(add_noise((emb - mean) / std, alpha2, noise).to(device), alpha2.to(device))
+        soft_shuf = generator(add_noise((shuffled - mean) / std, alpha2, noise).to(device), alpha2.to(device))
+        empty = [[] for _ in idx]
+        rows["plain"].append(decoder.continuation_nll(prefixes, conts).cpu())
+        rows["true"].append(decoder.continuation_nll(prefixes, conts, soft_true).cpu())
+        rows["shuffled"].append(decoder.continuation_nll(prefixes, conts, soft_shuf).cpu())
+        rows["np_true"].append(decoder.continuation_nll(empty, conts, soft_true).cpu())
+        rows["np_shuffled"].append(decoder.continuation_nll(empty, conts, soft_shuf).cpu())
+        prompts.append(soft_true.flatten(1).float().cpu())
+    r = {k: torch.cat(v) for k, v in rows.items()}
+    p = torch.nn.functional.normalize(torch.cat(prompts), dim=-1)
+    cos = (p @ p.T)[~torch.eye(len(p), dtype=torch.bool)].mean()
+    gap, np_gap = r["shuffled"] - r["true"], r["np_shuffled"] - r["np_true"]
+    generator.train(was_training)
+    return {"plain": r["plain"].mean().item(), "true": r["true"].mean().item(),
+            "shuffled": r["shuffled"].mean().item(), "gap": gap.mean().item(),
+            "gap_se": (gap.std() / len(gap) ** 0.5).item(), "no_prefix_true": r["np_true"].mean().item(),
+            "no_prefix_shuffled": r["np_shuffled"].mean().item(), "no_prefix_gap": np_gap.mean().item(),
+            "no_prefix_gap_se": (np_gap.std() / len(np_gap) ** 0.5).item(),
+            "prompt_pairwise_cosine": cos.item(), "soft_token_norm": torch.cat(prompts).norm(dim=-1).mean().item()
+            / generator.config.num_soft_tokens ** 0.5, "n": n}
+
+
+def _add_lora(decoder: Decoder, rank: int):
+    from peft import LoraConfig, get_peft_model
+
+    names = {n.rsplit(".", 1)[-1] for n, m in decoder.model.named_modules() if isinstance(m, torch.nn.Linear)}
+    targets = [t for t in ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj") if t in names]
+    decoder.model = get_peft_model(decoder.model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets))
+    return [p for p in decoder.model.parameters() if p.requires_grad]
+
+
+def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: WindowSet, evaluation: WindowSet,
+                           mean: torch.Tensor, std: torch.Tensor, config: PromptTrainingConfig,
+                           out_dir: str | os.PathLike, show_progress_bar: bool = True) -> dict:
+    """Train ``generator`` in place; resumable from ``out_dir/state``. Logs to ``out_dir/log.jsonl`` and
+    returns the final held-out evaluation. The decoder's base weights are never updated."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
+    device = accelerator.device
+    mean, std = mean.to(device), std.to(device)
+    decoder.model.requires_grad_(False)
+    groups = param_groups(generator, config.weight_decay)
+    modules: dict[str, torch.nn.Module] = {"generator": generator}
+    if config.lora_rank:
+        groups.append({"params": _add_lora(decoder, config.lora_rank), "weight_decay": 0.0, "lora": True})
+        modules["lora"] = torch.nn.ParameterList(groups[-1]["params"])  # adapters only, not the base weights
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99))
+    generator, decoder.model, optimizer = accelerator.prepare(generator, decoder.model, optimizer)
+    step = 0
+    if (out_dir / "state" / "state.json").is_file():
+        step = load_state(out_dir / "state", modules, optimizer)["step"]
+        logger.info("resumed from step %d", step)
+    rng = np.random.default_rng(config.seed + step)
+    g = torch.Generator(device).manual_seed(config.seed + step)
+    total_pairs = len(train) * train.splits.shape[1]
+    log = open(out_dir / "log.jsonl", "a")
+    bar = tqdm(total=config.steps, initial=step, disable=not show_progress_bar, desc="prompt generator")
+    t0, result = time.perf_counter(), {}
+    generator.train()
+    while step < config.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config.lora_lr if group.get("lora") else config.lr, config.warmup, config.steps)
+        idx = rng.integers(0, total_pairs, config.batch_size)
+        prefixes, conts, emb = _pairs(train, idx)
+        x = (emb.to(device) - mean) / std
+        alpha2 = augmentation_alpha2(torch.rand(len(idx), generator=g, device=device))
+        noise = torch.randn(x.shape, generator=g, device=device)
+        with accelerator.autocast():
+            nll = decoder.continuation_nll(prefixes, conts, generator(add_noise(x, alpha2, noise), alpha2))
+            loss = nll.mean()
+            if config.contrastive:
+                soft_other = generator(add_noise(x.roll(1, 0), alpha2, noise), alpha2)
+                nll_other = decoder.continuation_nll(prefixes, conts, soft_other)
+                loss = loss + config.contrastive * torch.relu(config.margin - (nll_other - nll)).mean()
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_([p for grp in optimizer.param_groups for p in grp["params"]], config.grad_clip)
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        record = {"step": step, "loss": loss.item(), "nll": nll.mean().item(), "s": time.perf_counter() - t0}
+        if step % config.eval_every == 0 or step == config.steps:
+            result = evaluate_plan_use(accelerator.unwrap_model(generator), decoder, evaluation, mean.cpu(), std.cpu(),
+                                       config.eval_sigma2)
+            record["eval"] = result
+            logger.info("step %d eval %s", step, result)
+            bar.set_postfix(gap=f"{result['gap']:.4f}", np_gap=f"{result['no_prefix_gap']:.3f}")
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        if step % config.save_every == 0 or step == config.steps:
+            save_state(out_dir / "state", modules, optimizer, step, {"config": config.model_dump()})
+    bar.close()
+    log.close()
+    return result

@@ -1,0 +1,75 @@
+"""The prompt generator learns to make a frozen decoder write embedding-specific text."""
+
+import numpy as np
+import pytest
+import torch
+
+from dglm.config import PromptConfig
+from dglm.prompt import PromptGenerator
+from dglm.training.data import WindowSet
+from dglm.training.train_prompt import PromptTrainingConfig, evaluate_plan_use, train_prompt_generator
+
+K = 4  # distinct plans
+
+
+def plan_dataset(decoder, n_per_class: int = 16):
+    """K classes: each class's continuation is a fixed word sequence and its embedding a fixed random vector."""
+    words = ["the game was won by the team", "a river of water in the city", "the king and queen of peace",
+             "music and art for children"]
+    cont_ids = decoder.tokenize(words)
+    prefix_ids = decoder.tokenize(["the story of"])[0]
+    emb = torch.nn.functional.normalize(torch.randn(K, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+    length = max(len(c) for c in cont_ids)
+    ids, cls = [], []
+    for k in range(K):
+        c = (cont_ids[k] + [decoder.tokenizer.eos_token_id] * length)[:length]
+        ids += [prefix_ids + c] * n_per_class
+        cls += [k] * n_per_class
+    ids = np.array(ids)
+    split = np.full((len(ids), 1), len(prefix_ids))
+    return WindowSet(ids, split, cont_emb=emb[cls][:, None].half()), words
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_decoder():
+    from conftest import make_llama, make_tokenizer
+    from dglm.decoder import Decoder
+
+    tok = make_tokenizer()
+    return Decoder(make_llama(len(tok)).requires_grad_(False), tok, "tiny-llama")
+
+
+def test_prompt_generator_learns_embedding_specific_text(tiny_llama_decoder, tmp_path):
+    torch.manual_seed(0)
+    dec = tiny_llama_decoder
+    data, words = plan_dataset(dec)
+    gen = PromptGenerator(PromptConfig(dim=16, out_dim=dec.hidden_size, num_soft_tokens=4, width=64, depth=2,
+                                       heads=4))
+    mean, std = torch.zeros(16), torch.full((16,), 0.25)
+    before = evaluate_plan_use(gen, dec, data, mean, std, batch_size=64)
+    cfg = PromptTrainingConfig(steps=150, batch_size=16, lr=3e-3, warmup=10, eval_every=150, save_every=150,
+                               mixed_precision="no")
+    after = train_prompt_generator(gen, dec, data, data, mean, std, cfg, tmp_path, show_progress_bar=False)
+    assert after["true"] < before["true"] - 1.0
+    assert after["gap"] > 1.0  # the decoder uses the plan: a wrong embedding costs > 1 nat per token
+    gen.eval()
+    emb = data.cont_emb[:: len(data) // K, 0].float()
+    soft = gen.prompt((emb - mean) / std, sigma2=0.0)
+    outs = dec.generate(["the story of"] * K, soft, max_new_tokens=4, do_sample=False)
+    assert len(set(outs)) == K  # each plan gives its own text
+    hits = sum(out.split()[:2] == w.split()[:2] for out, w in zip(outs, words))
+    assert hits >= 3
+
+
+def test_resumes_from_state(tiny_llama_decoder, tmp_path):
+    dec = tiny_llama_decoder
+    data, _ = plan_dataset(dec, 4)
+    cfg = PromptTrainingConfig(steps=4, batch_size=4, warmup=1, eval_every=100, save_every=2, mixed_precision="no")
+    make = lambda: PromptGenerator(PromptConfig(dim=16, out_dim=dec.hidden_size, num_soft_tokens=2, width=32,  # noqa: E731
+                                                depth=1, heads=2))
+    train_prompt_generator(make(), dec, data, data, torch.zeros(16), torch.ones(16), cfg, tmp_path, False)
+    resumed = make()
+    cfg6 = cfg.model_copy(update={"steps": 6})
+    train_prompt_generator(resumed, dec, data, data, torch.zeros(16), torch.ones(16), cfg6, tmp_path, False)
+    steps = [line.split(",")[0] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == [f'{{"step": {i}' for i in range(1, 7)]
