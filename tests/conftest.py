@@ -64,3 +64,35 @@ def tiny_decoder(request, tiny_tokenizer):
 
     make = make_gpt2 if request.param == "gpt2" else make_llama
     return Decoder(make(len(tiny_tokenizer)), tiny_tokenizer, f"tiny-{request.param}")
+
+
+# --- tiny_sentence_encoder (constraints tests) --------------------------------------------------------------
+TINY_ENCODER_WORDS = ("the a of and to in is was it this that with for on at great good bad awful love hate "
+                      "match team goal player score season coach league win won game sport ball "
+                      "soup bake oven recipe flour salt sugar cook kitchen dinner bread cheese taste "
+                      "river mountain rain cloud storm weather wind snow").split()
+
+
+@pytest.fixture(scope="session")
+def tiny_sentence_encoder(tmp_path_factory):
+    """A dglm SemanticEncoder over a tiny random BERT (1 layer, 32-d, WordPiece vocab of TINY_ENCODER_WORDS),
+    mean pooling and normalisation, built offline from configs; identity "tiny-bert:32". Do not mutate it
+    (its standardisation statistics are unfitted: mean 0, std 1)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from dglm.encoder import SemanticEncoder
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(TINY_ENCODER_WORDS))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        bert = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                    intermediate_size=64, max_position_embeddings=64))
+    bert.save_pretrained(folder)
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(folder)
+    transformer = Transformer(str(folder), max_seq_length=32)
+    model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean"),
+                                         Normalize()], device="cpu")
+    return SemanticEncoder(model, "tiny-bert")

@@ -112,6 +112,12 @@ class Constraint:
 
     def loss(self, raw: torch.Tensor) -> torch.Tensor:
         """Per-embedding loss: raw (..., d) unit-norm embeddings -> (...,). Lower is better satisfied."""
+        pending = [repr(leaf) for leaf in self.leaves() if not leaf.is_resolved]
+        if pending:
+            raise UnresolvedConstraintError(
+                f"{', '.join(pending)} {'is' if len(pending) == 1 else 'are'} not resolved yet: call "
+                f"constraint.resolve(encoder, registry) with the pipeline's encoder and probe registry first "
+                f"(the Controller does this for you)")
         terms = self.terms()
         if not terms:
             return raw.new_zeros(raw.shape[:-1])
