@@ -247,7 +247,8 @@ class Sum(Constraint):
         out = repr(self.parts[0])
         for part in self.parts[1:]:
             if isinstance(part, Scaled) and part.factor < 0:
-                out += " - " + repr(scale(part.inner, -part.factor))
+                positive = scale(part.inner, -part.factor)
+                out += f" - ({positive!r})" if isinstance(positive, Sum) else f" - {positive!r}"
             else:
                 out += " + " + repr(part)
         return out
