@@ -91,10 +91,15 @@ class ConstraintGuidance:
         else:
             self.per_row = list(constraints)
             self.constraint = None
+            rows: dict[Constraint, list[int]] = {}
             for i, c in enumerate(self.per_row):
                 if c is not None and not isinstance(c, Constraint):
                     raise TypeError(f"constraints[{i}]={c!r} must be a Constraint or None")
                 _check_resolved(c, f"constraints[{i}]")
+                if c is not None:
+                    rows.setdefault(c, []).append(i)  # equal constraints (by value) share one group
+            # Constraints that normalise to nothing (c - c, 0 * c) guide nothing.
+            self._row_groups = [(c, torch.tensor(idx)) for c, idx in rows.items() if c.terms()]
         if isinstance(strength, torch.Tensor):
             if strength.dim() != 1:
                 raise ValueError(f"strength must be a float or a (batch,) tensor, got shape {tuple(strength.shape)}")
@@ -129,24 +134,18 @@ class ConstraintGuidance:
         return self.strength.to(device)
 
     def _groups(self, batch: int, strengths: torch.Tensor) -> list[tuple[Constraint, torch.Tensor]]:
-        """[(constraint, row indices)] for the rows that are actually guided."""
-        on = (strengths > 0).tolist()
+        """[(constraint, row indices)] for the rows that are actually guided (strength > 0)."""
         if self.per_row is None:
-            rows = {self.constraint: list(range(batch))} if self.constraint is not None else {}
+            if self.constraint is None or not self.constraint.terms():
+                return []
+            groups = [(self.constraint, torch.arange(batch, device=strengths.device))]
         else:
             if len(self.per_row) != batch:
                 raise ValueError(f"got {len(self.per_row)} per-row constraints but the sampling batch has {batch} "
                                  f"rows (classifier-free guidance does not change this count)")
-            rows = {}
-            for i, c in enumerate(self.per_row):
-                if c is not None:
-                    rows.setdefault(c, []).append(i)  # equal constraints (by value) share one group
-        groups = []
-        for c, idx in rows.items():
-            idx = [i for i in idx if on[i]]
-            if idx and c.terms():
-                groups.append((c, torch.tensor(idx, device=strengths.device)))
-        return groups
+            groups = [(c, idx.to(strengths.device)) for c, idx in self._row_groups]
+        groups = [(c, idx[strengths[idx] > 0]) for c, idx in groups]
+        return [(c, idx) for c, idx in groups if idx.numel()]
 
     # -- the hook --------------------------------------------------------------------------------------
     def __call__(self, denoise: Denoise) -> Denoise:
@@ -166,7 +165,7 @@ class ConstraintGuidance:
             active = torch.zeros(batch, dtype=torch.bool, device=z.device)
             for _, idx in groups:
                 active[idx] = True
-            x0, eps = self._update(z, pred.x0.detach(), pred.eps.detach(), alpha2, strengths, grad, active)
+            x0, eps = self._update(pred.x0.detach(), pred.eps.detach(), alpha2, strengths, grad, active)
             if not bool(active.all()):  # unguided rows: exactly what the unwrapped denoiser gives
                 plain = denoise(z, alpha2)
                 x0 = torch.where(active[:, None], x0, plain.x0)
@@ -181,8 +180,8 @@ class ConstraintGuidance:
         device = self.generator.device if self.generator is not None else z_in.device
         noise = torch.randn((self.num_samples, dim), generator=self.generator, device=device)
         noise = noise.to(device=z_in.device, dtype=pred.x0.dtype)  # (n, d), shared by all rows
-        a2 = alpha2.float()
-        spread = ((1 - a2) / a2).sqrt().to(pred.x0.dtype)  # (B,) sigma / alpha
+        alpha, sigma = _alpha_sigma(alpha2)
+        spread = (sigma / alpha).to(pred.x0.dtype)  # (B,)
         total = z_in.new_zeros((), dtype=torch.float32)
         for constraint, idx in groups:
             x_mc = pred.x0[idx, None, :] + spread[idx, None, None] * noise  # (r, n, d)
@@ -195,7 +194,7 @@ class ConstraintGuidance:
         (grad,) = torch.autograd.grad(total, z_in)
         return grad.float()
 
-    def _update(self, z, x0, eps, alpha2, strengths, grad, active) -> tuple[torch.Tensor, torch.Tensor]:
+    def _update(self, x0, eps, alpha2, strengths, grad, active) -> tuple[torch.Tensor, torch.Tensor]:
         """eps + lambda sigma g and the matching x0, with the x0 change clipped; computed in float32."""
         finite = torch.isfinite(grad).all(dim=1)  # (B,)
         if not bool(finite[active].all()):
@@ -205,8 +204,7 @@ class ConstraintGuidance:
         if self.max_grad_norm is not None:
             norm = grad.norm(dim=1, keepdim=True)  # (B, 1)
             grad = grad * (self.max_grad_norm / norm.clamp_min(1e-30)).clamp(max=1.0)
-        a2 = alpha2.float()[:, None]
-        alpha, sigma = a2.sqrt(), (1 - a2).sqrt()  # (B, 1)
+        alpha, sigma = (v[:, None] for v in _alpha_sigma(alpha2))  # (B, 1)
         # delta_x0 = -(lambda sigma^2 / alpha) g, written as direction * magnitude so that neither a huge
         # lambda nor a tiny alpha can overflow before the clip.
         peak = grad.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)  # (B, 1)
@@ -220,6 +218,12 @@ class ConstraintGuidance:
         x0 = (x0.float() + delta_x0).to(x0.dtype)
         eps = (eps.float() + delta_eps).to(eps.dtype)
         return x0, eps
+
+
+def _alpha_sigma(alpha2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha, sigma (B,) in float32, kept away from 0 so that grids reaching alpha^2 = 0 or 1 stay finite."""
+    a2 = alpha2.float()
+    return a2.sqrt().clamp_min(1e-12), (1 - a2).sqrt().clamp_min(1e-12)
 
 
 def _check_resolved(constraint: Constraint | None, name: str) -> None:
