@@ -105,7 +105,7 @@ class ConstraintGuidance:
                 raise ValueError(f"strength must be a float or a (batch,) tensor, got shape {tuple(strength.shape)}")
             if not bool(torch.isfinite(strength).all()) or bool((strength < 0).any()):
                 raise ValueError(f"strength={strength.tolist()} must be finite and >= 0")
-            self.strength = strength.detach().float()
+            self.strength = strength.detach().float().cpu()
         else:
             if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength < math.inf:
                 raise ValueError(f"strength={strength!r} must be a finite number >= 0 or a (batch,) tensor")
@@ -126,47 +126,48 @@ class ConstraintGuidance:
         return f"ConstraintGuidance({what!r}, strength={self.strength!r}, num_samples={self.num_samples})"
 
     # -- which rows are guided, by what ----------------------------------------------------------------
-    def _strengths(self, batch: int, device: torch.device) -> torch.Tensor:
-        if isinstance(self.strength, float):
-            return torch.full((batch,), self.strength, device=device)
-        if self.strength.shape[0] != batch:
+    def _groups(self, batch: int) -> list[tuple[Constraint, torch.Tensor]]:
+        """[(constraint, row indices on the CPU)] for the rows that are actually guided (strength > 0).
+        Worked out on the CPU from the constructor's arguments, so it never waits for the device."""
+        if isinstance(self.strength, torch.Tensor) and self.strength.shape[0] != batch:
             raise ValueError(f"strength has {self.strength.shape[0]} entries but the sampling batch has {batch} rows")
-        return self.strength.to(device)
-
-    def _groups(self, batch: int, strengths: torch.Tensor) -> list[tuple[Constraint, torch.Tensor]]:
-        """[(constraint, row indices)] for the rows that are actually guided (strength > 0)."""
         if self.per_row is None:
             if self.constraint is None or not self.constraint.terms():
                 return []
-            groups = [(self.constraint, torch.arange(batch, device=strengths.device))]
+            groups = [(self.constraint, torch.arange(batch))]
         else:
             if len(self.per_row) != batch:
                 raise ValueError(f"got {len(self.per_row)} per-row constraints but the sampling batch has {batch} "
                                  f"rows (classifier-free guidance does not change this count)")
-            groups = [(c, idx.to(strengths.device)) for c, idx in self._row_groups]
-        groups = [(c, idx[strengths[idx] > 0]) for c, idx in groups]
+            groups = self._row_groups
+        if isinstance(self.strength, float):
+            return groups if self.strength > 0 else []
+        groups = [(c, idx[self.strength[idx] > 0]) for c, idx in groups]
         return [(c, idx) for c, idx in groups if idx.numel()]
 
     # -- the hook --------------------------------------------------------------------------------------
     def __call__(self, denoise: Denoise) -> Denoise:
         def guided(z: torch.Tensor, alpha2: torch.Tensor) -> Prediction:
-            batch, dim = z.shape
-            strengths = self._strengths(batch, z.device)  # (B,)
-            groups = self._groups(batch, strengths)
+            batch = z.shape[0]
+            groups = self._groups(batch)
             if not groups:
                 return denoise(z, alpha2)
             if torch.is_inference_mode_enabled():
                 raise RuntimeError("constraint guidance needs gradients: run the sampler under torch.no_grad(), "
                                    "not torch.inference_mode()")
+            groups = [(c, idx.to(z.device, non_blocking=True)) for c, idx in groups]
+            strengths = self.strength if isinstance(self.strength, torch.Tensor) else torch.tensor([self.strength])
+            strengths = strengths.to(z.device, non_blocking=True).expand(batch)  # (B,)
             with torch.enable_grad():
                 z_in = z.detach().requires_grad_(True)
                 pred = denoise(z_in, alpha2)
                 grad = self._gradient(z_in, pred, alpha2, groups)  # (B, d) float32
+            guided_rows = sum(int(idx.numel()) for _, idx in groups)  # groups are disjoint
             active = torch.zeros(batch, dtype=torch.bool, device=z.device)
             for _, idx in groups:
                 active[idx] = True
             x0, eps = self._update(pred.x0.detach(), pred.eps.detach(), alpha2, strengths, grad, active)
-            if not bool(active.all()):  # unguided rows: exactly what the unwrapped denoiser gives
+            if guided_rows < batch:  # unguided rows: exactly what the unwrapped denoiser gives
                 plain = denoise(z, alpha2)
                 x0 = torch.where(active[:, None], x0, plain.x0)
                 eps = torch.where(active[:, None], eps, plain.eps)
