@@ -359,7 +359,7 @@ class FunctionConstraint(Leaf):
             raise ValueError(f"name={self.name!r} must be a non-empty str")
 
     def key(self):
-        return ("function", self.fn, self.name, self.encoder)
+        return ("function", id(self.fn), self.name, self.encoder)  # the callable's identity: it may be unhashable
 
     def toward(self, raw: torch.Tensor) -> torch.Tensor:
         flat = raw.reshape(-1, raw.shape[-1])  # (N, d)

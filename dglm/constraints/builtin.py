@@ -167,7 +167,7 @@ class TextTarget(_Unresolved):
             return TextTarget(self.kind, self.text, self.name, self.scale, self.threshold), -1.0
         return self, 1.0
 
-    def probe(self, encoder) -> Probe:
+    def build_probe(self, encoder) -> Probe:
         """The zero-shot binary probe for ``encoder`` (embeds the text once)."""
         if not hasattr(encoder, "encode"):
             raise TypeError(f"encoder={encoder!r} must be a SemanticEncoder (with .encode) to embed {self.text!r}")
@@ -182,7 +182,7 @@ class TextTarget(_Unresolved):
                                  "scale": self.scale, "threshold": threshold})
 
     def _resolve(self, encoder, registry):
-        probe = self.probe(encoder)
+        probe = self.build_probe(encoder)
         return ProbeTarget(probe, probe.labels[0] if self.away else probe.labels[1], display=repr(self))
 
     def __repr__(self) -> str:
