@@ -79,7 +79,7 @@ class SemanticEncoder(nn.Module):
         if x.dim() != 2 or x.shape[1] != self.dim or x.shape[0] < 2:
             raise ValueError(f"need at least 2 embeddings of shape (N, {self.dim}), got {tuple(x.shape)}")
         self.mean.copy_(x.mean(0))
-        self.std.copy_(x.std(0).clamp_min(1e-6))
+        self.std.copy_(x.std(0).clamp_min(1e-4))  # constant dimensions stay finite
         self.fitted = True
 
     def standardize(self, raw: torch.Tensor) -> torch.Tensor:

@@ -99,9 +99,11 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path} is missing")
     with open(path, "rb") as f:
-        head = f.read(4)
-    if head.startswith(PICKLE_MAGIC):
-        raise CheckpointError(f"{path} looks like a pickle / torch.save file; only safetensors are loaded")
+        head = f.read(9)
+    # A safetensors file starts with its header's length (8 bytes, little endian) and then the JSON header.
+    if head[8:9] != b"{":
+        kind = "a pickle / torch.save file" if head.startswith(PICKLE_MAGIC) else "not a safetensors file"
+        raise CheckpointError(f"{path} is {kind}; only safetensors files are loaded")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:

@@ -46,7 +46,8 @@ class NoiseLevelEmbedding(nn.Module):
         half = self.freq_dim // 2
         freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=alpha2.device) / half)
         angles = (alpha2.float() * 1000)[:, None] * freqs[None]  # (B, half)
-        return self.mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))
+        features = torch.cat([angles.sin(), angles.cos()], dim=-1)  # (B, freq_dim)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
 
 
 class AdaBlock(nn.Module):

@@ -102,8 +102,7 @@ class WindowSet:
     def save(self, folder: str | os.PathLike) -> None:
         with atomic_directory(folder) as tmp:
             tensors = {"ids": torch.from_numpy(self.ids).int(), "splits": torch.from_numpy(self.splits).int()}
-            if self.cont_emb is not None:
-                tensors |= {"prefix_emb": self.prefix_emb, "cont_emb": self.cont_emb}
+            tensors |= {k: v for k, v in (("prefix_emb", self.prefix_emb), ("cont_emb", self.cont_emb)) if v is not None}
             save_tensors(tmp / "windows.safetensors", tensors)
 
     @classmethod

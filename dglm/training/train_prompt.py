@@ -62,6 +62,8 @@ class PromptTrainingConfig(BaseModel):
     lora_lr: float = Field(default=2e-4, gt=0)
     # Noise level sigma^2 used for the held-out evaluation (the inference default).
     eval_sigma2: float = Field(default=0.05, ge=0, le=1)
+    # Held-out (window, split) pairs used by each evaluation.
+    eval_limit: int = Field(default=200, gt=1)
     # Evaluate every this many steps (and at the end).
     eval_every: int = Field(default=500, gt=0)
     # Save a resumable state every this many steps (and at the end).
@@ -70,6 +72,9 @@ class PromptTrainingConfig(BaseModel):
     seed: int = 0
     # "no", "bf16" or "fp16": autocast through accelerate.
     mixed_precision: str = "bf16"
+    # Wall-clock budget in seconds for this process (0 = none): the learning-rate schedule follows whichever
+    # of steps and time is further along, and training stops when the budget is spent.
+    time_budget_s: float = Field(default=0.0, ge=0)
 
 
 def _pairs(data: WindowSet, index: np.ndarray) -> tuple[list[list[int]], list[list[int]], torch.Tensor]:
@@ -165,8 +170,12 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
     t0, result = time.perf_counter(), {}
     generator.train()
     while step < config.steps:
+        elapsed = time.perf_counter() - t0
+        if config.time_budget_s and elapsed >= config.time_budget_s:
+            break
+        at = max(step, int(elapsed / config.time_budget_s * config.steps)) if config.time_budget_s else step
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config.lora_lr if group.get("lora") else config.lr, config.warmup, config.steps)
+            group["lr"] = lr_at(at, config.lora_lr if group.get("lora") else config.lr, config.warmup, config.steps)
         idx = rng.integers(0, total_pairs, config.batch_size)
         prefixes, conts, emb = _pairs(train, idx)
         x = (emb.to(device) - mean) / std
@@ -186,15 +195,16 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
         step += 1
         bar.update(1)
         record = {"step": step, "loss": loss.item(), "nll": nll.mean().item(), "s": time.perf_counter() - t0}
-        if step % config.eval_every == 0 or step == config.steps:
+        last = step == config.steps or (config.time_budget_s and time.perf_counter() - t0 >= config.time_budget_s)
+        if step % config.eval_every == 0 or last:
             result = evaluate_plan_use(accelerator.unwrap_model(generator), decoder, evaluation, mean.cpu(), std.cpu(),
-                                       config.eval_sigma2)
+                                       config.eval_sigma2, limit=config.eval_limit)
             record["eval"] = result
             logger.info("step %d eval %s", step, result)
             bar.set_postfix(gap=f"{result['gap']:.4f}", np_gap=f"{result['no_prefix_gap']:.3f}")
         log.write(json.dumps(record) + "\n")
         log.flush()
-        if step % config.save_every == 0 or step == config.steps:
+        if step % config.save_every == 0 or last:
             save_state(out_dir / "state", modules, optimizer, step, {"config": config.model_dump()})
     bar.close()
     log.close()

@@ -1,0 +1,130 @@
+"""Train the default ``mini`` checkpoint (MiniLM-L6 encoder, SmolLM2-135M decoder) on the packaged corpus.
+
+Stages (each resumable; run them in order, or ``all``):
+
+    python recipes/build_corpus.py --out cache/corpus
+    python recipes/train_mini.py prepare   # windows, word-boundary splits, cached encoder embeddings, stats
+    python recipes/train_mini.py diffusion --steps 8000
+    python recipes/train_mini.py prompt --steps 3000 --batch-size 8
+    python recipes/train_mini.py assemble  # -> dglm/checkpoints/mini (fp16 safetensors + JSON)
+
+Run under ``accelerate launch`` to use GPUs; the same code runs on this CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from dglm.config import DGLMConfig, EncoderConfig
+from dglm.decoder import Decoder
+from dglm.diffusion import SemanticDiffuser
+from dglm.encoder import SemanticEncoder
+from dglm.io import load_component
+from dglm.pipeline import DGLM
+from dglm.prompt import PromptGenerator
+from dglm.training.corpus import load_split
+from dglm.training.data import WindowSet, build_windows
+from dglm.training.train_diffusion import DiffusionTrainingConfig, train_diffuser
+from dglm.training.train_prompt import PromptTrainingConfig, train_prompt_generator
+
+CONFIG = DGLMConfig.preset("mini")
+
+
+def prepare(args) -> None:
+    encoder = SemanticEncoder.from_pretrained(CONFIG.encoder.name_or_path)
+    tokenizer = Decoder.from_pretrained(CONFIG.decoder.name_or_path).tokenizer
+    data = Path(args.work) / "data"
+    for split, kwargs in (("validation", {"fixed_split": 32}), ("train", {"per_window": 2, "max_prefix": 48})):
+        if (data / split / "windows.safetensors").is_file():
+            continue
+        texts = [d.text for d in load_split(args.corpus, split)]
+        windows = build_windows(texts, tokenizer, window=64, seed=args.seed, **kwargs)
+        logging.info("%s: %d documents -> %d windows; embedding", split, len(texts), len(windows))
+        windows.embed(encoder, tokenizer, show_progress_bar=True).save(data / split)
+    train = WindowSet.load(data / "train")
+    encoder.fit_standardization(train.cont_emb.reshape(-1, encoder.dim).float())
+    encoder.save_pretrained(Path(args.work) / "encoder")
+
+
+def _load(args):
+    """Standardisation statistics (training needs no encoder model) and the cached windows."""
+    work = Path(args.work)
+    _, stats = load_component(work / "encoder", EncoderConfig)
+    return stats["mean"], stats["std"], WindowSet.load(work / "data" / "train"), \
+        WindowSet.load(work / "data" / "validation")
+
+
+def diffusion(args) -> None:
+    mean, std, train, val = _load(args)
+    standard = lambda e: ((e.float() - mean) / std).reshape(-1, mean.shape[0])  # noqa: E731  (N * S, d)
+    cfg = DiffusionTrainingConfig(steps=args.steps, batch_size=args.batch_size or 256, lr=args.lr or 1e-3,
+                                  warmup=min(500, args.steps // 10), save_every=500, seed=args.seed)
+    model = SemanticDiffuser(CONFIG.diffusion)
+    ema = train_diffuser(model, standard(train.prefix_emb), standard(train.cont_emb), cfg,
+                         out_dir=Path(args.work) / "runs" / "diffusion",
+                         heldout=(standard(val.prefix_emb), standard(val.cont_emb)))
+    ema.save_pretrained(Path(args.work) / "diffusion")
+
+
+def prompt(args) -> None:
+    mean, std, train, val = _load(args)
+    decoder = Decoder.from_pretrained(args.decoder or CONFIG.decoder.name_or_path, device=args.device)
+    cfg = PromptTrainingConfig(time_budget_s=args.time_budget * 60,steps=args.steps, batch_size=args.batch_size or 8, lr=args.lr or 1e-3,
+                               warmup=min(100, args.steps // 10), contrastive=args.contrastive,
+                               lora_rank=args.lora_rank, eval_every=args.eval_every, eval_limit=args.eval_limit, seed=args.seed,
+                               mixed_precision=args.mixed_precision)
+    generator = PromptGenerator(CONFIG.prompt)
+    run = Path(args.work) / "runs" / args.run
+    result = train_prompt_generator(generator, decoder, train, val, mean, std, cfg, run)
+    generator.save_pretrained(run / "prompt")
+    if cfg.lora_rank:
+        decoder.model.save_pretrained(run / "lora")  # peft writes the adapter only (safetensors)
+    (run / "result.json").write_text(json.dumps({"config": cfg.model_dump(), "eval": result}, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+def assemble(args) -> None:
+    """Copy the trained parts into a DGLM checkpoint (fp16 weights), with the shipped probes if present."""
+    work = Path(args.work)
+    encoder = SemanticEncoder.from_pretrained_stats(work / "encoder")
+    decoder = Decoder.from_pretrained(CONFIG.decoder.name_or_path)
+    diffuser = SemanticDiffuser.from_pretrained(work / "diffusion").half()
+    generator = PromptGenerator.from_pretrained(work / "runs" / args.run / "prompt").half()
+    probes = None
+    if (work / "probes").is_dir():
+        from dglm.constraints import ProbeRegistry
+
+        probes = ProbeRegistry.load(work / "probes")
+    DGLM(encoder, diffuser, generator, decoder, CONFIG.sampling, probes).save_pretrained(args.out)
+    print(f"wrote {args.out}")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=["prepare", "diffusion", "prompt", "assemble"])
+    p.add_argument("--work", default="cache/mini", help="working folder for data, runs and parts")
+    p.add_argument("--corpus", default="cache/corpus", help="output of recipes/build_corpus.py")
+    p.add_argument("--out", default="dglm/checkpoints/mini", help="where assemble writes the checkpoint")
+    p.add_argument("--run", default="prompt", help="name of the prompt-generator run under WORK/runs")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=0, help="0 = the stage's default")
+    p.add_argument("--lr", type=float, default=0.0, help="0 = the stage's default")
+    p.add_argument("--contrastive", type=float, default=0.0)
+    p.add_argument("--lora-rank", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--eval-limit", type=int, default=200, help="held-out pairs per evaluation")
+    p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
+    p.add_argument("--device", default=None)
+    p.add_argument("--decoder", default=None, help="decoder folder or id (default: the mini preset's)")
+    p.add_argument("--time-budget", type=float, default=0.0, help="minutes of training at most (0 = no limit)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    {"prepare": prepare, "diffusion": diffusion, "prompt": prompt, "assemble": assemble}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
