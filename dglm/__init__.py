@@ -25,6 +25,22 @@ from dglm.diffusion import SemanticDiffuser  # noqa: E402
 from dglm.encoder import SemanticEncoder  # noqa: E402
 from dglm.pipeline import DGLM, GenerationOutput, Plan  # noqa: E402
 from dglm.prompt import PromptGenerator  # noqa: E402
+from dglm.constraints import (  # noqa: E402
+    Constraint,
+    ConstraintSyntaxError,
+    FunctionConstraint,
+    Probe,
+    ProbeRegistry,
+    away_from,
+    near,
+    parse_constraint,
+    sentiment,
+    topic,
+    toxicity,
+)
+from dglm.controller import Controller  # noqa: E402
 
-__all__ = ["DGLM", "DGLMConfig", "Decoder", "DecoderConfig", "DiffusionConfig", "EncoderConfig", "GenerationOutput",
-           "Plan", "PromptConfig", "PromptGenerator", "SamplingConfig", "SemanticDiffuser", "SemanticEncoder"]
+__all__ = ["DGLM", "Constraint", "ConstraintSyntaxError", "Controller", "DGLMConfig", "Decoder", "DecoderConfig",
+           "DiffusionConfig", "EncoderConfig", "FunctionConstraint", "GenerationOutput", "Plan", "Probe",
+           "ProbeRegistry", "PromptConfig", "PromptGenerator", "SamplingConfig", "SemanticDiffuser", "SemanticEncoder",
+           "away_from", "near", "parse_constraint", "sentiment", "topic", "toxicity"]

@@ -156,7 +156,7 @@ PRESETS: dict[str, DGLMConfig] = {
     ),
     "mini": DGLMConfig(
         encoder=EncoderConfig(name_or_path="sentence-transformers/all-MiniLM-L6-v2", dim=384),
-        diffusion=DiffusionConfig(dim=384, num_tokens=16, token_features=48, width=256, depth=6, heads=4,
+        diffusion=DiffusionConfig(dim=384, num_tokens=8, token_features=32, width=128, depth=4, heads=4,
                                   ema_decay=0.999),
         prompt=PromptConfig(dim=384, out_dim=576, num_soft_tokens=8, width=256, depth=3, heads=4),
         decoder=DecoderConfig(name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct", hidden_size=576),

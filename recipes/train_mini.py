@@ -74,6 +74,7 @@ def prompt(args) -> None:
     decoder = Decoder.from_pretrained(args.decoder or CONFIG.decoder.name_or_path, device=args.device)
     cfg = PromptTrainingConfig(time_budget_s=args.time_budget * 60,steps=args.steps, batch_size=args.batch_size or 8, lr=args.lr or 1e-3,
                                warmup=min(100, args.steps // 10), contrastive=args.contrastive,
+                               prefix_dropout=args.prefix_dropout, prefix_free_steps=args.prefix_free_steps,
                                lora_rank=args.lora_rank, eval_every=args.eval_every, eval_limit=args.eval_limit, seed=args.seed,
                                mixed_precision=args.mixed_precision)
     generator = PromptGenerator(CONFIG.prompt)
@@ -114,6 +115,8 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=0.0, help="0 = the stage's default")
     p.add_argument("--contrastive", type=float, default=0.0)
     p.add_argument("--lora-rank", type=int, default=0)
+    p.add_argument("--prefix-dropout", type=float, default=0.0, help="probability of training without the prefix")
+    p.add_argument("--prefix-free-steps", type=int, default=0, help="curriculum: first steps without any prefix")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--eval-limit", type=int, default=200, help="held-out pairs per evaluation")
     p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])

@@ -52,6 +52,11 @@ class PromptTrainingConfig(BaseModel):
     weight_decay: float = Field(default=0.01, ge=0)
     # Gradient-norm clip.
     grad_clip: float = Field(default=1.0, gt=0)
+    # Probability of training an example without its prefix ([soft tokens][continuation] only), so the soft
+    # tokens must carry the continuation's content.
+    prefix_dropout: float = Field(default=0.0, ge=0, le=1)
+    # Curriculum: the first this many steps drop every prefix (then ``prefix_dropout`` applies).
+    prefix_free_steps: int = Field(default=0, ge=0)
     # Weight of the contrastive term relu(margin - (NLL_shuffled - NLL_true)); 0 = off (it doubles the cost).
     contrastive: float = Field(default=0.0, ge=0)
     # Margin in nats per token for the contrastive term.
@@ -178,6 +183,8 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
             group["lr"] = lr_at(at, config.lora_lr if group.get("lora") else config.lr, config.warmup, config.steps)
         idx = rng.integers(0, total_pairs, config.batch_size)
         prefixes, conts, emb = _pairs(train, idx)
+        p_drop = 1.0 if step < config.prefix_free_steps else config.prefix_dropout
+        prefixes = [[] if rng.random() < p_drop else p for p in prefixes]
         x = (emb.to(device) - mean) / std
         alpha2 = augmentation_alpha2(torch.rand(len(idx), generator=g, device=device))
         noise = torch.randn(x.shape, generator=g, device=device)

@@ -1,0 +1,132 @@
+"""Controller: constraints bound to a DGLM pipeline, for generation or for soft prompts to use elsewhere.
+
+Example:
+    >>> from dglm import Controller, toxicity, topic
+    >>> ctl = Controller(toxicity.low() + topic("sports"), strength=20)      # loads the "mini" checkpoint  # doctest: +SKIP
+    >>> ctl.generate(["The match last night"], num_samples=2, seed=0).continuations  # doctest: +SKIP
+    >>> embeds, mask = ctl.prompt_embeds(["The match last night"], seed=0)   # doctest: +SKIP
+    >>> my_model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=32)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from dglm.constraints import Constraint, ConstraintGuidance, parse_constraint
+from dglm.decoder import check_prefixes
+from dglm.pipeline import DGLM, GenerationOutput, Plan, check_positive_int
+
+ConstraintLike = Constraint | str | None
+
+
+class Controller:
+    """A constraint (``toxicity.low() + topic('sports')``, a string in the same syntax, or None for unguided
+    generation) with a guidance strength, bound to a :class:`DGLM` pipeline (default: ``DGLM.from_pretrained
+    ("mini")``, loaded on first use).
+
+    Every call may override the constraint and strength for each prefix (``constraints=[...]``,
+    ``strength=[...]``), so one batch can serve requests with different controls.
+    """
+
+    def __init__(self, constraint: ConstraintLike = None, pipeline: DGLM | None = None, *,
+                 strength: float | None = None, guidance_samples: int | None = None, max_x0_shift: float = 1.0):
+        self._constraint = _as_constraint(constraint, "constraint")
+        self._pipeline = pipeline
+        self.strength = None if strength is None else _check_strength(strength, "strength")
+        self.guidance_samples = guidance_samples
+        self.max_x0_shift = max_x0_shift
+
+    def __repr__(self) -> str:
+        return f"Controller({self._constraint!r}, strength={self.strength})"
+
+    @property
+    def pipeline(self) -> DGLM:
+        if self._pipeline is None:
+            self._pipeline = DGLM.from_pretrained("mini")
+        return self._pipeline
+
+    @property
+    def constraint(self) -> Constraint | None:
+        return self._constraint
+
+    def guidance(self, prefixes: Sequence[str], num_samples: int = 1,
+                 constraints: Sequence[ConstraintLike] | None = None,
+                 strength: float | Sequence[float] | None = None, seed: int | None = None) -> ConstraintGuidance | None:
+        """The denoiser hook for a batch of ``len(prefixes) * num_samples`` rows (None if nothing is guided)."""
+        pipe = self.pipeline
+        if constraints is None:
+            per_prefix = [self._constraint] * len(prefixes)
+        else:
+            if isinstance(constraints, (str, Constraint)) or len(constraints) != len(prefixes):
+                raise ValueError(f"constraints must be a list with one constraint (or None) per prefix "
+                                 f"({len(prefixes)}), got {constraints!r:.200}")
+            per_prefix = [_as_constraint(c, f"constraints[{i}]") for i, c in enumerate(constraints)]
+        default = self.strength if self.strength is not None else pipe.sampling.strength
+        if strength is None:
+            strengths = [default] * len(prefixes)
+        elif isinstance(strength, (int, float)):
+            strengths = [_check_strength(strength, "strength")] * len(prefixes)
+        else:
+            if len(strength) != len(prefixes):
+                raise ValueError(f"strength must be a number or one number per prefix ({len(prefixes)}), "
+                                 f"got {len(strength)} values")
+            strengths = [_check_strength(s, f"strength[{i}]") for i, s in enumerate(strength)]
+        if all(c is None for c in per_prefix):
+            return None
+        resolved = {c: c.resolve(pipe.encoder, pipe.probes) for c in set(per_prefix) if c is not None}
+        rows = [resolved[c] if c is not None else None for c in per_prefix for _ in range(num_samples)]
+        row_strength = torch.tensor([s for s in strengths for _ in range(num_samples)], dtype=torch.float32)
+        generator = torch.Generator(pipe.device).manual_seed(seed if seed is not None else 0)
+        return ConstraintGuidance(rows, row_strength, pipe.encoder.to_raw,
+                                  num_samples=self.guidance_samples or pipe.sampling.guidance_samples,
+                                  generator=generator, max_x0_shift=self.max_x0_shift)
+
+    def plan(self, prefixes: Sequence[str], num_samples: int = 1, *,
+             constraints: Sequence[ConstraintLike] | None = None, strength: float | Sequence[float] | None = None,
+             seed: int | None = None, **plan_kwargs) -> Plan:
+        """Guided plans and soft prompts (see :meth:`DGLM.plan` for ``plan_kwargs``)."""
+        prefixes = check_prefixes(prefixes)
+        num_samples = check_positive_int("num_samples", num_samples)
+        guidance = self.guidance(prefixes, num_samples, constraints, strength, seed)
+        return self.pipeline.plan(prefixes, num_samples, seed=seed, guidance=guidance, **plan_kwargs)
+
+    def generate(self, prefixes: Sequence[str], num_samples: int = 1, *,
+                 constraints: Sequence[ConstraintLike] | None = None, strength: float | Sequence[float] | None = None,
+                 seed: int | None = None, steps: int | None = None, sampler: str | None = None,
+                 cfg_scale: float | None = None, sigma2: float | None = None, show_progress_bar: bool = False,
+                 **generate_kwargs) -> GenerationOutput:
+        """Controlled continuations: ``output.continuations[i][j]`` is sample j of prefix i."""
+        plan = self.plan(prefixes, num_samples, constraints=constraints, strength=strength, seed=seed, steps=steps,
+                         sampler=sampler, cfg_scale=cfg_scale, sigma2=sigma2, show_progress_bar=show_progress_bar)
+        return self.pipeline.decode(plan, seed=seed, **generate_kwargs)
+
+    def prompt_embeds(self, prefixes: Sequence[str], num_samples: int = 1, *, dtype: torch.dtype | None = None,
+                      device: str | torch.device | None = None, **plan_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inputs_embeds, attention_mask)`` for ``len(prefixes) * num_samples`` rows (row-major):
+        ``[left padding][prefix token embeddings][soft tokens]``, ready for any HF ``model.generate(
+        inputs_embeds=..., attention_mask=...)`` call of the same decoder. Under the same seed
+        (``torch.manual_seed(seed)`` before your call), that call writes exactly what :meth:`generate` writes.
+        """
+        plan = self.plan(prefixes, num_samples, **plan_kwargs)
+        rows = [p for p in plan.prefixes for _ in range(plan.num_samples)]
+        decoder = self.pipeline.decoder
+        with torch.no_grad():
+            embeds, mask, _ = decoder.embed(decoder.tokenize(rows), plan.soft_prompts)
+        return embeds.to(device=device, dtype=dtype), mask.to(device=device)
+
+
+def _as_constraint(value: ConstraintLike, name: str) -> Constraint | None:
+    if value is None or isinstance(value, Constraint):
+        return value
+    if isinstance(value, str):
+        return parse_constraint(value)
+    raise TypeError(f"{name}={value!r:.100} must be a Constraint, a constraint expression string or None")
+
+
+def _check_strength(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < math.inf):
+        raise ValueError(f"{name}={value!r} must be a finite number >= 0")
+    return float(value)
