@@ -85,6 +85,12 @@ class PromptConfig(_Config):
     heads: int = Field(default=12, gt=0)
     # Hidden size of the GLU MLP as a multiple of width.
     mlp_ratio: float = Field(default=4.0, gt=0)
+    # "linear": each soft token is a Linear map to the decoder width (the reference). "vocab_mixture": each
+    # soft token is a softmax mixture of the decoder's own input embeddings of ``vocab_size`` frequent tokens,
+    # so soft tokens look like (blends of) words, which a frozen decoder reads and copies from.
+    head: Literal["linear", "vocab_mixture"] = "linear"
+    # Vocabulary rows a "vocab_mixture" head mixes (0 for "linear").
+    vocab_size: int = Field(default=0, ge=0)
 
 
 class DecoderConfig(_Config):

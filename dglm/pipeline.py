@@ -85,6 +85,7 @@ class DGLM(torch.nn.Module):
             raise ValueError(f"decoder hidden size {decoder.hidden_size} does not match the prompt generator's "
                              f"out_dim {prompt_generator.config.out_dim}; pass the decoder it was trained with")
         self.encoder, self.diffuser, self.prompt_generator, self.decoder = encoder, diffuser, prompt_generator, decoder
+        prompt_generator.bind(decoder.embeddings.weight)
         self.sampling = sampling or SamplingConfig()
         self.probes = probes
 

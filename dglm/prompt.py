@@ -44,14 +44,45 @@ class PromptGenerator(nn.Module):
         self.inp = nn.Linear(c.dim, c.num_soft_tokens * c.width)
         self.position = nn.Parameter(torch.randn(c.num_soft_tokens, c.width) * 0.02)
         self.transformer = AdaTransformer(c.width, c.depth, c.heads, c.mlp_ratio)
-        self.out = nn.Linear(c.width, c.out_dim)
-        # Start near the scale of typical LM token embeddings (std ~0.02-0.05), not at unit scale.
-        nn.init.normal_(self.out.weight, std=0.02 / math.sqrt(c.width) * 4)
-        nn.init.zeros_(self.out.bias)
+        if c.head == "linear":
+            self.out = nn.Linear(c.width, c.out_dim)
+            # Start near the scale of typical LM token embeddings (std ~0.02-0.05), not at unit scale.
+            nn.init.normal_(self.out.weight, std=0.02 / math.sqrt(c.width) * 4)
+            nn.init.zeros_(self.out.bias)
+        else:
+            if c.vocab_size < 1:
+                raise ValueError(f"head='vocab_mixture' needs vocab_size >= 1, got {c.vocab_size}")
+            self.out = nn.Linear(c.width, c.vocab_size)
+            # Which decoder vocabulary rows the mixture uses (saved); the embedding matrix itself is bound at
+            # run time from the decoder (see bind), never copied into the checkpoint.
+            self.register_buffer("vocab_ids", torch.arange(c.vocab_size))
+        self._embeddings: torch.Tensor | None = None
+
+    def bind(self, embeddings: torch.Tensor) -> PromptGenerator:
+        """Use the decoder's input-embedding matrix (V_total, out_dim) for a ``vocab_mixture`` head."""
+        if embeddings.dim() != 2 or embeddings.shape[1] != self.config.out_dim:
+            raise ValueError(f"embeddings must be (vocab, {self.config.out_dim}), got {tuple(embeddings.shape)}")
+        if self.config.head == "vocab_mixture" and int(self.vocab_ids.max()) >= embeddings.shape[0]:
+            raise ValueError(f"the generator mixes token id {int(self.vocab_ids.max())} but the decoder's vocabulary "
+                             f"has {embeddings.shape[0]} rows; pass the decoder it was trained with")
+        self._embeddings = embeddings
+        return self
+
+    def word_logits(self, z: torch.Tensor, alpha2: torch.Tensor) -> torch.Tensor:
+        """Per soft token, logits over the mixed vocabulary rows: (B, k, vocab_size) (``vocab_mixture`` only)."""
+        h = rearrange(self.inp(z), "b (k w) -> b k w", k=self.config.num_soft_tokens) + self.position
+        return self.out(self.transformer(h, alpha2))
 
     def forward(self, z: torch.Tensor, alpha2: torch.Tensor) -> torch.Tensor:
-        h = rearrange(self.inp(z), "b (k w) -> b k w", k=self.config.num_soft_tokens) + self.position
-        return self.out(self.transformer(h, alpha2))  # (B, k, out_dim)
+        if self.config.head == "linear":
+            h = rearrange(self.inp(z), "b (k w) -> b k w", k=self.config.num_soft_tokens) + self.position
+            return self.out(self.transformer(h, alpha2))  # (B, k, out_dim)
+        if self._embeddings is None:
+            raise RuntimeError("a vocab_mixture prompt generator needs the decoder's embeddings: call "
+                               "generator.bind(decoder.embeddings.weight) (DGLM does this)")
+        table = self._embeddings.detach()[self.vocab_ids]  # (vocab_size, out_dim)
+        mix = self.word_logits(z, alpha2).float().softmax(-1)  # (B, k, vocab_size)
+        return (mix @ table.float()).to(table.dtype)  # (B, k, out_dim)
 
     def prompt(self, x: torch.Tensor, sigma2: float = 0.05, generator: torch.Generator | None = None) -> torch.Tensor:
         """Re-noise a clean standardised embedding x (B, d) to ``sigma2`` and map it to soft tokens."""

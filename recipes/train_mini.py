@@ -18,6 +18,9 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from dglm.config import DGLMConfig, EncoderConfig
 from dglm.decoder import Decoder
 from dglm.diffusion import SemanticDiffuser
@@ -75,9 +78,15 @@ def prompt(args) -> None:
     cfg = PromptTrainingConfig(time_budget_s=args.time_budget * 60,steps=args.steps, batch_size=args.batch_size or 8, lr=args.lr or 1e-3,
                                warmup=min(100, args.steps // 10), contrastive=args.contrastive,
                                prefix_dropout=args.prefix_dropout, prefix_free_steps=args.prefix_free_steps,
+                               bow_weight=args.bow_weight, bow_pretrain_steps=args.bow_pretrain_steps,
+                               bow_batch_size=args.bow_batch_size,
                                lora_rank=args.lora_rank, eval_every=args.eval_every, eval_limit=args.eval_limit, seed=args.seed,
                                mixed_precision=args.mixed_precision)
-    generator = PromptGenerator(CONFIG.prompt)
+    prompt_config = CONFIG.prompt.model_copy(update={"head": args.head, "vocab_size": args.vocab_size})
+    generator = PromptGenerator(prompt_config)
+    if args.head == "vocab_mixture":  # the most frequent tokens of the training windows
+        counts = np.bincount(train.ids.ravel(), minlength=len(decoder.tokenizer))
+        generator.vocab_ids.copy_(torch.from_numpy(np.argsort(-counts, kind="stable")[:args.vocab_size].copy()))
     run = Path(args.work) / "runs" / args.run
     result = train_prompt_generator(generator, decoder, train, val, mean, std, cfg, run)
     generator.save_pretrained(run / "prompt")
@@ -115,6 +124,11 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=0.0, help="0 = the stage's default")
     p.add_argument("--contrastive", type=float, default=0.0)
     p.add_argument("--lora-rank", type=int, default=0)
+    p.add_argument("--head", default="linear", choices=["linear", "vocab_mixture"], help="prompt generator head")
+    p.add_argument("--vocab-size", type=int, default=0, help="vocabulary rows a vocab_mixture head mixes")
+    p.add_argument("--bow-weight", type=float, default=0.0, help="bag-of-words loss weight (vocab_mixture)")
+    p.add_argument("--bow-pretrain-steps", type=int, default=0, help="bag-of-words-only steps first")
+    p.add_argument("--bow-batch-size", type=int, default=256, help="batch size of the bag-of-words pretraining")
     p.add_argument("--prefix-dropout", type=float, default=0.0, help="probability of training without the prefix")
     p.add_argument("--prefix-free-steps", type=int, default=0, help="curriculum: first steps without any prefix")
     p.add_argument("--eval-every", type=int, default=250)

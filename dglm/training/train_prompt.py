@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -57,6 +58,13 @@ class PromptTrainingConfig(BaseModel):
     prefix_dropout: float = Field(default=0.0, ge=0, le=1)
     # Curriculum: the first this many steps drop every prefix (then ``prefix_dropout`` applies).
     prefix_free_steps: int = Field(default=0, ge=0)
+    # Weight of the bag-of-words loss (vocab_mixture heads): the mean of the soft tokens' word distributions
+    # should match the continuation's token histogram. Cheap: it needs no decoder pass.
+    bow_weight: float = Field(default=0.0, ge=0)
+    # Steps of bag-of-words-only training (no decoder pass) before the NLL phase.
+    bow_pretrain_steps: int = Field(default=0, ge=0)
+    # Batch size of the bag-of-words pretraining.
+    bow_batch_size: int = Field(default=256, gt=0)
     # Weight of the contrastive term relu(margin - (NLL_shuffled - NLL_true)); 0 = off (it doubles the cost).
     contrastive: float = Field(default=0.0, ge=0)
     # Margin in nats per token for the contrastive term.
@@ -136,6 +144,23 @@ def evaluate_plan_use(generator: PromptGenerator, decoder: Decoder, data: Window
             / generator.config.num_soft_tokens ** 0.5, "n": n}
 
 
+def bag_of_words_loss(generator: PromptGenerator, z: torch.Tensor, alpha2: torch.Tensor,
+                      conts: list[list[int]]) -> torch.Tensor:
+    """Cross-entropy between each continuation's token histogram (over the generator's vocabulary rows) and
+    the mean of its soft tokens' word distributions."""
+    index = torch.full((int(generator.vocab_ids.max()) + 1,), -1, dtype=torch.long, device=z.device)
+    index[generator.vocab_ids] = torch.arange(len(generator.vocab_ids), device=z.device)
+    target = torch.zeros(len(conts), len(generator.vocab_ids), device=z.device)
+    for i, ids in enumerate(conts):
+        ids = torch.as_tensor(ids, device=z.device)
+        pos = index[ids[ids < len(index)]]
+        target[i].index_add_(0, pos[pos >= 0], torch.ones(int((pos >= 0).sum()), device=z.device))
+    target = target / target.sum(-1, keepdim=True).clamp_min(1)
+    log_mix = generator.word_logits(z, alpha2).float().log_softmax(-1).logsumexp(1) - math.log(
+        generator.config.num_soft_tokens)  # (B, V): log of the mean over soft tokens
+    return -(target * log_mix).sum(-1).mean()
+
+
 def _add_lora(decoder: Decoder, rank: int):
     from peft import LoraConfig, get_peft_model
 
@@ -143,6 +168,29 @@ def _add_lora(decoder: Decoder, rank: int):
     targets = [t for t in ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj") if t in names]
     decoder.model = get_peft_model(decoder.model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets))
     return [p for p in decoder.model.parameters() if p.requires_grad]
+
+
+def _pretrain_bag_of_words(generator, train, mean, std, config, rng, g, show_progress_bar, out_dir) -> None:
+    """Teach the vocab-mixture head which words each embedding's continuation holds (no decoder pass)."""
+    device = mean.device
+    optimizer = torch.optim.AdamW(param_groups(generator, config.weight_decay), lr=config.lr, betas=(0.9, 0.99))
+    total_pairs = len(train) * train.splits.shape[1]
+    with open(Path(out_dir) / "bow.jsonl", "a") as log:
+        for step in tqdm(range(config.bow_pretrain_steps), disable=not show_progress_bar, desc="bag of words"):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, config.lr, min(100, config.bow_pretrain_steps // 10),
+                                    config.bow_pretrain_steps)
+            _, conts, emb = _pairs(train, rng.integers(0, total_pairs, config.bow_batch_size))
+            x = (emb.to(device) - mean) / std
+            alpha2 = augmentation_alpha2(torch.rand(len(x), generator=g, device=device))
+            z = add_noise(x, alpha2, torch.randn(x.shape, generator=g, device=device))
+            loss = bag_of_words_loss(generator, z, alpha2, conts)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(generator.parameters(), config.grad_clip)
+            optimizer.step()
+            if step % 50 == 0 or step == config.bow_pretrain_steps - 1:
+                log.write(json.dumps({"step": step, "bow_loss": loss.item()}) + "\n")
 
 
 def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: WindowSet, evaluation: WindowSet,
@@ -170,6 +218,10 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
     rng = np.random.default_rng(config.seed + step)
     g = torch.Generator(device).manual_seed(config.seed + step)
     total_pairs = len(train) * train.splits.shape[1]
+    generator.bind(decoder.embeddings.weight)
+    bow = generator.config.head == "vocab_mixture" and (config.bow_weight or config.bow_pretrain_steps)
+    if bow and step == 0 and config.bow_pretrain_steps:
+        _pretrain_bag_of_words(generator, train, mean, std, config, rng, g, show_progress_bar, out_dir)
     log = open(out_dir / "log.jsonl", "a")
     bar = tqdm(total=config.steps, initial=step, disable=not show_progress_bar, desc="prompt generator")
     t0, result = time.perf_counter(), {}
@@ -191,6 +243,8 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
         with accelerator.autocast():
             nll = decoder.continuation_nll(prefixes, conts, generator(add_noise(x, alpha2, noise), alpha2))
             loss = nll.mean()
+            if bow and config.bow_weight:
+                loss = loss + config.bow_weight * bag_of_words_loss(generator, add_noise(x, alpha2, noise), alpha2, conts)
             if config.contrastive:
                 soft_other = generator(add_noise(x.roll(1, 0), alpha2, noise), alpha2)
                 nll_other = decoder.continuation_nll(prefixes, conts, soft_other)
