@@ -4,6 +4,10 @@ The input of every row is ``[left padding][prefix token embeddings][k soft token
 mask that hides the padding; ``generate()`` keywords pass through untouched and only the continuation is
 returned. The LM's weights are never modified (it is put in eval mode and used under ``no_grad``).
 
+A prefix longer than the LM's context leaves room for the soft tokens and ``max_new_tokens`` by keeping
+its *last* tokens (the leading special tokens, such as a BOS, are kept) and logging a warning; a request
+whose soft tokens and ``max_new_tokens`` alone do not fit is refused. Weights load from safetensors only.
+
 Example:
     >>> dec = Decoder.from_pretrained("gpt2")                                  # doctest: +SKIP
     >>> soft = torch.zeros(2, 8, dec.hidden_size)                              # doctest: +SKIP
@@ -13,7 +17,10 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,10 +28,17 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from dglm.config import DecoderConfig
+from dglm.io import ModelLoadError
+
+logger = logging.getLogger(__name__)
 
 
 def check_prefixes(prefixes: Sequence[str]) -> list[str]:
-    """Validate a batch of prefixes: a non-empty list of str (an empty string is allowed)."""
+    """Validate a batch of prefixes: a non-empty list of str.
+
+    An empty or whitespace-only prefix is allowed and means "no context" (unconditional generation: the
+    encoder embeds it like any text and the decoder starts from the soft tokens alone).
+    """
     if isinstance(prefixes, str):
         raise TypeError(f"prefixes must be a list of str, got a single str {prefixes[:40]!r}; wrap it in a list")
     if not isinstance(prefixes, Sequence) or len(prefixes) == 0:
@@ -54,12 +68,22 @@ class Decoder(nn.Module):
     def from_pretrained(cls, name_or_path: str, dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None, **kwargs) -> Decoder:
         """Load a causal LM and its tokenizer by hub id or folder (packaged defaults resolved by
-        :func:`dglm.assets.resolve_decoder`)."""
+        :func:`dglm.assets.resolve_decoder`).
+
+        Weights are read from safetensors files only (``use_safetensors=True`` unless overridden). A hub id
+        that is not cached while the hub is offline or unreachable raises one :class:`~dglm.io.ModelLoadError`.
+        """
         from dglm.assets import resolve_decoder
 
         path = resolve_decoder(name_or_path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
+        kwargs.setdefault("use_safetensors", True)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
+        except (OSError, ValueError) as e:
+            if Path(os.fspath(path)).is_dir():
+                raise
+            raise ModelLoadError.for_hub("decoder", name_or_path, e) from None
         if device is not None:
             model = model.to(device)
         return cls(model.eval().requires_grad_(False), tokenizer, name_or_path)
@@ -76,9 +100,42 @@ class Decoder(nn.Module):
     def device(self) -> torch.device:
         return self.embeddings.weight.device
 
-    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, with the tokenizer's own special-token convention."""
-        return self.tokenizer(list(texts)).input_ids
+    @property
+    def max_length(self) -> int | None:
+        """The LM's context length in positions (None if its config does not say)."""
+        value = getattr(self.model.config, "max_position_embeddings", None)
+        return value if isinstance(value, int) and value > 0 else None
+
+    def prefix_budget(self, num_soft_tokens: int, max_new_tokens: int = 0) -> int | None:
+        """How many prefix tokens fit next to ``num_soft_tokens`` soft tokens and ``max_new_tokens`` new ones
+        (None: no known limit). Raises if not even one prefix token fits."""
+        if self.max_length is None:
+            return None
+        budget = self.max_length - num_soft_tokens - max_new_tokens
+        if budget < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens} with {num_soft_tokens} soft tokens does not fit the "
+                             f"decoder's context of {self.max_length} positions; accepted: max_new_tokens <= "
+                             f"{self.max_length - num_soft_tokens - 1}")
+        return budget
+
+    def tokenize(self, texts: Sequence[str], max_tokens: int | None = None) -> list[list[int]]:
+        """Token ids of each text, with the tokenizer's own special-token convention. With ``max_tokens``,
+        longer rows keep their leading special tokens and their last tokens (a warning is logged)."""
+        ids = self.tokenizer(list(texts)).input_ids
+        if max_tokens is None or all(len(row) <= max_tokens for row in ids):
+            return ids
+        head = self.tokenizer("").input_ids  # special tokens the tokenizer puts before any text
+        head = head if len(head) < max_tokens else []
+        out, cut = [], []
+        for row in ids:
+            if len(row) > max_tokens:
+                keep = head if row[:len(head)] == head else []
+                cut.append(len(row))
+                row = keep + row[len(row) - (max_tokens - len(keep)):]
+            out.append(row)
+        logger.warning("%d prefix(es) of up to %d tokens are longer than the %d that fit the decoder's context; "
+                       "their first tokens were dropped", len(cut), max(cut), max_tokens)
+        return out
 
     def embed(self, prefix_ids: Sequence[Sequence[int]], soft: torch.Tensor | None = None,
               continuation_ids: Sequence[Sequence[int]] | None = None,
@@ -132,9 +189,14 @@ class Decoder(nn.Module):
 
         ``generate_kwargs`` go to ``model.generate`` untouched (``max_new_tokens``, ``top_p``,
         ``repetition_penalty``, ...). ``seed`` makes sampling reproducible without touching the global RNG.
+        Prefixes too long for the context lose their first tokens (see the module docstring).
         """
         prefixes = check_prefixes(prefixes)
-        inputs_embeds, mask, _ = self.embed(self.tokenize(prefixes), soft)
+        new = generate_kwargs.get("max_new_tokens", 1)
+        if isinstance(new, bool) or not isinstance(new, int) or new < 1:
+            raise ValueError(f"max_new_tokens={new!r} must be an integer >= 1")
+        budget = self.prefix_budget(0 if soft is None else soft.shape[1], new)
+        inputs_embeds, mask, _ = self.embed(self.tokenize(prefixes, budget), soft)
         generate_kwargs.setdefault("pad_token_id", self.pad_token_id)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             if seed is not None:

@@ -24,7 +24,7 @@ from sentence_transformers import SentenceTransformer
 from torch import nn
 
 from dglm.config import EncoderConfig
-from dglm.io import CheckpointError, load_component, save_component
+from dglm.io import CheckpointError, ModelLoadError, load_component, save_component
 
 
 class SemanticEncoder(nn.Module):
@@ -46,10 +46,17 @@ class SemanticEncoder(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str, device: str | torch.device | None = None, **kwargs) -> SemanticEncoder:
         """Load a sentence-transformers model by hub id or folder (packaged defaults resolved by
-        :func:`dglm.assets.resolve_encoder`)."""
+        :func:`dglm.assets.resolve_encoder`). A hub id that is not cached while the hub is offline or
+        unreachable raises one :class:`~dglm.io.ModelLoadError`."""
         from dglm.assets import resolve_encoder
 
-        model = SentenceTransformer(resolve_encoder(name_or_path), device=str(device) if device else None, **kwargs)
+        path = resolve_encoder(name_or_path)
+        try:
+            model = SentenceTransformer(path, device=str(device) if device else None, **kwargs)
+        except (OSError, ValueError) as e:
+            if Path(os.fspath(path)).is_dir():
+                raise
+            raise ModelLoadError.for_hub("encoder", name_or_path, e) from None
         return cls(model, name_or_path)
 
     @property

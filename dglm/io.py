@@ -43,6 +43,28 @@ class CheckpointError(ValueError):
     """A checkpoint folder or file is missing, truncated, corrupted or not in the expected format."""
 
 
+class ModelLoadError(OSError):
+    """A model named by hub id could not be loaded: it is not a local folder, not cached, and the hub is
+    offline, unreachable or has no such repository."""
+
+    @classmethod
+    def for_hub(cls, what: str, name_or_path, error: BaseException) -> ModelLoadError:
+        """One readable error for a failed hub load of the ``what`` ("decoder", "encoder") ``name_or_path``."""
+        name = os.fspath(name_or_path)
+        offline = any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
+                      for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+        if os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name:
+            why = "no folder exists at that path (and it is not a hub id)"
+        elif offline:
+            why = "the model hub is offline (HF_HUB_OFFLINE=1) and no cached copy exists"
+        else:
+            why = "the model hub could not be reached or has no such model, and no cached copy exists"
+        detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        return cls(f"cannot load the {what} name_or_path={name!r}: it is not a local folder and {why}. "
+                   f"Pass the path of a local model folder instead (or connect and unset HF_HUB_OFFLINE). "
+                   f"[{type(error).__name__}: {detail}]")
+
+
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder next to ``target``; on success replace ``target`` with it.
