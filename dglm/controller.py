@@ -11,13 +11,24 @@ Example:
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 
 import torch
 
 from dglm.constraints import Constraint, ConstraintGuidance, parse_constraint
 from dglm.decoder import check_prefixes
-from dglm.pipeline import DGLM, GenerationOutput, Plan, check_positive_int
+from dglm.pipeline import (
+    DEFAULT_BATCH_SIZE,
+    DGLM,
+    GenerationOutput,
+    Plan,
+    check_positive_int,
+    check_seed,
+    merge_outputs,
+    merge_plans,
+    row_chunks,
+)
 
 ConstraintLike = Constraint | str | None
 
@@ -28,7 +39,8 @@ class Controller:
     ("mini")``, loaded on first use).
 
     Every call may override the constraint and strength for each prefix (``constraints=[...]``,
-    ``strength=[...]``), so one batch can serve requests with different controls.
+    ``strength=[...]``), so one batch can serve requests with different controls. Calls are checked,
+    chunked and thread-safe like :meth:`DGLM.generate` (each chunk holds the pipeline's ``lock``).
     """
 
     def __init__(self, constraint: ConstraintLike = None, pipeline: DGLM | None = None, *,
@@ -38,14 +50,16 @@ class Controller:
         self.strength = None if strength is None else _check_strength(strength, "strength")
         self.guidance_samples = guidance_samples
         self.max_x0_shift = max_x0_shift
+        self._load_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Controller({self._constraint!r}, strength={self.strength})"
 
     @property
     def pipeline(self) -> DGLM:
-        if self._pipeline is None:
-            self._pipeline = DGLM.from_pretrained("mini")
+        with self._load_lock:  # two threads must not both load it
+            if self._pipeline is None:
+                self._pipeline = DGLM.from_pretrained("mini")
         return self._pipeline
 
     @property
@@ -56,11 +70,18 @@ class Controller:
                  constraints: Sequence[ConstraintLike] | None = None,
                  strength: float | Sequence[float] | None = None, seed: int | None = None) -> ConstraintGuidance | None:
         """The denoiser hook for a batch of ``len(prefixes) * num_samples`` rows (None if nothing is guided)."""
+        per_prefix, strengths = self._controls(prefixes, constraints, strength)
+        return self._guidance(per_prefix, strengths, num_samples, seed)
+
+    def _controls(self, prefixes: Sequence[str], constraints: Sequence[ConstraintLike] | None,
+                  strength: float | Sequence[float] | None) -> tuple[list[Constraint | None], list[float]]:
+        """Checked per-prefix resolved constraints and strengths."""
         pipe = self.pipeline
         if constraints is None:
             per_prefix = [self._constraint] * len(prefixes)
         else:
-            if isinstance(constraints, (str, Constraint)) or len(constraints) != len(prefixes):
+            if not isinstance(constraints, Sequence) or isinstance(constraints, str) \
+                    or len(constraints) != len(prefixes):
                 raise ValueError(f"constraints must be a list with one constraint (or None) per prefix "
                                  f"({len(prefixes)}), got {constraints!r:.200}")
             per_prefix = [_as_constraint(c, f"constraints[{i}]") for i, c in enumerate(constraints)]
@@ -70,14 +91,20 @@ class Controller:
         elif isinstance(strength, (int, float)):
             strengths = [_check_strength(strength, "strength")] * len(prefixes)
         else:
-            if len(strength) != len(prefixes):
-                raise ValueError(f"strength must be a number or one number per prefix ({len(prefixes)}), "
-                                 f"got {len(strength)} values")
+            if not isinstance(strength, Sequence) or isinstance(strength, str) or len(strength) != len(prefixes):
+                raise ValueError(f"strength must be a number or a list with one number per prefix "
+                                 f"({len(prefixes)}), got {strength!r:.200}")
             strengths = [_check_strength(s, f"strength[{i}]") for i, s in enumerate(strength)]
+        with pipe.lock:  # resolving may run the encoder (and its tokenizer), shared with other threads
+            resolved = {c: c.resolve(pipe.encoder, pipe.probes) for c in set(per_prefix) if c is not None}
+        return [resolved[c] if c is not None else None for c in per_prefix], strengths
+
+    def _guidance(self, per_prefix: list[Constraint | None], strengths: list[float], num_samples: int,
+                  seed: int | None) -> ConstraintGuidance | None:
         if all(c is None for c in per_prefix):
             return None
-        resolved = {c: c.resolve(pipe.encoder, pipe.probes) for c in set(per_prefix) if c is not None}
-        rows = [resolved[c] if c is not None else None for c in per_prefix for _ in range(num_samples)]
+        pipe = self.pipeline
+        rows = [c for c in per_prefix for _ in range(num_samples)]
         row_strength = torch.tensor([s for s in strengths for _ in range(num_samples)], dtype=torch.float32)
         generator = torch.Generator(pipe.device).manual_seed(seed if seed is not None else 0)
         return ConstraintGuidance(rows, row_strength, pipe.encoder.to_raw,
@@ -90,31 +117,59 @@ class Controller:
         """Guided plans and soft prompts (see :meth:`DGLM.plan` for ``plan_kwargs``)."""
         prefixes = check_prefixes(prefixes)
         num_samples = check_positive_int("num_samples", num_samples)
-        guidance = self.guidance(prefixes, num_samples, constraints, strength, seed)
-        return self.pipeline.plan(prefixes, num_samples, seed=seed, guidance=guidance, **plan_kwargs)
+        batch_size = check_positive_int("batch_size", plan_kwargs.pop("batch_size", DEFAULT_BATCH_SIZE))
+        check_seed(seed)
+        per_prefix, strengths = self._controls(prefixes, constraints, strength)
+        pipe, plans = self.pipeline, []
+        for start, stop, n, chunk_seed in row_chunks(len(prefixes), num_samples, batch_size, seed):
+            with pipe.lock:
+                guidance = self._guidance(per_prefix[start:stop], strengths[start:stop], n, chunk_seed)
+                plans.append(pipe.plan(prefixes[start:stop], n, seed=chunk_seed, guidance=guidance,
+                                       batch_size=batch_size, **plan_kwargs))
+        return merge_plans(prefixes, num_samples, plans)
 
     def generate(self, prefixes: Sequence[str], num_samples: int = 1, *,
                  constraints: Sequence[ConstraintLike] | None = None, strength: float | Sequence[float] | None = None,
                  seed: int | None = None, steps: int | None = None, sampler: str | None = None,
                  cfg_scale: float | None = None, sigma2: float | None = None, show_progress_bar: bool = False,
-                 **generate_kwargs) -> GenerationOutput:
-        """Controlled continuations: ``output.continuations[i][j]`` is sample j of prefix i."""
-        plan = self.plan(prefixes, num_samples, constraints=constraints, strength=strength, seed=seed, steps=steps,
-                         sampler=sampler, cfg_scale=cfg_scale, sigma2=sigma2, show_progress_bar=show_progress_bar)
-        return self.pipeline.decode(plan, seed=seed, **generate_kwargs)
+                 batch_size: int = DEFAULT_BATCH_SIZE, **generate_kwargs) -> GenerationOutput:
+        """Controlled continuations: ``output.continuations[i][j]`` is sample j of prefix i. Prefixes,
+        long prefixes and ``batch_size`` are handled as in :meth:`DGLM.generate`."""
+        prefixes = check_prefixes(prefixes)
+        num_samples = check_positive_int("num_samples", num_samples)
+        batch_size = check_positive_int("batch_size", batch_size)
+        check_seed(seed)
+        pipe = self.pipeline
+        kwargs = pipe.generate_kwargs(generate_kwargs)
+        per_prefix, strengths = self._controls(prefixes, constraints, strength)
+        outputs = []
+        for start, stop, n, chunk_seed in row_chunks(len(prefixes), num_samples, batch_size, seed):
+            with pipe.lock:
+                guidance = self._guidance(per_prefix[start:stop], strengths[start:stop], n, chunk_seed)
+                plan = pipe.plan(prefixes[start:stop], n, steps=steps, sampler=sampler, cfg_scale=cfg_scale,
+                                 sigma2=sigma2, seed=chunk_seed, guidance=guidance,
+                                 show_progress_bar=show_progress_bar, batch_size=batch_size)
+                outputs.append((start, pipe.decode(plan, seed=chunk_seed, **kwargs)))
+        return merge_outputs(prefixes, outputs)
 
     def prompt_embeds(self, prefixes: Sequence[str], num_samples: int = 1, *, dtype: torch.dtype | None = None,
-                      device: str | torch.device | None = None, **plan_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+                      device: str | torch.device | None = None, max_new_tokens: int = 0,
+                      **plan_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         """``(inputs_embeds, attention_mask)`` for ``len(prefixes) * num_samples`` rows (row-major):
         ``[left padding][prefix token embeddings][soft tokens]``, ready for any HF ``model.generate(
         inputs_embeds=..., attention_mask=...)`` call of the same decoder. Under the same seed
         (``torch.manual_seed(seed)`` before your call), that call writes exactly what :meth:`generate` writes.
+        Prefixes too long for the decoder's context keep their last tokens, leaving room for the soft tokens
+        and the ``max_new_tokens`` you will generate (pass the same number to both for identical inputs).
         """
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r:.100} must be an integer >= 0")
         plan = self.plan(prefixes, num_samples, **plan_kwargs)
         rows = [p for p in plan.prefixes for _ in range(plan.num_samples)]
         decoder = self.pipeline.decoder
-        with torch.no_grad():
-            embeds, mask, _ = decoder.embed(decoder.tokenize(rows), plan.soft_prompts)
+        budget = decoder.prefix_budget(plan.soft_prompts.shape[1], max_new_tokens)
+        with torch.no_grad(), self.pipeline.lock:
+            embeds, mask, _ = decoder.embed(decoder.tokenize(rows, budget), plan.soft_prompts)
         return embeds.to(device=device, dtype=dtype), mask.to(device=device)
 
 
@@ -128,5 +183,5 @@ def _as_constraint(value: ConstraintLike, name: str) -> Constraint | None:
 
 def _check_strength(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < math.inf):
-        raise ValueError(f"{name}={value!r} must be a finite number >= 0")
+        raise ValueError(f"{name}={value!r:.100} must be a finite number >= 0")
     return float(value)

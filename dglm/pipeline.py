@@ -6,26 +6,36 @@ Example:
     >>> out = dglm.generate(["The match last night"], num_samples=2, max_new_tokens=32, seed=0)  # doctest: +SKIP
     >>> out.continuations[0]                                                   # doctest: +SKIP
     [' was ...', ' ended ...']
+
+Serving untrusted requests: every argument is checked and a bad one raises an error naming it, its value
+and what is accepted. Rows (``len(prefixes) * num_samples``) are planned and decoded ``batch_size`` at a
+time, so working memory is bounded for any ``num_samples`` (the output itself, one string and one plan
+per row, is not). A pipeline may be shared between threads: planning and decoding hold ``DGLM.lock``, so
+concurrent calls run one after the other and give exactly what sequential calls give.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import os
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel, ConfigDict
 
-from dglm.config import DGLMConfig, SamplingConfig
+from dglm.config import DGLMConfig, EncoderConfig, SamplingConfig
 from dglm.decoder import Decoder, check_prefixes
 from dglm.diffusion import SemanticDiffuser
 from dglm.encoder import SemanticEncoder
 from dglm.io import CheckpointError, atomic_directory, read_config, read_json, write_json
 from dglm.prompt import PromptGenerator, check_sigma2
-from dglm.sampling import Denoise
+from dglm.sampling import Denoise, get_sampler
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +44,8 @@ PACKAGED = Path(__file__).parent / "checkpoints"
 
 # Generation defaults of the reference (nucleus sampling with a repetition penalty).
 DEFAULT_GENERATE_KWARGS = {"do_sample": True, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 32}
+# Rows planned and decoded at once by default: bounds memory for any number of prefixes x samples.
+DEFAULT_BATCH_SIZE = 256
 
 
 def library_version() -> str:
@@ -67,12 +79,30 @@ class GenerationOutput:
     timings: dict[str, float]
 
 
+class _PipelineFile(BaseModel):
+    """What ``dglm.json`` holds; unknown or wrongly typed fields are refused by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Version of dglm that wrote the checkpoint.
+    library_version: str
+    # Hub ids of the encoder and decoder the checkpoint was trained with (never paths outside the folder).
+    encoder: str
+    decoder: str
+    # The decoder's hidden size, for a clear error when another decoder is passed.
+    decoder_hidden_size: int
+    sampling: SamplingConfig = SamplingConfig()
+
+
 class DGLM(torch.nn.Module):
     """Diffusion Guided Language Model: plans a continuation embedding, then decodes text that follows it.
 
     Build it from trained parts, from a checkpoint (:meth:`from_pretrained`), or with random weights from a
     preset for shape and speed checks (:meth:`from_config`). ``probes`` are the named probes shipped with the
     checkpoint (a :class:`dglm.constraints.ProbeRegistry`), which built-in constraints resolve to.
+
+    Thread safety: ``lock`` (a re-entrant lock) is held while planning and decoding, which use the global
+    RNG (``torch.random.fork_rng``) and a shared HF model; calls from several threads are serialised.
     """
 
     def __init__(self, encoder: SemanticEncoder, diffuser: SemanticDiffuser, prompt_generator: PromptGenerator,
@@ -88,6 +118,17 @@ class DGLM(torch.nn.Module):
         prompt_generator.bind(decoder.embeddings.weight)
         self.sampling = sampling or SamplingConfig()
         self.probes = probes
+        self.lock = threading.RLock()
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state.pop("lock", None)  # a lock cannot be copied or pickled; each copy gets its own
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.lock = threading.RLock()
 
     @property
     def config(self) -> DGLMConfig:
@@ -138,11 +179,15 @@ class DGLM(torch.nn.Module):
         if not (folder / PIPELINE_FILE).is_file():
             known = sorted(p.name for p in PACKAGED.iterdir() if (p / PIPELINE_FILE).is_file()) \
                 if PACKAGED.is_dir() else []
+            old = sorted(folder.parent.glob(f".{folder.name}.old-*")) if folder.name else []
+            hint = f"; a save into it was interrupted, the previous checkpoint is in {old[-1]}" if old else ""
             raise CheckpointError(f"name_or_path={str(name_or_path)!r} is neither a DGLM checkpoint folder (with "
-                                  f"{PIPELINE_FILE}) nor a packaged checkpoint; packaged: {known}")
-        meta = read_json(folder / PIPELINE_FILE)
-        sampling = read_config_dict(meta.get("sampling", {}), SamplingConfig, folder / PIPELINE_FILE)
+                                  f"{PIPELINE_FILE}) nor a packaged checkpoint; packaged: {known}{hint}")
+        meta = read_config_dict(read_json(folder / PIPELINE_FILE), _PipelineFile, folder / PIPELINE_FILE)
+        sampling = meta.sampling
         if encoder is None:
+            saved = read_config(folder / "encoder" / "config.json", EncoderConfig)
+            check_recorded_id(saved.name_or_path, "encoder", folder / "encoder" / "config.json")
             encoder = SemanticEncoder.from_pretrained_stats(folder / "encoder", device=device)
         else:
             saved = read_config(folder / "encoder" / "config.json", type(encoder.config))
@@ -151,7 +196,9 @@ class DGLM(torch.nn.Module):
                                  f"pass the encoder {saved.name_or_path!r} it was trained with")
             if not encoder.fitted:
                 encoder = SemanticEncoder.from_pretrained_stats(folder / "encoder", model=encoder.model)
-        decoder = decoder or Decoder.from_pretrained(meta.get("decoder", ""), device=device)
+        if decoder is None:
+            check_recorded_id(meta.decoder, "decoder", folder / PIPELINE_FILE)
+            decoder = Decoder.from_pretrained(meta.decoder, device=device)
         probes = None
         if (folder / "probes").is_dir():
             from dglm.constraints import ProbeRegistry
@@ -167,16 +214,32 @@ class DGLM(torch.nn.Module):
     def plan(self, prefixes: Sequence[str], num_samples: int = 1, *, steps: int | None = None,
              sampler: str | None = None, cfg_scale: float | None = None, sigma2: float | None = None,
              seed: int | None = None, guidance: Callable[[Denoise], Denoise] | None = None,
-             show_progress_bar: bool = False) -> Plan:
+             show_progress_bar: bool = False, batch_size: int = DEFAULT_BATCH_SIZE) -> Plan:
         """Sample ``num_samples`` continuation embeddings per prefix and turn them into soft prompts.
 
         ``guidance(denoise) -> denoise`` wraps the denoiser at every step (constraint guidance, see
-        :class:`dglm.Controller`). Every setting defaults to ``self.sampling``.
+        :class:`dglm.Controller`). Every setting defaults to ``self.sampling``. Rows are sampled
+        ``batch_size`` at a time (see :func:`row_chunks`; ``guidance`` then sees each chunk's rows).
         """
         prefixes = check_prefixes(prefixes)
         num_samples = check_positive_int("num_samples", num_samples)
+        batch_size = check_positive_int("batch_size", batch_size)
         s = self.sampling
+        steps = s.steps if steps is None else check_positive_int("steps", steps)
+        sampler = s.sampler if sampler is None else sampler
+        get_sampler(sampler)
+        cfg_scale = s.cfg_scale if cfg_scale is None else check_finite("cfg_scale", cfg_scale)
         sigma2 = check_sigma2(s.sigma2 if sigma2 is None else sigma2)
+        check_seed(seed)
+        plans = []
+        for start, stop, n, chunk_seed in row_chunks(len(prefixes), num_samples, batch_size, seed):
+            with self.lock:
+                plans.append(self._plan(prefixes[start:stop], n, steps, sampler, cfg_scale, sigma2, chunk_seed,
+                                        guidance, show_progress_bar))
+        return merge_plans(prefixes, num_samples, plans)
+
+    def _plan(self, prefixes: list[str], num_samples: int, steps: int, sampler: str, cfg_scale: float,
+              sigma2: float, seed: int | None, guidance, show_progress_bar: bool) -> Plan:
         generator = torch.Generator(self.device)
         generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
         timings = {}
@@ -184,9 +247,8 @@ class DGLM(torch.nn.Module):
         prefix = self.encoder.standardize(self.encoder.encode(prefixes).to(self.device))
         prefix = prefix.repeat_interleave(num_samples, dim=0).to(next(self.diffuser.parameters()).dtype)  # (B*n, d)
         timings["encode"] = (t1 := time.perf_counter()) - t0
-        plans = self.diffuser.sample(prefix, steps=steps or s.steps, sampler=sampler or s.sampler,
-                                     cfg_scale=s.cfg_scale if cfg_scale is None else cfg_scale,
-                                     generator=generator, wrap=guidance, show_progress_bar=show_progress_bar)
+        plans = self.diffuser.sample(prefix, steps=steps, sampler=sampler, cfg_scale=cfg_scale, generator=generator,
+                                     wrap=guidance, show_progress_bar=show_progress_bar)
         timings["diffusion"] = (t2 := time.perf_counter()) - t1
         soft = self.prompt_generator.prompt(plans, sigma2, generator)
         timings["prompt"] = time.perf_counter() - t2
@@ -196,22 +258,50 @@ class DGLM(torch.nn.Module):
     def generate(self, prefixes: Sequence[str], num_samples: int = 1, *, steps: int | None = None,
                  sampler: str | None = None, cfg_scale: float | None = None, sigma2: float | None = None,
                  seed: int | None = None, guidance: Callable[[Denoise], Denoise] | None = None,
-                 show_progress_bar: bool = False, **generate_kwargs) -> GenerationOutput:
+                 show_progress_bar: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
+                 **generate_kwargs) -> GenerationOutput:
         """Generate ``num_samples`` continuations per prefix. ``generate_kwargs`` go to the decoder's HF
-        ``generate`` (defaults: top-p 0.9, repetition penalty 1.2, 32 new tokens)."""
-        plan = self.plan(prefixes, num_samples, steps=steps, sampler=sampler, cfg_scale=cfg_scale, sigma2=sigma2,
-                         seed=seed, guidance=guidance, show_progress_bar=show_progress_bar)
-        return self.decode(plan, seed=seed, **generate_kwargs)
+        ``generate`` (defaults: top-p 0.9, repetition penalty 1.2, 32 new tokens).
+
+        An empty or whitespace-only prefix means no context. A prefix longer than the decoder's context keeps
+        its last tokens (with a logged warning) so that the soft tokens and ``max_new_tokens`` fit; a
+        ``max_new_tokens`` that cannot fit is refused. At most ``batch_size`` rows are planned and decoded
+        at once; with more, chunk ``c > 0`` uses a seed derived from ``seed`` and ``c`` (see :func:`row_chunks`),
+        so outputs depend on ``batch_size`` but are reproducible for a fixed one.
+        """
+        prefixes = check_prefixes(prefixes)
+        num_samples = check_positive_int("num_samples", num_samples)
+        batch_size = check_positive_int("batch_size", batch_size)
+        kwargs = self.generate_kwargs(generate_kwargs)
+        check_seed(seed)
+        outputs = []
+        for start, stop, n, chunk_seed in row_chunks(len(prefixes), num_samples, batch_size, seed):
+            with self.lock:
+                plan = self.plan(prefixes[start:stop], n, steps=steps, sampler=sampler, cfg_scale=cfg_scale,
+                                 sigma2=sigma2, seed=chunk_seed, guidance=guidance,
+                                 show_progress_bar=show_progress_bar, batch_size=batch_size)
+                outputs.append((start, self.decode(plan, seed=chunk_seed, **kwargs)))
+        return merge_outputs(prefixes, outputs)
+
+    def generate_kwargs(self, generate_kwargs: dict, num_soft_tokens: int | None = None) -> dict:
+        """The HF ``generate`` keywords a decode uses: the defaults updated by ``generate_kwargs``, checked."""
+        kwargs = {**DEFAULT_GENERATE_KWARGS, **generate_kwargs}
+        if "num_return_sequences" in kwargs and kwargs["num_return_sequences"] != 1:
+            raise ValueError(f"num_return_sequences={kwargs['num_return_sequences']!r} is not supported with plans; "
+                             f"use num_samples (one plan each)")
+        check_positive_int("max_new_tokens", kwargs["max_new_tokens"])
+        k = self.prompt_generator.config.num_soft_tokens if num_soft_tokens is None else num_soft_tokens
+        self.decoder.prefix_budget(k, kwargs["max_new_tokens"])  # refuses what cannot fit the context
+        return kwargs
 
     def decode(self, plan: Plan, seed: int | None = None, **generate_kwargs) -> GenerationOutput:
         """Decode the text of a :class:`Plan` (one continuation per planned row)."""
-        kwargs = {**DEFAULT_GENERATE_KWARGS, **generate_kwargs}
-        if "num_return_sequences" in kwargs and kwargs["num_return_sequences"] != 1:
-            raise ValueError("num_return_sequences is not supported with plans; use num_samples (one plan each)")
-        check_positive_int("max_new_tokens", kwargs["max_new_tokens"])
+        kwargs = self.generate_kwargs(generate_kwargs, plan.soft_prompts.shape[1])
+        check_seed(seed)
         t0 = time.perf_counter()
         rows = [p for p in plan.prefixes for _ in range(plan.num_samples)]
-        texts = self.decoder.generate(rows, plan.soft_prompts, seed=seed, **kwargs)
+        with self.lock:
+            texts = self.decoder.generate(rows, plan.soft_prompts, seed=seed, **kwargs)
         n = plan.num_samples
         timings = {**plan.timings, "decode": time.perf_counter() - t0}
         return GenerationOutput(plan.prefixes, [texts[i * n:(i + 1) * n] for i in range(len(plan.prefixes))],
@@ -221,8 +311,90 @@ class DGLM(torch.nn.Module):
 def check_positive_int(name: str, value) -> int:
     """Validate a positive integer argument."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be an integer >= 1")
+        raise ValueError(f"{name}={value!r:.100} must be an integer >= 1")
     return value
+
+
+def check_finite(name: str, value) -> float:
+    """Validate a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"{name}={value!r:.100} must be a finite number >= 0")
+    return float(value)
+
+
+def check_seed(seed) -> int | None:
+    """Validate a seed: None (random) or an integer in [0, 2**63)."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+        raise ValueError(f"seed={seed!r:.100} must be None or an integer in [0, 2**63)")
+    return seed
+
+
+def check_recorded_id(name_or_path: str, what: str, where) -> None:
+    """Refuse a model id recorded in a checkpoint's JSON that points outside the checkpoint (a path)."""
+    parts = name_or_path.replace("\\", "/").split("/")
+    if os.path.isabs(name_or_path) or name_or_path.startswith("~") or ".." in parts or "\\" in name_or_path:
+        raise CheckpointError(f"{where} records the {what} as {name_or_path!r}, a path outside the checkpoint "
+                              f"folder; accepted: a hub id. Load that model yourself and pass {what}=... instead")
+
+
+def row_chunks(num_prefixes: int, num_samples: int, batch_size: int,
+               seed: int | None = None) -> Iterator[tuple[int, int, int, int | None]]:
+    """Split ``num_prefixes * num_samples`` rows (row-major) into chunks of at most ``batch_size`` rows:
+    ``(start, stop, samples, seed)`` for prefixes ``[start, stop)`` with ``samples`` each. Whole prefixes
+    are grouped while ``num_samples <= batch_size``; otherwise each prefix's samples are split. Chunk 0 keeps
+    ``seed`` (so an unchunked call is unchanged); chunk ``c > 0`` gets a seed hashed from ``(seed, c)``.
+
+    Example:
+        >>> [c[:3] for c in row_chunks(3, 2, 4)], [c[:3] for c in row_chunks(1, 5, 2)]
+        ([(0, 2, 2), (2, 3, 2)], [(0, 1, 2), (0, 1, 2), (0, 1, 1)])
+    """
+    def chunk_seed(c: int) -> int | None:
+        if seed is None or c == 0:
+            return seed
+        digest = hashlib.blake2b(f"dglm-chunk:{seed}:{c}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little") >> 1
+
+    c = 0
+    if num_samples <= batch_size:
+        per = batch_size // num_samples
+        for start in range(0, num_prefixes, per):
+            yield start, min(start + per, num_prefixes), num_samples, chunk_seed(c)
+            c += 1
+        return
+    for i in range(num_prefixes):
+        for done in range(0, num_samples, batch_size):
+            yield i, i + 1, min(batch_size, num_samples - done), chunk_seed(c)
+            c += 1
+
+
+def _sum_timings(parts) -> dict[str, float]:
+    timings: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.timings.items():
+            timings[key] = timings.get(key, 0.0) + value
+    return timings
+
+
+def merge_plans(prefixes: list[str], num_samples: int, plans: list[Plan]) -> Plan:
+    """One :class:`Plan` from the plans of consecutive :func:`row_chunks` (rows stay row-major)."""
+    if len(plans) == 1:
+        return plans[0]
+    return Plan(prefixes, num_samples, torch.cat([p.embeddings for p in plans]),
+                torch.cat([p.soft_prompts for p in plans]), _sum_timings(plans))
+
+
+def merge_outputs(prefixes: list[str], outputs: list[tuple[int, GenerationOutput]]) -> GenerationOutput:
+    """One :class:`GenerationOutput` from ``(start, output)`` of consecutive :func:`row_chunks`."""
+    if len(outputs) == 1:
+        return outputs[0][1]
+    continuations: list[list[str]] = [[] for _ in prefixes]
+    plans: list[list[torch.Tensor]] = [[] for _ in prefixes]
+    for start, out in outputs:
+        for j, (texts, plan) in enumerate(zip(out.continuations, out.plans, strict=True)):
+            continuations[start + j].extend(texts)
+            plans[start + j].append(plan)  # (n_chunk, d)
+    return GenerationOutput(prefixes, continuations, torch.stack([torch.cat(p) for p in plans]),
+                            _sum_timings(out for _, out in outputs))
 
 
 def read_config_dict(data: dict, cls, where):
