@@ -10,7 +10,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Sequence
 
@@ -31,6 +30,7 @@ from dglm.pipeline import (
 )
 
 ConstraintLike = Constraint | str | None
+_FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 class Controller:
@@ -182,6 +182,7 @@ def _as_constraint(value: ConstraintLike, name: str) -> Constraint | None:
 
 
 def _check_strength(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < math.inf):
-        raise ValueError(f"{name}={value!r:.100} must be a finite number >= 0")
+    # Strengths become float32 tensors: beyond float32's range they would turn into inf.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value <= _FLOAT32_MAX):
+        raise ValueError(f"{name}={value!r:.100} must be a finite number >= 0 (at most {_FLOAT32_MAX:.3g})")
     return float(value)

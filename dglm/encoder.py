@@ -42,6 +42,7 @@ class SemanticEncoder(nn.Module):
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
         self.fitted = False
+        self._adds_special_tokens: bool | None = None  # whether every text gets at least one token
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, device: str | torch.device | None = None, **kwargs) -> SemanticEncoder:
@@ -70,12 +71,31 @@ class SemanticEncoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress_bar: bool = False) -> torch.Tensor:
-        """Raw unit-norm embeddings of ``texts``: (len(texts), d), float32, on the buffers' device."""
+        """Raw unit-norm embeddings of ``texts``: (len(texts), d), float32, on the buffers' device.
+
+        A text with no tokens at all (an empty or blank text, with a tokenizer that adds no special tokens)
+        embeds to the zero vector, which is what mean pooling over no tokens gives inside a batch.
+        """
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise TypeError("texts must be a sequence of str")
-        out = self.model.encode(list(texts), batch_size=batch_size, show_progress_bar=show_progress_bar,
-                                convert_to_tensor=True, normalize_embeddings=True)
-        return out.to(device=self.mean.device, dtype=torch.float32).reshape(len(texts), self.dim)
+        texts = list(texts)
+        keep = self._has_tokens(texts)  # (N,) bool
+        out = torch.zeros(len(texts), self.dim, device=self.mean.device)
+        if keep.any():
+            kept = [t for t, k in zip(texts, keep.tolist(), strict=True) if k]
+            emb = self.model.encode(kept, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                                    convert_to_tensor=True, normalize_embeddings=True)
+            out[keep.to(out.device)] = emb.to(device=self.mean.device, dtype=torch.float32).reshape(len(kept), self.dim)
+        return out
+
+    def _has_tokens(self, texts: list[str]) -> torch.Tensor:
+        """Which texts the tokenizer turns into at least one token (a transformer cannot run on none)."""
+        tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize  # renamed in sentence-transformers 5
+        if self._adds_special_tokens is None:
+            self._adds_special_tokens = bool(tokenize([""])["attention_mask"].sum())
+        if self._adds_special_tokens or not texts:
+            return torch.ones(len(texts), dtype=torch.bool)
+        return tokenize(texts)["attention_mask"].sum(1).cpu() > 0
 
     @torch.no_grad()
     def fit_standardization(self, texts_or_embeddings: Sequence[str] | torch.Tensor, **encode_kwargs) -> None:

@@ -46,6 +46,9 @@ PACKAGED = Path(__file__).parent / "checkpoints"
 DEFAULT_GENERATE_KWARGS = {"do_sample": True, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 32}
 # Rows planned and decoded at once by default: bounds memory for any number of prefixes x samples.
 DEFAULT_BATCH_SIZE = 256
+# Largest classifier-free guidance weight accepted per call: far beyond useful values (a few units), and
+# small enough that w * v never overflows in float32 / bfloat16.
+MAX_CFG_SCALE = 100.0
 
 
 def library_version() -> str:
@@ -228,7 +231,7 @@ class DGLM(torch.nn.Module):
         steps = s.steps if steps is None else check_positive_int("steps", steps)
         sampler = s.sampler if sampler is None else sampler
         get_sampler(sampler)
-        cfg_scale = s.cfg_scale if cfg_scale is None else check_finite("cfg_scale", cfg_scale)
+        cfg_scale = s.cfg_scale if cfg_scale is None else check_finite("cfg_scale", cfg_scale, MAX_CFG_SCALE)
         sigma2 = check_sigma2(s.sigma2 if sigma2 is None else sigma2)
         check_seed(seed)
         plans = []
@@ -245,6 +248,7 @@ class DGLM(torch.nn.Module):
         timings = {}
         t0 = time.perf_counter()
         prefix = self.encoder.standardize(self.encoder.encode(prefixes).to(self.device))
+        check_finite_rows(prefix, "the encoder's embeddings", "run the encoder in float32")
         prefix = prefix.repeat_interleave(num_samples, dim=0).to(next(self.diffuser.parameters()).dtype)  # (B*n, d)
         timings["encode"] = (t1 := time.perf_counter()) - t0
         plans = self.diffuser.sample(prefix, steps=steps, sampler=sampler, cfg_scale=cfg_scale, generator=generator,
@@ -300,6 +304,8 @@ class DGLM(torch.nn.Module):
         check_seed(seed)
         t0 = time.perf_counter()
         rows = [p for p in plan.prefixes for _ in range(plan.num_samples)]
+        check_finite_rows(plan.soft_prompts, "the plan's soft prompts", "sample the diffusion and prompt networks "
+                          "in float32 or bfloat16")
         with self.lock:
             texts = self.decoder.generate(rows, plan.soft_prompts, seed=seed, **kwargs)
         n = plan.num_samples
@@ -315,10 +321,12 @@ def check_positive_int(name: str, value) -> int:
     return value
 
 
-def check_finite(name: str, value) -> float:
-    """Validate a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise ValueError(f"{name}={value!r:.100} must be a finite number >= 0")
+def check_finite(name: str, value, maximum: float = math.inf) -> float:
+    """Validate a finite number in [0, maximum]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= maximum \
+            or not math.isfinite(value):
+        bound = f"in [0, {maximum:g}]" if math.isfinite(maximum) else ">= 0"
+        raise ValueError(f"{name}={value!r:.100} must be a finite number {bound}")
     return float(value)
 
 
@@ -327,6 +335,18 @@ def check_seed(seed) -> int | None:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
         raise ValueError(f"seed={seed!r:.100} must be None or an integer in [0, 2**63)")
     return seed
+
+
+class NonFiniteError(ValueError, FloatingPointError):
+    """Embeddings or soft prompts came out NaN or infinite (caught before they reach the decoder)."""
+
+
+def check_finite_rows(x: torch.Tensor, what: str, fix: str) -> None:
+    """Raise a clear error (instead of NaN text or a crash in sampling) if rows of ``x`` (B, ...) are not finite."""
+    finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)  # (B,)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten().tolist()
+        raise NonFiniteError(f"{what} are not finite in row(s) {bad[:10]} of {x.shape[0]} ({x.dtype}); {fix}")
 
 
 def check_recorded_id(name_or_path: str, what: str, where) -> None:
