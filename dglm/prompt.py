@@ -65,7 +65,8 @@ class PromptGenerator(nn.Module):
         if self.config.head == "vocab_mixture" and int(self.vocab_ids.max()) >= embeddings.shape[0]:
             raise ValueError(f"the generator mixes token id {int(self.vocab_ids.max())} but the decoder's vocabulary "
                              f"has {embeddings.shape[0]} rows; pass the decoder it was trained with")
-        self._embeddings = embeddings
+        # Bypass nn.Module.__setattr__: the decoder's weight must not become a parameter of the generator.
+        object.__setattr__(self, "_embeddings", embeddings)
         return self
 
     def word_logits(self, z: torch.Tensor, alpha2: torch.Tensor) -> torch.Tensor:
