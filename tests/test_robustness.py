@@ -96,6 +96,19 @@ def test_long_prefix_keeps_its_last_tokens_with_a_warning(tiny_decoder, caplog):
     assert long == tiny_decoder.generate([" ".join(words[-119:])], soft, **greedy)
 
 
+def test_truncation_keeps_a_leading_bos():
+    from conftest import make_gpt2, make_tokenizer
+    from tokenizers.processors import TemplateProcessing
+
+    tok = make_tokenizer()
+    eos = tok.convert_tokens_to_ids("</s>")
+    tok._tokenizer.post_processor = TemplateProcessing(single="</s> $A", special_tokens=[("</s>", eos)])
+    dec = Decoder(make_gpt2(len(tok)), tok)
+    text = " ".join(["the game was won"] * 10)
+    ids = dec.tokenize([text, "a"], max_tokens=5)
+    assert ids[0] == [eos] + tok(text).input_ids[-4:] and ids[1] == tok("a").input_ids
+
+
 def test_long_prefix_runs_end_to_end_and_prompt_embeds_fit(pipe, caplog):
     long = " ".join(["the game was"] * 400)  # 1,200 tokens, context 256
     with caplog.at_level(logging.WARNING, logger="dglm.decoder"):
