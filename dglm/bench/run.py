@@ -1,0 +1,934 @@
+"""``dglm bench``: DGLM against plain decoding and plug-and-play baselines, on held-out prefixes.
+
+One call runs every system on the same prompts with the same decoder, sampling settings (top-p 0.9,
+repetition penalty 1.2) and seeds, several samples per prompt, scores them with evaluators independent of
+the steering probe, times them, and writes ``<name>.json``, ``<name>.md`` and ``<name>_*.png`` into
+``--out`` (default ``docs/results``):
+
+1. ``plain``: the decoder alone;
+2. ``dglm``: DGLM without control, over a sweep of the re-noising level sigma^2 (the reference's Table 2);
+3. ``dglm-guided``: DGLM with constraint guidance over a sweep of strengths;
+4. ``best-of-n``: N plain samples, the one the probe scores best kept, N matched to DGLM's wall time;
+5. ``fudge``: token-level control with the same probe (:func:`dglm.bench.baselines.fudge_generate`).
+
+Then a runtime table (the reference's Table 4): wall time relative to plain decoding at several lengths and
+batch sizes, with DGLM's time split into encode, diffusion, prompt and decode.
+
+    dglm bench --quick --out /tmp/bench          # tiny random models, seconds, no downloads
+    dglm bench --checkpoint mini                 # the default checkpoint (CPU: see docs/results/bench.md)
+    dglm bench --checkpoint mini --device cuda   # the same on a GPU
+
+Example:
+    >>> result = run_benchmark(BenchConfig.for_quick(out="/tmp/dglm-bench"))     # doctest: +SKIP
+    >>> sorted(result["systems"])[:2]                                            # doctest: +SKIP
+    ['best-of-2', 'dglm sigma2=0.05']
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from dglm.bench.baselines import best_of_n, fudge_generate
+from dglm.bench.evaluators import (
+    EVALUATOR_ID,
+    EvaluatorLM,
+    MissingEvaluatorError,
+    default_control_evaluators,
+    quick_topic_classifier,
+    train_topic_classifier,
+)
+from dglm.bench.metrics import (
+    ControlEvaluator,
+    dist3,
+    div,
+    mauve_score,
+    perplexity,
+    plan_fidelity,
+    summarize,
+)
+from dglm.constraints import Constraint, Probe, ProbeRegistry, parse_constraint
+from dglm.constraints.builtin import BINARY_BUILTINS, Target
+from dglm.controller import Controller
+from dglm.pipeline import DGLM
+
+logger = logging.getLogger(__name__)
+
+RANDOM = "random:"  # checkpoint prefix: a random-weight preset (shapes and timing only)
+
+
+class BenchConfig(BaseModel):
+    """Everything one benchmark run depends on; written into the JSON report as is.
+
+    Example:
+        >>> BenchConfig.for_quick().num_prompts
+        4
+    """
+
+    # Smoke-test mode: tiny random models, the decoder as its own "evaluator LM", synthetic prompts.
+    quick: bool = False
+    # DGLM checkpoint folder or packaged name ("mini"); "random:<preset>" for random weights (timing only).
+    checkpoint: str = "mini"
+    # Torch device for every model ("cpu", "cuda", "cuda:1").
+    device: str = "cpu"
+    # Output folder and file stem: <out>/<name>.json, <name>.md, <name>_*.png.
+    out: str = "docs/results"
+    name: str = "bench"
+    # Corpus folder (dglm/training/corpus.py) for held-out prompts and the topic classifier.
+    corpus: str = "cache/corpus"
+    # Held-out prompts (one 64-token window per test document) and samples per prompt and seed.
+    num_prompts: int = Field(default=24, ge=1)
+    # Reference continuations for MAUVE: the prompts' own, then windows of further test documents.
+    num_references: int = Field(default=128, ge=1)
+    num_samples: int = Field(default=4, ge=1)
+    # Sampling seeds; every system runs once per seed (samples per prompt = num_samples * len(seeds)).
+    seeds: list[int] = [0]
+    # Prefix length and new tokens in decoder tokens (the reference evaluates 32 / 32).
+    prefix_tokens: int = Field(default=32, ge=1)
+    new_tokens: int = Field(default=32, ge=1)
+    # Force exactly new_tokens tokens (no early eos); None lets the decoder stop.
+    min_new_tokens: int | None = None
+    # Prompts per generation call (times num_samples rows).
+    batch_prompts: int = Field(default=8, ge=1)
+    # Decoder sampling settings, shared by every system.
+    top_p: float = Field(default=0.9, gt=0, le=1)
+    repetition_penalty: float = Field(default=1.2, gt=0)
+    # The control, in the constraint syntax; resolved against the checkpoint's probe registry.
+    control: str = "topic('sports')"
+    # Guidance strengths of DGLM (0 = unguided, taken from the sigma^2 sweep at the default sigma^2).
+    strengths: list[float] = [10.0, 30.0, 100.0, 300.0]
+    # Re-noising levels of the unguided sweep; the checkpoint's default sigma^2 is always included.
+    sigma2: list[float] = [0.0, 0.05, 0.3, 1.0]
+    # Diffusion steps (None: the checkpoint's default).
+    steps: int | None = None
+    # FUDGE-style baseline: strengths (1 = Bayes rule) and candidates rescored per step.
+    fudge_strengths: list[float] = [1.0, 4.0]
+    fudge_top_k: int = Field(default=8, ge=1)
+    # Best-of-N: None matches DGLM-guided's measured wall time; bon_extra_n adds fixed, unmatched N.
+    bon_n: int | None = None
+    bon_extra_n: list[int] = [4]
+    # Evaluator LM id or folder; "decoder" uses the pipeline's own decoder (quick mode; not independent).
+    evaluator_lm: str = EVALUATOR_ID
+    # Its dtype: float32 (exact) or bfloat16 (~2.5x faster on CPUs with AMX/AVX512-BF16, ~1% perplexity noise).
+    evaluator_dtype: Literal["float32", "bfloat16"] = "float32"
+    # Topic classifier: "corpus" (TF-IDF + LR on the corpus train split) or "quick" (synthetic).
+    topic_classifier: str = "corpus"
+    # k-means seeds of MAUVE.
+    mauve_seeds: list[int] = [0, 1, 2, 3, 4]
+    # Runtime table: new tokens and batch sizes; 0 runs per cell; per-cell time limit (seconds) beyond
+    # which longer cells of a system are skipped and reported with an estimate.
+    runtime_new_tokens: list[int] = [32, 64, 128, 256]
+    runtime_batch_sizes: list[int] = [1, 16]
+    runtime_repeats: int = Field(default=1, ge=0)
+    runtime_cell_limit_s: float = 240.0
+    # The command line that produced this config (for the report).
+    command: str = ""
+
+    @classmethod
+    def for_quick(cls, **overrides) -> BenchConfig:
+        """The ``--quick`` settings: tiny random pipeline, 4 prompts x 2 samples, 8 new tokens."""
+        quick = dict(quick=True, checkpoint=RANDOM + "tiny", name="bench-quick", num_prompts=4, num_samples=2,
+                     num_references=4, prefix_tokens=8, new_tokens=8, min_new_tokens=8, batch_prompts=2, strengths=[10.0, 100.0],
+                     sigma2=[0.05, 1.0], steps=5, fudge_strengths=[1.0], fudge_top_k=4, evaluator_lm="decoder",
+                     topic_classifier="quick", mauve_seeds=[0], runtime_new_tokens=[4, 8],
+                     runtime_batch_sizes=[1, 4], runtime_cell_limit_s=10.0)
+        return cls(**{**quick, **overrides})
+
+
+# ----------------------------------------------------------------------------------------------- setup
+
+
+@dataclass
+class Setup:
+    """What every system shares: the pipeline, the prompts, the control and the evaluators."""
+
+    config: BenchConfig
+    pipeline: DGLM
+    constraint: Constraint  # as parsed (unresolved)
+    resolved: Constraint  # resolved against the pipeline's encoder and probes
+    targets: list[tuple[str, str]]  # (evaluator name, label) that define control success
+    prompts: list[str]
+    references: tuple[list[str], list[str]]  # (prefixes, continuations) of held-out text, for MAUVE
+    evaluator_lm: EvaluatorLM | None
+    evaluators: dict[str, ControlEvaluator]
+    notes: list[str] = field(default_factory=list)
+    evaluator_info: dict = field(default_factory=dict)
+
+    @property
+    def generate_kwargs(self) -> dict:
+        c = self.config
+        kwargs = dict(do_sample=True, top_p=c.top_p, repetition_penalty=c.repetition_penalty,
+                      max_new_tokens=c.new_tokens)
+        if c.min_new_tokens:
+            kwargs["min_new_tokens"] = c.min_new_tokens
+        return kwargs
+
+
+def load_pipeline(config: BenchConfig) -> tuple[DGLM, list[str]]:
+    """The checkpoint, or a random-weight preset with a random "topic" probe (labels arts, society, sports)."""
+    if not config.checkpoint.startswith(RANDOM):
+        return DGLM.from_pretrained(config.checkpoint, device=config.device), []
+    from dglm.presets import random_pipeline
+
+    preset = config.checkpoint.removeprefix(RANDOM)
+    pipe = random_pipeline(preset, device=config.device)
+    generator = torch.Generator().manual_seed(0)
+    probe = Probe(torch.randn(3, pipe.encoder.dim, generator=generator) * 10, torch.zeros(3),
+                  ("arts", "society", "sports"), pipe.encoder.identity, name="topic")
+    pipe.probes = ProbeRegistry(pipe.encoder, {"topic": probe})
+    return pipe, [f"pipeline: random weights of the {preset!r} preset with a random 'topic' probe; every number "
+                  f"measures code paths and speed, not quality"]
+
+
+def held_out_windows(config: BenchConfig, tokenizer) -> tuple[list[str], list[str], str]:
+    """``(prefixes, continuations, description)`` of ``max(num_prompts, num_references)`` held-out windows:
+    one window of prefix_tokens + new_tokens decoder tokens per test-split document (seeded choice of
+    documents), split at prefix_tokens. The first ``num_prompts`` are the prompts."""
+    from dglm.training.corpus import load_split
+    from dglm.training.data import cut_windows
+
+    window = config.prefix_tokens + config.new_tokens
+    docs = load_split(config.corpus, "test")
+    order = np.random.default_rng(config.seeds[0]).permutation(len(docs))
+    prefixes, references = [], []
+    for i in order:
+        ids = cut_windows([docs[i].text], tokenizer, window)
+        if not len(ids):
+            continue
+        row = ids[0].tolist()
+        prefixes.append(tokenizer.decode(row[:config.prefix_tokens]))
+        references.append(tokenizer.decode(row[config.prefix_tokens:]))
+        if len(prefixes) == max(config.num_prompts, config.num_references):
+            break
+    if len(prefixes) < config.num_prompts:
+        raise ValueError(f"num_prompts={config.num_prompts}: the test split of {config.corpus} has only "
+                         f"{len(prefixes)} documents with a {window}-token window")
+    return prefixes, references, (f"{config.corpus} test split: first {window}-token window of "
+                                  f"{config.num_prompts} documents (seeded choice), {config.prefix_tokens}-token "
+                                  f"prefix; MAUVE references: the next {config.new_tokens} tokens of these and of "
+                                  f"further test documents, {min(len(prefixes), config.num_references)} in all")
+
+
+def control_targets(constraint: Constraint) -> list[tuple[str, str]]:
+    """(evaluator name, label) for each term of a built-in constraint: ``toxicity.low()`` ->
+    ``("toxicity", "non-toxic")``; terms with no independent evaluator are left out.
+
+    Example:
+        >>> control_targets(parse_constraint("toxicity.low() + topic('sports')"))
+        [('toxicity', 'non-toxic'), ('topic', 'sports')]
+    """
+    out = []
+    for leaf, weight in constraint.terms():
+        if not isinstance(leaf, Target):
+            continue
+        if weight > 0:
+            out.append((leaf.probe, leaf.label))
+        elif leaf.probe in BINARY_BUILTINS:
+            neg, pos = BINARY_BUILTINS[leaf.probe][:2]
+            out.append((leaf.probe, neg if leaf.label == pos else pos))
+    return out
+
+
+def build_setup(config: BenchConfig) -> Setup:
+    """Load the pipeline, prompts and evaluators; resolve the control."""
+    t0 = time.perf_counter()
+    pipe, notes = load_pipeline(config)
+    constraint = parse_constraint(config.control)
+    resolved = constraint.resolve(pipe.encoder, pipe.probes)
+    targets = control_targets(constraint)
+    if not targets:
+        notes.append(f"control {config.control!r} has no independent evaluator; control success is not measured")
+    if config.quick:
+        from dglm.presets import random_texts
+
+        window = config.prefix_tokens + config.new_tokens
+        texts = random_texts(max(config.num_prompts, config.num_references), window, seed=config.seeds[0])
+        windows = [" ".join(t.split()[:config.prefix_tokens]) for t in texts]
+        continuations = [" " + " ".join(t.split()[config.prefix_tokens:]) for t in texts]
+        prompt_info = "quick mode: random word sequences"
+    else:
+        windows, continuations, prompt_info = held_out_windows(config, pipe.decoder.tokenizer)
+    prompts = windows[:config.num_prompts]
+    references = (windows[:config.num_references], continuations[:config.num_references])
+    info = {"prompts": prompt_info}
+    if config.evaluator_lm == "decoder":
+        lm = EvaluatorLM(pipe.decoder.model, pipe.decoder.tokenizer,
+                         f"the decoder itself ({pipe.decoder.config.name_or_path})", independent=False)
+        notes.append("evaluator LM: the decoder itself (quick mode): perplexity and MAUVE are NOT independent")
+    else:
+        try:
+            lm = EvaluatorLM.from_pretrained(config.evaluator_lm, device=config.device,
+                                             dtype=getattr(torch, config.evaluator_dtype))
+        except (MissingEvaluatorError, OSError) as e:
+            lm = None
+            notes.append(f"evaluator LM {config.evaluator_lm!r} skipped: {e}")
+    if lm is not None:
+        info["evaluator_lm"] = (f"{lm.name}: perplexity of the continuation given the prefix, and MAUVE "
+                                f"features (last-token final hidden state of prefix + continuation)"
+                                + ("" if lm.independent else "; NOT independent of the decoder"))
+        if lm.independent:
+            info["evaluator_lm"] += "; a proxy for the reference's OLMo-1B (perplexity) and GPT-2-large (MAUVE)"
+    topic = None
+    try:
+        topic = quick_topic_classifier() if config.topic_classifier == "quick" else \
+            train_topic_classifier(config.corpus)
+        info["topic"] = {"description": topic.description, **topic.validation}
+    except (FileNotFoundError, ImportError) as e:
+        notes.append(f"topic evaluator skipped: {e}")
+    evaluators, skipped = default_control_evaluators(topic)
+    notes += skipped
+    for name, label in targets:
+        if name not in evaluators:
+            notes.append(f"control target {name}={label!r}: no evaluator available, not scored")
+    for name, ev in evaluators.items():
+        info.setdefault(name, {"description": ev.description})
+    logger.info("setup in %.1f s: %d prompts, control %s -> %s", time.perf_counter() - t0, len(prompts),
+                config.control, targets)
+    return Setup(config, pipe, constraint, resolved, targets, prompts, references, lm, evaluators, notes, info)
+
+
+# ----------------------------------------------------------------------------------------------- systems
+
+
+@dataclass
+class SystemRun:
+    """One system's generations: ``continuations[i][j]`` is sample j of prompt i; ``plans`` (P, S, d) for
+    DGLM systems; ``wall_s`` the total generation time; ``timings`` seconds per stage, summed over calls."""
+
+    name: str
+    family: str
+    params: dict
+    continuations: list[list[str]]
+    plans: torch.Tensor | None
+    wall_s: float
+    timings: dict[str, float]
+    cpu_s: float = math.nan  # CPU time of this process (all threads): robust to other load on the machine
+
+
+# A system: (prefixes, num_samples, seed, generate kwargs) -> (continuations [B][S], plans (B, S, d) or
+# None, timings).
+GenerateFn = Callable[[list[str], int, int, dict], tuple[list[list[str]], torch.Tensor | None, dict]]
+
+
+def _sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _group(texts: list[str], n: int) -> list[list[str]]:
+    return [texts[i:i + n] for i in range(0, len(texts), n)]
+
+
+def system_functions(setup: Setup) -> dict[str, Callable[..., GenerateFn]]:
+    """Factories of each system's generate function, by family."""
+    pipe, c = setup.pipeline, setup.config
+
+    def plain() -> GenerateFn:
+        def run(prefixes, n, seed, kw):
+            texts = pipe.decoder.generate([p for p in prefixes for _ in range(n)], None, seed=seed, **kw)
+            return _group(texts, n), None, {}
+        return run
+
+    def dglm(sigma2: float) -> GenerateFn:
+        def run(prefixes, n, seed, kw):
+            out = pipe.generate(prefixes, n, sigma2=sigma2, steps=c.steps, seed=seed, **kw)
+            return out.continuations, out.plans, out.timings
+        return run
+
+    def guided(strength: float, sigma2: float | None = None) -> GenerateFn:
+        controller = Controller(setup.constraint, pipe, strength=strength)
+
+        def run(prefixes, n, seed, kw):
+            out = controller.generate(prefixes, n, seed=seed, steps=c.steps, sigma2=sigma2, **kw)
+            return out.continuations, out.plans, out.timings
+        return run
+
+    def bon(n_candidates: int) -> GenerateFn:
+        def run(prefixes, n, seed, kw):
+            out = best_of_n(pipe.decoder, pipe.encoder, setup.resolved, prefixes, n, n_candidates, seed=seed, **kw)
+            return out.continuations, None, out.timings
+        return run
+
+    def fudge(strength: float) -> GenerateFn:
+        def run(prefixes, n, seed, kw):
+            timings = {}
+            texts = fudge_generate(pipe.decoder, pipe.encoder, setup.resolved, [p for p in prefixes for _ in range(n)],
+                                   strength=strength, top_k=c.fudge_top_k, max_new_tokens=kw["max_new_tokens"],
+                                   top_p=kw["top_p"], repetition_penalty=kw["repetition_penalty"],
+                                   min_new_tokens=kw.get("min_new_tokens", 0), seed=seed, timings=timings)
+            return _group(texts, n), None, timings
+        return run
+
+    return {"plain": plain, "dglm": dglm, "dglm-guided": guided, "best-of-n": bon, "fudge": fudge}
+
+
+def run_system(setup: Setup, name: str, family: str, params: dict, fn: GenerateFn) -> SystemRun:
+    """Run ``fn`` over every prompt batch and seed (seed of batch b under seed s: ``1000 * s + b``)."""
+    c = setup.config
+    groups: list[list[str]] = [[] for _ in setup.prompts]
+    plans: list[list[torch.Tensor]] = [[] for _ in setup.prompts]
+    timings: dict[str, float] = {}
+    wall = 0.0
+    cpu = time.process_time()
+    for s in c.seeds:
+        for b, start in enumerate(range(0, len(setup.prompts), c.batch_prompts)):
+            batch = setup.prompts[start:start + c.batch_prompts]
+            _sync(c.device)
+            t0 = time.perf_counter()
+            texts, batch_plans, t = fn(batch, c.num_samples, 1000 * s + b, setup.generate_kwargs)
+            _sync(c.device)
+            wall += time.perf_counter() - t0
+            for k, v in t.items():
+                timings[k] = timings.get(k, 0.0) + v
+            for i, row in enumerate(texts):
+                groups[start + i] += row
+                if batch_plans is not None:
+                    plans[start + i].append(batch_plans[i].float().cpu())
+    stacked = torch.stack([torch.cat(p) for p in plans]) if plans[0] else None
+    cpu = time.process_time() - cpu
+    logger.info("%-24s %7.1f s (CPU %.1f s)  e.g. %r", name, wall, cpu, groups[0][0][:80])
+    return SystemRun(name, family, params, groups, stacked, wall, timings, cpu)
+
+
+def run_systems(setup: Setup) -> list[SystemRun]:
+    """Every system of the comparison, in the order plain, dglm (sigma^2 sweep), dglm-guided, best-of-n, fudge."""
+    c, pipe = setup.config, setup.pipeline
+    make = system_functions(setup)
+    default_sigma2 = pipe.sampling.sigma2
+    runs = [run_system(setup, "plain", "plain", {}, make["plain"]())]
+    for s2 in sorted({*c.sigma2, default_sigma2}):
+        runs.append(run_system(setup, f"dglm sigma2={s2:g}", "dglm", {"sigma2": s2, "strength": 0.0},
+                               make["dglm"](s2)))
+    guided = []
+    for lam in c.strengths:
+        guided.append(run_system(setup, f"dglm-guided strength={lam:g}", "dglm-guided",
+                                 {"strength": lam, "sigma2": default_sigma2}, make["dglm-guided"](lam)))
+    runs += guided
+    n = c.bon_n
+    matched = n is None
+    if matched:
+        n = max(1, round(np.mean([r.wall_s for r in guided]) / runs[0].wall_s)) if guided else 4
+    runs.append(run_system(setup, f"best-of-{n}" + (" (time-matched)" if matched else ""), "best-of-n",
+                           {"n": n, "matched_to_dglm_guided": matched, "primary": True}, make["best-of-n"](n)))
+    for extra in c.bon_extra_n:
+        if extra != n:
+            runs.append(run_system(setup, f"best-of-{extra}", "best-of-n",
+                                   {"n": extra, "matched_to_dglm_guided": False, "primary": False},
+                                   make["best-of-n"](extra)))
+    for lam in c.fudge_strengths:
+        runs.append(run_system(setup, f"fudge strength={lam:g}", "fudge", {"strength": lam, "top_k": c.fudge_top_k},
+                               make["fudge"](lam)))
+    return runs
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+
+
+def score_runs(setup: Setup, runs: Sequence[SystemRun]) -> dict[str, dict]:
+    """Metrics of every system (see :mod:`dglm.bench.metrics`)."""
+    c, pipe = setup.config, setup.pipeline
+    ref_features = None
+    if setup.evaluator_lm is not None:
+        _, _, ref_features = setup.evaluator_lm.score(*setup.references)
+    plain_wall = runs[0].wall_s
+    out = {}
+    for run in runs:
+        t0 = time.perf_counter()
+        flat = [t for g in run.continuations for t in g]
+        flat_prefixes = [p for p, g in zip(setup.prompts, run.continuations, strict=True) for _ in g]
+        m: dict = {"family": run.family, "params": run.params, "samples": len(flat),
+                   "wall_s": run.wall_s, "relative_wall_time": run.wall_s / plain_wall,
+                   "cpu_s": run.cpu_s, "relative_cpu_time": run.cpu_s / runs[0].cpu_s,
+                   "seconds_per_sample": run.wall_s / len(flat), "timings": run.timings,
+                   "empty_continuations": sum(not t.strip() for t in flat),
+                   "mean_words": float(np.mean([len(t.split()) for t in flat])),
+                   "dist3": dist3(run.continuations), "div": div(flat)}
+        if setup.evaluator_lm is not None:
+            nll, n_tokens, feats = setup.evaluator_lm.score(flat_prefixes, flat)
+            m["perplexity"] = summarize(perplexity(nll.numpy(), n_tokens.numpy()))
+            m["mauve"] = mauve_score(feats.numpy(), ref_features.numpy(), c.mauve_seeds)
+        with torch.no_grad():
+            emb = pipe.encoder.encode(flat)
+            loss = setup.resolved.loss(emb).float().cpu()
+        m["probe"] = {"mean_loss": float(loss.mean()), "mean_p": float((-loss).exp().mean()),
+                      "success": float((loss < math.log(2)).float().mean())}
+        if run.plans is not None:
+            plans = run.plans.reshape(len(flat), -1)
+            m["plan_fidelity"] = summarize(plan_fidelity(emb.cpu(), plans).numpy())
+            per_prompt = len(flat) // len(setup.prompts)
+            if len(setup.prompts) > 1:  # another prompt's plan: what the cosine is without following the plan
+                m["plan_fidelity_shuffled"] = summarize(plan_fidelity(emb.cpu(), plans.roll(per_prompt, 0)).numpy())
+        target_labels = dict(setup.targets)
+        control = {}
+        success = np.ones(len(flat), dtype=bool) if setup.targets else None
+        for name, ev in setup.evaluators.items():
+            label = target_labels.get(name)
+            scores = ev.score(flat, label or ev.default_label)
+            per_prompt = np.asarray(scores.values).reshape(len(setup.prompts), -1)
+            control[name] = {"label": label or ev.default_label, "is_target": label is not None,
+                             "rate": float(np.mean(scores.success)), "value_name": scores.value_name,
+                             "mean_value": float(np.mean(scores.values)),
+                             "mean_per_prompt_max": float(per_prompt.max(1).mean())}
+            if name == "toxicity":
+                control[name]["toxic_rate"] = float(np.mean(np.asarray(scores.values) >= 0.5))
+            elif name == "sentiment":
+                control[name]["positive_rate"] = float(np.mean(np.asarray(scores.values) >= 0.05))
+            elif name == "topic":
+                control[name]["sports_rate"] = float(np.mean(ev.score(flat, "sports").success)) \
+                    if "sports" in ev.labels else None
+            if label is not None:
+                success &= np.asarray(scores.success, dtype=bool)
+        m["control"] = control
+        scored = [t for t in setup.targets if t[0] in setup.evaluators]
+        m["control_success"] = float(success.mean()) if scored else None
+        m["examples"] = [{"prefix": setup.prompts[i], "continuations": run.continuations[i]}
+                         for i in range(len(setup.prompts))]
+        out[run.name] = m
+        logger.info("scored %-24s in %.1f s", run.name, time.perf_counter() - t0)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- runtime
+
+
+def runtime_table(setup: Setup, bon_n: int) -> dict:
+    """Seconds per call and relative to plain decoding, per (batch size, new tokens) and system: exactly
+    ``new tokens`` tokens each (eos suppressed), one sample per prompt, after one untimed warm-up call per
+    system. A system's longer cells are skipped once a cell took more than ``runtime_cell_limit_s / 2``
+    (the next doubles), and reported as skipped."""
+    c = setup.config
+    make = system_functions(setup)
+    guided_strength = setup.pipeline.sampling.strength
+    systems = {"plain": make["plain"](), "dglm": make["dglm"](setup.pipeline.sampling.sigma2),
+               f"dglm-guided strength={guided_strength:g}": make["dglm-guided"](guided_strength),
+               f"best-of-{bon_n}": make["best-of-n"](bon_n)}
+    if c.fudge_strengths:
+        systems[f"fudge strength={c.fudge_strengths[0]:g}"] = make["fudge"](c.fudge_strengths[0])
+    cells = []
+    base = dict(setup.generate_kwargs)
+    for fn in systems.values():  # warm-up: first-call costs (allocations, lazy init) are not timed
+        fn(setup.prompts[:1], 1, 0, {**base, "max_new_tokens": 2, "min_new_tokens": 2})
+    for batch in c.runtime_batch_sizes:
+        prefixes = (setup.prompts * math.ceil(batch / len(setup.prompts)))[:batch]
+        over = set()
+        for tokens in sorted(c.runtime_new_tokens):
+            kw = {**base, "max_new_tokens": tokens, "min_new_tokens": tokens}
+            plain_s = plain_cpu = math.nan
+            for name, fn in systems.items():
+                cell = {"batch": batch, "new_tokens": tokens, "system": name}
+                if name in over or c.runtime_repeats == 0:
+                    cells.append({**cell, "skipped": "previous cell over the time limit" if name in over else
+                                  "runtime_repeats=0"})
+                    continue
+                times, cpu_times, timings = [], [], {}
+                for r in range(c.runtime_repeats):
+                    _sync(c.device)
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    _, _, timings = fn(prefixes, 1, r, kw)
+                    _sync(c.device)
+                    times.append(time.perf_counter() - t0)
+                    cpu_times.append(time.process_time() - c0)
+                seconds, cpu_s = float(np.median(times)), float(np.median(cpu_times))
+                if name == "plain":
+                    plain_s, plain_cpu = seconds, cpu_s
+                cells.append({**cell, "seconds": seconds, "relative": seconds / plain_s,
+                              "cpu_s": cpu_s, "relative_cpu": cpu_s / plain_cpu, "timings": timings})
+                if seconds > c.runtime_cell_limit_s / 2:
+                    over.add(name)
+                logger.info("runtime batch %d, %d tokens, %-26s %.2f s", batch, tokens, name, seconds)
+    return {"systems": list(systems), "cells": cells, "note": (
+        "exactly new_tokens tokens per row (eos suppressed); one sample per prompt; wall time (and, as 'CPU', "
+        "process CPU time over all threads, robust to other load on the machine; meaningless on a GPU); median of "
+        f"{c.runtime_repeats} timed call(s) after an untimed warm-up; DGLM uses the checkpoint's default "
+        f"steps ({c.steps or setup.pipeline.sampling.steps}) and sigma^2; best-of-N uses the N of the quality run")}
+
+
+# ----------------------------------------------------------------------------------------------- targets
+
+
+def check_targets(systems: dict[str, dict], runtime: dict | None) -> list[dict]:
+    """The issue's targets for the default checkpoint, evaluated (reported, never asserted)."""
+    plain = systems["plain"]
+    out = []
+    ppl0 = plain.get("perplexity", {}).get("mean")
+    d0 = plain["dist3"]
+
+    def admissible(m):
+        ok = m["dist3"] >= 0.9 * d0 if d0 == d0 else True
+        if ppl0 is not None and "perplexity" in m:
+            ok = ok and m["perplexity"]["mean"] <= 1.25 * ppl0
+        return ok
+
+    guided = {k: m for k, m in systems.items() if m["family"] == "dglm-guided" and m["control_success"] is not None}
+    best = max((m["control_success"] for m in guided.values() if admissible(m)), default=None)
+    bon = [m["control_success"] for m in systems.values() if m["family"] == "best-of-n" and m["params"]["primary"]]
+    fudge = [m["control_success"] for m in systems.values() if m["family"] == "fudge"
+             and m["control_success"] is not None]
+    if best is None:
+        out.append({"target": "guided DGLM beats best-of-N and FUDGE at <= +25% perplexity and Dist-3 within 10%",
+                    "met": False, "detail": "no guided strength meets the perplexity and Dist-3 limits" if guided
+                    else "control success not measured"})
+    else:
+        out.append({"target": "guided DGLM (a strength within +25% perplexity and 90% of Dist-3 of plain) has "
+                              "higher control success than best-of-N at equal wall time",
+                    "met": bool(bon and best > max(bon)), "detail": f"{best:.3f} vs {max(bon) if bon else 'n/a'}"})
+        out.append({"target": "... and than the token-level (FUDGE-style) baseline at its best strength",
+                    "met": bool(fudge and best > max(fudge)), "detail": f"{best:.3f} vs "
+                                                                       f"{max(fudge) if fudge else 'n/a'}"})
+    if runtime:
+        cells = [x for x in runtime["cells"] if x["batch"] == 16 and x["new_tokens"] == 64
+                 and x["system"].startswith("dglm-guided") and "relative" in x]
+        if cells:
+            rel = cells[0]["relative"]
+            out.append({"target": "guided DGLM end to end <= 1.5x plain decoding at 64 new tokens, batch 16",
+                        "met": bool(rel <= 1.5), "detail": f"{rel:.2f}x"})
+        else:
+            out.append({"target": "guided DGLM end to end <= 1.5x plain decoding at 64 new tokens, batch 16",
+                        "met": False, "detail": "cell not measured (batch 16 and 64 tokens not in the runtime grid)"})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+
+def machine_info(device: str) -> dict:
+    """CPU model, cores, load, platform, library versions, GPU name."""
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "device": device}
+    if hasattr(os, "getloadavg"):
+        info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    if torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def _clean(x):
+    """JSON-safe: NaN/inf -> None, tensors/arrays -> lists."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        return _clean(x.tolist())
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return _clean(x.item())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _f(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def write_markdown(result: dict, path: Path) -> None:
+    """The human-readable report: setup, proxies, the system table, runtime table, targets, notes."""
+    c, systems, m = result["config"], result["systems"], result["machine"]
+    lines = [f"# DGLM benchmark{' (quick mode: tiny random models, a smoke test)' if c['quick'] else ''}", "",
+             f"- date: {result['date']}", f"- machine: {m['cpu']}, {m['cpu_cores']} cores, torch threads "
+             f"{m['torch_threads']}, {m['platform']}" + (f", GPU {m['gpu']}" if "gpu" in m else ""),
+             f"- load average at start: {m.get('load_average_at_start')}",
+             f"- torch {m['torch']}, transformers {m['transformers']}, device `{c['device']}`",
+             f"- command: `{c['command']}`", f"- checkpoint: `{c['checkpoint']}`; control: `{c['control']}`",
+             f"- prompts: {result['evaluators'].get('prompts')}",
+             f"- {c['num_prompts']} prompts x {c['num_samples'] * len(c['seeds'])} samples, {c['new_tokens']} new "
+             f"tokens, top-p {c['top_p']}, repetition penalty {c['repetition_penalty']}, seeds {c['seeds']}",
+             f"- total time: {result['total_s']:.0f} s", "", "## Evaluators (proxies named as proxies)", ""]
+    for name, info in result["evaluators"].items():
+        if name == "prompts":
+            continue
+        if isinstance(info, dict):
+            extra = {k: v for k, v in info.items() if k != "description"}
+            lines.append(f"- **{name}**: {info.get('description')}" + (f" ({_brief(extra)})" if extra else ""))
+        else:
+            lines.append(f"- **{name}**: {info}")
+    lines += ["- **probe**: the steering probe itself on the continuation's encoder embedding (not independent; "
+              "shows whether the plan's attribute survived decoding)",
+              "- **plan fidelity**: cosine between the continuation's encoder embedding and its plan; 'shuffled' "
+              "pairs it with another prompt's plan (the level reached without following the plan)", "",
+              "## Systems", "",
+              "| system | control success | probe P | ppl (mean / median) | Dist-3 | Div | MAUVE | plan fid. "
+              "(shuffled) | toxic rate (proxy) | positive rate (proxy) | sports rate (proxy) | s/sample | rel. time "
+              "(CPU) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in systems.items():
+        ppl = s.get("perplexity", {})
+        mauve = s.get("mauve", {})
+        pf, pfs = s.get("plan_fidelity"), s.get("plan_fidelity_shuffled")
+        ctl = s["control"]
+        lines.append(
+            f"| {name} | {_f(s['control_success'])} | {_f(s['probe']['mean_p'])} | "
+            f"{_f(ppl.get('mean'), 1)} / {_f(ppl.get('median'), 1)} | {_f(s['dist3'])} | {_f(s['div'])} | "
+            f"{_f(mauve.get('mean'))} | {_f(pf['mean']) if pf else '-'} ({_f(pfs['mean']) if pfs else '-'}) | "
+            f"{_f(ctl.get('toxicity', {}).get('toxic_rate'))} | {_f(ctl.get('sentiment', {}).get('positive_rate'))} | "
+            f"{_f(ctl.get('topic', {}).get('sports_rate'))} | {_f(s['seconds_per_sample'], 2)} | "
+            f"{_f(s['relative_wall_time'], 2)} ({_f(s['relative_cpu_time'], 2)}) |")
+    lines += ["", "Control success: fraction of samples the independent evaluator(s) put in the target class "
+              f"{result['targets_of_control']}. ppl: evaluator-LM perplexity of the continuation given the prefix. "
+              "MAUVE: vs the reference continuations, mean over k-means seeds. rel. time: generation wall time "
+              "over plain decoding's in this quality run (CPU: the same for process CPU time, which other load on "
+              "the machine does not inflate).", ""]
+    rt = result.get("runtime")
+    if rt:
+        lines += ["## Runtime (wall time relative to plain decoding)", "", rt["note"], ""]
+        batches = sorted({x["batch"] for x in rt["cells"]})
+        tokens = sorted({x["new_tokens"] for x in rt["cells"]})
+        header = [f"b{b}/{t}" for b in batches for t in tokens]
+        lines += ["| system | " + " | ".join(f"batch {b}, {t} tok" for b in batches for t in tokens) + " |",
+                  "|---|" + "---|" * len(header)]
+        for sysname in rt["systems"]:
+            row = []
+            for b in batches:
+                for t in tokens:
+                    cell = next((x for x in rt["cells"] if x["system"] == sysname and x["batch"] == b
+                                 and x["new_tokens"] == t), None)
+                    if cell is None or "seconds" not in cell:
+                        row.append("skipped")
+                    else:
+                        rel = "" if sysname == "plain" else \
+                            f" ({_f(cell['relative'], 2)}x; CPU {_f(cell['relative_cpu'], 2)}x)"
+                        row.append(f"{cell['seconds']:.2f} s{rel}")
+            lines.append(f"| {sysname} | " + " | ".join(row) + " |")
+        lines += ["", "Where DGLM's time goes (seconds per call):", "",
+                  "| system | batch | new tokens | encode | diffusion | prompt | decode | total |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for x in rt["cells"]:
+            t = x.get("timings") or {}
+            if x["system"].startswith("dglm") and "seconds" in x:
+                lines.append(f"| {x['system']} | {x['batch']} | {x['new_tokens']} | {_f(t.get('encode'), 3)} | "
+                             f"{_f(t.get('diffusion'), 3)} | {_f(t.get('prompt'), 3)} | {_f(t.get('decode'), 3)} | "
+                             f"{_f(x['seconds'], 3)} |")
+        lines.append("")
+    lines += ["## Targets (reported, not asserted)", ""]
+    lines += [f"- {'met' if t['met'] else 'NOT met'}: {t['target']} ({t['detail']})" for t in result["targets"]]
+    if result["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
+    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in result["plots"]]
+    lines += ["", "## One sample per system (first prompt)", "", f"Prefix: {systems['plain']['examples'][0]['prefix']!r}",
+              ""] + [f"- {name}: {s['examples'][0]['continuations'][0]!r}" for name, s in systems.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _brief(d: dict) -> str:
+    return ", ".join(f"{k} {_f(v) if isinstance(v, float) else v}" for k, v in d.items() if not isinstance(v, dict))
+
+
+def write_plots(result: dict, out: Path, stem: str) -> list[str]:
+    """PNG plots (matplotlib, Agg): strength sweeps, sigma^2 sweep, runtime chart, control/perplexity trade-off."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = result["systems"]
+    files = []
+
+    def metric(s, key):
+        if key == "perplexity":
+            return s.get("perplexity", {}).get("mean")
+        return s.get(key)
+
+    def save(fig, suffix):
+        name = f"{stem}_{suffix}.png"
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        files.append(name)
+
+    default_s2 = result["default_sigma2"]
+    unguided = next((s for s in systems.values() if s["family"] == "dglm" and s["params"]["sigma2"] == default_s2), None)
+    keys = [("control_success", "control success (independent evaluator)"), ("perplexity", "evaluator perplexity"),
+            ("dist3", "Dist-3")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, (key, label) in zip(axes, keys, strict=True):
+        for family, style in (("dglm-guided", "o-"), ("fudge", "s-")):
+            pts = [(s["params"]["strength"], metric(s, key)) for s in systems.values() if s["family"] == family]
+            if family == "dglm-guided" and unguided is not None:
+                pts = [(0.0, metric(unguided, key)), *pts]
+            pts = [(x, y) for x, y in sorted(pts) if y is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), style, label=family)
+        for fam, ls in (("plain", "--"), ("best-of-n", ":")):
+            for name, s in systems.items():
+                if s["family"] == fam and metric(s, key) is not None:
+                    ax.axhline(metric(s, key), ls=ls, color="gray" if fam == "plain" else "tab:green", label=name)
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlabel("strength (each system's own scale)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"control: {result['config']['control']}")
+    save(fig, "strength")
+
+    sweep = sorted((s["params"]["sigma2"], s) for s in systems.values() if s["family"] == "dglm")
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    for ax, (key, label) in zip(axes, [("perplexity", "evaluator perplexity"), ("dist3", "Dist-3"),
+                                       ("mauve", "MAUVE"), ("plan_fidelity", "plan fidelity (cosine)")], strict=True):
+        def val(s, key=key):
+            v = s.get(key)
+            return v.get("mean") if isinstance(v, dict) else v
+        pts = [(x, val(s)) for x, s in sweep if val(s) is not None]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), "o-", label="dglm")
+        if key == "plan_fidelity":
+            pts = [(x, s["plan_fidelity_shuffled"]["mean"]) for x, s in sweep if s.get("plan_fidelity_shuffled")]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), "x--", label="shuffled plans")
+        elif val(systems["plain"]) is not None:
+            ax.axhline(val(systems["plain"]), ls="--", color="gray", label="plain")
+        ax.set_xlabel("sigma^2 (re-noising of the plan)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    save(fig, "sigma2")
+
+    rt = result.get("runtime")
+    if rt:
+        cells = [x for x in rt["cells"] if "relative" in x and x["relative"] is not None]
+        groups = sorted({(x["batch"], x["new_tokens"]) for x in cells})
+        names = [n for n in rt["systems"] if n != "plain"]
+        fig, ax = plt.subplots(figsize=(max(8, len(groups) * 1.3), 4.2))
+        width = 0.8 / max(1, len(names))
+        for k, name in enumerate(names):
+            ys = [next((x["relative"] for x in cells if x["system"] == name and (x["batch"], x["new_tokens"]) == g),
+                       np.nan) for g in groups]
+            ax.bar(np.arange(len(groups)) + k * width, ys, width, label=name)
+        ax.axhline(1.0, color="gray", ls="--")
+        ax.set_xticks(np.arange(len(groups)) + width * (len(names) - 1) / 2)
+        ax.set_xticklabels([f"b{b}\n{t} tok" for b, t in groups])
+        ax.set_ylabel("wall time / plain decoding")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+        save(fig, "runtime")
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, s in systems.items():
+        x, y = metric(s, "perplexity"), s["control_success"]
+        if x is not None and y is not None:
+            ax.scatter(x, y, label=name)
+    ax.set_xlabel("evaluator perplexity")
+    ax.set_ylabel("control success")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    save(fig, "tradeoff")
+    return files
+
+
+def run_benchmark(config: BenchConfig) -> dict:
+    """Run everything and write ``<out>/<name>.json``, ``<name>.md`` and the plots; return the JSON dict."""
+    start = time.perf_counter()
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    machine = machine_info(config.device)
+    setup = build_setup(config)
+    runs = run_systems(setup)
+    systems = score_runs(setup, runs)
+    bon_n = next(r.params["n"] for r in runs if r.family == "best-of-n" and r.params["primary"])
+    runtime = runtime_table(setup, bon_n) if config.runtime_batch_sizes and config.runtime_new_tokens else None
+    result = {"config": config.model_dump(mode="json"), "date": date, "machine": machine,
+              "evaluators": setup.evaluator_info, "targets_of_control": setup.targets,
+              "default_sigma2": setup.pipeline.sampling.sigma2, "default_strength": setup.pipeline.sampling.strength,
+              "systems": systems, "runtime": runtime, "targets": check_targets(systems, runtime),
+              "notes": setup.notes}
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result["plots"] = write_plots(result, out, config.name)
+    result["total_s"] = time.perf_counter() - start
+    with open(out / f"{config.name}.json", "w", encoding="utf-8") as f:
+        json.dump(_clean(result), f, indent=1, ensure_ascii=False, allow_nan=False)
+    write_markdown(result, out / f"{config.name}.md")
+    logger.info("wrote %s/%s.{json,md} and %d plots in %.0f s", out, config.name, len(result["plots"]),
+                result["total_s"])
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The ``dglm bench`` options (every one defaults to :class:`BenchConfig`'s, or its ``--quick`` value)."""
+    a = parser.add_argument
+    a("--quick", action="store_true", help="tiny random models, a few prompts: a smoke test in seconds")
+    a("--checkpoint", help="DGLM checkpoint folder or packaged name (default: mini); random:<preset> for random "
+                           "weights (timing only)")
+    a("--device", help="cpu (default), cuda, cuda:N")
+    a("--out", help="output folder (default: docs/results)")
+    a("--name", help="file stem of the outputs (default: bench, or bench-quick)")
+    a("--corpus", help="corpus folder with test.jsonl and train.jsonl (default: cache/corpus)")
+    a("--prompts", type=int, dest="num_prompts", help="held-out prompts")
+    a("--references", type=int, dest="num_references", help="reference continuations for MAUVE")
+    a("--samples", type=int, dest="num_samples", help="samples per prompt and seed")
+    a("--seeds", type=int, nargs="+", help="sampling seeds")
+    a("--new-tokens", type=int, help="new tokens per continuation")
+    a("--prefix-tokens", type=int, help="prefix length in decoder tokens")
+    a("--min-new-tokens", type=int, help="suppress eos before this many new tokens")
+    a("--batch-prompts", type=int, help="prompts per generation call")
+    a("--control", help="constraint expression for the guided systems, e.g. \"topic('sports')\"")
+    a("--strengths", type=float, nargs="+", help="DGLM guidance strengths")
+    a("--sigma2", type=float, nargs="+", help="sigma^2 values of the unguided sweep")
+    a("--steps", type=int, help="diffusion steps (default: the checkpoint's)")
+    a("--fudge-strengths", type=float, nargs="*", help="FUDGE-style baseline strengths")
+    a("--fudge-top-k", type=int, help="candidates rescored per step by the FUDGE-style baseline")
+    a("--bon-n", type=int, help="best-of-N candidates (default: matched to DGLM-guided's wall time)")
+    a("--bon-extra-n", type=int, nargs="*", help="further best-of-N runs with these fixed N (default: 4)")
+    a("--evaluator-lm", help=f"evaluator LM id or folder (default {EVALUATOR_ID}); 'decoder' = the decoder itself")
+    a("--evaluator-dtype", choices=["float32", "bfloat16"], help="evaluator LM dtype (default float32)")
+    a("--topic-classifier", choices=["corpus", "quick"], help="topic evaluator training data")
+    a("--mauve-seeds", type=int, nargs="+", help="k-means seeds of MAUVE")
+    a("--runtime-new-tokens", type=int, nargs="*", help="runtime table lengths (none: no runtime table)")
+    a("--runtime-batch-sizes", type=int, nargs="*", help="runtime table batch sizes (none: no runtime table)")
+    a("--runtime-repeats", type=int, help="timed calls per runtime cell (median)")
+    a("--runtime-cell-limit", type=float, dest="runtime_cell_limit_s",
+      help="seconds; longer cells of a system are skipped once one takes over half of it")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, command: str = "") -> BenchConfig:
+    """A :class:`BenchConfig` from parsed arguments: the defaults (or ``--quick`` ones) with what was given."""
+    given = {k: v for k, v in vars(args).items() if k in BenchConfig.model_fields and k != "quick" and v is not None}
+    given["command"] = command
+    return BenchConfig.for_quick(**given) if args.quick else BenchConfig(**given)
+
+
+def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
+    """Entry point of ``dglm bench`` (``args`` parsed by :func:`add_arguments`) and of ``python -m dglm.bench``
+    (``args`` a list of strings, default ``sys.argv[1:]``)."""
+    if not isinstance(args, argparse.Namespace):
+        argv = list(sys.argv[1:] if args is None else args)
+        parser = add_arguments(argparse.ArgumentParser(prog="dglm bench", description=__doc__.split("\n\n")[0]))
+        args = parser.parse_args(argv)
+        command = shlex.join(["dglm", "bench", *argv])
+    else:
+        command = shlex.join(["dglm", *sys.argv[1:]])
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    result = run_benchmark(config_from_args(args, command))
+    print(f"wrote {Path(result['config']['out']) / result['config']['name']}.md "
+          f"({result['total_s']:.0f} s)")
+    return 0

@@ -1,0 +1,171 @@
+"""The benchmark: metric definitions on hand-made strings, the baselines' behaviour, and ``dglm bench --quick``."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dglm.bench.metrics import dist3, dist_n, div, ngrams, perplexity, plan_fidelity, summarize
+
+# ----------------------------------------------------------------------------------------------- metrics
+
+
+def test_dist3_counts_distinct_trigrams_over_words_per_prompt():
+    # Prompt 1: two identical 4-word samples -> 2 distinct 3-grams / 8 words; prompt 2: all distinct -> 4 / 8.
+    groups = [["the cat sat down", "the cat sat down"], ["a b c d", "e f g h"]]
+    assert dist_n(groups[0], 3) == 2 / 8
+    assert dist_n(groups[1], 3) == 4 / 8
+    assert dist3(groups) == pytest.approx((2 / 8 + 4 / 8) / 2)
+
+
+def test_dist3_ignores_prompts_without_words_and_short_samples_count_words():
+    assert math.isnan(dist_n(["", " "], 3))
+    assert dist3([["", ""], ["a b c"]]) == pytest.approx(1 / 3)
+    assert dist_n(["a b", "c d"], 3) == 0.0  # no 3-grams, 4 words
+
+
+def test_div_is_the_product_of_distinct_ratios_for_n_2_to_4_pooled():
+    texts = ["a b a b", "a b a b"]
+    # pooled 2-grams: ab ba ab x2 -> 2 distinct / 6; 3-grams: aba bab x2 -> 2 / 4; 4-grams: abab x2 -> 1 / 2
+    assert div(texts) == pytest.approx((2 / 6) * (2 / 4) * (1 / 2))
+    assert div(["one two three four five six"]) == 1.0
+    assert math.isnan(div(["too short"]))  # no 3-grams at all
+    assert ngrams(["x", "y", "z"], 3) == [("x", "y", "z")]
+
+
+def test_perplexity_is_exp_of_the_continuations_mean_nll_given_the_prefix():
+    nll_full, nll_prefix, n = np.array([10.0, 7.0]), np.array([4.0, 7.0]), np.array([3, 0])
+    ppl = perplexity(nll_full - nll_prefix, n)
+    assert ppl[0] == pytest.approx(math.exp(2.0))
+    assert math.isnan(ppl[1])  # an empty continuation has no perplexity
+    assert summarize(ppl)["n"] == 1
+
+
+def test_plan_fidelity_is_a_cosine():
+    x = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    assert plan_fidelity(x, x).tolist() == pytest.approx([1.0, 1.0])
+    assert plan_fidelity(x, -x).tolist() == pytest.approx([-1.0, -1.0])
+
+
+def test_control_targets_maps_builtin_constraints_to_evaluator_labels():
+    from dglm.bench.run import control_targets
+    from dglm.constraints import parse_constraint
+
+    c = parse_constraint("toxicity.low() + sentiment.positive() + topic('sports')")
+    assert control_targets(c) == [("toxicity", "non-toxic"), ("sentiment", "positive"), ("topic", "sports")]
+    assert control_targets(parse_constraint("-sentiment.positive()")) == [("sentiment", "negative")]
+
+
+# ----------------------------------------------------------------------------------------------- evaluators
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe():
+    from dglm.presets import random_pipeline
+
+    return random_pipeline("tiny")
+
+
+def test_evaluator_lm_nll_matches_full_minus_prefix_nll(tiny_pipe):
+    """The evaluator's continuation NLL is NLL(prefix + cont) - NLL(prefix), from a plain full forward."""
+    from dglm.bench.evaluators import EvaluatorLM
+
+    dec = tiny_pipe.decoder
+    lm = EvaluatorLM(dec.model, dec.tokenizer, "tiny", independent=False)
+    prefixes, conts = ["the game was", "a city of"], [" won by the team", " music"]
+    nll, n, feats = lm.score(prefixes, conts, batch_size=1)
+    assert n.tolist() == [4, 1] and feats.shape == (2, dec.hidden_size)
+
+    def total_nll(ids):  # sum over positions 1.. of -log p(token | previous)
+        logits = dec.model(input_ids=torch.tensor([ids])).logits[0, :-1]
+        return torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="sum").item()
+
+    bos = dec.tokenizer.bos_token_id
+    for i, (p, c) in enumerate(zip(prefixes, conts, strict=True)):
+        p_ids = [bos] + dec.tokenizer(p, add_special_tokens=False).input_ids
+        c_ids = dec.tokenizer(c, add_special_tokens=False).input_ids
+        with torch.no_grad():
+            expected = total_nll(p_ids + c_ids) - total_nll(p_ids)
+        assert nll[i].item() == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    # Batching and padding change nothing.
+    nll2, _, feats2 = lm.score(prefixes, conts, batch_size=2)
+    assert torch.allclose(nll, nll2, atol=1e-4) and torch.allclose(feats, feats2, atol=1e-4)
+
+
+def test_quick_topic_classifier_recognises_its_topics():
+    from dglm.bench.evaluators import quick_topic_classifier
+
+    clf = quick_topic_classifier()
+    scores = clf.score(["the team won the match and the league", "a song and a film about a book"], "sports")
+    assert scores.success.tolist() == [True, False]
+
+
+# ----------------------------------------------------------------------------------------------- baselines
+
+
+def _first_axis():
+    from dglm.constraints import FunctionConstraint
+
+    return FunctionConstraint(lambda x: -x[:, 0], name="first_axis")  # lower loss = larger first coordinate
+
+
+def test_best_of_n_keeps_the_candidate_the_probe_scores_best(tiny_pipe):
+    from dglm.bench.baselines import best_of_n
+
+    c = _first_axis()
+    out = best_of_n(tiny_pipe.decoder, tiny_pipe.encoder, c, ["the game was", "a city"], num_samples=2, n=4,
+                    seed=0, max_new_tokens=4, min_new_tokens=4)
+    kept = [t for row in out.continuations for t in row]
+    kept_loss = c.loss(tiny_pipe.encoder.encode(kept)).reshape(2, 2)
+    assert torch.allclose(kept_loss, out.losses.min(-1).values, atol=1e-5)
+    assert (out.losses.max(-1).values > out.losses.min(-1).values).any()  # the choice mattered
+
+
+def test_fudge_steers_toward_the_constraint_and_is_reproducible(tiny_pipe):
+    from dglm.bench.baselines import fudge_generate
+
+    c = _first_axis()
+    prefixes = ["the game was", "a city", "the king and", "old music"] * 2
+    kw = dict(top_k=6, max_new_tokens=5, min_new_tokens=5, seed=0)
+    free = fudge_generate(tiny_pipe.decoder, tiny_pipe.encoder, c, prefixes, strength=0.0, **kw)
+    steered = fudge_generate(tiny_pipe.decoder, tiny_pipe.encoder, c, prefixes, strength=1e4, **kw)
+    assert fudge_generate(tiny_pipe.decoder, tiny_pipe.encoder, c, prefixes, strength=1e4, **kw) == steered
+    assert all(len(t.split()) == 5 for t in steered)
+
+    def loss(conts):
+        return c.loss(tiny_pipe.encoder.encode([p + t for p, t in zip(prefixes, conts, strict=True)])).mean()
+
+    assert loss(steered) < loss(free)
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+
+
+def test_quick_benchmark_writes_every_system_metric_and_plot(tmp_path):
+    from dglm.bench.run import main
+
+    assert main(["--quick", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "bench-quick.json").read_text())
+    families = {s["family"] for s in result["systems"].values()}
+    assert families == {"plain", "dglm", "dglm-guided", "best-of-n", "fudge"}
+    sigma2 = sorted(s["params"]["sigma2"] for s in result["systems"].values() if s["family"] == "dglm")
+    assert sigma2 == [0.05, 1.0]
+    for name, s in result["systems"].items():
+        for key in ("dist3", "div", "perplexity", "mauve", "control", "control_success", "probe", "wall_s"):
+            assert key in s, (name, key)
+        assert s["samples"] == 8 and s["perplexity"]["mean"] > 1
+        assert set(s["control"]) == {"toxicity", "sentiment", "topic"}
+        assert ("plan_fidelity" in s) == s["family"].startswith("dglm")
+    cells = result["runtime"]["cells"]
+    assert {(x["batch"], x["new_tokens"]) for x in cells} == {(1, 4), (1, 8), (4, 4), (4, 8)}
+    assert all("seconds" in x for x in cells)
+    assert result["machine"]["cpu"] and result["config"]["command"].startswith("dglm bench --quick")
+    for png in result["plots"]:
+        assert (tmp_path / png).stat().st_size > 1000
+    assert len(result["plots"]) == 4
+    report = (tmp_path / "bench-quick.md").read_text()
+    assert "proxy" in report and "| plain |" in report and "Targets" in report
