@@ -38,6 +38,14 @@ def check_prefixes(prefixes: Sequence[str]) -> list[str]:
 
     An empty or whitespace-only prefix is allowed and means "no context" (unconditional generation: the
     encoder embeds it like any text and the decoder starts from the soft tokens alone).
+
+    Example:
+        >>> check_prefixes(("The match", ""))
+        ['The match', '']
+        >>> check_prefixes("The match")
+        Traceback (most recent call last):
+            ...
+        TypeError: prefixes must be a list of str, got a single str 'The match'; wrap it in a list
     """
     if isinstance(prefixes, str):
         raise TypeError(f"prefixes must be a list of str, got a single str {prefixes[:40]!r}; wrap it in a list")
@@ -50,7 +58,20 @@ def check_prefixes(prefixes: Sequence[str]) -> list[str]:
 
 
 class Decoder(nn.Module):
-    """A causal LM + tokenizer that accepts soft prompts (B, k, hidden_size) after each prefix."""
+    """A causal LM + tokenizer that accepts soft prompts (B, k, hidden_size) after each prefix.
+
+    Example (a random-weight stand-in; a real one comes from :meth:`from_pretrained`):
+        >>> from dglm.presets import preset_config, random_decoder
+        >>> dec = random_decoder(preset_config("tiny").decoder)
+        >>> dec.hidden_size, dec.device, dec.max_length
+        (32, device(type='cpu'), 256)
+        >>> soft = torch.zeros(1, 2, dec.hidden_size)
+        >>> out = dec.generate(["the game was"], soft, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+        >>> len(out), len(out[0].split())
+        (1, 3)
+        >>> dec.continuation_nll(dec.tokenize(["the game"]), dec.tokenize(["was won"]), soft).shape
+        torch.Size([1])
+    """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name_or_path: str | None = None):
         super().__init__()
@@ -90,14 +111,17 @@ class Decoder(nn.Module):
 
     @property
     def embeddings(self) -> nn.Embedding:
+        """The LM's input-embedding layer (token id -> (hidden_size,) vector)."""
         return self.model.get_input_embeddings()
 
     @property
     def hidden_size(self) -> int:
+        """Width of the LM's token embeddings, and of the soft tokens it accepts."""
         return self.config.hidden_size
 
     @property
     def device(self) -> torch.device:
+        """The device of the LM's input embeddings, where inputs are built."""
         return self.embeddings.weight.device
 
     @property

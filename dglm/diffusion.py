@@ -35,7 +35,17 @@ from dglm.schedule import add_noise, cosine_alpha2, sampling_alpha2s
 
 
 class SemanticDiffuser(nn.Module):
-    """Denoiser over standardised embeddings, with its loss, CFG and samplers. See the module docstring."""
+    """Denoiser over standardised embeddings, with its loss, CFG and samplers. See the module docstring.
+
+    Example:
+        >>> config = DiffusionConfig(dim=8, num_tokens=2, token_features=4, width=16, depth=2, heads=2)
+        >>> diffuser = SemanticDiffuser(config)
+        >>> z, prefix = torch.randn(3, 8), torch.randn(3, 8)
+        >>> diffuser(z, torch.full((3,), 0.5), prefix).shape  # v prediction, zero at initialisation
+        torch.Size([3, 8])
+        >>> diffuser.denoiser(prefix, cfg_scale=2.0)(z, torch.full((3,), 0.5)).x0.shape
+        torch.Size([3, 8])
+    """
 
     def __init__(self, config: DiffusionConfig):
         super().__init__()
@@ -56,6 +66,7 @@ class SemanticDiffuser(nn.Module):
 
     @property
     def dim(self) -> int:
+        """Embedding dimension d the diffuser denoises."""
         return self.config.dim
 
     def forward(self, z: torch.Tensor, alpha2: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
@@ -129,10 +140,23 @@ class SemanticDiffuser(nn.Module):
         torch._foreach_lerp_(list(ema.parameters()), list(self.parameters()), 1 - decay)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write ``config.json`` and the weights to ``folder`` (atomically; see :func:`dglm.io.save_component`)."""
         save_component(folder, self.config, self.state_dict())
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> SemanticDiffuser:
+        """Load a diffuser saved by :meth:`save_pretrained`, in eval mode.
+
+        Example:
+            >>> import tempfile
+            >>> diffuser = SemanticDiffuser(DiffusionConfig(dim=8, num_tokens=2, token_features=4, width=16,
+            ...                                             depth=2, heads=2))
+            >>> with tempfile.TemporaryDirectory() as folder:
+            ...     diffuser.save_pretrained(folder)
+            ...     loaded = SemanticDiffuser.from_pretrained(folder)
+            >>> torch.equal(loaded.position, diffuser.position), loaded.training
+            (True, False)
+        """
         config, state = load_component(folder, DiffusionConfig)
         model = cls(config)
         load_state(model, state, folder)

@@ -28,7 +28,18 @@ from dglm.io import CheckpointError, ModelLoadError, load_component, save_compon
 
 
 class SemanticEncoder(nn.Module):
-    """Frozen sentence encoder with standardisation statistics (buffers ``mean`` and ``std``, each (d,))."""
+    """Frozen sentence encoder with standardisation statistics (buffers ``mean`` and ``std``, each (d,)).
+
+    Example (a random-weight stand-in; a real one comes from :meth:`from_pretrained`):
+        >>> from dglm.presets import preset_config, random_encoder
+        >>> enc = random_encoder(preset_config("tiny").encoder)
+        >>> x = enc.encode(["the game was", "a new song"])
+        >>> x.shape, x.norm(dim=-1).allclose(torch.ones(2))
+        (torch.Size([2, 32]), True)
+        >>> enc.fit_standardization(["the king", "a river", "old music", "new film"])
+        >>> enc.to_raw(enc.standardize(x)).allclose(x, atol=1e-5)
+        True
+    """
 
     def __init__(self, model: SentenceTransformer, name_or_path: str | None = None):
         super().__init__()
@@ -62,6 +73,7 @@ class SemanticEncoder(nn.Module):
 
     @property
     def dim(self) -> int:
+        """Embedding dimension d."""
         return self.config.dim
 
     @property

@@ -29,14 +29,31 @@ from dglm.schedule import add_noise
 
 
 def check_sigma2(sigma2: float) -> float:
-    """Validate a noise level sigma^2 in [0, 1]."""
+    """Validate a noise level sigma^2 in [0, 1].
+
+    Example:
+        >>> check_sigma2(0), check_sigma2(0.05)
+        (0.0, 0.05)
+        >>> check_sigma2(1.5)
+        Traceback (most recent call last):
+            ...
+        ValueError: sigma2=1.5 must be a number in [0, 1] (0 = follow the plan, 1 = ignore it)
+    """
     if not isinstance(sigma2, (int, float)) or isinstance(sigma2, bool) or not 0 <= sigma2 <= 1:
         raise ValueError(f"sigma2={sigma2!r} must be a number in [0, 1] (0 = follow the plan, 1 = ignore it)")
     return float(sigma2)
 
 
 class PromptGenerator(nn.Module):
-    """Embedding (B, d) in the standardised space and noise level (B,) -> soft tokens (B, k, out_dim)."""
+    """Embedding (B, d) in the standardised space and noise level (B,) -> soft tokens (B, k, out_dim).
+
+    Example (a ``vocab_mixture`` head mixes rows of the decoder's embedding matrix, bound at run time):
+        >>> config = PromptConfig(dim=8, out_dim=16, num_soft_tokens=3, width=16, depth=2, heads=2,
+        ...                       head="vocab_mixture", vocab_size=10)
+        >>> gen = PromptGenerator(config).bind(torch.randn(12, 16))
+        >>> gen(torch.randn(2, 8), torch.full((2,), 0.95)).shape
+        torch.Size([2, 3, 16])
+    """
 
     def __init__(self, config: PromptConfig):
         super().__init__()
@@ -75,6 +92,7 @@ class PromptGenerator(nn.Module):
         return self.out(self.transformer(h, alpha2))
 
     def forward(self, z: torch.Tensor, alpha2: torch.Tensor) -> torch.Tensor:
+        """Soft tokens (B, k, out_dim) for noisy standardised embeddings z (B, d) at noise levels alpha2 (B,)."""
         if self.config.head == "linear":
             h = rearrange(self.inp(z), "b (k w) -> b k w", k=self.config.num_soft_tokens) + self.position
             return self.out(self.transformer(h, alpha2))  # (B, k, out_dim)
@@ -94,10 +112,22 @@ class PromptGenerator(nn.Module):
         return self(add_noise(x, alpha2, noise).to(param.dtype), alpha2)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write ``config.json`` and the weights to ``folder`` (the bound decoder embeddings are not saved)."""
         save_component(folder, self.config, self.state_dict())
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> PromptGenerator:
+        """Load a generator saved by :meth:`save_pretrained`, in eval mode.
+
+        Example:
+            >>> import tempfile
+            >>> gen = PromptGenerator(PromptConfig(dim=8, out_dim=16, num_soft_tokens=2, width=16, depth=2, heads=2))
+            >>> with tempfile.TemporaryDirectory() as folder:
+            ...     gen.save_pretrained(folder)
+            ...     loaded = PromptGenerator.from_pretrained(folder)
+            >>> loaded.config == gen.config, torch.equal(loaded.position, gen.position)
+            (True, True)
+        """
         config, state = load_component(folder, PromptConfig)
         model = cls(config)
         load_state(model, state, folder)

@@ -30,7 +30,13 @@ from tqdm.auto import tqdm
 
 @dataclass
 class Prediction:
-    """A denoiser's output: the predicted clean latent x0_hat and noise eps_hat, both (B, d)."""
+    """A denoiser's output: the predicted clean latent x0_hat and noise eps_hat, both (B, d).
+
+    Example:
+        >>> pred = Prediction(x0=torch.zeros(2, 4), eps=torch.ones(2, 4))
+        >>> pred.x0.shape, pred.eps.sum().item()
+        (torch.Size([2, 4]), 8.0)
+    """
 
     x0: torch.Tensor
     eps: torch.Tensor
@@ -48,7 +54,18 @@ def _rows(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def sample_ddpm(denoise: Denoise, x: torch.Tensor, alpha2s: torch.Tensor, generator: torch.Generator | None = None,
                 callback: Callback | None = None, disable: bool = True) -> torch.Tensor:
     """Ancestral sampling (Ho et al. 2020, DDPM) from the posterior q(z_s | z_t, x0_hat); the last step
-    returns x0_hat. x: (B, d) pure noise; alpha2s: decreasing noise grid from t = 1 to t = 0."""
+    returns x0_hat. x: (B, d) pure noise; alpha2s: decreasing noise grid from t = 1 to t = 0.
+
+    Example (an oracle denoiser that always predicts zeros; ``callback`` sees every step):
+        >>> from dglm.schedule import sampling_alpha2s
+        >>> def denoise(z, alpha2):
+        ...     return Prediction(x0=torch.zeros_like(z), eps=z / (1 - alpha2).sqrt()[:, None])
+        >>> seen = []
+        >>> x = sample_ddpm(denoise, torch.randn(3, 4), sampling_alpha2s(5),
+        ...                 generator=torch.Generator().manual_seed(0), callback=lambda i, z, pred: seen.append(i))
+        >>> x.abs().max().item(), seen
+        (0.0, [0, 1, 2, 3, 4])
+    """
     for i in tqdm(range(len(alpha2s) - 1), disable=disable, desc="diffusion"):
         a2_t, a2_s = _rows(alpha2s[i], x), _rows(alpha2s[i + 1], x)
         pred = denoise(x, a2_t)
@@ -69,7 +86,16 @@ def sample_ddpm(denoise: Denoise, x: torch.Tensor, alpha2s: torch.Tensor, genera
 @torch.no_grad()
 def sample_ddim(denoise: Denoise, x: torch.Tensor, alpha2s: torch.Tensor, generator: torch.Generator | None = None,
                 callback: Callback | None = None, disable: bool = True) -> torch.Tensor:
-    """Deterministic DDIM sampling (Song et al. 2021, eta = 0); the last step returns x0_hat."""
+    """Deterministic DDIM sampling (Song et al. 2021, eta = 0); the last step returns x0_hat.
+
+    Example (the same noise gives the same sample):
+        >>> from dglm.schedule import sampling_alpha2s
+        >>> def denoise(z, alpha2):  # shrinks towards zero
+        ...     return Prediction(x0=0.5 * z, eps=z)
+        >>> noise, grid = torch.randn(2, 4), sampling_alpha2s(4)
+        >>> torch.equal(sample_ddim(denoise, noise, grid), sample_ddim(denoise, noise, grid))
+        True
+    """
     for i in tqdm(range(len(alpha2s) - 1), disable=disable, desc="diffusion"):
         a2_t, a2_s = _rows(alpha2s[i], x), _rows(alpha2s[i + 1], x)
         pred = denoise(x, a2_t)
@@ -85,7 +111,12 @@ SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim}
 
 
 def get_sampler(name: str):
-    """The sampler function called ``name`` (``"ddpm"`` or ``"ddim"``)."""
+    """The sampler function called ``name`` (``"ddpm"`` or ``"ddim"``).
+
+    Example:
+        >>> get_sampler("ddim") is sample_ddim
+        True
+    """
     if name not in SAMPLERS:
         raise ValueError(f"sampler={name!r} is not known; accepted: {sorted(SAMPLERS)}")
     return SAMPLERS[name]
