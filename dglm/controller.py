@@ -41,6 +41,20 @@ class Controller:
     Every call may override the constraint and strength for each prefix (``constraints=[...]``,
     ``strength=[...]``), so one batch can serve requests with different controls. Calls are checked,
     chunked and thread-safe like :meth:`DGLM.generate` (each chunk holds the pipeline's ``lock``).
+
+    Example (a random-weight pipeline and a zero-shot constraint, which needs no shipped probes):
+        >>> from dglm.constraints import near
+        >>> from dglm.presets import random_pipeline
+        >>> ctl = Controller(near("the game was won"), random_pipeline("tiny"), strength=5)
+        >>> ctl
+        Controller(near('the game was won'), strength=5.0)
+        >>> out = ctl.generate(["the game was", "a new song"], num_samples=2, steps=4, seed=0,
+        ...                    constraints=[None, 'near("old music")'], strength=[0, 10], max_new_tokens=3)
+        >>> [len(texts) for texts in out.continuations]
+        [2, 2]
+        >>> embeds, mask = ctl.prompt_embeds(["the game was"], num_samples=2, steps=4, seed=0)
+        >>> embeds.shape, mask.shape  # 3 prefix tokens + 4 soft tokens per row
+        (torch.Size([2, 7, 32]), torch.Size([2, 7]))
     """
 
     def __init__(self, constraint: ConstraintLike = None, pipeline: DGLM | None = None, *,
@@ -57,6 +71,7 @@ class Controller:
 
     @property
     def pipeline(self) -> DGLM:
+        """The bound :class:`DGLM` (the packaged ``"mini"`` checkpoint, loaded on first access, if none was given)."""
         with self._load_lock:  # two threads must not both load it
             if self._pipeline is None:
                 self._pipeline = DGLM.from_pretrained("mini")
@@ -64,6 +79,7 @@ class Controller:
 
     @property
     def constraint(self) -> Constraint | None:
+        """The default constraint (a parsed :class:`~dglm.constraints.Constraint`), or None for unguided."""
         return self._constraint
 
     def guidance(self, prefixes: Sequence[str], num_samples: int = 1,

@@ -40,12 +40,29 @@ C = TypeVar("C", bound=BaseModel)
 
 
 class CheckpointError(ValueError):
-    """A checkpoint folder or file is missing, truncated, corrupted or not in the expected format."""
+    """A checkpoint folder or file is missing, truncated, corrupted or not in the expected format.
+
+    Example (a ``ValueError``, so bad checkpoints and bad arguments can be caught together):
+        >>> read_json("/no/such/dglm.json")
+        Traceback (most recent call last):
+            ...
+        dglm.io.CheckpointError: /no/such/dglm.json is missing
+        >>> issubclass(CheckpointError, ValueError)
+        True
+    """
 
 
 class ModelLoadError(OSError):
     """A model named by hub id could not be loaded: it is not a local folder, not cached, and the hub is
-    offline, unreachable or has no such repository."""
+    offline, unreachable or has no such repository.
+
+    Example:
+        >>> err = ModelLoadError.for_hub("decoder", "/no/such/folder", OSError("404"))
+        >>> print(err)  # doctest: +ELLIPSIS
+        cannot load the decoder name_or_path='/no/such/folder': it is not a local folder and no folder exists ...
+        >>> isinstance(err, OSError)
+        True
+    """
 
     @classmethod
     def for_hub(cls, what: str, name_or_path, error: BaseException) -> ModelLoadError:
@@ -70,6 +87,19 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder next to ``target``; on success replace ``target`` with it.
 
     If the body raises, ``target`` is left exactly as it was and the temporary folder is removed.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     with atomic_directory(f"{d}/ckpt") as tmp:
+        ...         write_json(tmp / "a.json", {"v": 1})
+        ...     try:
+        ...         with atomic_directory(f"{d}/ckpt") as tmp:
+        ...             write_json(tmp / "a.json", {"v": 2})
+        ...             raise KeyboardInterrupt  # interrupted: the first version stays
+        ...     except KeyboardInterrupt:
+        ...         pass
+        ...     read_json(f"{d}/ckpt/a.json"), sorted(os.listdir(d))
+        ({'v': 1}, ['ckpt'])
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -87,10 +117,33 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Write ``data`` as indented JSON with sorted keys (and a final newline).
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     write_json(f"{d}/c.json", {"b": 1, "a": [2]})
+        ...     print(Path(f"{d}/c.json").read_text(), end="")
+        {
+          "a": [
+            2
+          ],
+          "b": 1
+        }
+    """
     Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> dict:
+    """Read a JSON object; a missing file, invalid JSON or a non-object raises :class:`CheckpointError`.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = Path(f"{d}/list.json").write_text("[1, 2]")
+        ...     read_json(f"{d}/list.json")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        dglm.io.CheckpointError: .../list.json must hold a JSON object, got list
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} is missing")
@@ -104,7 +157,15 @@ def read_json(path: str | os.PathLike) -> dict:
 
 
 def read_config(path: str | os.PathLike, cls: type[C]) -> C:
-    """Parse a JSON config into ``cls``; unknown or wrongly typed fields raise an error naming them."""
+    """Parse a JSON config into ``cls``; unknown or wrongly typed fields raise an error naming them.
+
+    Example:
+        >>> from dglm.config import EncoderConfig
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     write_json(f"{d}/config.json", {"name_or_path": "m", "dim": 4})
+        ...     read_config(f"{d}/config.json", EncoderConfig).dim
+        4
+    """
     try:
         return cls.model_validate(read_json(path))
     except ValidationError as e:
@@ -112,11 +173,28 @@ def read_config(path: str | os.PathLike, cls: type[C]) -> C:
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> None:
+    """Write tensors (detached, made contiguous, moved to CPU) to a safetensors file.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     save_tensors(f"{d}/t.safetensors", {"w": torch.arange(6.0).reshape(2, 3).T})
+        ...     load_tensors(f"{d}/t.safetensors")["w"].shape
+        torch.Size([3, 2])
+    """
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a safetensors file; a pickle, a truncated or a corrupted file raises :class:`CheckpointError`."""
+    """Load a safetensors file; a pickle, a truncated or a corrupted file raises :class:`CheckpointError`.
+
+    Example (``torch.save`` files are refused, never unpickled):
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     torch.save({"w": torch.ones(2)}, f"{d}/w.pt")
+        ...     load_tensors(f"{d}/w.pt")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        dglm.io.CheckpointError: .../w.pt is a pickle / torch.save file; only safetensors files are loaded
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} is missing")
@@ -133,7 +211,15 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def save_component(folder: str | os.PathLike, config: BaseModel, state: dict[str, torch.Tensor]) -> None:
-    """Write ``config.json`` and ``model.safetensors`` into ``folder``."""
+    """Write ``config.json`` and ``model.safetensors`` into ``folder``.
+
+    Example:
+        >>> from dglm.config import EncoderConfig
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     save_component(f"{d}/enc", EncoderConfig(name_or_path="m", dim=2), {"mean": torch.zeros(2)})
+        ...     sorted(os.listdir(f"{d}/enc"))
+        ['config.json', 'model.safetensors']
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / CONFIG_NAME, config.model_dump(mode="json"))
@@ -141,7 +227,16 @@ def save_component(folder: str | os.PathLike, config: BaseModel, state: dict[str
 
 
 def load_component(folder: str | os.PathLike, cls: type[C]) -> tuple[C, dict[str, torch.Tensor]]:
-    """Read what :func:`save_component` wrote."""
+    """Read what :func:`save_component` wrote.
+
+    Example:
+        >>> from dglm.config import EncoderConfig
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     save_component(d, EncoderConfig(name_or_path="m", dim=2), {"mean": torch.zeros(2)})
+        ...     config, state = load_component(d, EncoderConfig)
+        >>> config.name_or_path, list(state)
+        ('m', ['mean'])
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder {folder} does not exist")
@@ -149,7 +244,16 @@ def load_component(folder: str | os.PathLike, cls: type[C]) -> tuple[C, dict[str
 
 
 def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str | os.PathLike) -> None:
-    """Load ``state`` strictly into ``module``; missing, extra or mis-shaped tensors raise CheckpointError."""
+    """Load ``state`` strictly into ``module``; missing, extra or mis-shaped tensors raise CheckpointError.
+
+    Example:
+        >>> layer = torch.nn.Linear(2, 2)
+        >>> load_state(layer, {"weight": torch.eye(2), "bias": torch.zeros(2)}, "here")
+        >>> load_state(layer, {"weight": torch.eye(2)}, "ckpt/diffusion")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        dglm.io.CheckpointError: weights in ckpt/diffusion do not match the config: ...
+    """
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -52,6 +52,13 @@ MAX_CFG_SCALE = 100.0
 
 
 def library_version() -> str:
+    """The installed dglm version, as recorded in checkpoints' ``dglm.json``.
+
+    Example:
+        >>> import dglm
+        >>> library_version() == dglm.__version__
+        True
+    """
     from dglm import __version__
 
     return __version__
@@ -62,6 +69,11 @@ class Plan:
     """Sampled plans and the soft prompts made from them, for B prefixes x n samples (row-major).
 
     ``embeddings``: (B * n, d) raw unit-norm continuation embeddings; ``soft_prompts``: (B * n, k, h).
+
+    Example (usually made by :meth:`DGLM.plan`):
+        >>> plan = Plan(["a", "b"], 3, embeddings=torch.zeros(6, 8), soft_prompts=torch.zeros(6, 4, 16))
+        >>> plan.embeddings.reshape(len(plan.prefixes), plan.num_samples, -1).shape, plan.timings
+        (torch.Size([2, 3, 8]), {})
     """
 
     prefixes: list[str]
@@ -74,7 +86,13 @@ class Plan:
 @dataclass
 class GenerationOutput:
     """What :meth:`DGLM.generate` returns: ``continuations[i][j]`` is sample j of prefix i; ``plans`` are the
-    raw-space embeddings the decoder was asked to follow, (B, n, d); ``timings`` are seconds per stage."""
+    raw-space embeddings the decoder was asked to follow, (B, n, d); ``timings`` are seconds per stage.
+
+    Example (usually made by :meth:`DGLM.generate`):
+        >>> out = GenerationOutput(["The match"], [[" was won", " ended"]], torch.zeros(1, 2, 8), {"decode": 0.1})
+        >>> out.continuations[0][1], out.plans[0].shape
+        (' ended', torch.Size([2, 8]))
+    """
 
     prefixes: list[str]
     continuations: list[list[str]]
@@ -106,6 +124,18 @@ class DGLM(torch.nn.Module):
 
     Thread safety: ``lock`` (a re-entrant lock) is held while planning and decoding, which use the global
     RNG (``torch.random.fork_rng``) and a shared HF model; calls from several threads are serialised.
+
+    Example (random weights, so the text is noise; :meth:`generate` is :meth:`plan` then :meth:`decode`):
+        >>> from dglm.presets import random_pipeline
+        >>> pipe = random_pipeline("tiny")
+        >>> plan = pipe.plan(["the game was", "a new song"], num_samples=3, steps=4, seed=0)
+        >>> plan.embeddings.shape, plan.soft_prompts.shape
+        (torch.Size([6, 32]), torch.Size([6, 4, 32]))
+        >>> out = pipe.decode(plan, seed=0, max_new_tokens=3, min_new_tokens=3)
+        >>> [len(texts) for texts in out.continuations], out.plans.shape
+        ([3, 3], torch.Size([2, 3, 32]))
+        >>> pipe.device, pipe.config.sampling.steps
+        (device(type='cpu'), 10)
     """
 
     def __init__(self, encoder: SemanticEncoder, diffuser: SemanticDiffuser, prompt_generator: PromptGenerator,
@@ -135,11 +165,13 @@ class DGLM(torch.nn.Module):
 
     @property
     def config(self) -> DGLMConfig:
+        """The full config of the pipeline's parts and its sampling defaults (built fresh on each access)."""
         return DGLMConfig(encoder=self.encoder.config, diffusion=self.diffuser.config,
                           prompt=self.prompt_generator.config, decoder=self.decoder.config, sampling=self.sampling)
 
     @property
     def device(self) -> torch.device:
+        """The device of the diffusion network, where plans are sampled."""
         return next(self.diffuser.parameters()).device
 
     # ----------------------------------------------------------------------------------------------- building
@@ -315,14 +347,32 @@ class DGLM(torch.nn.Module):
 
 
 def check_positive_int(name: str, value) -> int:
-    """Validate a positive integer argument."""
+    """Validate a positive integer argument.
+
+    Example:
+        >>> check_positive_int("steps", 20)
+        20
+        >>> check_positive_int("steps", 0)
+        Traceback (most recent call last):
+            ...
+        ValueError: steps=0 must be an integer >= 1
+    """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}={value!r:.100} must be an integer >= 1")
     return value
 
 
 def check_finite(name: str, value, maximum: float = math.inf) -> float:
-    """Validate a finite number in [0, maximum]."""
+    """Validate a finite number in [0, maximum].
+
+    Example:
+        >>> check_finite("cfg_scale", 2)
+        2.0
+        >>> check_finite("cfg_scale", float("nan"), MAX_CFG_SCALE)
+        Traceback (most recent call last):
+            ...
+        ValueError: cfg_scale=nan must be a finite number in [0, 100]
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= maximum \
             or not math.isfinite(value):
         bound = f"in [0, {maximum:g}]" if math.isfinite(maximum) else ">= 0"
@@ -331,18 +381,40 @@ def check_finite(name: str, value, maximum: float = math.inf) -> float:
 
 
 def check_seed(seed) -> int | None:
-    """Validate a seed: None (random) or an integer in [0, 2**63)."""
+    """Validate a seed: None (random) or an integer in [0, 2**63).
+
+    Example:
+        >>> check_seed(0), check_seed(None)
+        (0, None)
+        >>> check_seed(-1)
+        Traceback (most recent call last):
+            ...
+        ValueError: seed=-1 must be None or an integer in [0, 2**63)
+    """
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
         raise ValueError(f"seed={seed!r:.100} must be None or an integer in [0, 2**63)")
     return seed
 
 
 class NonFiniteError(ValueError, FloatingPointError):
-    """Embeddings or soft prompts came out NaN or infinite (caught before they reach the decoder)."""
+    """Embeddings or soft prompts came out NaN or infinite (caught before they reach the decoder).
+
+    Example (a ``ValueError`` too, so one ``except ValueError`` catches every bad-input error):
+        >>> issubclass(NonFiniteError, ValueError), issubclass(NonFiniteError, FloatingPointError)
+        (True, True)
+    """
 
 
 def check_finite_rows(x: torch.Tensor, what: str, fix: str) -> None:
-    """Raise a clear error (instead of NaN text or a crash in sampling) if rows of ``x`` (B, ...) are not finite."""
+    """Raise a clear error (instead of NaN text or a crash in sampling) if rows of ``x`` (B, ...) are not finite.
+
+    Example:
+        >>> check_finite_rows(torch.zeros(2, 3), "the plans", "use float32")  # fine: returns None
+        >>> check_finite_rows(torch.tensor([[0.0], [float("inf")]]), "the plans", "use float32")
+        Traceback (most recent call last):
+            ...
+        dglm.pipeline.NonFiniteError: the plans are not finite in row(s) [1] of 2 (torch.float32); use float32
+    """
     finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)  # (B,)
     if not bool(finite.all()):
         bad = (~finite).nonzero().flatten().tolist()
@@ -350,7 +422,15 @@ def check_finite_rows(x: torch.Tensor, what: str, fix: str) -> None:
 
 
 def check_recorded_id(name_or_path: str, what: str, where) -> None:
-    """Refuse a model id recorded in a checkpoint's JSON that points outside the checkpoint (a path)."""
+    """Refuse a model id recorded in a checkpoint's JSON that points outside the checkpoint (a path).
+
+    Example:
+        >>> check_recorded_id("gpt2-large", "decoder", "dglm.json")  # a hub id: fine
+        >>> check_recorded_id("../elsewhere", "decoder", "dglm.json")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        dglm.io.CheckpointError: dglm.json records the decoder as '../elsewhere', a path outside the ...
+    """
     parts = name_or_path.replace("\\", "/").split("/")
     if os.path.isabs(name_or_path) or name_or_path.startswith("~") or ".." in parts or "\\" in name_or_path:
         raise CheckpointError(f"{where} records the {what} as {name_or_path!r}, a path outside the checkpoint "
@@ -396,7 +476,15 @@ def _sum_timings(parts) -> dict[str, float]:
 
 
 def merge_plans(prefixes: list[str], num_samples: int, plans: list[Plan]) -> Plan:
-    """One :class:`Plan` from the plans of consecutive :func:`row_chunks` (rows stay row-major)."""
+    """One :class:`Plan` from the plans of consecutive :func:`row_chunks` (rows stay row-major).
+
+    Example:
+        >>> parts = [Plan(["a", "b"], 2, torch.zeros(4, 8), torch.zeros(4, 3, 16), {"diffusion": 1.0}),
+        ...          Plan(["c"], 2, torch.ones(2, 8), torch.ones(2, 3, 16), {"diffusion": 0.5})]
+        >>> plan = merge_plans(["a", "b", "c"], 2, parts)
+        >>> plan.embeddings.shape, plan.timings
+        (torch.Size([6, 8]), {'diffusion': 1.5})
+    """
     if len(plans) == 1:
         return plans[0]
     return Plan(prefixes, num_samples, torch.cat([p.embeddings for p in plans]),
@@ -404,7 +492,15 @@ def merge_plans(prefixes: list[str], num_samples: int, plans: list[Plan]) -> Pla
 
 
 def merge_outputs(prefixes: list[str], outputs: list[tuple[int, GenerationOutput]]) -> GenerationOutput:
-    """One :class:`GenerationOutput` from ``(start, output)`` of consecutive :func:`row_chunks`."""
+    """One :class:`GenerationOutput` from ``(start, output)`` of consecutive :func:`row_chunks`.
+
+    Example (one prefix whose 3 samples were decoded in chunks of 2 and 1):
+        >>> first = GenerationOutput(["a"], [["x", "y"]], torch.zeros(1, 2, 8), {"decode": 1.0})
+        >>> second = GenerationOutput(["a"], [["z"]], torch.ones(1, 1, 8), {"decode": 0.5})
+        >>> out = merge_outputs(["a"], [(0, first), (0, second)])
+        >>> out.continuations, out.plans.shape, out.timings
+        ([['x', 'y', 'z']], torch.Size([1, 3, 8]), {'decode': 1.5})
+    """
     if len(outputs) == 1:
         return outputs[0][1]
     continuations: list[list[str]] = [[] for _ in prefixes]
@@ -418,6 +514,17 @@ def merge_outputs(prefixes: list[str], outputs: list[tuple[int, GenerationOutput
 
 
 def read_config_dict(data: dict, cls, where):
+    """Validate ``data`` as the pydantic model ``cls``; a bad field raises a
+    :class:`~dglm.io.CheckpointError` that names ``where`` it was read from.
+
+    Example:
+        >>> read_config_dict({"steps": 20}, SamplingConfig, "dglm.json").steps
+        20
+        >>> read_config_dict({"steps": 0}, SamplingConfig, "dglm.json")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        dglm.io.CheckpointError: dglm.json does not hold a valid SamplingConfig: 1 validation error ...
+    """
     from pydantic import ValidationError
 
     try:

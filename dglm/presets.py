@@ -104,7 +104,14 @@ DECODER_BACKBONES: dict[str, Callable[[], PretrainedConfig]] = {
 
 
 def preset_config(preset: str | DGLMConfig) -> DGLMConfig:
-    """The config of a preset name (``"paper"``, ``"mini"``, ``"tiny"``), or ``preset`` itself."""
+    """The config of a preset name (``"paper"``, ``"mini"``, ``"tiny"``), or ``preset`` itself.
+
+    Example:
+        >>> preset_config("tiny").encoder.name_or_path, preset_config("paper").decoder.name_or_path
+        ('tiny-bert', 'gpt2-large')
+        >>> preset_config(TINY) is TINY
+        True
+    """
     if isinstance(preset, DGLMConfig):
         return preset
     if preset == "tiny":
@@ -150,6 +157,11 @@ def random_encoder(config: EncoderConfig, device: str | torch.device = "cpu",
     sentence-transformers builds its Transformer module from a folder only; the folder here holds the
     backbone's config, a synthetic tokenizer and an empty weights file, so transformers initialises every
     weight randomly (its behaviour for weights a checkpoint lacks), directly on ``device`` in ``dtype``.
+
+    Example:
+        >>> enc = random_encoder(TINY.encoder)
+        >>> enc.identity, enc.encode(["the game was"]).shape
+        ('random:tiny-bert:32', torch.Size([1, 32]))
     """
     from safetensors.torch import save_file
     from sentence_transformers import SentenceTransformer
@@ -176,7 +188,13 @@ def random_encoder(config: EncoderConfig, device: str | torch.device = "cpu",
 
 def random_decoder(config: DecoderConfig, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32) -> Decoder:
-    """A causal LM of the architecture behind ``config.name_or_path``, random weights, synthetic tokenizer."""
+    """A causal LM of the architecture behind ``config.name_or_path``, random weights, synthetic tokenizer.
+
+    Example:
+        >>> dec = random_decoder(TINY.decoder)
+        >>> dec.config.name_or_path, dec.hidden_size, len(dec.tokenizer)
+        ('random:tiny-gpt2', 32, 512)
+    """
     backbone = _lookup(DECODER_BACKBONES, config.name_or_path, "decoder")()
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(backbone, dtype=dtype)
