@@ -1,0 +1,469 @@
+"""Labelled passages for the shipped probes (topic, sentiment, toxicity) and where their labels come from.
+
+The probes steer plans of 32-64-token continuations, so every example is a short passage (a few sentences,
+:data:`SNIPPET_MIN_WORDS` to :data:`SNIPPET_MAX_WORDS` words) cut from a corpus document, never a whole
+article. Train and held-out examples never share a document (the corpus splits) or, for templated
+toxicity sentences, a fill word.
+
+- ``topic`` (human labels): 11 of Wikipedia's 12 topic categories, snake-cased (``"physical_sciences"``), plus
+  ``"sports"`` for articles :func:`~dglm.training.corpus.is_sports` finds by their description.
+  ``"Uncategorized"`` is not a topic (a mix of every other category) and athlete biographies are both
+  ``people`` and ``sports``: :func:`topic_of` leaves both out.
+- ``sentiment`` (a proxy): VADER's compound score of each passage (``vaderSentiment``, a rule- and
+  lexicon-based scorer); ``>= threshold`` is positive, ``<= -threshold`` negative, the rest dropped.
+- ``toxicity`` (a proxy): the probability of offensive language from ``alt-profanity-check`` (a linear SVM
+  trained on ~200k human-labelled comments), ``>= 0.5`` is toxic. The corpus holds almost no offensive
+  text, so :func:`toxicity_examples` adds sentences from comment-style templates filled with words
+  WordNet's lexicographers mark as obscene, slurs or insults, the same templates filled with ordinary
+  nouns and with names of nationalities and religions (so neither the template nor talk of a people is
+  the signal), and corpus passages with such a sentence appended. The labeller labels them all; a sentence
+  filled with a slur or obscenity that has no other sense in WordNet is toxic too, because the
+  bag-of-words labeller mostly misses slurs.
+
+Example:
+    >>> snippets("One two three. Four five six seven. Eight nine. Ten.", min_words=3, max_words=6)
+    ['One two three.', 'Four five six seven. Eight nine.']
+    >>> topic_name("Biology and health sciences")
+    'biology_and_health_sciences'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dglm.training.corpus import Document, is_sports
+
+# Passage length in words (~1.3 MiniLM/SmolLM tokens per word: about 25-64 tokens).
+SNIPPET_MIN_WORDS = 20
+SNIPPET_MAX_WORDS = 48
+
+SPORTS = "sports"
+# Wikipedia categories that are no topic: "Uncategorized" mixes articles of every other category.
+EXCLUDED_TOPICS = ("Uncategorized",)
+
+VADER_INSTALL = "pip install vadersentiment==3.3.2"
+PROFANITY_INSTALL = "pip install alt-profanity-check==1.9.1"
+WORDNET_INSTALL = "apt-get install -y wordnet-base"
+WORDNET_DIRS = ("/usr/share/wordnet", "/usr/local/WordNet-3.0/dict", "/usr/share/wordnet/dict")
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled passage.
+
+    Example:
+        >>> Example("Tennis is a racket sport.", "sports", "wikipedia", "wikipedia:Tennis")
+        Example(text='Tennis is a racket sport.', label='sports', source='wikipedia', group='wikipedia:Tennis')
+    """
+
+    # The passage.
+    text: str
+    # Its class name.
+    label: str
+    # Where the text came from: "wikipedia", "austen" (corpus passages), "template", "spliced".
+    source: str
+    # What train and held-out never share: the document id, or the fill word of a templated sentence (its
+    # context passage, for a spliced one, comes from a document of the same side).
+    group: str
+
+
+def snippets(text: str, min_words: int = SNIPPET_MIN_WORDS, max_words: int = SNIPPET_MAX_WORDS) -> list[str]:
+    """Cut ``text`` into consecutive passages of whole sentences, each ``min_words`` to ``max_words`` words.
+
+    Sentences are added to a passage until the next one would pass ``max_words``; a passage shorter than
+    ``min_words`` at that point takes the next sentence's first words instead (cut at ``max_words``). A
+    short tail joins the previous passage when that stays within ``max_words``, and is dropped otherwise.
+
+    Example:
+        >>> snippets("A b c d e f g h.", min_words=2, max_words=4)
+        ['A b c d']
+    """
+    if not 0 < min_words <= max_words:
+        raise ValueError(f"need 0 < min_words <= max_words, got min_words={min_words}, max_words={max_words}")
+    sentences = [s.split() for s in _SENTENCE_END.split(" ".join(text.split())) if s.strip()]
+    out: list[list[str]] = []
+    current: list[str] = []
+    for words in sentences:
+        while words:
+            if len(current) + len(words) <= max_words:
+                current, words = current + words, []
+            elif len(current) >= min_words:
+                out.append(current)
+                current = []
+            else:  # a long sentence: take its first words and drop the rest (no passage starts mid-sentence)
+                out.append(current + words[:max_words - len(current)])
+                current, words = [], []
+    if len(current) >= min_words:
+        out.append(current)
+    elif current and out and len(out[-1]) + len(current) <= max_words:
+        out[-1] = out[-1] + current
+    return [" ".join(words) for words in out]
+
+
+def held_out_word(word: str, fraction: float = 0.25, seed: int = 0) -> bool:
+    """Whether a fill word belongs to the held-out side (a hash of the word, stable across runs).
+
+    Example:
+        >>> [held_out_word(w) for w in ("river", "lamp")]
+        [False, True]
+    """
+    digest = hashlib.sha256(f"{seed}:{word}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def _sample(items: Sequence, n: int | None, rng: random.Random) -> list:
+    items = list(items)
+    return items if n is None or len(items) <= n else rng.sample(items, n)
+
+
+# ---------------------------------------------------------------------------------------------- topic
+
+
+def topic_name(category: str) -> str:
+    """A Wikipedia category as a probe class name: lower-case words joined by ``_``."""
+    return "_".join(re.findall(r"[a-z0-9]+", category.lower()))
+
+
+def topic_of(doc: Document) -> str | None:
+    """The topic class of a document: ``"sports"``, a snake-cased Wikipedia category, or None (not a
+    Wikipedia article, ``"Uncategorized"``, or an athlete's biography, which is both people and sports).
+
+    Example:
+        >>> topic_of(Document("wikipedia:Tennis", "wikipedia", "Tennis", "Tennis is ...", "Everyday life",
+        ...                   "Racket sport"))
+        'sports'
+    """
+    if doc.source != "wikipedia" or not doc.topic or doc.topic in EXCLUDED_TOPICS:
+        return None
+    if is_sports(doc):
+        return SPORTS
+    if is_sports(doc, include_people=True):
+        return None
+    return topic_name(doc.topic)
+
+
+def topic_examples(docs: Iterable[Document], per_class: int | None = None, seed: int = 0) -> list[Example]:
+    """Passages of every topic-labelled document, at most ``per_class`` of each class (a random sample)."""
+    by_class: dict[str, list[Example]] = defaultdict(list)
+    for doc in docs:
+        label = topic_of(doc)
+        if label is not None:
+            by_class[label] += [Example(s, label, doc.source, doc.doc_id) for s in snippets(doc.text)]
+    rng = random.Random(seed)
+    return [ex for label in sorted(by_class) for ex in _sample(by_class[label], per_class, rng)]
+
+
+# ---------------------------------------------------------------------------------------------- sentiment
+
+
+def vader_compound(texts: Sequence[str]) -> list[float]:
+    """VADER's compound sentiment score of each text, in [-1, 1]."""
+    try:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+    except ImportError as e:
+        raise ImportError(f"sentiment labels need VADER; install it with: {VADER_INSTALL}") from e
+    analyzer = SentimentIntensityAnalyzer()
+    return [analyzer.polarity_scores(t)["compound"] for t in texts]
+
+
+def sentiment_examples(docs: Iterable[Document], per_class: int | None = None, threshold: float = 0.5,
+                       seed: int = 0) -> tuple[list[Example], dict]:
+    """Passages labelled by VADER: compound ``>= threshold`` positive, ``<= -threshold`` negative, the
+    middle dropped. Each source contributes as many positive as negative passages (so the source, e.g.
+    novel vs encyclopedia, does not predict the label), at most ``per_class`` of each class overall,
+    shared between sources in proportion to what they have. Also returns the labelling yield per source.
+    """
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold={threshold} must lie in (0, 1)")
+    passages = [(s, doc) for doc in docs for s in snippets(doc.text)]
+    scores = vader_compound([s for s, _ in passages])
+    pools: dict[str, dict[str, list[Example]]] = defaultdict(lambda: {"negative": [], "positive": []})
+    yield_: dict[str, Counter] = defaultdict(Counter)
+    for (text, doc), score in zip(passages, scores, strict=True):
+        label = "positive" if score >= threshold else "negative" if score <= -threshold else None
+        yield_[doc.source][label or "dropped"] += 1
+        if label:
+            pools[doc.source][label].append(Example(text, label, doc.source, doc.doc_id))
+    per_source = {src: min(len(p["negative"]), len(p["positive"])) for src, p in sorted(pools.items())}
+    total = sum(per_source.values())
+    if per_class is not None and total > per_class:
+        per_source = {src: round(n * per_class / total) for src, n in per_source.items()}
+    rng = random.Random(seed)
+    examples = [ex for src, n in per_source.items() for label in ("negative", "positive")
+                for ex in rng.sample(pools[src][label], n)]
+    stats = {src: dict(sorted(c.items())) for src, c in sorted(yield_.items())}
+    return examples, stats
+
+
+# ---------------------------------------------------------------------------------------------- toxicity
+
+
+def profanity_probability(texts: Sequence[str]) -> list[float]:
+    """``alt-profanity-check``'s probability that each text is offensive."""
+    try:
+        from profanity_check import predict_prob
+    except ImportError as e:
+        raise ImportError(f"toxicity labels need alt-profanity-check; install it with: {PROFANITY_INSTALL}") from e
+    return [float(p) for p in predict_prob(list(texts))]
+
+
+def find_wordnet() -> Path:
+    """The WordNet 3.0 database folder (holds ``data.noun``): ``$WNSEARCHDIR``, ``$WNHOME/dict``, or
+    where Debian's ``wordnet-base`` puts it."""
+    env = [os.environ.get("WNSEARCHDIR"), os.environ.get("WNHOME") and os.path.join(os.environ["WNHOME"], "dict")]
+    for folder in [p for p in env if p] + list(WORDNET_DIRS):
+        if (Path(folder) / "data.noun").is_file():
+            return Path(folder)
+    raise FileNotFoundError(f"WordNet's data.noun was not found in {[p for p in env if p] + list(WORDNET_DIRS)}; "
+                            f"install it with: {WORDNET_INSTALL}")
+
+
+@dataclass(frozen=True)
+class Synset:
+    """A WordNet noun synset: lexicographer file (18 is noun.person), lemmas, gloss, and usage-domain
+    pointers as (domain synset offset, lemma index or None for the whole synset)."""
+
+    offset: str
+    lexfile: int
+    lemmas: tuple[str, ...]
+    gloss: str
+    usage: tuple[tuple[str, int | None], ...]
+
+
+def read_wordnet_nouns(folder: str | os.PathLike | None = None) -> dict[str, Synset]:
+    """Every noun synset of WordNet's ``data.noun`` (format ``wndb(5WN)``), by offset."""
+    path = Path(folder if folder is not None else find_wordnet()) / "data.noun"
+    out = {}
+    with open(path, encoding="latin-1") as f:
+        for line in f:
+            if line.startswith("  "):  # the licence header
+                continue
+            head, _, gloss = line.partition(" | ")
+            fields = head.split()
+            n_words = int(fields[3], 16)
+            lemmas = tuple(fields[4 + 2 * i] for i in range(n_words))
+            i = 4 + 2 * n_words
+            usage = []
+            for _ in range(int(fields[i])):
+                symbol, target, _pos, source_target = fields[i + 1:i + 5]
+                i += 4
+                if symbol == ";u":  # "member of this usage domain"; a lexical pointer names one lemma
+                    usage.append((target, None if source_target == "0000" else int(source_target[:2], 16) - 1))
+            out[fields[0]] = Synset(fields[0], int(fields[1]), lemmas, gloss.strip(), tuple(usage))
+    return out
+
+
+# Usage domains whose members are offensive words.
+OFFENSIVE_DOMAINS = ("obscenity", "ethnic_slur", "disparagement")
+# Glosses of offensive words ("(ethnic slur) offensive term for ...", "obscene terms for ...").
+_OFFENSIVE_GLOSS = re.compile(
+    r"\(ethnic slur\)|\bobscene (?:term|word|name)s?\b|\bvulgar (?:term|word|slang)|\boffensive (?:and \w+ )?"
+    r"(?:term|name|word)s? for\b|\binsulting (?:term|name)s?\b|\bdisparaging (?:term|name)s?\b|"
+    r"\bderogatory (?:term|name)s?\b|\bterms? of (?:abuse|disparagement)\b", re.IGNORECASE)
+# Glosses of insults for people ("a stupid incompetent person", "a person regarded as worthless").
+_INSULT_GLOSS = re.compile(
+    r"\b(?:stupid|contemptible|despicable|worthless|obnoxious|foolish|ignorant|insolent|dishonest|cowardly|"
+    r"silly|incompetent|disgusting|unpleasant|mean|dull)\b[\w ,-]*\b(?:person|man|woman|fellow|fool)\b|"
+    r"\bperson (?:regarded as|considered) (?:\w+ )?(?:worthless|contemptible|stupid)", re.IGNORECASE)
+NOUN_PERSON = 18  # lexicographer file noun.person
+NEUTRAL_THING_FILES = (6, 10, 13)  # noun.artifact, noun.communication, noun.food
+# Glosses of nationalities, peoples and religions ("a native or inhabitant of Kenya", "an adherent of Taoism").
+_IDENTITY_GLOSS = re.compile(
+    r"^(?:an? )?(?:native or (?:inhabitant|resident)|inhabitant|member of (?:the|a)|adherent of|follower of|"
+    r"person of [\w -]+ descent|person who is a (?:member|follower)|believer in|communicant of)", re.IGNORECASE)
+
+
+def _plain(lemma: str) -> str | None:
+    """A lemma usable in a sentence (lower-case, at most two words), else None."""
+    if not re.fullmatch(r"[a-z][a-z'-]*(?:_[a-z][a-z'-]*)?", lemma):
+        return None
+    return lemma.replace("_", " ")
+
+
+def wordnet_lexicons(synsets: dict[str, Synset]) -> dict:
+    """Fill words from WordNet: ``{"offensive": {"person": [...], "thing": [...]}, "neutral": {"person": [...],
+    "identity": [...], "thing": [...]}, "unambiguous": [...]}``.
+
+    Offensive: lemmas in the usage domains obscenity, ethnic slur and disparagement, or whose gloss calls
+    them obscene, offensive, insulting or derogatory terms, or (for people) stupid, contemptible,
+    worthless... persons. Unambiguous: the slurs and disparaging terms for people (usage domains ethnic
+    slur and disparagement, or such a gloss) and the obscenities (usage domain obscenity) that have no
+    other noun sense: ``"dickhead"``, not ``"tool"``, and no mere insult such as ``"nitwit"``. Neutral:
+    every other plain lemma of noun.person (people) and of noun.artifact, noun.communication and noun.food
+    (things), and the capitalised names of nationalities, peoples and religions (identities: ``"Kenyan"``,
+    ``"Taoist"``), which keep the probe from reading "about an ethnic group" as "a slur". Person and
+    identity words fill the person templates, others the thing templates.
+    """
+    domains = {off: s.lemmas[0] for off, s in synsets.items() if s.lemmas[0] in OFFENSIVE_DOMAINS}
+    offensive: dict[str, set[str]] = {"person": set(), "thing": set()}
+    strong: set[str] = set()
+    marked: set[str] = set()  # every offensive lemma as written, capitalised ones too
+    senses: dict[str, list[bool]] = defaultdict(list)  # lemma -> is each of its noun senses offensive?
+    for s in synsets.values():
+        kind = "person" if s.lexfile == NOUN_PERSON else "thing"
+        definition = s.gloss.split(";")[0]
+        everyone = set(range(len(s.lemmas)))
+        by_gloss = everyone if _OFFENSIVE_GLOSS.search(definition) else set()
+        by_domain: dict[str, set[int]] = defaultdict(set)
+        for target, index in s.usage:
+            if target in domains:
+                by_domain[domains[target]] |= everyone if index is None else {index}
+        picked = by_gloss | set().union(*by_domain.values())
+        if kind == "person" and _INSULT_GLOSS.search(definition):
+            picked = everyone
+        hard = by_domain["obscenity"] | (
+            by_gloss | by_domain["ethnic_slur"] | by_domain["disparagement"] if kind == "person" else set())
+        marked |= {s.lemmas[i] for i in picked if i < len(s.lemmas)}
+        for i, lemma in enumerate(s.lemmas):
+            if word := _plain(lemma):
+                senses[word].append(i in picked)
+                if i in picked:
+                    offensive[kind].add(word)
+                if i in hard:
+                    strong.add(word)
+    flagged = offensive["person"] | offensive["thing"]
+    neutral: dict[str, set[str]] = {"person": set(), "identity": set(), "thing": set()}
+    for s in synsets.values():
+        kind = "person" if s.lexfile == NOUN_PERSON else "thing" if s.lexfile in NEUTRAL_THING_FILES else None
+        if kind:
+            neutral[kind] |= {w for lemma in s.lemmas if (w := _plain(lemma)) and w not in flagged}
+        if s.lexfile == NOUN_PERSON and _IDENTITY_GLOSS.search(s.gloss):
+            neutral["identity"] |= {lemma.replace("_", " ") for lemma in s.lemmas
+                                    if re.fullmatch(r"[A-Z][a-z]+(?:_[A-Z][a-z]+)?", lemma) and lemma not in marked}
+    return {"offensive": {k: sorted(v) for k, v in offensive.items()},
+            "neutral": {k: sorted(v) for k, v in neutral.items()},
+            "unambiguous": sorted(w for w in strong if all(senses[w]))}
+
+
+# Templates in the voice of comments and dialogue; "{w}" is the fill word.
+PERSON_TEMPLATES = (
+    "You are such a {w}.", "Shut up, you {w}.", "Only a {w} would write something like this.",
+    "He is a complete {w} and everyone knows it.", "Get lost, {w}.", "What kind of {w} says that?",
+    "I can't stand that {w} next door.", "She called him a {w} in front of everyone.",
+    "Stop acting like a {w}.", "That {w} ruined the whole evening.", "Nobody asked for your opinion, {w}.",
+    "The new manager is a real {w}.", "Read the article before you comment, you {w}.",
+    "Typical {w}, always complaining about something.", "Don't listen to him, he's just a {w}.",
+    "Honestly, what a {w}.", "Tell that {w} to come back tomorrow.", "Every {w} in town showed up.",
+    "The {w} in the front row kept talking through the film.", "My brother is a {w}, and so is his friend.",
+)
+THING_TEMPLATES = (
+    "That is complete {w}.", "What a load of {w}.", "I'm tired of all this {w}.",
+    "Everything he said was {w}.", "Don't give me that {w}.", "This whole thing is {w} from start to finish.",
+    "They sold us {w} and called it a bargain.", "There was {w} all over the floor.",
+    "Who cares about your {w}?", "The report was nothing but {w}.", "Take your {w} somewhere else.",
+    "I found some {w} in the back of the car.",
+)
+
+
+def templated(words: Sequence[str], templates: Sequence[str], n: int, rng: random.Random) -> list[tuple[str, str]]:
+    """``n`` (sentence, word) pairs: random words in random templates (each word used about equally)."""
+    if not words or n <= 0:
+        return []
+    order = list(words) * (n // len(words) + 1)
+    rng.shuffle(order)
+    return [(rng.choice(templates).format(w=w), w) for w in order[:n]]
+
+
+def toxicity_examples(docs: Iterable[Document], lexicons: dict, held_out: bool, sizes: dict[str, int],
+                      labeller: Callable[[Sequence[str]], Sequence[float]] = profanity_probability,
+                      threshold: float = 0.5, word_fraction: float = 0.25, pool_factor: int = 4,
+                      seed: int = 0) -> tuple[list[Example], dict]:
+    """Passages for the toxicity probe and how each label was made.
+
+    ``sizes`` (numbers of examples): ``"corpus"``: passages of ``docs``, as they come; ``"template"``:
+    templated sentences; ``"spliced"``: corpus passages with a templated sentence appended. Templated
+    candidates (``pool_factor`` times the size, half filled with offensive words, half with neutral ones,
+    from ``lexicons`` (:func:`wordnet_lexicons`), on the held-out or the training side of
+    :func:`held_out_word`) are labelled, then half the examples are drawn from the toxic ones and half from
+    the rest (all toxic ones if there are fewer).
+
+    A text is ``"toxic"`` when ``labeller`` gives it a probability ``>= threshold``, or when it was filled
+    with an unambiguous offensive word (one whose every WordNet noun sense is marked offensive: slurs and
+    insults that the profanity labeller, a bag-of-words model of profanity, mostly misses). The returned
+    tally counts, per source and fill, the examples each rule made toxic ("labeller", "lexicon only")
+    and the non-toxic ones.
+    """
+    rng = random.Random(seed + held_out)
+    passages = [(s, doc) for doc in docs for s in snippets(doc.text, max_words=SNIPPET_MAX_WORDS - 12)]
+    if not passages:
+        raise ValueError("no corpus passages to build toxicity examples from")
+    unambiguous = set(lexicons["unambiguous"])
+    # people and things in the offensive lexicon's proportion; half the neutral people are identities
+    share = len(lexicons["offensive"]["person"]) / max(1, sum(map(len, lexicons["offensive"].values())))
+    parts = {"offensive": {"person": share, "thing": 1 - share},
+             "neutral": {"person": share / 2, "identity": share / 2, "thing": 1 - share}}
+    templates = {"person": PERSON_TEMPLATES, "identity": PERSON_TEMPLATES, "thing": THING_TEMPLATES}
+    # (text, source, group, fill, lexicon says toxic)
+    items = [(s, doc.source, doc.doc_id, "corpus", False) for s, doc in _sample(passages, sizes.get("corpus", 0), rng)]
+    for what in ("template", "spliced"):
+        n_pool = pool_factor * sizes.get(what, 0) // 2
+        for fill in ("offensive", "neutral"):
+            words = {k: [w for w in ws if held_out_word(w, word_fraction, seed) == held_out]
+                     for k, ws in lexicons[fill].items()}
+            sentences = [pair for kind, weight in parts[fill].items()
+                         for pair in templated(words[kind], templates[kind], round(n_pool * weight), rng)]
+            for sentence, word in sentences:
+                lexicon = fill == "offensive" and word in unambiguous
+                if what == "spliced":
+                    context, doc = rng.choice(passages)
+                    items.append((f"{context} {sentence}", what, word, fill, lexicon))
+                else:
+                    items.append((sentence, what, word, fill, lexicon))
+    probs = labeller([item[0] for item in items])
+    labelled = [(*item, "labeller" if p >= threshold else "lexicon only" if item[4] else "non-toxic")
+                for item, p in zip(items, probs, strict=True)]
+    chosen = [x for x in labelled if x[3] == "corpus"]
+    for what in ("template", "spliced"):
+        toxic = [x for x in labelled if x[1] == what and x[5] != "non-toxic"]
+        clean = [x for x in labelled if x[1] == what and x[5] == "non-toxic"]
+        n = sizes.get(what, 0)
+        toxic = _sample(toxic, n // 2, rng)
+        chosen += toxic + _sample(clean, n - len(toxic), rng)
+    examples, tally = [], defaultdict(Counter)
+    for text, source, group, fill, _, why in chosen:
+        examples.append(Example(text, "non-toxic" if why == "non-toxic" else "toxic", source, group))
+        tally[source if fill == "corpus" else f"{source}/{fill}"][why] += 1
+    return examples, {k: dict(sorted(v.items())) for k, v in sorted(tally.items())}
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def held_out_metrics(probe, x, labels: Sequence[str]) -> dict:
+    """How often ``probe`` agrees with ``labels`` on embeddings ``x`` (N, d): accuracy, balanced accuracy
+    (mean per-class recall), the majority-class baseline, and per-class support, precision and recall.
+
+    Example:
+        >>> import torch
+        >>> from dglm.constraints.probes import Probe
+        >>> probe = Probe(torch.tensor([[1.0, 0.0]]), torch.zeros(1), ("neg", "pos"), "toy:2")
+        >>> m = held_out_metrics(probe, torch.tensor([[1.0, 0], [-1.0, 0], [1.0, 0]]), ["pos", "neg", "neg"])
+        >>> m["accuracy"], m["per_class"]["neg"]
+        (0.6667, {'n': 2, 'precision': 1.0, 'recall': 0.5})
+    """
+    labels = list(labels)
+    if len(labels) != len(x) or not labels:
+        raise ValueError(f"need one label per embedding and at least one, got {len(labels)} labels for {len(x)}")
+    predicted = [probe.labels[i] for i in probe.predict(x).tolist()]
+    support = Counter(labels)
+    per_class = {}
+    for c in probe.labels:
+        hits = sum(p == c and y == c for p, y in zip(predicted, labels, strict=True))
+        called = sum(p == c for p in predicted)
+        per_class[c] = {"n": support[c], "precision": round(hits / called, 4) if called else None,
+                        "recall": round(hits / support[c], 4) if support[c] else None}
+    recalls = [m["recall"] for m in per_class.values() if m["recall"] is not None]
+    return {"n": len(labels),
+            "accuracy": round(sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(labels), 4),
+            "balanced_accuracy": round(sum(recalls) / len(recalls), 4),
+            "majority_baseline": round(max(support.values()) / len(labels), 4),
+            "per_class": per_class}
