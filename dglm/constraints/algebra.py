@@ -43,7 +43,15 @@ _CANCEL_TOLERANCE = 1e-9
 
 
 class UnresolvedConstraintError(RuntimeError):
-    """A loss was asked of a constraint that still names probes or texts instead of holding them."""
+    """A loss was asked of a constraint that still names probes or texts instead of holding them.
+
+    Example:
+        >>> from dglm.constraints import near
+        >>> near("What a day!").loss(torch.zeros(1, 4))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        dglm.constraints.algebra.UnresolvedConstraintError: near('What a day!') is not resolved yet: call ...
+    """
 
 
 def check_weight(value, name: str = "weight") -> float:
@@ -238,6 +246,7 @@ class Sum(Constraint):
         return Sum(tuple(p._map_leaves(fn) for p in self.parts))
 
     def leaves(self):
+        """The leaves of every part, left to right."""
         for part in self.parts:
             yield from part.leaves()
 
@@ -280,6 +289,7 @@ class Scaled(Constraint):
         return Scaled(self.factor, self.inner._map_leaves(fn))
 
     def leaves(self):
+        """The inner constraint's leaves (the factor is not applied)."""
         yield from self.inner.leaves()
 
     def __repr__(self) -> str:
@@ -305,9 +315,11 @@ class Leaf(Constraint):
     is_resolved = True
 
     def key(self) -> Hashable:
+        """A hashable value identity: leaves with equal keys merge in :meth:`terms` and compare equal."""
         raise NotImplementedError
 
     def canonical(self) -> tuple[Leaf, float]:
+        """``(toward-leaf, sign)``: this leaf in its canonical orientation (default: itself, +1)."""
         return self, 1.0
 
     def toward(self, raw: torch.Tensor) -> torch.Tensor:
@@ -328,6 +340,7 @@ class Leaf(Constraint):
         return fn(self)
 
     def leaves(self):
+        """Just this leaf."""
         yield self
 
 
@@ -359,9 +372,11 @@ class FunctionConstraint(Leaf):
             raise ValueError(f"name={self.name!r} must be a non-empty str")
 
     def key(self):
+        """The wrapped callable's identity (it may be unhashable), the name and the encoder identity."""
         return ("function", id(self.fn), self.name, self.encoder)  # the callable's identity: it may be unhashable
 
     def toward(self, raw: torch.Tensor) -> torch.Tensor:
+        """``fn`` applied to raw (..., d) flattened to (N, d); its (N,) output is checked and reshaped to (...,)."""
         flat = raw.reshape(-1, raw.shape[-1])  # (N, d)
         out = self.fn(flat)
         if not isinstance(out, torch.Tensor) or out.shape != flat.shape[:1]:

@@ -84,9 +84,12 @@ class Target(_Unresolved):
                              f"{list(BINARY_BUILTINS[self.probe][:2])}")
 
     def key(self):
+        """The probe name and the label."""
         return ("target", self.probe, self.label)
 
     def canonical(self):
+        """For a shipped binary probe aimed at its first label (``toxicity.low()``): the twin aimed at the
+        second one with sign -1."""
         if self.probe in BINARY_BUILTINS and self.label == BINARY_BUILTINS[self.probe][0]:
             return Target(self.probe, BINARY_BUILTINS[self.probe][1]), -1.0
         return self, 1.0
@@ -157,12 +160,15 @@ class TextTarget(_Unresolved):
 
     @property
     def label(self) -> str:
+        """The name of the class aimed at: ``name``, or the text itself."""
         return self.name or self.text
 
     def key(self):
+        """Every field (the text, name, scale, threshold and direction)."""
         return ("text", self.kind, self.text, self.name, self.scale, self.threshold, self.away)
 
     def canonical(self):
+        """For an ``away`` target: the twin aimed at the text with sign -1."""
         if self.away:
             return TextTarget(self.kind, self.text, self.name, self.scale, self.threshold), -1.0
         return self, 1.0

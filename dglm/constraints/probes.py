@@ -393,17 +393,21 @@ class ProbeTarget(Leaf):
         self.probe.label_index(self.label)
 
     def key(self):
+        """The probe (compared by name, labels, encoder and weights) and the label."""
         return ("probe", self.probe, self.label)
 
     def canonical(self):
+        """For a binary probe aimed at ``labels[0]``: the twin aimed at ``labels[1]`` with sign -1."""
         if self.probe.binary and self.label == self.probe.labels[0]:
             return ProbeTarget(self.probe, self.probe.labels[1]), -1.0
         return self, 1.0
 
     def toward(self, raw: torch.Tensor) -> torch.Tensor:
+        """``-log p(label | x)`` per embedding: raw (..., d) -> (...,)."""
         return -self.probe.log_probs(raw)[..., self.probe.label_index(self.label)]
 
     def away(self, raw: torch.Tensor) -> torch.Tensor:
+        """``-log(1 - p(label | x))`` per embedding: raw (..., d) -> (...,), computed stably."""
         index = self.probe.label_index(self.label)
         if self.probe.binary:
             return -self.probe.log_probs(raw)[..., 1 - index]
@@ -456,6 +460,7 @@ class ProbeRegistry:
 
     @property
     def names(self) -> tuple[str, ...]:
+        """The registered probe names, sorted."""
         return tuple(sorted(self._probes))
 
     def __contains__(self, name) -> bool:
