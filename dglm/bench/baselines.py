@@ -85,7 +85,7 @@ def fudge_generate(decoder: Decoder, encoder: SemanticEncoder, constraint: Const
     encoder embedding of ``prefix + continuation so far + candidate`` (B * top_k texts, one encoder batch);
     the scores ``log p(token) - strength * loss`` are renormalised over the k candidates, cut to top-p and
     sampled. Rows stop at the decoder's eos token (not before ``min_new_tokens``). ``timings``, if given,
-    receives seconds spent in ``decoder`` and ``score``.
+    receives seconds spent in ``decode`` (the decoder) and ``score`` (encoder + constraint).
     """
     prefixes = check_prefixes(prefixes)
     if top_k < 1 or max_new_tokens < 1:
@@ -95,7 +95,7 @@ def fudge_generate(decoder: Decoder, encoder: SemanticEncoder, constraint: Const
     eos_ids = torch.tensor(sorted({eos} if isinstance(eos, int) else set(eos or [])), dtype=torch.long)
     generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
     timings = timings if timings is not None else {}
-    timings.setdefault("decoder", 0.0)
+    timings.setdefault("decode", 0.0)
     timings.setdefault("score", 0.0)
 
     B = len(prefixes)
@@ -109,7 +109,7 @@ def fudge_generate(decoder: Decoder, encoder: SemanticEncoder, constraint: Const
     next_position = position[:, -1] + 1  # (B,)
     generated = torch.empty(B, 0, dtype=torch.long, device=dev)
     done = torch.zeros(B, dtype=torch.bool)
-    timings["decoder"] += time.perf_counter() - t0
+    timings["decode"] += time.perf_counter() - t0
     for step in range(max_new_tokens):
         t0 = time.perf_counter()
         if generated.shape[1] and repetition_penalty != 1.0:  # HF RepetitionPenaltyLogitsProcessor
@@ -140,7 +140,7 @@ def fudge_generate(decoder: Decoder, encoder: SemanticEncoder, constraint: Const
         done |= torch.isin(token, eos_ids)
         generated = torch.cat([generated, token[:, None].to(dev)], dim=1)
         if bool(done.all()):
-            timings["decoder"] += t1 - t0
+            timings["decode"] += t1 - t0
             timings["score"] += t2 - t1
             break
         mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=dev)], dim=1)
@@ -148,7 +148,7 @@ def fudge_generate(decoder: Decoder, encoder: SemanticEncoder, constraint: Const
                     use_cache=True, **{cache_name: past})
         past, logits = out[cache_name], out.logits[:, -1].float()
         next_position = next_position + 1
-        timings["decoder"] += (t1 - t0) + (time.perf_counter() - t2)
+        timings["decode"] += (t1 - t0) + (time.perf_counter() - t2)
         timings["score"] += t2 - t1
     # Tokens after a row's eos are padding; decode up to (excluding) the first eos.
     texts = []

@@ -179,7 +179,9 @@ class TopicClassifier(ControlEvaluator):
 
     A proxy for the reference's AG News topic classifier: trained on Wikipedia lead sections cut into
     short windows, labelled with their human-assigned category, except sports articles (by
-    :func:`dglm.training.corpus.is_sports`), which form their own class "sports".
+    :func:`dglm.training.corpus.is_sports`), which form their own class "sports". It shares the shipped
+    topic probe's label source (human categories) but not its features (words, not encoder embeddings)
+    or its model.
     """
 
     name = "topic"
@@ -205,16 +207,18 @@ class TopicClassifier(ControlEvaluator):
         return Scores(values=p[:, self.labels.index(label)], success=hit, value_name=f"P({label})")
 
 
-def topic_windows(docs, words_per_window: int = 32, include_people: bool = False,
-                  ) -> tuple[list[str], list[str]]:
-    """Texts (windows of ``words_per_window`` words) and labels (topic, or "sports") of Wikipedia documents."""
-    from dglm.training.corpus import is_sports
+def topic_windows(docs, words_per_window: int = 24) -> tuple[list[str], list[str]]:
+    """Texts (consecutive windows of ``words_per_window`` words, about a 32-token continuation) and labels of
+    the topic-labelled documents, labelled as the shipped topic probe's data are
+    (:func:`dglm.training.probe_data.topic_of`: snake-cased Wikipedia categories and "sports"; no
+    "Uncategorized", no athlete biographies)."""
+    from dglm.training.probe_data import topic_of
 
     texts, labels = [], []
     for d in docs:
-        if d.source != "wikipedia" or not d.topic:
+        label = topic_of(d)
+        if label is None:
             continue
-        label = "sports" if is_sports(d, include_people=include_people) else d.topic
         words = d.text.split()
         for start in range(0, max(1, len(words) - words_per_window // 2), words_per_window):
             texts.append(" ".join(words[start:start + words_per_window]))
@@ -255,8 +259,10 @@ def train_topic_classifier(corpus_dir: str | os.PathLike = "cache/corpus") -> To
     train = topic_windows(load_split(corpus_dir, "train"))
     test = topic_windows(load_split(corpus_dir, "test"))
     return fit_topic_classifier(*train, validation=test, description=(
-        "proxy: TF-IDF + logistic regression on 32-word windows of Wikipedia lead sections, 12 human-assigned "
-        "categories plus 'sports' (description keyword rule); trained on the corpus train split"))
+        "proxy: TF-IDF + logistic regression on 24-word windows of Wikipedia lead sections, labelled with the "
+        "human-assigned categories plus 'sports' (description keyword rule), as the topic probe's data; "
+        "independent of the probe in features and model, not in label source; trained on the corpus train "
+        "split, checked on its test split"))
 
 
 # Quick mode: a topic classifier on synthetic word lists, so no corpus is needed.
@@ -290,6 +296,7 @@ class ProfanityEvaluator(ControlEvaluator):
     name = "toxicity"
     proxy = True
     description = "proxy: alt-profanity-check (offensive-language SVM on TF-IDF), P(offensive)"
+    label_source_keywords = ("profanity",)
     labels = ("non-toxic", "toxic")
     default_label = "non-toxic"
 
@@ -315,6 +322,7 @@ class VaderEvaluator(ControlEvaluator):
     name = "sentiment"
     proxy = True
     description = "proxy: VADER lexicon sentiment (compound >= 0.05 positive, <= -0.05 negative)"
+    label_source_keywords = ("vader",)
     labels = ("negative", "positive")
     default_label = "positive"
 

@@ -183,6 +183,8 @@ class ControlEvaluator:
     description: str = ""
     labels: tuple[str, ...] = ()
     default_label: str | None = None
+    # Words that, found in a probe's provenance, mean the probe was trained on this evaluator's labels.
+    label_source_keywords: tuple[str, ...] = ()
 
     def score(self, texts: Sequence[str], label: str | None = None) -> Scores:
         raise NotImplementedError

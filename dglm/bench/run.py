@@ -198,12 +198,15 @@ def load_pipeline(config: BenchConfig) -> tuple[DGLM, list[str]]:
 
 def held_out_windows(config: BenchConfig, tokenizer) -> tuple[list[str], list[str], str]:
     """``(prefixes, continuations, description)`` of ``max(num_prompts, num_references)`` held-out windows:
-    one window of prefix_tokens + new_tokens decoder tokens per test-split document (seeded choice of
-    documents), split at prefix_tokens. The first ``num_prompts`` are the prompts."""
+    the first prefix_tokens + new_tokens decoder tokens of each test-split document (seeded choice of
+    documents), split at the last word start at or before prefix_tokens (so no system has to finish a cut
+    word, which a soft prompt between the two halves would hinder); the reference is the next new_tokens
+    tokens. The first ``num_prompts`` are the prompts."""
     from dglm.training.corpus import load_split
-    from dglm.training.data import cut_windows
+    from dglm.training.data import cut_windows, word_starts
 
     window = config.prefix_tokens + config.new_tokens
+    starts = word_starts(tokenizer)
     docs = load_split(config.corpus, "test")
     order = np.random.default_rng(config.seeds[0]).permutation(len(docs))
     prefixes, references = [], []
@@ -212,16 +215,17 @@ def held_out_windows(config: BenchConfig, tokenizer) -> tuple[list[str], list[st
         if not len(ids):
             continue
         row = ids[0].tolist()
-        prefixes.append(tokenizer.decode(row[:config.prefix_tokens]))
-        references.append(tokenizer.decode(row[config.prefix_tokens:]))
+        split = max([j for j in range(1, config.prefix_tokens + 1) if starts[row[j]]], default=config.prefix_tokens)
+        prefixes.append(tokenizer.decode(row[:split]))
+        references.append(tokenizer.decode(row[split:split + config.new_tokens]))
         if len(prefixes) == max(config.num_prompts, config.num_references):
             break
     if len(prefixes) < config.num_prompts:
         raise ValueError(f"num_prompts={config.num_prompts}: the test split of {config.corpus} has only "
                          f"{len(prefixes)} documents with a {window}-token window")
     return prefixes, references, (f"{config.corpus} test split: first {window}-token window of "
-                                  f"{config.num_prompts} documents (seeded choice), {config.prefix_tokens}-token "
-                                  f"prefix; MAUVE references: the next {config.new_tokens} tokens of these and of "
+                                  f"{config.num_prompts} documents (seeded choice), prefix of up to "
+                                  f"{config.prefix_tokens} tokens ending at a word boundary; MAUVE references: the next {config.new_tokens} tokens of these and of "
                                   f"further test documents, {min(len(prefixes), config.num_references)} in all")
 
 
@@ -245,10 +249,13 @@ def control_targets(constraint: Constraint) -> list[tuple[str, str]]:
     return out
 
 
-def build_setup(config: BenchConfig) -> Setup:
-    """Load the pipeline, prompts and evaluators; resolve the control."""
+def build_setup(config: BenchConfig, pipeline: DGLM | None = None) -> Setup:
+    """Load the pipeline (unless given), prompts and evaluators; resolve the control."""
     t0 = time.perf_counter()
-    pipe, notes = load_pipeline(config)
+    if pipeline is None:
+        pipe, notes = load_pipeline(config)
+    else:
+        pipe, notes = pipeline, [f"pipeline: given in memory (config.checkpoint={config.checkpoint!r} not loaded)"]
     constraint = parse_constraint(config.control)
     resolved = constraint.resolve(pipe.encoder, pipe.probes)
     targets = control_targets(constraint)
@@ -298,9 +305,22 @@ def build_setup(config: BenchConfig) -> Setup:
             notes.append(f"control target {name}={label!r}: no evaluator available, not scored")
     for name, ev in evaluators.items():
         info.setdefault(name, {"description": ev.description})
+        info[name]["independent_of_probe"] = _independent(ev, pipe.probes, name)
+        if not info[name]["independent_of_probe"]:
+            notes.append(f"{name}: the checkpoint's {name!r} probe was trained on labels from this very evaluator "
+                         f"({ev.description}); control success for a {name} constraint is NOT independent of the "
+                         f"steering probe and flatters every probe-driven system")
     logger.info("setup in %.1f s: %d prompts, control %s -> %s", time.perf_counter() - t0, len(prompts),
                 config.control, targets)
     return Setup(config, pipe, constraint, resolved, targets, prompts, references, lm, evaluators, notes, info)
+
+
+def _independent(evaluator: ControlEvaluator, probes: ProbeRegistry | None, name: str) -> bool:
+    """False when the registry's probe of that name records this evaluator as its label source."""
+    if probes is None or name not in probes or not evaluator.label_source_keywords:
+        return True
+    provenance = json.dumps(probes.get(name).provenance).lower()
+    return not any(k in provenance for k in evaluator.label_source_keywords)
 
 
 # ----------------------------------------------------------------------------------------------- systems
@@ -715,15 +735,17 @@ def write_markdown(result: dict, path: Path) -> None:
                             f" ({_f(cell['relative'], 2)}x; CPU {_f(cell['relative_cpu'], 2)}x)"
                         row.append(f"{cell['seconds']:.2f} s{rel}")
             lines.append(f"| {sysname} | " + " | ".join(row) + " |")
-        lines += ["", "Where DGLM's time goes (seconds per call):", "",
-                  "| system | batch | new tokens | encode | diffusion | prompt | decode | total |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "Where the time goes (seconds per call; encode = the prefix through the sentence encoder, "
+                  "diffusion = the denoising steps, prompt = the prompt generator, score = the probe on encoder "
+                  "embeddings of candidates):", "",
+                  "| system | batch | new tokens | encode | diffusion | prompt | decode | score | total |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for x in rt["cells"]:
             t = x.get("timings") or {}
-            if x["system"].startswith("dglm") and "seconds" in x:
+            if x["system"] != "plain" and "seconds" in x:
                 lines.append(f"| {x['system']} | {x['batch']} | {x['new_tokens']} | {_f(t.get('encode'), 3)} | "
                              f"{_f(t.get('diffusion'), 3)} | {_f(t.get('prompt'), 3)} | {_f(t.get('decode'), 3)} | "
-                             f"{_f(x['seconds'], 3)} |")
+                             f"{_f(t.get('score'), 3)} | {_f(x['seconds'], 3)} |")
         lines.append("")
     lines += ["## Targets (reported, not asserted)", ""]
     lines += [f"- {'met' if t['met'] else 'NOT met'}: {t['target']} ({t['detail']})" for t in result["targets"]]
@@ -745,6 +767,7 @@ def write_plots(result: dict, out: Path, stem: str) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     systems = result["systems"]
     files = []
@@ -774,11 +797,13 @@ def write_plots(result: dict, out: Path, stem: str) -> list[str]:
             pts = [(x, y) for x, y in sorted(pts) if y is not None]
             if pts:
                 ax.plot(*zip(*pts, strict=True), style, label=family)
-        for fam, ls in (("plain", "--"), ("best-of-n", ":")):
-            for name, s in systems.items():
-                if s["family"] == fam and metric(s, key) is not None:
-                    ax.axhline(metric(s, key), ls=ls, color="gray" if fam == "plain" else "tab:green", label=name)
+        references = [(n, s) for n, s in systems.items() if s["family"] in ("plain", "best-of-n")]
+        colors = ["gray", "tab:green", "tab:olive", "tab:purple", "tab:brown"]
+        for (name, s), color, ls in zip(references, colors * 4, ["--", ":", "-.", ":", "-."] * 4, strict=False):
+            if metric(s, key) is not None:
+                ax.axhline(metric(s, key), ls=ls, color=color, label=name)
         ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlim(left=0)
         ax.set_xlabel("strength (each system's own scale)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -824,6 +849,11 @@ def write_plots(result: dict, out: Path, stem: str) -> list[str]:
         ax.set_xticklabels([f"b{b}\n{t} tok" for b, t in groups])
         ax.set_ylabel("wall time / plain decoding")
         ax.set_yscale("log")
+        values = [x["relative"] for x in cells if x["system"] != "plain"] + [1.0]
+        ax.set_yticks([t for t in (0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10, 20, 50, 100)
+                       if min(values) / 1.2 <= t <= max(values) * 1.2])
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3, axis="y")
         save(fig, "runtime")
@@ -841,12 +871,15 @@ def write_plots(result: dict, out: Path, stem: str) -> list[str]:
     return files
 
 
-def run_benchmark(config: BenchConfig) -> dict:
-    """Run everything and write ``<out>/<name>.json``, ``<name>.md`` and the plots; return the JSON dict."""
+def run_benchmark(config: BenchConfig, pipeline: DGLM | None = None) -> dict:
+    """Run everything and write ``<out>/<name>.json``, ``<name>.md`` and the plots; return the JSON dict.
+
+    ``pipeline``: benchmark this in-memory pipeline (its probes must resolve ``config.control``) instead of
+    loading ``config.checkpoint``."""
     start = time.perf_counter()
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     machine = machine_info(config.device)
-    setup = build_setup(config)
+    setup = build_setup(config, pipeline)
     runs = run_systems(setup)
     systems = score_runs(setup, runs)
     bon_n = next(r.params["n"] for r in runs if r.family == "best-of-n" and r.params["primary"])
@@ -858,7 +891,11 @@ def run_benchmark(config: BenchConfig) -> dict:
               "notes": setup.notes}
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    result["plots"] = write_plots(result, out, config.name)
+    try:
+        result["plots"] = write_plots(result, out, config.name)
+    except ImportError as e:
+        result["plots"] = []
+        result["notes"].append(f"plots skipped: {e} (pip install matplotlib)")
     result["total_s"] = time.perf_counter() - start
     with open(out / f"{config.name}.json", "w", encoding="utf-8") as f:
         json.dump(_clean(result), f, indent=1, ensure_ascii=False, allow_nan=False)
