@@ -189,7 +189,7 @@ def load_pipeline(config: BenchConfig) -> tuple[DGLM, list[str]]:
     preset = config.checkpoint.removeprefix(RANDOM)
     pipe = random_pipeline(preset, device=config.device)
     generator = torch.Generator().manual_seed(0)
-    probe = Probe(torch.randn(3, pipe.encoder.dim, generator=generator) * 10, torch.zeros(3),
+    probe = Probe(torch.randn(3, pipe.encoder.dim, generator=generator) * 3, torch.zeros(3),
                   ("arts", "society", "sports"), pipe.encoder.identity, name="topic")
     pipe.probes = ProbeRegistry(pipe.encoder, {"topic": probe})
     return pipe, [f"pipeline: random weights of the {preset!r} preset with a random 'topic' probe; every number "
@@ -710,7 +710,8 @@ def write_markdown(result: dict, path: Path) -> None:
             f"{_f(ctl.get('topic', {}).get('sports_rate'))} | {_f(s['seconds_per_sample'], 2)} | "
             f"{_f(s['relative_wall_time'], 2)} ({_f(s['relative_cpu_time'], 2)}) |")
     lines += ["", "Control success: fraction of samples the independent evaluator(s) put in the target class "
-              f"{result['targets_of_control']}. ppl: evaluator-LM perplexity of the continuation given the prefix. "
+              f"{result['targets_of_control']}; every control evaluator scores the continuation alone (the "
+              "generated text, not the prefix). ppl: evaluator-LM perplexity of the continuation given the prefix. "
               "MAUVE: vs the reference continuations, mean over k-means seeds. rel. time: generation wall time "
               "over plain decoding's in this quality run (CPU: the same for process CPU time, which other load on "
               "the machine does not inflate).", ""]
