@@ -35,7 +35,12 @@ EXIT_INTERRUPTED = 130
 
 
 class UserError(Exception):
-    """A problem with what the user asked for; printed as one line without a traceback."""
+    """A problem with what the user asked for; printed as one line without a traceback.
+
+    Example (:func:`main` prints ``dglm: error: no prefix given: ...`` on stderr and returns status 2):
+        >>> main(["generate"])
+        2
+    """
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,7 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of every subcommand except ``bench`` (whose options live in :mod:`dglm.bench.run`)."""
+    """The parser of every subcommand except ``bench`` (whose options live in :mod:`dglm.bench.run`).
+
+    Example:
+        >>> args = build_parser().parse_args(["generate", "The match last night", "-n", "2", "--seed", "0"])
+        >>> args.command, args.prefix, args.num_samples, args.seed, args.checkpoint
+        ('generate', ['The match last night'], 2, 0, 'mini')
+    """
     parser = argparse.ArgumentParser(
         prog=PROG, description="Diffusion Guided Language Modeling: steer a language model by planning the "
                                "embedding of its continuation.")

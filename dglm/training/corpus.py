@@ -102,10 +102,18 @@ class Document:
         return len(self.text.split())
 
     def to_json(self) -> str:
+        """One JSON line (no newline) with every field; :meth:`from_json` reads it back.
+
+        Example:
+            >>> doc = Document("austen:emma-1", "austen", "Emma, chapter 1", "Emma Woodhouse, handsome ...")
+            >>> Document.from_json(doc.to_json()) == doc
+            True
+        """
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, line: str) -> Document:
+        """Parse a line written by :meth:`to_json`; missing or unknown keys raise ValueError."""
         data = json.loads(line)
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")

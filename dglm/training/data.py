@@ -33,6 +33,13 @@ def cut_windows(texts: Iterable[str], tokenizer, window: int = 64, min_tokens: i
 
     A text shorter than ``window`` but at least ``min_tokens`` long (default: the whole window) is dropped too;
     windows never cross documents.
+
+    Example:
+        >>> from dglm.presets import synthetic_tokenizer
+        >>> tok = synthetic_tokenizer(100)
+        >>> windows = cut_windows(["the game was won by the team", "a song"], tok, window=3)  # 7 and 2 tokens
+        >>> windows.shape, [tok.decode(row) for row in windows]
+        ((2, 3), ['the game was', 'won by the'])
     """
     if window < 2:
         raise ValueError(f"window={window} must be >= 2 tokens")
@@ -44,7 +51,18 @@ def cut_windows(texts: Iterable[str], tokenizer, window: int = 64, min_tokens: i
 
 
 def word_starts(tokenizer) -> np.ndarray:
-    """Boolean mask over the vocabulary: tokens that begin a new word (a leading space / 'Ġ' / '▁')."""
+    """Boolean mask over the vocabulary: tokens that begin a new word (a leading space / 'Ġ' / '▁').
+
+    Example (a stand-in tokenizer with a four-token vocabulary):
+        >>> class Tokenizer:
+        ...     vocab = ["Ġthe", "game", "▁was", "Ċ"]
+        ...     def __len__(self):
+        ...         return len(self.vocab)
+        ...     def convert_ids_to_tokens(self, ids):
+        ...         return [self.vocab[i] for i in ids]
+        >>> word_starts(Tokenizer()).tolist()
+        [True, False, True, True]
+    """
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     return np.array([bool(t) and (t[0] in "Ġ▁ " or t.startswith("Ċ")) for t in tokens])
 
@@ -54,6 +72,13 @@ def random_splits(ids: np.ndarray, starts: np.ndarray, per_window: int, max_pref
     """``per_window`` split points per window (N, per_window), uniform over word boundaries in [0, max_prefix].
 
     Position 0 (empty prefix) is always a candidate, as in the reference where the prefix length starts at 0.
+
+    Example (tokens 2 and 4 start words, so a prefix of at most 3 tokens ends at 0, 1 or 3):
+        >>> ids = np.array([[1, 2, 3, 4, 0]])
+        >>> starts = np.array([False, False, True, False, True])  # over a vocabulary of 5
+        >>> splits = random_splits(ids, starts, per_window=8, max_prefix=3, rng=np.random.default_rng(0))
+        >>> splits.shape, sorted(set(splits.ravel().tolist()))
+        ((1, 8), [0, 1, 3])
     """
     out = np.zeros((len(ids), per_window), dtype=np.int64)
     for i, row in enumerate(ids):
@@ -66,7 +91,20 @@ def random_splits(ids: np.ndarray, starts: np.ndarray, per_window: int, max_pref
 @dataclass
 class WindowSet:
     """Windows of token ids (N, T), split points (N, S), and optionally cached raw encoder embeddings of every
-    split's prefix and continuation text, each (N, S, d)."""
+    split's prefix and continuation text, each (N, S, d).
+
+    Example:
+        >>> import tempfile
+        >>> ws = WindowSet(ids=np.arange(8).reshape(2, 4), splits=np.array([[1], [3]]),
+        ...                prefix_emb=torch.zeros(2, 1, 5), cont_emb=torch.ones(2, 1, 5))
+        >>> len(ws), ws.pair(0, 0), ws.pair(1, 0)
+        (2, ([0], [1, 2, 3]), ([4, 5, 6], [7]))
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     ws.save(d + "/train")
+        ...     loaded = WindowSet.load(d + "/train")
+        >>> loaded.ids.tolist() == ws.ids.tolist(), loaded.cont_emb.shape
+        (True, torch.Size([2, 1, 5]))
+    """
 
     ids: np.ndarray
     splits: np.ndarray
@@ -100,6 +138,7 @@ class WindowSet:
         return self
 
     def save(self, folder: str | os.PathLike) -> None:
+        """Write ``windows.safetensors`` (ids, splits and any cached embeddings) into ``folder``, atomically."""
         with atomic_directory(folder) as tmp:
             tensors = {"ids": torch.from_numpy(self.ids).int(), "splits": torch.from_numpy(self.splits).int()}
             tensors |= {k: v for k, v in (("prefix_emb", self.prefix_emb), ("cont_emb", self.cont_emb)) if v is not None}
@@ -107,6 +146,7 @@ class WindowSet:
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> WindowSet:
+        """Read what :meth:`save` wrote (ids and splits as int64 arrays, embeddings as saved)."""
         t = load_tensors(os.path.join(folder, "windows.safetensors"))
         if "ids" not in t or "splits" not in t:
             raise CheckpointError(f"{folder}/windows.safetensors lacks ids / splits")
@@ -116,7 +156,15 @@ class WindowSet:
 def build_windows(texts: Sequence[str], tokenizer, window: int = 64, per_window: int = 2,
                   max_prefix: int = 48, fixed_split: int | None = None, seed: int = 0) -> WindowSet:
     """Cut ``texts`` into windows and split them: ``per_window`` random word-boundary splits in
-    [0, max_prefix] for training, or one ``fixed_split`` for evaluation (e.g. 32 of 64)."""
+    [0, max_prefix] for training, or one ``fixed_split`` for evaluation (e.g. 32 of 64).
+
+    Example:
+        >>> from dglm.presets import synthetic_tokenizer
+        >>> tok = synthetic_tokenizer(100)
+        >>> ws = build_windows(["the game was won by the team"], tok, window=3, fixed_split=1)
+        >>> ws.splits.tolist(), ws.texts(tok)
+        ([[1], [1]], (['the', 'won'], ['game was', 'by the']))
+    """
     ids = cut_windows(texts, tokenizer, window)
     if fixed_split is not None:
         if not 0 <= fixed_split < window:

@@ -20,7 +20,12 @@ from dglm.io import atomic_directory, load_tensors, read_json, save_tensors, wri
 
 
 def lr_at(step: int, base: float, warmup: int, total: int, final_fraction: float = 0.1) -> float:
-    """Linear warmup for ``warmup`` steps, then cosine decay to ``final_fraction * base`` at ``total``."""
+    """Linear warmup for ``warmup`` steps, then cosine decay to ``final_fraction * base`` at ``total``.
+
+    Example:
+        >>> [round(lr_at(step, 1e-3, warmup=10, total=110), 6) for step in (0, 9, 60, 110)]
+        [0.0001, 0.001, 0.00055, 0.0001]
+    """
     if step < warmup:
         return base * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -28,7 +33,13 @@ def lr_at(step: int, base: float, warmup: int, total: int, final_fraction: float
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups with weight decay on matrices only (not on biases, norms or embeddings vectors)."""
+    """AdamW groups with weight decay on matrices only (not on biases, norms or embeddings vectors).
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2))
+        >>> [(len(g["params"]), g["weight_decay"]) for g in param_groups(model, 0.1)]
+        [(1, 0.1), (3, 0.0)]
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
@@ -36,7 +47,16 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 def save_state(folder: str | os.PathLike, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
                step: int, extra: dict | None = None) -> None:
-    """Atomically write ``state.safetensors`` (module weights and optimizer moments) and ``state.json``."""
+    """Atomically write ``state.safetensors`` (module weights and optimizer moments) and ``state.json``.
+
+    Example (see :func:`load_state` for the way back):
+        >>> import tempfile
+        >>> model = torch.nn.Linear(2, 2)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     save_state(d + "/state", {"model": model}, torch.optim.AdamW(model.parameters()), step=5)
+        ...     sorted(os.listdir(d + "/state"))
+        ['state.json', 'state.safetensors']
+    """
     tensors = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.state_dict().items()}
     opt = optimizer.state_dict()
     for idx, s in opt["state"].items():
@@ -49,7 +69,24 @@ def save_state(folder: str | os.PathLike, modules: dict[str, torch.nn.Module], o
 
 def load_state(folder: str | os.PathLike, modules: dict[str, torch.nn.Module],
                optimizer: torch.optim.Optimizer) -> dict:
-    """Restore what :func:`save_state` wrote; returns the JSON part (``step`` and extras)."""
+    """Restore what :func:`save_state` wrote; returns the JSON part (``step`` and extras).
+
+    Example:
+        >>> import tempfile
+        >>> model = torch.nn.Linear(2, 2)
+        >>> opt = torch.optim.AdamW(model.parameters())
+        >>> model(torch.ones(1, 2)).sum().backward()
+        >>> opt.step()
+        >>> fresh = torch.nn.Linear(2, 2)
+        >>> fresh_opt = torch.optim.AdamW(fresh.parameters())
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     save_state(d, {"model": model}, opt, step=1, extra={"note": "demo"})
+        ...     meta = load_state(d, {"model": fresh}, fresh_opt)
+        >>> meta["step"], meta["note"], torch.equal(fresh.weight, model.weight)
+        (1, 'demo', True)
+        >>> torch.equal(fresh_opt.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+        True
+    """
     folder = Path(folder)
     tensors, meta = load_tensors(folder / "state.safetensors"), read_json(folder / "state.json")
     for name, m in modules.items():

@@ -37,7 +37,13 @@ logger = logging.getLogger(__name__)
 
 
 class PromptTrainingConfig(BaseModel):
-    """Settings of :func:`train_prompt_generator`."""
+    """Settings of :func:`train_prompt_generator`.
+
+    Example:
+        >>> config = PromptTrainingConfig(steps=500, prefix_dropout=0.5, mixed_precision="no")
+        >>> config.batch_size, config.eval_sigma2
+        (8, 0.05)
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -106,6 +112,18 @@ def evaluate_plan_use(generator: PromptGenerator, decoder: Decoder, data: Window
 
     Returns means, the gaps ``shuffled - true`` with their standard errors, and the mean pairwise cosine of the
     soft prompts of different embeddings (near 1 = collapsed to one prompt).
+
+    Example (a random tiny decoder and generator, six toy windows split 4 / 4):
+        >>> from dglm.config import PromptConfig
+        >>> from dglm.presets import TINY, random_decoder
+        >>> decoder = random_decoder(TINY.decoder)
+        >>> generator = PromptGenerator(PromptConfig(dim=8, out_dim=32, num_soft_tokens=2, width=16, depth=2,
+        ...                                          heads=2))
+        >>> rng = np.random.default_rng(0)
+        >>> data = WindowSet(rng.integers(4, 100, (6, 8)), np.full((6, 1), 4), cont_emb=torch.randn(6, 1, 8))
+        >>> result = evaluate_plan_use(generator, decoder, data, torch.zeros(8), torch.ones(8), limit=6)
+        >>> result["n"], sorted(k for k in result if "gap" in k)
+        (6, ['gap', 'gap_se', 'no_prefix_gap', 'no_prefix_gap_se'])
     """
     was_training = generator.training
     generator.eval()
@@ -147,7 +165,16 @@ def evaluate_plan_use(generator: PromptGenerator, decoder: Decoder, data: Window
 def bag_of_words_loss(generator: PromptGenerator, z: torch.Tensor, alpha2: torch.Tensor,
                       conts: list[list[int]]) -> torch.Tensor:
     """Cross-entropy between each continuation's token histogram (over the generator's vocabulary rows) and
-    the mean of its soft tokens' word distributions."""
+    the mean of its soft tokens' word distributions.
+
+    Example:
+        >>> from dglm.config import PromptConfig
+        >>> generator = PromptGenerator(PromptConfig(dim=8, out_dim=16, num_soft_tokens=2, width=16, depth=2,
+        ...                                          heads=2, head="vocab_mixture", vocab_size=50))
+        >>> loss = bag_of_words_loss(generator, torch.randn(2, 8), torch.full((2,), 0.9), [[4, 5, 6], [7, 7]])
+        >>> loss.shape, loss.item() > 0
+        (torch.Size([]), True)
+    """
     index = torch.full((int(generator.vocab_ids.max()) + 1,), -1, dtype=torch.long, device=z.device)
     index[generator.vocab_ids] = torch.arange(len(generator.vocab_ids), device=z.device)
     target = torch.zeros(len(conts), len(generator.vocab_ids), device=z.device)
@@ -197,7 +224,26 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
                            mean: torch.Tensor, std: torch.Tensor, config: PromptTrainingConfig,
                            out_dir: str | os.PathLike, show_progress_bar: bool = True) -> dict:
     """Train ``generator`` in place; resumable from ``out_dir/state``. Logs to ``out_dir/log.jsonl`` and
-    returns the final held-out evaluation. The decoder's base weights are never updated."""
+    returns the final held-out evaluation. The decoder's base weights are never updated.
+
+    Example (two steps on toy windows with a random tiny decoder):
+        >>> import tempfile
+        >>> from dglm.config import PromptConfig
+        >>> from dglm.presets import TINY, random_decoder
+        >>> decoder = random_decoder(TINY.decoder)
+        >>> generator = PromptGenerator(PromptConfig(dim=8, out_dim=32, num_soft_tokens=2, width=16, depth=2,
+        ...                                          heads=2))
+        >>> rng = np.random.default_rng(0)
+        >>> data = WindowSet(rng.integers(4, 100, (6, 8)), np.full((6, 1), 4), cont_emb=torch.randn(6, 1, 8))
+        >>> config = PromptTrainingConfig(steps=2, batch_size=2, warmup=1, eval_limit=4, mixed_precision="no")
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     result = train_prompt_generator(generator, decoder, data, data, torch.zeros(8), torch.ones(8),
+        ...                                     config, d, show_progress_bar=False)
+        ...     sorted(os.listdir(d))
+        ['log.jsonl', 'state']
+        >>> result["n"]
+        4
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
