@@ -37,7 +37,7 @@ EXIT_INTERRUPTED = 130
 class UserError(Exception):
     """A problem with what the user asked for; printed as one line without a traceback.
 
-    Example (:func:`main` prints ``dglm: error: no prefix given: ...`` on stderr and returns status 2):
+    Example (main prints a one-line error on stderr and returns status 2):
         >>> main(["generate"])
         2
     """

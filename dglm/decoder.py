@@ -60,7 +60,7 @@ def check_prefixes(prefixes: Sequence[str]) -> list[str]:
 class Decoder(nn.Module):
     """A causal LM + tokenizer that accepts soft prompts (B, k, hidden_size) after each prefix.
 
-    Example (a random-weight stand-in; a real one comes from :meth:`from_pretrained`):
+    Example (a random-weight stand-in; a real one comes from from_pretrained):
         >>> from dglm.presets import preset_config, random_decoder
         >>> dec = random_decoder(preset_config("tiny").decoder)
         >>> dec.hidden_size, dec.device, dec.max_length

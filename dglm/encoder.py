@@ -30,7 +30,7 @@ from dglm.io import CheckpointError, ModelLoadError, load_component, save_compon
 class SemanticEncoder(nn.Module):
     """Frozen sentence encoder with standardisation statistics (buffers ``mean`` and ``std``, each (d,)).
 
-    Example (a random-weight stand-in; a real one comes from :meth:`from_pretrained`):
+    Example (a random-weight stand-in; a real one comes from from_pretrained):
         >>> from dglm.presets import preset_config, random_encoder
         >>> enc = random_encoder(preset_config("tiny").encoder)
         >>> x = enc.encode(["the game was", "a new song"])

@@ -42,7 +42,7 @@ C = TypeVar("C", bound=BaseModel)
 class CheckpointError(ValueError):
     """A checkpoint folder or file is missing, truncated, corrupted or not in the expected format.
 
-    Example (a ``ValueError``, so bad checkpoints and bad arguments can be caught together):
+    Example (a ValueError, so bad checkpoints and bad arguments can be caught together):
         >>> read_json("/no/such/dglm.json")
         Traceback (most recent call last):
             ...
@@ -187,7 +187,7 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> N
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a safetensors file; a pickle, a truncated or a corrupted file raises :class:`CheckpointError`.
 
-    Example (``torch.save`` files are refused, never unpickled):
+    Example (torch.save files are refused, never unpickled):
         >>> with tempfile.TemporaryDirectory() as d:
         ...     torch.save({"w": torch.ones(2)}, f"{d}/w.pt")
         ...     load_tensors(f"{d}/w.pt")  # doctest: +ELLIPSIS

@@ -70,7 +70,7 @@ class Plan:
 
     ``embeddings``: (B * n, d) raw unit-norm continuation embeddings; ``soft_prompts``: (B * n, k, h).
 
-    Example (usually made by :meth:`DGLM.plan`):
+    Example (usually made by DGLM.plan):
         >>> plan = Plan(["a", "b"], 3, embeddings=torch.zeros(6, 8), soft_prompts=torch.zeros(6, 4, 16))
         >>> plan.embeddings.reshape(len(plan.prefixes), plan.num_samples, -1).shape, plan.timings
         (torch.Size([2, 3, 8]), {})
@@ -88,7 +88,7 @@ class GenerationOutput:
     """What :meth:`DGLM.generate` returns: ``continuations[i][j]`` is sample j of prefix i; ``plans`` are the
     raw-space embeddings the decoder was asked to follow, (B, n, d); ``timings`` are seconds per stage.
 
-    Example (usually made by :meth:`DGLM.generate`):
+    Example (usually made by DGLM.generate):
         >>> out = GenerationOutput(["The match"], [[" was won", " ended"]], torch.zeros(1, 2, 8), {"decode": 0.1})
         >>> out.continuations[0][1], out.plans[0].shape
         (' ended', torch.Size([2, 8]))
@@ -125,7 +125,7 @@ class DGLM(torch.nn.Module):
     Thread safety: ``lock`` (a re-entrant lock) is held while planning and decoding, which use the global
     RNG (``torch.random.fork_rng``) and a shared HF model; calls from several threads are serialised.
 
-    Example (random weights, so the text is noise; :meth:`generate` is :meth:`plan` then :meth:`decode`):
+    Example (random weights, so the text is noise; generate is plan, then decode):
         >>> from dglm.presets import random_pipeline
         >>> pipe = random_pipeline("tiny")
         >>> plan = pipe.plan(["the game was", "a new song"], num_samples=3, steps=4, seed=0)
@@ -399,7 +399,7 @@ def check_seed(seed) -> int | None:
 class NonFiniteError(ValueError, FloatingPointError):
     """Embeddings or soft prompts came out NaN or infinite (caught before they reach the decoder).
 
-    Example (a ``ValueError`` too, so one ``except ValueError`` catches every bad-input error):
+    Example (a ValueError too, so one except clause catches every bad-input error):
         >>> issubclass(NonFiniteError, ValueError), issubclass(NonFiniteError, FloatingPointError)
         (True, True)
     """

@@ -47,7 +47,7 @@ def check_sigma2(sigma2: float) -> float:
 class PromptGenerator(nn.Module):
     """Embedding (B, d) in the standardised space and noise level (B,) -> soft tokens (B, k, out_dim).
 
-    Example (a ``vocab_mixture`` head mixes rows of the decoder's embedding matrix, bound at run time):
+    Example (a vocab_mixture head mixes rows of the decoder's embedding matrix, bound at run time):
         >>> config = PromptConfig(dim=8, out_dim=16, num_soft_tokens=3, width=16, depth=2, heads=2,
         ...                       head="vocab_mixture", vocab_size=10)
         >>> gen = PromptGenerator(config).bind(torch.randn(12, 16))

@@ -56,7 +56,7 @@ def sample_ddpm(denoise: Denoise, x: torch.Tensor, alpha2s: torch.Tensor, genera
     """Ancestral sampling (Ho et al. 2020, DDPM) from the posterior q(z_s | z_t, x0_hat); the last step
     returns x0_hat. x: (B, d) pure noise; alpha2s: decreasing noise grid from t = 1 to t = 0.
 
-    Example (an oracle denoiser that always predicts zeros; ``callback`` sees every step):
+    Example (an oracle denoiser that always predicts zeros; the callback sees every step):
         >>> from dglm.schedule import sampling_alpha2s
         >>> def denoise(z, alpha2):
         ...     return Prediction(x0=torch.zeros_like(z), eps=z / (1 - alpha2).sqrt()[:, None])

@@ -49,7 +49,7 @@ def save_state(folder: str | os.PathLike, modules: dict[str, torch.nn.Module], o
                step: int, extra: dict | None = None) -> None:
     """Atomically write ``state.safetensors`` (module weights and optimizer moments) and ``state.json``.
 
-    Example (see :func:`load_state` for the way back):
+    Example (load_state reads it back):
         >>> import tempfile
         >>> model = torch.nn.Linear(2, 2)
         >>> with tempfile.TemporaryDirectory() as d:
