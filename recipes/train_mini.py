@@ -25,7 +25,7 @@ from dglm.config import DGLMConfig, EncoderConfig
 from dglm.decoder import Decoder
 from dglm.diffusion import SemanticDiffuser
 from dglm.encoder import SemanticEncoder
-from dglm.io import load_component
+from dglm.io import load_component, load_state, load_tensors, read_json
 from dglm.pipeline import DGLM
 from dglm.prompt import PromptGenerator
 from dglm.training.corpus import load_split
@@ -84,9 +84,10 @@ def prompt(args) -> None:
                                mixed_precision=args.mixed_precision)
     prompt_config = CONFIG.prompt.model_copy(update={"head": args.head, "vocab_size": args.vocab_size})
     generator = PromptGenerator(prompt_config)
-    if args.head == "vocab_mixture":  # the most frequent tokens of the training windows
+    if args.head == "vocab_mixture":  # frequent content tokens of the training windows
         counts = np.bincount(train.ids.ravel(), minlength=len(decoder.tokenizer))
-        generator.vocab_ids.copy_(torch.from_numpy(np.argsort(-counts, kind="stable")[:args.vocab_size].copy()))
+        ranked = np.argsort(-counts, kind="stable")[args.vocab_skip:args.vocab_skip + args.vocab_size]
+        generator.vocab_ids.copy_(torch.from_numpy(ranked.copy()))
     run = Path(args.work) / "runs" / args.run
     result = train_prompt_generator(generator, decoder, train, val, mean, std, cfg, run)
     generator.save_pretrained(run / "prompt")
@@ -94,6 +95,19 @@ def prompt(args) -> None:
         decoder.model.save_pretrained(run / "lora")  # peft writes the adapter only (safetensors)
     (run / "result.json").write_text(json.dumps({"config": cfg.model_dump(), "eval": result}, indent=2))
     print(json.dumps(result, indent=2))
+
+
+def export(args) -> None:
+    """Write the generator of a prompt run's latest resumable state to WORK/runs/RUN/prompt (for a run stopped
+    before its end); the generator's config comes from the same flags as the prompt stage."""
+    run = Path(args.work) / "runs" / args.run
+    tensors, meta = load_tensors(run / "state" / "state.safetensors"), read_json(run / "state" / "state.json")
+    config = CONFIG.prompt.model_copy(update={"head": args.head, "vocab_size": args.vocab_size})
+    generator = PromptGenerator(config)
+    load_state(generator, {k[len("generator."):]: v for k, v in tensors.items()
+                           if k.startswith("generator.") and k != "generator._embeddings"}, run / "state")
+    generator.save_pretrained(run / "prompt")
+    print(f"exported the generator at step {meta['step']} to {run / 'prompt'}")
 
 
 def assemble(args) -> None:
@@ -114,7 +128,7 @@ def assemble(args) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["prepare", "diffusion", "prompt", "assemble"])
+    p.add_argument("stage", choices=["prepare", "diffusion", "prompt", "export", "assemble"])
     p.add_argument("--work", default="cache/mini", help="working folder for data, runs and parts")
     p.add_argument("--corpus", default="cache/corpus", help="output of recipes/build_corpus.py")
     p.add_argument("--out", default="dglm/checkpoints/mini", help="where assemble writes the checkpoint")
@@ -126,6 +140,8 @@ def main(argv=None) -> None:
     p.add_argument("--lora-rank", type=int, default=0)
     p.add_argument("--head", default="linear", choices=["linear", "vocab_mixture"], help="prompt generator head")
     p.add_argument("--vocab-size", type=int, default=0, help="vocabulary rows a vocab_mixture head mixes")
+    p.add_argument("--vocab-skip", type=int, default=0,
+                   help="leave out this many most frequent tokens (function words, punctuation) from the mixture")
     p.add_argument("--bow-weight", type=float, default=0.0, help="bag-of-words loss weight (vocab_mixture)")
     p.add_argument("--bow-pretrain-steps", type=int, default=0, help="bag-of-words-only steps first")
     p.add_argument("--bow-batch-size", type=int, default=256, help="batch size of the bag-of-words pretraining")
@@ -140,7 +156,8 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    {"prepare": prepare, "diffusion": diffusion, "prompt": prompt, "assemble": assemble}[args.stage](args)
+    {"prepare": prepare, "diffusion": diffusion, "prompt": prompt, "export": export,
+     "assemble": assemble}[args.stage](args)
 
 
 if __name__ == "__main__":
