@@ -164,7 +164,8 @@ PRESETS: dict[str, DGLMConfig] = {
         encoder=EncoderConfig(name_or_path="sentence-transformers/all-MiniLM-L6-v2", dim=384),
         diffusion=DiffusionConfig(dim=384, num_tokens=8, token_features=32, width=128, depth=4, heads=4,
                                   ema_decay=0.999),
-        prompt=PromptConfig(dim=384, out_dim=576, num_soft_tokens=8, width=256, depth=3, heads=4),
+        prompt=PromptConfig(dim=384, out_dim=576, num_soft_tokens=8, width=256, depth=3, heads=4,
+                            head="vocab_mixture", vocab_size=8192),
         decoder=DecoderConfig(name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct", hidden_size=576),
     ),
 }

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from dglm.prompt import PromptGenerator
 from dglm.training.corpus import load_split
 from dglm.training.data import WindowSet, build_windows
 from dglm.training.train_diffusion import DiffusionTrainingConfig, train_diffuser
-from dglm.training.train_prompt import PromptTrainingConfig, train_prompt_generator
+from dglm.training.train_prompt import PromptTrainingConfig, evaluate_plan_use, train_prompt_generator
 
 CONFIG = DGLMConfig.preset("mini")
 
@@ -97,6 +98,18 @@ def prompt(args) -> None:
     print(json.dumps(result, indent=2))
 
 
+def evaluate(args) -> None:
+    """Held-out plan use of a prompt run (NLL plain / true / shuffled, with and without the prefix) -> JSON."""
+    mean, std, _, val = _load(args)
+    decoder = Decoder.from_pretrained(args.decoder or CONFIG.decoder.name_or_path, device=args.device)
+    generator = PromptGenerator.from_pretrained(Path(args.work) / "runs" / args.run / "prompt").float()
+    generator.bind(decoder.embeddings.weight)
+    result = evaluate_plan_use(generator, decoder, val, mean, std, sigma2=0.05, limit=args.eval_limit)
+    result["command"] = "python recipes/train_mini.py " + " ".join(sys.argv[1:])
+    Path(args.out_json).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
 def export(args) -> None:
     """Write the generator of a prompt run's latest resumable state to WORK/runs/RUN/prompt (for a run stopped
     before its end); the generator's config comes from the same flags as the prompt stage."""
@@ -128,7 +141,8 @@ def assemble(args) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["prepare", "diffusion", "prompt", "export", "assemble"])
+    p.add_argument("stage", choices=["prepare", "diffusion", "prompt", "evaluate", "export", "assemble"])
+    p.add_argument("--out-json", default="plan_use.json", help="where evaluate writes its JSON")
     p.add_argument("--work", default="cache/mini", help="working folder for data, runs and parts")
     p.add_argument("--corpus", default="cache/corpus", help="output of recipes/build_corpus.py")
     p.add_argument("--out", default="dglm/checkpoints/mini", help="where assemble writes the checkpoint")
@@ -156,7 +170,7 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    {"prepare": prepare, "diffusion": diffusion, "prompt": prompt, "export": export,
+    {"prepare": prepare, "diffusion": diffusion, "prompt": prompt, "evaluate": evaluate, "export": export,
      "assemble": assemble}[args.stage](args)
 
 
