@@ -1,14 +1,17 @@
 """Train the default ``mini`` checkpoint (MiniLM-L6 encoder, SmolLM2-135M decoder) on the packaged corpus.
 
-Stages (each resumable; run them in order, or ``all``):
+Stages, run in order (each resumable); the exact commands that built the shipped checkpoint are in
+docs/results/mini.md:
 
     python recipes/build_corpus.py --out cache/corpus
-    python recipes/train_mini.py prepare   # windows, word-boundary splits, cached encoder embeddings, stats
-    python recipes/train_mini.py diffusion --steps 8000
-    python recipes/train_mini.py prompt --steps 3000 --batch-size 8
-    python recipes/train_mini.py assemble  # -> dglm/checkpoints/mini (fp16 safetensors + JSON)
+    python recipes/train_mini.py prepare     # windows, word-boundary splits, cached encoder embeddings, stats
+    python recipes/train_mini.py diffusion --steps 6000 --batch-size 128
+    python recipes/train_mini.py prompt --run NAME ...   # the prompt generator (see --help for the designs)
+    python recipes/train_mini.py evaluate --run NAME     # held-out plan use (true vs shuffled NLL) -> JSON
+    python recipes/train_mini.py export --run NAME ...   # generator of a run stopped early, from its state
+    python recipes/train_mini.py assemble --run NAME     # -> dglm/checkpoints/mini (fp16 safetensors + JSON)
 
-Run under ``accelerate launch`` to use GPUs; the same code runs on this CPU.
+The training loops use ``accelerate``, so the same code runs on this CPU or a GPU (``--device cuda``).
 """
 
 from __future__ import annotations
