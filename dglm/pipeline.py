@@ -33,7 +33,7 @@ from dglm.config import DGLMConfig, EncoderConfig, SamplingConfig
 from dglm.decoder import Decoder, check_prefixes
 from dglm.diffusion import SemanticDiffuser
 from dglm.encoder import SemanticEncoder
-from dglm.io import CheckpointError, atomic_directory, read_config, read_json, write_json
+from dglm.io import CheckpointError, atomic_directory, read_config, write_json
 from dglm.prompt import PromptGenerator, check_sigma2
 from dglm.sampling import Denoise, get_sampler
 
@@ -218,7 +218,7 @@ class DGLM(torch.nn.Module):
             hint = f"; a save into it was interrupted, the previous checkpoint is in {old[-1]}" if old else ""
             raise CheckpointError(f"name_or_path={str(name_or_path)!r} is neither a DGLM checkpoint folder (with "
                                   f"{PIPELINE_FILE}) nor a packaged checkpoint; packaged: {known}{hint}")
-        meta = read_config_dict(read_json(folder / PIPELINE_FILE), _PipelineFile, folder / PIPELINE_FILE)
+        meta = read_config(folder / PIPELINE_FILE, _PipelineFile)
         sampling = meta.sampling
         if encoder is None:
             saved = read_config(folder / "encoder" / "config.json", EncoderConfig)
@@ -512,22 +512,3 @@ def merge_outputs(prefixes: list[str], outputs: list[tuple[int, GenerationOutput
     return GenerationOutput(prefixes, continuations, torch.stack([torch.cat(p) for p in plans]),
                             _sum_timings(out for _, out in outputs))
 
-
-def read_config_dict(data: dict, cls, where):
-    """Validate ``data`` as the pydantic model ``cls``; a bad field raises a
-    :class:`~dglm.io.CheckpointError` that names ``where`` it was read from.
-
-    Example:
-        >>> read_config_dict({"steps": 20}, SamplingConfig, "dglm.json").steps
-        20
-        >>> read_config_dict({"steps": 0}, SamplingConfig, "dglm.json")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-            ...
-        dglm.io.CheckpointError: dglm.json does not hold a valid SamplingConfig: 1 validation error ...
-    """
-    from pydantic import ValidationError
-
-    try:
-        return cls.model_validate(data)
-    except ValidationError as e:
-        raise CheckpointError(f"{where} does not hold a valid {cls.__name__}: {e}") from e
