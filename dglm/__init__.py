@@ -20,11 +20,6 @@ from dglm.config import (  # noqa: E402
     PromptConfig,
     SamplingConfig,
 )
-from dglm.decoder import Decoder  # noqa: E402
-from dglm.diffusion import SemanticDiffuser  # noqa: E402
-from dglm.encoder import SemanticEncoder  # noqa: E402
-from dglm.pipeline import DGLM, GenerationOutput, Plan  # noqa: E402
-from dglm.prompt import PromptGenerator  # noqa: E402
 from dglm.constraints import (  # noqa: E402
     Constraint,
     ConstraintSyntaxError,
@@ -39,6 +34,11 @@ from dglm.constraints import (  # noqa: E402
     toxicity,
 )
 from dglm.controller import Controller  # noqa: E402
+from dglm.decoder import Decoder  # noqa: E402
+from dglm.diffusion import SemanticDiffuser  # noqa: E402
+from dglm.encoder import SemanticEncoder  # noqa: E402
+from dglm.pipeline import DGLM, GenerationOutput, Plan  # noqa: E402
+from dglm.prompt import PromptGenerator  # noqa: E402
 
 __all__ = ["DGLM", "Constraint", "ConstraintSyntaxError", "Controller", "DGLMConfig", "Decoder", "DecoderConfig",
            "DiffusionConfig", "EncoderConfig", "FunctionConstraint", "GenerationOutput", "Plan", "Probe",

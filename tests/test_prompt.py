@@ -33,6 +33,7 @@ def plan_dataset(decoder, n_per_class: int = 16):
 @pytest.fixture(scope="module")
 def tiny_llama_decoder():
     from conftest import make_llama, make_tokenizer
+
     from dglm.decoder import Decoder
 
     tok = make_tokenizer()
@@ -57,7 +58,7 @@ def test_prompt_generator_learns_embedding_specific_text(tiny_llama_decoder, tmp
     soft = gen.prompt((emb - mean) / std, sigma2=0.0)
     outs = dec.generate(["the story of"] * K, soft, max_new_tokens=4, do_sample=False)
     assert len(set(outs)) == K  # each plan gives its own text
-    hits = sum(out.split()[:2] == w.split()[:2] for out, w in zip(outs, words))
+    hits = sum(out.split()[:2] == w.split()[:2] for out, w in zip(outs, words, strict=True))
     assert hits >= 3
 
 

@@ -99,7 +99,7 @@ class PromptTrainingConfig(BaseModel):
 def _pairs(data: WindowSet, index: np.ndarray) -> tuple[list[list[int]], list[list[int]], torch.Tensor]:
     """Prefix ids, continuation ids and raw continuation embeddings of flat (window * S + split) indices."""
     s = data.splits.shape[1]
-    prefixes, conts = zip(*(data.pair(int(k) // s, int(k) % s) for k in index))
+    prefixes, conts = zip(*(data.pair(int(k) // s, int(k) % s) for k in index), strict=True)
     return list(prefixes), list(conts), data.cont_emb.reshape(-1, data.cont_emb.shape[-1])[index].float()
 
 
