@@ -43,7 +43,13 @@ from dglm.pipeline import DEFAULT_GENERATE_KWARGS
 @dataclass
 class BestOfNOutput:
     """``continuations[i][j]``: the kept sample j of prefix i; ``losses``: (B, num_samples, n) constraint
-    loss of every candidate; ``timings``: seconds for ``decode`` and ``score`` (encode + probe)."""
+    loss of every candidate; ``timings``: seconds for ``decode`` and ``score`` (encode + probe).
+
+    Example:
+        >>> out = BestOfNOutput([["a good day"]], torch.zeros(1, 1, 4))
+        >>> out.continuations[0][0], out.losses.shape, out.timings
+        ('a good day', torch.Size([1, 1, 4]), {})
+    """
 
     continuations: list[list[str]]
     losses: torch.Tensor
@@ -55,6 +61,16 @@ def best_of_n(decoder: Decoder, encoder: SemanticEncoder, constraint: Constraint
     """Best-of-N reranking: ``num_samples * n`` plain samples per prefix in one decoder batch; for each of
     the ``num_samples`` outputs keep the best of its ``n`` candidates by ``constraint.loss`` on the encoder
     embedding of the candidate continuation (the space the probe was trained in: continuation embeddings).
+
+    Example:
+        >>> from dglm.presets import random_pipeline
+        >>> from dglm.constraints import FunctionConstraint
+        >>> pipe = random_pipeline("tiny")
+        >>> first = FunctionConstraint(lambda x: -x[:, 0], name="first_axis")
+        >>> out = best_of_n(pipe.decoder, pipe.encoder, first, ["the game was"], num_samples=2, n=3, seed=0,
+        ...                 max_new_tokens=4, min_new_tokens=4)
+        >>> len(out.continuations[0]), out.losses.shape
+        (2, torch.Size([1, 2, 3]))
     """
     prefixes = check_prefixes(prefixes)
     if n < 1 or num_samples < 1:
@@ -86,6 +102,16 @@ def fudge_generate(decoder: Decoder, encoder: SemanticEncoder, constraint: Const
     the scores ``log p(token) - strength * loss`` are renormalised over the k candidates, cut to top-p and
     sampled. Rows stop at the decoder's eos token (not before ``min_new_tokens``). ``timings``, if given,
     receives seconds spent in ``decode`` (the decoder) and ``score`` (encoder + constraint).
+
+    Example:
+        >>> from dglm.presets import random_pipeline
+        >>> from dglm.constraints import FunctionConstraint
+        >>> pipe = random_pipeline("tiny")
+        >>> first = FunctionConstraint(lambda x: -x[:, 0], name="first_axis")
+        >>> texts = fudge_generate(pipe.decoder, pipe.encoder, first, ["the game was"], top_k=4,
+        ...                        max_new_tokens=4, min_new_tokens=4, seed=0)
+        >>> len(texts), len(texts[0].split())
+        (1, 4)
     """
     prefixes = check_prefixes(prefixes)
     if top_k < 1 or max_new_tokens < 1:

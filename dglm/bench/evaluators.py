@@ -45,7 +45,12 @@ EVALUATOR_CACHE_NAME = "gemma-3-270m"
 
 
 class MissingEvaluatorError(RuntimeError):
-    """An evaluator's package or data is not installed."""
+    """An evaluator's package or data is not installed.
+
+    Example:
+        >>> isinstance(MissingEvaluatorError("pip install gguf"), RuntimeError)
+        True
+    """
 
 
 # ----------------------------------------------------------------------------------------------- evaluator LM
@@ -90,6 +95,14 @@ class EvaluatorLM:
     MAUVE uses with GPT-2). Tokens: ``[bos?][prefix][continuation]``, the continuation tokenised on its own
     (the reference's ``NLL(prefix + cont) - NLL(prefix)``, with a fixed token boundary). Only continuation
     positions go through the (large-vocabulary) output layer.
+
+    Example:
+        >>> from dglm.presets import random_pipeline
+        >>> dec = random_pipeline("tiny").decoder
+        >>> lm = EvaluatorLM(dec.model, dec.tokenizer, "tiny", independent=False)
+        >>> nll, n_tokens, features = lm.score(["the game was"], [" very good"])
+        >>> nll.shape, features.shape[0]
+        (torch.Size([1]), 1)
     """
 
     def __init__(self, model, tokenizer, name: str, independent: bool = True, max_length: int = 512):
@@ -105,6 +118,7 @@ class EvaluatorLM:
     @classmethod
     def from_pretrained(cls, name_or_path: str = EVALUATOR_ID, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None) -> EvaluatorLM:
+        """Load the evaluator LM (via :func:`resolve_evaluator_lm`) and its tokenizer onto ``device``."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_evaluator_lm(name_or_path)
@@ -114,6 +128,7 @@ class EvaluatorLM:
 
     @property
     def device(self) -> torch.device:
+        """The device the model's parameters are on."""
         return next(self.model.parameters()).device
 
     def _ids(self, prefixes: Sequence[str], continuations: Sequence[str]) -> tuple[list[list[int]], list[int]]:
@@ -182,6 +197,11 @@ class TopicClassifier(ControlEvaluator):
     :func:`dglm.training.corpus.is_sports`), which form their own class "sports". It shares the shipped
     topic probe's label source (human categories) but not its features (words, not encoder embeddings)
     or its model.
+
+    Example:
+        >>> clf = quick_topic_classifier()
+        >>> clf.labels, clf.score(["team ball goal match"]).success.tolist()
+        (('arts', 'society', 'sports'), [True])
     """
 
     name = "topic"
@@ -199,6 +219,7 @@ class TopicClassifier(ControlEvaluator):
         return self.pipeline.predict_proba(list(texts))
 
     def score(self, texts: Sequence[str], label: str | None = None) -> Scores:
+        """P(``label``) per text; success when ``label`` is the most probable class."""
         label = label or self.default_label
         if label not in self.labels:
             raise ValueError(f"label={label!r} is not a class of the topic classifier; known: {list(self.labels)}")
@@ -211,7 +232,15 @@ def topic_windows(docs, words_per_window: int = 24) -> tuple[list[str], list[str
     """Texts (consecutive windows of ``words_per_window`` words, about a 32-token continuation) and labels of
     the topic-labelled documents, labelled as the shipped topic probe's data are
     (:func:`dglm.training.probe_data.topic_of`: snake-cased Wikipedia categories and "sports"; no
-    "Uncategorized", no athlete biographies)."""
+    "Uncategorized", no athlete biographies).
+
+    Example:
+        >>> from dglm.training.corpus import Document
+        >>> doc = Document("wikipedia:Tennis", "wikipedia", "Tennis", "w " * 30, "Everyday life", "Racket sport")
+        >>> texts, labels = topic_windows([doc], words_per_window=10)
+        >>> len(texts), labels[0]
+        (3, 'sports')
+    """
     from dglm.training.probe_data import topic_of
 
     texts, labels = [], []
@@ -230,7 +259,14 @@ def fit_topic_classifier(texts: Sequence[str], labels: Sequence[str], descriptio
                          validation: tuple[Sequence[str], Sequence[str]] | None = None, C: float = 10.0,
                          ) -> TopicClassifier:
     """Fit TF-IDF + logistic regression; with ``validation`` (texts, labels), record held-out accuracy and
-    the sports class's precision and recall."""
+    the sports class's precision and recall.
+
+    Example:
+        >>> texts = ["ball team goal", "team goal match", "song film art", "film art book"] * 3
+        >>> clf = fit_topic_classifier(texts, ["sports", "sports", "arts", "arts"] * 3, "toy")
+        >>> clf.labels, clf.validation["train_windows"]
+        (('arts', 'sports'), 12)
+    """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -253,7 +289,13 @@ def fit_topic_classifier(texts: Sequence[str], labels: Sequence[str], descriptio
 
 def train_topic_classifier(corpus_dir: str | os.PathLike = "cache/corpus") -> TopicClassifier:
     """The benchmark's topic evaluator, trained on the corpus's train split and checked on its test split
-    (~20 s on one CPU core)."""
+    (~20 s on one CPU core).
+
+    Example:
+        >>> clf = train_topic_classifier("cache/corpus")  # doctest: +SKIP
+        >>> clf.default_label in clf.labels  # doctest: +SKIP
+        True
+    """
     from dglm.training.corpus import load_split
 
     train = topic_windows(load_split(corpus_dir, "train"))
@@ -274,7 +316,12 @@ _QUICK_TOPICS = {
 
 
 def quick_topic_classifier(seed: int = 0) -> TopicClassifier:
-    """A topic classifier fitted on synthetic sentences built from a few topic word lists (quick mode)."""
+    """A topic classifier fitted on synthetic sentences built from a few topic word lists (quick mode).
+
+    Example:
+        >>> quick_topic_classifier().score(["music art song film"], "arts").success.tolist()
+        [True]
+    """
     rng = random.Random(seed)
     texts, labels = [], []
     for label, words in _QUICK_TOPICS.items():
@@ -291,7 +338,12 @@ def quick_topic_classifier(seed: int = 0) -> TopicClassifier:
 
 class ProfanityEvaluator(ControlEvaluator):
     """``alt-profanity-check``: a linear SVM on TF-IDF trained on ~200k human-labelled comments. It detects
-    offensive language: a proxy for the reference's Perspective API toxicity."""
+    offensive language: a proxy for the reference's Perspective API toxicity.
+
+    Example:
+        >>> ProfanityEvaluator().score(["What a nice day."]).success.tolist()
+        [True]
+    """
 
     name = "toxicity"
     proxy = True
@@ -306,6 +358,7 @@ class ProfanityEvaluator(ControlEvaluator):
         self._predict = predict_prob
 
     def score(self, texts: Sequence[str], label: str | None = None) -> Scores:
+        """P(offensive) per text; success when the text is on ``label``'s side of 0.5."""
         label = label or self.default_label
         if label not in self.labels:
             raise ValueError(f"label={label!r} must be one of {self.labels}")
@@ -317,7 +370,12 @@ class ProfanityEvaluator(ControlEvaluator):
 class VaderEvaluator(ControlEvaluator):
     """``vaderSentiment``: a rule- and lexicon-based sentiment score (compound in [-1, 1]); positive when
     compound >= 0.05, negative when <= -0.05 (VADER's own thresholds). A proxy for the reference's
-    RoBERTa-large sentiment classifier."""
+    RoBERTa-large sentiment classifier.
+
+    Example:
+        >>> VaderEvaluator().score(["I love it", "This is awful."]).success.tolist()
+        [True, False]
+    """
 
     name = "sentiment"
     proxy = True
@@ -332,6 +390,7 @@ class VaderEvaluator(ControlEvaluator):
         self._analyzer = SentimentIntensityAnalyzer()
 
     def score(self, texts: Sequence[str], label: str | None = None) -> Scores:
+        """VADER's compound score per text; success when it passes ``label``'s threshold."""
         label = label or self.default_label
         if label not in self.labels:
             raise ValueError(f"label={label!r} must be one of {self.labels}")
@@ -340,7 +399,13 @@ class VaderEvaluator(ControlEvaluator):
 
 
 def default_control_evaluators(topic: TopicClassifier | None) -> tuple[dict[str, ControlEvaluator], list[str]]:
-    """``({name: evaluator}, notes)``: toxicity, sentiment and topic; each missing package becomes a note."""
+    """``({name: evaluator}, notes)``: toxicity, sentiment and topic; each missing package becomes a note.
+
+    Example:
+        >>> evaluators, notes = default_control_evaluators(quick_topic_classifier())
+        >>> sorted(evaluators), notes
+        (['sentiment', 'topic', 'toxicity'], [])
+    """
     evaluators: dict[str, ControlEvaluator] = {}
     notes = []
     for cls, install in ((ProfanityEvaluator, "pip install alt-profanity-check==1.9.1"),

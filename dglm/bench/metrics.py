@@ -34,7 +34,12 @@ import torch
 
 
 def words(text: str) -> list[str]:
-    """Whitespace tokens of ``text`` (case and punctuation kept, as n-gram diversity metrics usually do)."""
+    """Whitespace tokens of ``text`` (case and punctuation kept, as n-gram diversity metrics usually do).
+
+    Example:
+        >>> words("The cat,  the hat.")
+        ['The', 'cat,', 'the', 'hat.']
+    """
     return text.split()
 
 
@@ -97,6 +102,10 @@ def perplexity(nll_sum, n_tokens) -> np.ndarray:
 
     ``nll_sum`` is ``NLL(prefix + cont) - NLL(prefix)``: the continuation's summed token NLL given the
     prefix, which is what :meth:`dglm.bench.evaluators.EvaluatorLM.score` returns.
+
+    Example:
+        >>> perplexity([2.0, 1.0], [2, 0])
+        array([2.71828183,        nan])
     """
     nll = np.asarray(nll_sum, dtype=np.float64)
     n = np.asarray(n_tokens, dtype=np.float64)
@@ -135,6 +144,12 @@ def mauve_score(p_features, q_features, seeds: Sequence[int] = (0, 1, 2, 3, 4)) 
     """MAUVE between generations (``p_features`` (N, h)) and references (``q_features`` (M, h)), over
     k-means seeds: ``{"mean", "std", "values", "num_buckets"}``; ``{"error": ...}`` when ``mauve-text`` is
     missing. Buckets: ``max(2, min(N, M) // 10)`` (mauve's own default rule).
+
+    Example:
+        >>> x = np.random.default_rng(0).normal(size=(40, 4))
+        >>> r = mauve_score(x, x, seeds=(0,))
+        >>> r.get("num_buckets", 4), round(r.get("mean", 1.0), 2)  # the same features: MAUVE 1
+        (4, 1.0)
     """
     try:
         import mauve
@@ -155,7 +170,13 @@ def mauve_score(p_features, q_features, seeds: Sequence[int] = (0, 1, 2, 3, 4)) 
 @dataclass
 class Scores:
     """What a control evaluator says about N texts: a score per text (``value_name`` says which, e.g.
-    ``P(offensive)``) and whether each text meets the target."""
+    ``P(offensive)``) and whether each text meets the target.
+
+    Example:
+        >>> s = Scores(np.array([0.9, 0.2]), np.array([True, False]), "P(positive)")
+        >>> float(s.success.mean()), s.value_name
+        (0.5, 'P(positive)')
+    """
 
     values: np.ndarray
     success: np.ndarray
@@ -187,4 +208,5 @@ class ControlEvaluator:
     label_source_keywords: tuple[str, ...] = ()
 
     def score(self, texts: Sequence[str], label: str | None = None) -> Scores:
+        """Score ``texts`` against target ``label`` (``default_label`` when None); subclasses implement it."""
         raise NotImplementedError

@@ -129,7 +129,12 @@ def _sample(items: Sequence, n: int | None, rng: random.Random) -> list:
 
 
 def topic_name(category: str) -> str:
-    """A Wikipedia category as a probe class name: lower-case words joined by ``_``."""
+    """A Wikipedia category as a probe class name: lower-case words joined by ``_``.
+
+    Example:
+        >>> topic_name("Philosophy and religion")
+        'philosophy_and_religion'
+    """
     return "_".join(re.findall(r"[a-z0-9]+", category.lower()))
 
 
@@ -152,7 +157,14 @@ def topic_of(doc: Document) -> str | None:
 
 
 def topic_examples(docs: Iterable[Document], per_class: int | None = None, seed: int = 0) -> list[Example]:
-    """Passages of every topic-labelled document, at most ``per_class`` of each class (a random sample)."""
+    """Passages of every topic-labelled document, at most ``per_class`` of each class (a random sample).
+
+    Example:
+        >>> doc = Document("wikipedia:Tennis", "wikipedia", "Tennis", "Tennis is a racket sport. " * 5,
+        ...                "Everyday life", "Racket sport")
+        >>> [(ex.label, ex.group) for ex in topic_examples([doc])]
+        [('sports', 'wikipedia:Tennis')]
+    """
     by_class: dict[str, list[Example]] = defaultdict(list)
     for doc in docs:
         label = topic_of(doc)
@@ -166,7 +178,12 @@ def topic_examples(docs: Iterable[Document], per_class: int | None = None, seed:
 
 
 def vader_compound(texts: Sequence[str]) -> list[float]:
-    """VADER's compound sentiment score of each text, in [-1, 1]."""
+    """VADER's compound sentiment score of each text, in [-1, 1].
+
+    Example:
+        >>> vader_compound(["I love this!", "This is awful."])
+        [0.6696, -0.4588]
+    """
     try:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
     except ImportError as e:
@@ -181,6 +198,13 @@ def sentiment_examples(docs: Iterable[Document], per_class: int | None = None, t
     middle dropped. Each source contributes as many positive as negative passages (so the source, e.g.
     novel vs encyclopedia, does not predict the label), at most ``per_class`` of each class overall,
     shared between sources in proportion to what they have. Also returns the labelling yield per source.
+
+    Example:
+        >>> docs = [Document("n:1", "novel", "A", "What a great and wonderful day it was for everyone. " * 3),
+        ...         Document("n:2", "novel", "B", "This is a terrible, horrible and awful disaster for us. " * 3)]
+        >>> examples, stats = sentiment_examples(docs)
+        >>> [ex.label for ex in examples], stats
+        (['negative', 'positive'], {'novel': {'negative': 1, 'positive': 1}})
     """
     if not 0 < threshold < 1:
         raise ValueError(f"threshold={threshold} must lie in (0, 1)")
@@ -208,7 +232,12 @@ def sentiment_examples(docs: Iterable[Document], per_class: int | None = None, t
 
 
 def profanity_probability(texts: Sequence[str]) -> list[float]:
-    """``alt-profanity-check``'s probability that each text is offensive."""
+    """``alt-profanity-check``'s probability that each text is offensive.
+
+    Example:
+        >>> [p < 0.5 for p in profanity_probability(["What a lovely day."])]
+        [True]
+    """
     try:
         from profanity_check import predict_prob
     except ImportError as e:
@@ -218,7 +247,12 @@ def profanity_probability(texts: Sequence[str]) -> list[float]:
 
 def find_wordnet() -> Path:
     """The WordNet 3.0 database folder (holds ``data.noun``): ``$WNSEARCHDIR``, ``$WNHOME/dict``, or
-    where Debian's ``wordnet-base`` puts it."""
+    where Debian's ``wordnet-base`` puts it.
+
+    Example:
+        >>> (find_wordnet() / "data.noun").is_file()  # doctest: +SKIP
+        True
+    """
     env = [os.environ.get("WNSEARCHDIR"), os.environ.get("WNHOME") and os.path.join(os.environ["WNHOME"], "dict")]
     for folder in [p for p in env if p] + list(WORDNET_DIRS):
         if (Path(folder) / "data.noun").is_file():
@@ -230,7 +264,12 @@ def find_wordnet() -> Path:
 @dataclass(frozen=True)
 class Synset:
     """A WordNet noun synset: lexicographer file (18 is noun.person), lemmas, gloss, and usage-domain
-    pointers as (domain synset offset, lemma index or None for the whole synset)."""
+    pointers as (domain synset offset, lemma index or None for the whole synset).
+
+    Example:
+        >>> Synset("02084071", 5, ("dog", "domestic_dog"), "a member of the genus Canis", ()).lemmas[0]
+        'dog'
+    """
 
     offset: str
     lexfile: int
@@ -240,7 +279,13 @@ class Synset:
 
 
 def read_wordnet_nouns(folder: str | os.PathLike | None = None) -> dict[str, Synset]:
-    """Every noun synset of WordNet's ``data.noun`` (format ``wndb(5WN)``), by offset."""
+    """Every noun synset of WordNet's ``data.noun`` (format ``wndb(5WN)``), by offset.
+
+    Example:
+        >>> synsets = read_wordnet_nouns()  # doctest: +SKIP
+        >>> synsets["02084071"].lemmas[:2]  # doctest: +SKIP
+        ('dog', 'domestic_dog')
+    """
     path = Path(folder if folder is not None else find_wordnet()) / "data.noun"
     out = {}
     with open(path, encoding="latin-1") as f:
@@ -302,6 +347,12 @@ def wordnet_lexicons(synsets: dict[str, Synset]) -> dict:
     (things), and the capitalised names of nationalities, peoples and religions (identities: ``"Kenyan"``,
     ``"Taoist"``), which keep the probe from reading "about an ethnic group" as "a slur". Person and
     identity words fill the person templates, others the thing templates.
+
+    Example:
+        >>> lex = wordnet_lexicons({"1": Synset("1", 18, ("idiot",), "a stupid incompetent person", ()),
+        ...                         "2": Synset("2", 6, ("chair",), "a seat for one person", ())})
+        >>> lex["offensive"]["person"], lex["neutral"]["thing"]
+        (['idiot'], ['chair'])
     """
     domains = {off: s.lemmas[0] for off, s in synsets.items() if s.lemmas[0] in OFFENSIVE_DOMAINS}
     offensive: dict[str, set[str]] = {"person": set(), "thing": set()}
@@ -365,7 +416,12 @@ THING_TEMPLATES = (
 
 
 def templated(words: Sequence[str], templates: Sequence[str], n: int, rng: random.Random) -> list[tuple[str, str]]:
-    """``n`` (sentence, word) pairs: random words in random templates (each word used about equally)."""
+    """``n`` (sentence, word) pairs: random words in random templates (each word used about equally).
+
+    Example:
+        >>> templated(["cat", "dog"], ["A {w}."], 3, random.Random(0))
+        [('A cat.', 'cat'), ('A cat.', 'cat'), ('A dog.', 'dog')]
+    """
     if not words or n <= 0:
         return []
     order = list(words) * (n // len(words) + 1)
@@ -391,6 +447,15 @@ def toxicity_examples(docs: Iterable[Document], lexicons: dict, held_out: bool, 
     insults that the profanity labeller, a bag-of-words model of profanity, mostly misses). The returned
     tally counts, per source and fill, the examples each rule made toxic ("labeller", "lexicon only")
     and the non-toxic ones.
+
+    Example:
+        >>> lex = {"offensive": {"person": ["idiot"], "thing": []}, "unambiguous": [],
+        ...        "neutral": {"person": ["teacher"], "identity": [], "thing": ["chair"]}}
+        >>> doc = Document("w:1", "wikipedia", "A", "Tennis is a racket sport played by two or four players. " * 3)
+        >>> examples, tally = toxicity_examples([doc], lex, held_out=False, sizes={"corpus": 1, "template": 2},
+        ...                                     labeller=lambda ts: [float("idiot" in t) for t in ts], word_fraction=0)
+        >>> sorted(ex.label for ex in examples), tally["template/offensive"]
+        (['non-toxic', 'non-toxic', 'toxic'], {'labeller': 1})
     """
     rng = random.Random(seed + held_out)
     passages = [(s, doc) for doc in docs for s in snippets(doc.text, max_words=SNIPPET_MAX_WORDS - 12)]
