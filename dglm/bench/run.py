@@ -172,6 +172,7 @@ class Setup:
 
     @property
     def generate_kwargs(self) -> dict:
+        """The decoding settings from the config (sampling, top-p, repetition penalty, token counts)."""
         c = self.config
         kwargs = dict(do_sample=True, top_p=c.top_p, repetition_penalty=c.repetition_penalty,
                       max_new_tokens=c.new_tokens)
