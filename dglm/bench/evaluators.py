@@ -220,9 +220,7 @@ class TopicClassifier(ControlEvaluator):
 
     def score(self, texts: Sequence[str], label: str | None = None) -> Scores:
         """P(``label``) per text; success when ``label`` is the most probable class."""
-        label = label or self.default_label
-        if label not in self.labels:
-            raise ValueError(f"label={label!r} is not a class of the topic classifier; known: {list(self.labels)}")
+        label = self.target(label)
         p = self.probs(texts)
         hit = p.argmax(1) == self.labels.index(label)
         return Scores(values=p[:, self.labels.index(label)], success=hit, value_name=f"P({label})")
@@ -359,9 +357,7 @@ class ProfanityEvaluator(ControlEvaluator):
 
     def score(self, texts: Sequence[str], label: str | None = None) -> Scores:
         """P(offensive) per text; success when the text is on ``label``'s side of 0.5."""
-        label = label or self.default_label
-        if label not in self.labels:
-            raise ValueError(f"label={label!r} must be one of {self.labels}")
+        label = self.target(label)
         p = np.asarray(self._predict(list(texts)), dtype=np.float64) if len(texts) else np.zeros(0)
         toxic = p >= 0.5
         return Scores(values=p, success=toxic if label == "toxic" else ~toxic, value_name="P(offensive)")
@@ -391,9 +387,7 @@ class VaderEvaluator(ControlEvaluator):
 
     def score(self, texts: Sequence[str], label: str | None = None) -> Scores:
         """VADER's compound score per text; success when it passes ``label``'s threshold."""
-        label = label or self.default_label
-        if label not in self.labels:
-            raise ValueError(f"label={label!r} must be one of {self.labels}")
+        label = self.target(label)
         c = np.asarray([self._analyzer.polarity_scores(t)["compound"] for t in texts], dtype=np.float64)
         return Scores(values=c, success=c >= 0.05 if label == "positive" else c <= -0.05, value_name="compound")
 

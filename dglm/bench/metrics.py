@@ -210,3 +210,10 @@ class ControlEvaluator:
     def score(self, texts: Sequence[str], label: str | None = None) -> Scores:
         """Score ``texts`` against target ``label`` (``default_label`` when None); subclasses implement it."""
         raise NotImplementedError
+
+    def target(self, label: str | None) -> str:
+        """``label``, or ``default_label`` when None; an unknown label raises a ValueError listing the known."""
+        label = label or self.default_label
+        if label not in self.labels:
+            raise ValueError(f"label={label!r} is not a label of the {self.name} evaluator; known: {list(self.labels)}")
+        return label
