@@ -160,6 +160,7 @@ def test_quick_benchmark_writes_every_system_metric_and_plot(tmp_path):
         assert s["samples"] == 8 and s["perplexity"]["mean"] > 1
         assert set(s["control"]) == {"toxicity", "sentiment", "topic"}
         assert ("plan_fidelity" in s) == s["family"].startswith("dglm")
+        assert ("plan_fidelity_plain" in s) == s["family"].startswith("dglm")
     cells = result["runtime"]["cells"]
     assert {(x["batch"], x["new_tokens"]) for x in cells} == {(1, 4), (1, 8), (4, 4), (4, 8)}
     assert all("seconds" in x for x in cells)

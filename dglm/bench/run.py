@@ -114,7 +114,7 @@ class BenchConfig(BaseModel):
     # Guidance strengths of DGLM (0 = unguided, taken from the sigma^2 sweep at the default sigma^2).
     strengths: list[float] = [10.0, 30.0, 100.0, 300.0]
     # Re-noising levels of the unguided sweep; the checkpoint's default sigma^2 is always included.
-    sigma2: list[float] = [0.0, 0.05, 0.3, 1.0]
+    sigma2: list[float] = [0.0, 0.05, 0.2, 0.5, 1.0]
     # Diffusion steps (None: the checkpoint's default).
     steps: int | None = None
     # FUDGE-style baseline: strengths (1 = Bayes rule) and candidates rescored per step.
@@ -468,6 +468,7 @@ def score_runs(setup: Setup, runs: Sequence[SystemRun]) -> dict[str, dict]:
     if setup.evaluator_lm is not None:
         _, _, ref_features = setup.evaluator_lm.score(*setup.references)
     plain_wall = runs[0].wall_s
+    plain_emb = None  # (P * S, d): plain decoding's continuations, aligned with every run's plans row by row
     out = {}
     for run in runs:
         t0 = time.perf_counter()
@@ -486,6 +487,8 @@ def score_runs(setup: Setup, runs: Sequence[SystemRun]) -> dict[str, dict]:
             m["mauve"] = mauve_score(feats.numpy(), ref_features.numpy(), c.mauve_seeds)
         with torch.no_grad():
             emb = pipe.encoder.encode(flat)
+            if run.family == "plain":
+                plain_emb = emb.cpu()
             loss = setup.resolved.loss(emb).float().cpu()
         m["probe"] = {"mean_loss": float(loss.mean()), "mean_p": float((-loss).exp().mean()),
                       "success": float((loss < math.log(2)).float().mean())}
@@ -495,6 +498,10 @@ def score_runs(setup: Setup, runs: Sequence[SystemRun]) -> dict[str, dict]:
             per_prompt = len(flat) // len(setup.prompts)
             if len(setup.prompts) > 1:  # another prompt's plan: what the cosine is without following the plan
                 m["plan_fidelity_shuffled"] = summarize(plan_fidelity(emb.cpu(), plans.roll(per_prompt, 0)).numpy())
+            if plain_emb is not None and len(plain_emb) == len(plans):
+                # Plain decoding of the same prefix (same sample index) against this run's plans: the level a
+                # plausible continuation reaches without seeing the plan.
+                m["plan_fidelity_plain"] = summarize(plan_fidelity(plain_emb, plans).numpy())
         target_labels = dict(setup.targets)
         control = {}
         success = np.ones(len(flat), dtype=bool) if setup.targets else None
@@ -693,20 +700,22 @@ def write_markdown(result: dict, path: Path) -> None:
     lines += ["- **probe**: the steering probe itself on the continuation's encoder embedding (not independent; "
               "shows whether the plan's attribute survived decoding)",
               "- **plan fidelity**: cosine between the continuation's encoder embedding and its plan; 'shuffled' "
-              "pairs it with another prompt's plan (the level reached without following the plan)", "",
+              "pairs it with another prompt's plan; 'plain' pairs the plan with plain decoding of the same prefix "
+              "(the level a plausible continuation reaches without seeing the plan)", "",
               "## Systems", "",
               "| system | control success | probe P | ppl (mean / median) | Dist-3 | Div | MAUVE | plan fid. "
-              "(shuffled) | toxic rate (proxy) | positive rate (proxy) | sports rate (proxy) | s/sample | rel. time "
+              "(plain / shuffled) | toxic rate (proxy) | positive rate (proxy) | sports rate (proxy) | s/sample | rel. time "
               "(CPU) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in systems.items():
         ppl = s.get("perplexity", {})
         mauve = s.get("mauve", {})
-        pf, pfs = s.get("plan_fidelity"), s.get("plan_fidelity_shuffled")
+        pf, pfp, pfs = (s.get(f"plan_fidelity{k}") for k in ("", "_plain", "_shuffled"))
         ctl = s["control"]
         lines.append(
             f"| {name} | {_f(s['control_success'])} | {_f(s['probe']['mean_p'])} | "
             f"{_f(ppl.get('mean'), 1)} / {_f(ppl.get('median'), 1)} | {_f(s['dist3'])} | {_f(s['div'])} | "
-            f"{_f(mauve.get('mean'))} | {_f(pf['mean']) if pf else '-'} ({_f(pfs['mean']) if pfs else '-'}) | "
+            f"{_f(mauve.get('mean'))} | {_f(pf['mean']) if pf else '-'} ({_f(pfp['mean']) if pfp else '-'} / "
+            f"{_f(pfs['mean']) if pfs else '-'}) | "
             f"{_f(ctl.get('toxicity', {}).get('toxic_rate'))} | {_f(ctl.get('sentiment', {}).get('positive_rate'))} | "
             f"{_f(ctl.get('topic', {}).get('sports_rate'))} | {_f(s['seconds_per_sample'], 2)} | "
             f"{_f(s['relative_wall_time'], 2)} ({_f(s['relative_cpu_time'], 2)}) |")
@@ -824,9 +833,11 @@ def write_plots(result: dict, out: Path, stem: str) -> list[str]:
         if pts:
             ax.plot(*zip(*pts, strict=True), "o-", label="dglm")
         if key == "plan_fidelity":
-            pts = [(x, s["plan_fidelity_shuffled"]["mean"]) for x, s in sweep if s.get("plan_fidelity_shuffled")]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), "x--", label="shuffled plans")
+            for other, style, name in [("_plain", "s:", "plain decoding vs the plans"),
+                                       ("_shuffled", "x--", "shuffled plans")]:
+                pts = [(x, s[key + other]["mean"]) for x, s in sweep if s.get(key + other)]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), style, label=name)
         elif val(systems["plain"]) is not None:
             ax.axhline(val(systems["plain"]), ls="--", color="gray", label="plain")
         ax.set_xlabel("sigma^2 (re-noising of the plan)")
