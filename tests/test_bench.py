@@ -161,6 +161,10 @@ def test_quick_benchmark_writes_every_system_metric_and_plot(tmp_path):
         assert set(s["control"]) == {"toxicity", "sentiment", "topic"}
         assert ("plan_fidelity" in s) == s["family"].startswith("dglm")
         assert ("plan_fidelity_plain" in s) == s["family"].startswith("dglm")
+        if "plan_fidelity_gain" in s:  # the paired difference of the two fidelities above
+            assert s["plan_fidelity_gain"]["mean"] == pytest.approx(
+                s["plan_fidelity"]["mean"] - s["plan_fidelity_plain"]["mean"], abs=1e-6)
+    assert any("follows its plan better than plain decoding" in t["target"] for t in result["targets"])
     cells = result["runtime"]["cells"]
     assert {(x["batch"], x["new_tokens"]) for x in cells} == {(1, 4), (1, 8), (4, 4), (4, 8)}
     assert all("seconds" in x for x in cells)

@@ -500,8 +500,10 @@ def score_runs(setup: Setup, runs: Sequence[SystemRun]) -> dict[str, dict]:
                 m["plan_fidelity_shuffled"] = summarize(plan_fidelity(emb.cpu(), plans.roll(per_prompt, 0)).numpy())
             if plain_emb is not None and len(plain_emb) == len(plans):
                 # Plain decoding of the same prefix (same sample index) against this run's plans: the level a
-                # plausible continuation reaches without seeing the plan.
-                m["plan_fidelity_plain"] = summarize(plan_fidelity(plain_emb, plans).numpy())
+                # plausible continuation reaches without seeing the plan; "gain" is the paired difference.
+                plain_fid = plan_fidelity(plain_emb, plans)
+                m["plan_fidelity_plain"] = summarize(plain_fid.numpy())
+                m["plan_fidelity_gain"] = summarize((plan_fidelity(emb.cpu(), plans) - plain_fid).numpy())
         target_labels = dict(setup.targets)
         control = {}
         success = np.ones(len(flat), dtype=bool) if setup.targets else None
@@ -619,6 +621,14 @@ def check_targets(systems: dict[str, dict], runtime: dict | None) -> list[dict]:
         out.append({"target": "... and than the token-level (FUDGE-style) baseline at its best strength",
                     "met": bool(fudge and best > max(fudge)), "detail": f"{best:.3f} vs "
                                                                        f"{max(fudge) if fudge else 'n/a'}"})
+    default_sigma2 = {m["params"]["sigma2"] for m in guided.values()}
+    for name, m in systems.items():
+        gain = m.get("plan_fidelity_gain")
+        if m["family"] == "dglm" and m["params"]["sigma2"] in default_sigma2 and gain:
+            out.append({"target": f"{name}: the text follows its plan better than plain decoding of the same "
+                                  "prefixes (paired plan-fidelity gain > 2 standard errors)",
+                        "met": bool(gain["mean"] > 2 * gain["sem"]),
+                        "detail": f"gain {gain['mean']:.3f} +- {gain['sem']:.3f}"})
     if runtime:
         cells = [x for x in runtime["cells"] if x["batch"] == 16 and x["new_tokens"] == 64
                  and x["system"].startswith("dglm-guided") and "relative" in x]
