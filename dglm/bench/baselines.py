@@ -9,20 +9,6 @@
 
 Both take a *resolved* constraint (``constraint.resolve(encoder, registry)``), whose ``loss`` on raw
 embeddings is ``-log p(target)`` for probe targets, so ``strength = 1`` is FUDGE's Bayes-rule weighting.
-
-Example:
-    >>> from dglm.presets import random_pipeline
-    >>> from dglm.constraints import FunctionConstraint
-    >>> pipe = random_pipeline("tiny")
-    >>> first = FunctionConstraint(lambda x: -x[:, 0], name="first_axis")
-    >>> out = best_of_n(pipe.decoder, pipe.encoder, first, ["the game was"], num_samples=2, n=3, seed=0,
-    ...                 max_new_tokens=4, min_new_tokens=4)
-    >>> len(out.continuations[0]), out.losses.shape
-    (2, torch.Size([1, 2, 3]))
-    >>> texts = fudge_generate(pipe.decoder, pipe.encoder, first, ["the game was"], strength=1.0, top_k=4,
-    ...                        max_new_tokens=4, min_new_tokens=4, seed=0)
-    >>> len(texts[0].split())
-    4
 """
 
 from __future__ import annotations
