@@ -2,7 +2,9 @@
 
 The input of every row is ``[left padding][prefix token embeddings][k soft tokens]`` with an attention
 mask that hides the padding; ``generate()`` keywords pass through untouched and only the continuation is
-returned. The LM's weights are never modified (it is put in eval mode and used under ``no_grad``).
+returned. The LM's weights are never modified (it is put in eval mode and used under ``no_grad``). A LoRA
+adapter trained with the prompt generator (:meth:`Decoder.load_adapter`) is active only while soft prompts
+are given, so plain decoding through the same object is the base LM's.
 
 A prefix longer than the LM's context leaves room for the soft tokens and ``max_new_tokens`` by keeping
 its *last* tokens (the leading special tokens, such as a BOS, are kept) and logging a warning; a request
@@ -17,9 +19,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -31,6 +34,18 @@ from dglm.config import DecoderConfig
 from dglm.io import ModelLoadError
 
 logger = logging.getLogger(__name__)
+
+# Names of attention projections a LoRA adapter targets (Llama-style, and GPT-2's fused ones).
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj")
+
+
+def _peft(*names: str) -> list:
+    """Objects from ``peft`` (decoder adapters), with the install command if it is missing."""
+    try:
+        import peft
+    except ImportError as e:
+        raise ImportError("decoder adapters need peft: pip install 'peft>=0.11'") from e
+    return [getattr(peft, name) for name in names]
 
 
 def check_prefixes(prefixes: Sequence[str]) -> list[str]:
@@ -108,6 +123,71 @@ class Decoder(nn.Module):
         if device is not None:
             model = model.to(device)
         return cls(model.eval().requires_grad_(False), tokenizer, name_or_path)
+
+    def add_adapter(self, rank: int) -> list[nn.Parameter]:
+        """Wrap the LM with a new, trainable LoRA adapter (``peft``) of ``rank`` on its attention projections
+        and return the adapter's parameters; the base weights stay frozen and untouched. Like a loaded
+        adapter, it is active only when soft prompts are given.
+
+        Example:
+            >>> from dglm.presets import preset_config, random_decoder
+            >>> dec = random_decoder(preset_config("tiny").decoder)
+            >>> params = dec.add_adapter(rank=2)
+            >>> dec.has_adapter, sum(p.numel() for p in params) > 0
+            (True, True)
+        """
+        from transformers.pytorch_utils import Conv1D
+
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"rank={rank!r} must be an integer >= 1")
+        if self.has_adapter:
+            raise ValueError("the decoder already carries an adapter; load a fresh decoder to add another")
+        LoraConfig, get_peft_model = _peft("LoraConfig", "get_peft_model")
+        layers = {n.rsplit(".", 1)[-1]: m for n, m in self.model.named_modules() if isinstance(m, (nn.Linear, Conv1D))}
+        targets = [t for t in ATTENTION_PROJECTIONS if t in layers]
+        if not targets:
+            raise ValueError(f"no attention projection named one of {ATTENTION_PROJECTIONS} in the decoder")
+        transposed = any(isinstance(layers[t], Conv1D) for t in targets)  # GPT-2 stores (in, out) weights
+        self.model = get_peft_model(self.model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets,
+                                                           fan_in_fan_out=transposed))
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def load_adapter(self, folder: str | os.PathLike) -> None:
+        """Wrap the LM with a trained LoRA adapter (a ``peft`` folder: ``adapter_config.json`` +
+        ``adapter_model.safetensors``, as :meth:`DGLM.save_pretrained` writes it). The base weights stay
+        untouched; the adapter is active only when soft prompts are given (plain decoding and plain NLL
+        switch it off, see :meth:`adapter_off`).
+
+        Example:
+            >>> dec = Decoder.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")   # doctest: +SKIP
+            >>> dec.load_adapter("dglm/checkpoints/mini/decoder_adapter")             # doctest: +SKIP
+            >>> dec.has_adapter                                                        # doctest: +SKIP
+            True
+        """
+        if self.has_adapter:
+            raise ValueError("the decoder already carries an adapter; load a fresh decoder to add another")
+        (PeftModel,) = _peft("PeftModel")
+        self.model = PeftModel.from_pretrained(self.model, os.fspath(folder)).eval().requires_grad_(False)
+
+    def save_adapter(self, folder: str | os.PathLike) -> None:
+        """Write the adapter only (``adapter_config.json`` + ``adapter_model.safetensors``), recording the
+        decoder by the id it was loaded by (never a local cache path)."""
+        if not self.has_adapter:
+            raise ValueError("the decoder carries no adapter to save")
+        for config in self.model.peft_config.values():
+            config.base_model_name_or_path = self.config.name_or_path
+        self.model.save_pretrained(os.fspath(folder))
+
+    @property
+    def has_adapter(self) -> bool:
+        """Whether the LM is wrapped with a LoRA adapter (see :meth:`load_adapter`)."""
+        return hasattr(self.model, "disable_adapter")
+
+    @contextlib.contextmanager
+    def adapter_off(self) -> Iterator[None]:
+        """Run the base LM inside this block (a no-op without an adapter)."""
+        with self.model.disable_adapter() if self.has_adapter else contextlib.nullcontext():
+            yield
 
     @property
     def embeddings(self) -> nn.Embedding:
@@ -201,7 +281,8 @@ class Decoder(nn.Module):
         """Per-row mean negative log-likelihood of the continuation tokens: (B,). Differentiable in ``soft``."""
         inputs_embeds, mask, labels = self.embed(prefix_ids, soft, continuation_ids)
         position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
-        logits = self.model(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids).logits
+        with self.adapter_off() if soft is None else contextlib.nullcontext():
+            logits = self.model(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids).logits
         logits, labels = logits[:, :-1].float(), labels[:, 1:]  # predict token t+1 from position t
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
         return nll.sum(1) / (labels != -100).sum(1).clamp_min(1)
@@ -222,7 +303,8 @@ class Decoder(nn.Module):
         budget = self.prefix_budget(0 if soft is None else soft.shape[1], new)
         inputs_embeds, mask, _ = self.embed(self.tokenize(prefixes, budget), soft)
         generate_kwargs.setdefault("pad_token_id", self.pad_token_id)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        adapter = self.adapter_off() if soft is None else contextlib.nullcontext()
+        with adapter, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             if seed is not None:
                 torch.manual_seed(seed)
             out = self.model.generate(inputs_embeds=inputs_embeds, attention_mask=mask, **generate_kwargs)

@@ -40,6 +40,8 @@ from dglm.sampling import Denoise, get_sampler
 logger = logging.getLogger(__name__)
 
 PIPELINE_FILE = "dglm.json"
+# A LoRA adapter of the decoder, trained with the prompt generator (peft format), inside a checkpoint.
+ADAPTER_FOLDER = "decoder_adapter"
 PACKAGED = Path(__file__).parent / "checkpoints"
 
 # Generation defaults of the reference (nucleus sampling with a repetition penalty).
@@ -189,14 +191,18 @@ class DGLM(torch.nn.Module):
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write the checkpoint atomically: ``dglm.json`` + ``encoder/``, ``diffusion/``, ``prompt/``,
-        ``probes/`` subfolders (JSON configs + safetensors). The decoder and encoder weights are referenced
-        by their ids, which ``dglm.json`` records with the library version."""
+        ``probes/`` subfolders (JSON configs + safetensors), and ``decoder_adapter/`` when the decoder carries
+        a LoRA adapter trained with the prompt generator (:meth:`Decoder.load_adapter`; the adapter only).
+        The decoder and encoder weights are referenced by their ids, which ``dglm.json`` records with the
+        library version."""
         with atomic_directory(folder) as tmp:
             self.encoder.save_pretrained(tmp / "encoder")
             self.diffuser.save_pretrained(tmp / "diffusion")
             self.prompt_generator.save_pretrained(tmp / "prompt")
             if self.probes is not None and len(self.probes):
                 self.probes.save(tmp / "probes")
+            if self.decoder.has_adapter:
+                self.decoder.save_adapter(tmp / ADAPTER_FOLDER)
             write_json(tmp / PIPELINE_FILE, {"library_version": library_version(),
                                              "encoder": self.encoder.config.name_or_path,
                                              "decoder": self.decoder.config.name_or_path,
@@ -207,7 +213,8 @@ class DGLM(torch.nn.Module):
     def from_pretrained(cls, name_or_path: str | os.PathLike, encoder: SemanticEncoder | None = None,
                         decoder: Decoder | None = None, device: str | torch.device | None = None) -> DGLM:
         """Load a checkpoint folder, or a packaged one by name (``"mini"``). The encoder and decoder are
-        loaded by the ids the checkpoint records unless given."""
+        loaded by the ids the checkpoint records unless given; the checkpoint's decoder adapter, if it has
+        one, is loaded into the decoder (given or not) unless that decoder already carries one."""
         folder = Path(name_or_path)
         if not folder.is_dir() and (PACKAGED / str(name_or_path)).is_dir():
             folder = PACKAGED / str(name_or_path)
@@ -234,6 +241,8 @@ class DGLM(torch.nn.Module):
         if decoder is None:
             check_recorded_id(meta.decoder, "decoder", folder / PIPELINE_FILE)
             decoder = Decoder.from_pretrained(meta.decoder, device=device)
+        if (folder / ADAPTER_FOLDER).is_dir() and not decoder.has_adapter:
+            decoder.load_adapter(folder / ADAPTER_FOLDER)
         probes = None
         if (folder / "probes").is_dir():
             from dglm.constraints import ProbeRegistry

@@ -79,16 +79,18 @@ def diffusion(args) -> None:
 def prompt(args) -> None:
     mean, std, train, val = _load(args)
     decoder = Decoder.from_pretrained(args.decoder or CONFIG.decoder.name_or_path, device=args.device)
-    cfg = PromptTrainingConfig(time_budget_s=args.time_budget * 60,steps=args.steps, batch_size=args.batch_size or 8, lr=args.lr or 1e-3,
+    cfg = PromptTrainingConfig(time_budget_s=args.time_budget * 60, steps=args.steps, batch_size=args.batch_size or 8, lr=args.lr or 1e-3,
                                warmup=min(100, args.steps // 10), contrastive=args.contrastive,
                                prefix_dropout=args.prefix_dropout, prefix_free_steps=args.prefix_free_steps,
                                bow_weight=args.bow_weight, bow_pretrain_steps=args.bow_pretrain_steps,
                                bow_batch_size=args.bow_batch_size,
-                               lora_rank=args.lora_rank, eval_every=args.eval_every, eval_limit=args.eval_limit, seed=args.seed,
+                               lora_rank=args.lora_rank, lora_lr=args.lora_lr, eval_every=args.eval_every, eval_limit=args.eval_limit, seed=args.seed,
                                mixed_precision=args.mixed_precision)
     prompt_config = CONFIG.prompt.model_copy(update={"head": args.head, "vocab_size": args.vocab_size})
     generator = PromptGenerator(prompt_config)
-    if args.head == "vocab_mixture":  # frequent content tokens of the training windows
+    if args.init_from:  # start from another run's trained generator (fresh optimizer and schedule)
+        generator = PromptGenerator.from_pretrained(Path(args.work) / "runs" / args.init_from / "prompt").float()
+    elif args.head == "vocab_mixture":  # frequent content tokens of the training windows
         counts = np.bincount(train.ids.ravel(), minlength=len(decoder.tokenizer))
         ranked = np.argsort(-counts, kind="stable")[args.vocab_skip:args.vocab_skip + args.vocab_size]
         generator.vocab_ids.copy_(torch.from_numpy(ranked.copy()))
@@ -96,7 +98,7 @@ def prompt(args) -> None:
     result = train_prompt_generator(generator, decoder, train, val, mean, std, cfg, run)
     generator.save_pretrained(run / "prompt")
     if cfg.lora_rank:
-        decoder.model.save_pretrained(run / "lora")  # peft writes the adapter only (safetensors)
+        decoder.save_adapter(run / "lora")
     (run / "result.json").write_text(json.dumps({"config": cfg.model_dump(), "eval": result}, indent=2))
     print(json.dumps(result, indent=2))
 
@@ -105,7 +107,10 @@ def evaluate(args) -> None:
     """Held-out plan use of a prompt run (NLL plain / true / shuffled, with and without the prefix) -> JSON."""
     mean, std, _, val = _load(args)
     decoder = Decoder.from_pretrained(args.decoder or CONFIG.decoder.name_or_path, device=args.device)
-    generator = PromptGenerator.from_pretrained(Path(args.work) / "runs" / args.run / "prompt").float()
+    run = Path(args.work) / "runs" / args.run
+    generator = PromptGenerator.from_pretrained(run / "prompt").float()
+    if (run / "lora").is_dir():
+        decoder.load_adapter(run / "lora")
     generator.bind(decoder.embeddings.weight)
     result = evaluate_plan_use(generator, decoder, val, mean, std, sigma2=0.05, limit=args.eval_limit)
     result["command"] = "python recipes/train_mini.py " + " ".join(sys.argv[1:])
@@ -127,10 +132,13 @@ def export(args) -> None:
 
 
 def assemble(args) -> None:
-    """Copy the trained parts into a DGLM checkpoint (fp16 weights), with the shipped probes if present."""
+    """Copy the trained parts into a DGLM checkpoint (fp16 weights), with the shipped probes and the run's
+    decoder adapter if present."""
     work = Path(args.work)
     encoder = SemanticEncoder.from_pretrained_stats(work / "encoder")
     decoder = Decoder.from_pretrained(CONFIG.decoder.name_or_path)
+    if (work / "runs" / args.run / "lora").is_dir():  # shipped as the checkpoint's decoder_adapter/
+        decoder.load_adapter(work / "runs" / args.run / "lora")
     diffuser = SemanticDiffuser.from_pretrained(work / "diffusion").half()
     generator = PromptGenerator.from_pretrained(work / "runs" / args.run / "prompt").half()
     probes = None
@@ -155,6 +163,9 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=0.0, help="0 = the stage's default")
     p.add_argument("--contrastive", type=float, default=0.0)
     p.add_argument("--lora-rank", type=int, default=0)
+    p.add_argument("--lora-lr", type=float, default=2e-4, help="learning rate of the LoRA adapters")
+    p.add_argument("--init-from", default=None,
+                   help="start the generator from WORK/runs/INIT_FROM/prompt (a new run; its own optimizer)")
     p.add_argument("--head", default="linear", choices=["linear", "vocab_mixture"], help="prompt generator head")
     p.add_argument("--vocab-size", type=int, default=0, help="vocabulary rows a vocab_mixture head mixes")
     p.add_argument("--vocab-skip", type=int, default=0,

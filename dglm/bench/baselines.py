@@ -116,7 +116,8 @@ def fudge_generate(decoder: Decoder, encoder: SemanticEncoder, constraint: Const
     position = (mask.cumsum(-1) - 1).clamp_min(0)
     # transformers >= 5.2x names the KV cache `cache`; older versions `past_key_values`.
     cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=position, use_cache=True)
+    with decoder.adapter_off():  # plain decoding is the base LM's
+        out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=position, use_cache=True)
     past, logits = out[cache_name], out.logits[:, -1].float()  # (B, V)
     next_position = position[:, -1] + 1  # (B,)
     generated = torch.empty(B, 0, dtype=torch.long, device=dev)
@@ -156,8 +157,9 @@ def fudge_generate(decoder: Decoder, encoder: SemanticEncoder, constraint: Const
             timings["score"] += t2 - t1
             break
         mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=dev)], dim=1)
-        out = model(input_ids=token[:, None].to(dev), attention_mask=mask, position_ids=next_position[:, None],
-                    use_cache=True, **{cache_name: past})
+        with decoder.adapter_off():
+            out = model(input_ids=token[:, None].to(dev), attention_mask=mask, position_ids=next_position[:, None],
+                        use_cache=True, **{cache_name: past})
         past, logits = out[cache_name], out.logits[:, -1].float()
         next_position = next_position + 1
         timings["decode"] += (t1 - t0) + (time.perf_counter() - t2)

@@ -142,7 +142,7 @@ def evaluate_plan_use(generator: PromptGenerator, decoder: Decoder, data: Window
         soft_true = generator(add_noise((emb - mean) / std, alpha2, noise).to(device), alpha2.to(device))
         soft_shuf = generator(add_noise((shuffled - mean) / std, alpha2, noise).to(device), alpha2.to(device))
         empty = [[] for _ in idx]
-        rows["plain"].append(decoder.continuation_nll(prefixes, conts).cpu())
+        rows["plain"].append(decoder.continuation_nll(prefixes, conts).cpu())  # the base LM (adapter off)
         rows["true"].append(decoder.continuation_nll(prefixes, conts, soft_true).cpu())
         rows["shuffled"].append(decoder.continuation_nll(prefixes, conts, soft_shuf).cpu())
         rows["np_true"].append(decoder.continuation_nll(empty, conts, soft_true).cpu())
@@ -186,15 +186,6 @@ def bag_of_words_loss(generator: PromptGenerator, z: torch.Tensor, alpha2: torch
     log_mix = generator.word_logits(z, alpha2).float().log_softmax(-1).logsumexp(1) - math.log(
         generator.config.num_soft_tokens)  # (B, V): log of the mean over soft tokens
     return -(target * log_mix).sum(-1).mean()
-
-
-def _add_lora(decoder: Decoder, rank: int):
-    from peft import LoraConfig, get_peft_model
-
-    names = {n.rsplit(".", 1)[-1] for n, m in decoder.model.named_modules() if isinstance(m, torch.nn.Linear)}
-    targets = [t for t in ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj") if t in names]
-    decoder.model = get_peft_model(decoder.model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets))
-    return [p for p in decoder.model.parameters() if p.requires_grad]
 
 
 def _pretrain_bag_of_words(generator, train, mean, std, config, rng, g, show_progress_bar, out_dir) -> None:
@@ -253,7 +244,7 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
     groups = param_groups(generator, config.weight_decay)
     modules: dict[str, torch.nn.Module] = {"generator": generator}
     if config.lora_rank:
-        groups.append({"params": _add_lora(decoder, config.lora_rank), "weight_decay": 0.0, "lora": True})
+        groups.append({"params": decoder.add_adapter(config.lora_rank), "weight_decay": 0.0, "lora": True})
         modules["lora"] = torch.nn.ParameterList(groups[-1]["params"])  # adapters only, not the base weights
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99))
     generator, decoder.model, optimizer = accelerator.prepare(generator, decoder.model, optimizer)

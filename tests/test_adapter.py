@@ -1,0 +1,85 @@
+"""A LoRA adapter on the decoder: active only with soft prompts, shipped in and loaded from checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+
+from dglm import DGLM
+from dglm.config import PromptConfig
+from dglm.presets import preset_config, random_decoder, random_pipeline
+from dglm.prompt import PromptGenerator
+from dglm.training.data import WindowSet
+from dglm.training.train_prompt import PromptTrainingConfig, train_prompt_generator
+
+PREFIXES = ["the game was", "a river of water in the city"]
+FAST = dict(steps=4, max_new_tokens=5, min_new_tokens=5)
+
+
+def adapted_pipeline() -> DGLM:
+    """A tiny random pipeline whose decoder carries a LoRA adapter with random (non-zero) weights."""
+    pipe = random_pipeline("tiny")
+    torch.manual_seed(1)
+    for p in pipe.decoder.add_adapter(rank=4):
+        torch.nn.init.normal_(p, std=0.5)  # peft starts B at zero (a no-op adapter); make it matter
+    pipe.decoder.model.eval().requires_grad_(False)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    return random_pipeline("tiny"), adapted_pipeline()
+
+
+def test_adapter_changes_soft_prompt_decoding_only(pipes):
+    base, adapted = pipes
+    assert adapted.decoder.has_adapter and not base.decoder.has_adapter
+    ids = base.decoder.tokenize(PREFIXES)
+    cont = base.decoder.tokenize(["was won", "flows"])
+    assert torch.allclose(base.decoder.continuation_nll(ids, cont), adapted.decoder.continuation_nll(ids, cont))
+    plain = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    assert base.decoder.generate(PREFIXES, **plain) == adapted.decoder.generate(PREFIXES, **plain)
+    soft = torch.randn(2, 4, base.decoder.hidden_size)
+    assert not torch.allclose(base.decoder.continuation_nll(ids, cont, soft),
+                              adapted.decoder.continuation_nll(ids, cont, soft))
+
+
+def test_checkpoint_ships_and_reloads_the_adapter(pipes, tmp_path):
+    _, adapted = pipes
+    adapted.save_pretrained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "decoder_adapter" / "adapter_model.safetensors").is_file()
+    assert "random:tiny-gpt2" in (tmp_path / "ckpt" / "decoder_adapter" / "adapter_config.json").read_text()
+    fresh = random_pipeline("tiny")  # the same base weights (same seed), no adapter
+    loaded = DGLM.from_pretrained(tmp_path / "ckpt", encoder=fresh.encoder, decoder=fresh.decoder)
+    assert loaded.decoder.has_adapter
+    a = adapted.generate(PREFIXES, seed=5, **FAST)
+    b = loaded.generate(PREFIXES, seed=5, **FAST)
+    assert a.continuations == b.continuations
+    c = random_pipeline("tiny").generate(PREFIXES, seed=5, **FAST)  # without the adapter the text differs
+    assert c.continuations != a.continuations
+
+
+def test_adding_a_second_adapter_or_a_bad_rank_is_refused(pipes):
+    with pytest.raises(ValueError, match="already carries an adapter"):
+        pipes[1].decoder.add_adapter(rank=2)
+    with pytest.raises(ValueError, match="rank=0 must be an integer >= 1"):
+        random_decoder(preset_config("tiny").decoder).add_adapter(rank=0)
+
+
+def test_lora_training_updates_the_adapter_and_never_the_base_weights(tmp_path):
+    decoder = random_decoder(preset_config("tiny").decoder)
+    base = {k: v.clone() for k, v in decoder.model.state_dict().items()}
+    rng = np.random.default_rng(0)
+    data = WindowSet(rng.integers(4, 100, (6, 8)), np.full((6, 1), 4), cont_emb=torch.randn(6, 1, 8))
+    generator = PromptGenerator(PromptConfig(dim=8, out_dim=32, num_soft_tokens=2, width=16, depth=2, heads=2))
+    config = PromptTrainingConfig(steps=3, batch_size=4, warmup=1, eval_limit=4, lora_rank=2, lora_lr=1e-2,
+                                  mixed_precision="no")
+    result = train_prompt_generator(generator, decoder, data, data, torch.zeros(8), torch.ones(8), config,
+                                    tmp_path, show_progress_bar=False)
+    assert decoder.has_adapter and np.isfinite(result["true"])
+    state = decoder.model.get_base_model().state_dict()
+    lora = {k: v for k, v in state.items() if "lora_B" in k}
+    assert lora and any(v.abs().sum() > 0 for v in lora.values())  # B starts at zero: it was trained
+    for name, value in base.items():  # peft renames wrapped layers' weights to `<layer>.base_layer.weight`
+        key = name if name in state else name.replace(".weight", ".base_layer.weight").replace(
+            ".bias", ".base_layer.bias")
+        assert torch.equal(state[key], value), name
