@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser(
         "info", parents=[common], help="show a checkpoint's config, versions, models and probes",
-        description="Print a checkpoint's config, the library version, its encoder and decoder ids and its "
-                    "probes, as JSON. Reads the checkpoint's files only (no model is loaded).")
+        description="Print a checkpoint's config, the library version, its encoder and decoder ids, its "
+                    "decoder adapter (if any) and its probes, as JSON. Reads the checkpoint's files only (no model is loaded).")
     info.add_argument("--checkpoint", default="mini", metavar="NAME_OR_PATH",
                       help="checkpoint folder or packaged checkpoint name (default: %(default)s)")
     info.set_defaults(handler=_info)
@@ -230,7 +230,7 @@ def _info(args: argparse.Namespace) -> int:
         SamplingConfig,
     )
     from dglm.io import CONFIG_NAME, read_config, read_json
-    from dglm.pipeline import PIPELINE_FILE
+    from dglm.pipeline import ADAPTER_FOLDER, PIPELINE_FILE
 
     folder = _checkpoint_folder(args.checkpoint)
     meta = read_json(folder / PIPELINE_FILE)
@@ -247,10 +247,14 @@ def _info(args: argparse.Namespace) -> int:
 
         registry = ProbeRegistry.load(folder / "probes")
         probes = {name: list(registry.get(name).labels) for name in registry.names}
+    adapter = None
+    if (folder / ADAPTER_FOLDER / "adapter_config.json").is_file():
+        saved = read_json(folder / ADAPTER_FOLDER / "adapter_config.json")
+        adapter = {key: saved.get(key) for key in ("peft_type", "r", "lora_alpha", "target_modules")}
     print(json.dumps({"checkpoint": str(folder), "library_version": __version__,
                       "saved_with_version": meta.get("library_version"), "encoder": encoder.name_or_path,
-                      "decoder": meta.get("decoder"), "probes": probes, "config": config.model_dump(mode="json")},
-                     indent=2))
+                      "decoder": meta.get("decoder"), "decoder_adapter": adapter, "probes": probes,
+                      "config": config.model_dump(mode="json")}, indent=2))
     return 0
 
 

@@ -114,6 +114,7 @@ class _PipelineFile(BaseModel):
     decoder: str
     # The decoder's hidden size, for a clear error when another decoder is passed.
     decoder_hidden_size: int
+    # Sampling defaults the checkpoint was evaluated with.
     sampling: SamplingConfig = SamplingConfig()
 
 

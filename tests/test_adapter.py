@@ -43,7 +43,7 @@ def test_adapter_changes_soft_prompt_decoding_only(pipes):
                               adapted.decoder.continuation_nll(ids, cont, soft))
 
 
-def test_checkpoint_ships_and_reloads_the_adapter(pipes, tmp_path):
+def test_checkpoint_ships_and_reloads_the_adapter(pipes, tmp_path, capsys):
     _, adapted = pipes
     adapted.save_pretrained(tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "decoder_adapter" / "adapter_model.safetensors").is_file()
@@ -51,6 +51,10 @@ def test_checkpoint_ships_and_reloads_the_adapter(pipes, tmp_path):
     fresh = random_pipeline("tiny")  # the same base weights (same seed), no adapter
     loaded = DGLM.from_pretrained(tmp_path / "ckpt", encoder=fresh.encoder, decoder=fresh.decoder)
     assert loaded.decoder.has_adapter
+    from dglm.cli import main
+
+    assert main(["info", "--checkpoint", str(tmp_path / "ckpt")]) == 0
+    assert '"r": 4' in capsys.readouterr().out
     a = adapted.generate(PREFIXES, seed=5, **FAST)
     b = loaded.generate(PREFIXES, seed=5, **FAST)
     assert a.continuations == b.continuations
@@ -83,3 +87,18 @@ def test_lora_training_updates_the_adapter_and_never_the_base_weights(tmp_path):
         key = name if name in state else name.replace(".weight", ".base_layer.weight").replace(
             ".bias", ".base_layer.bias")
         assert torch.equal(state[key], value), name
+
+
+def test_prompt_embeds_in_user_code_use_the_adapter_like_generate(pipes):
+    """``pipe.decoder.model`` has the adapter on: user code decoding the soft prompts writes what dglm writes."""
+    from dglm import Controller, FunctionConstraint
+
+    _, adapted = pipes
+    ctl = Controller(FunctionConstraint(lambda x: x[..., 0], name="first_dim_low"), adapted, strength=10.0)
+    kw = dict(do_sample=True, top_p=0.9, max_new_tokens=6, pad_token_id=adapted.decoder.pad_token_id)
+    ours = ctl.generate(PREFIXES, num_samples=2, seed=11, steps=4, **kw)
+    embeds, mask = ctl.prompt_embeds(PREFIXES, num_samples=2, seed=11, steps=4)
+    torch.manual_seed(11)
+    out = adapted.decoder.model.generate(inputs_embeds=embeds, attention_mask=mask, **kw)
+    assert adapted.decoder.tokenizer.batch_decode(out, skip_special_tokens=True) == \
+        [t for row in ours.continuations for t in row]

@@ -156,6 +156,7 @@ def test_info_prints_config_and_probes(checkpoint, capsys):
     assert info["probes"] == {"topic": ["sports", "music", "science"], "toxicity": ["non-toxic", "toxic"]}
     assert info["encoder"].endswith("encoder-model") and info["decoder"].endswith("decoder-model")
     assert info["config"]["diffusion"]["dim"] == 32 and info["library_version"]
+    assert info["decoder_adapter"] is None
 
 
 @pytest.mark.parametrize("command", [[], ["generate"], ["assets"], ["info"], ["bench"]])
