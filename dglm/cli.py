@@ -151,6 +151,9 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
     decode.add_argument("--temperature", type=float, metavar="TEMP", help="sampling temperature (default: the decoder's)")
     decode.add_argument("--repetition-penalty", type=float, default=1.2, metavar="R",
                         help="repetition penalty on the generated tokens (default: %(default)s)")
+    decode.add_argument("--plan-scale", type=float, metavar="W",
+                        help="plan guidance in the decoder, 1 = off; > 1 follows the plan more closely at the cost "
+                             "of a second decoder pass per token (default: the checkpoint's)")
 
     run = p.add_argument_group("model")
     run.add_argument("--checkpoint", default="mini", metavar="NAME_OR_PATH",
@@ -165,13 +168,15 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
 
 def _generate(args: argparse.Namespace) -> int:
     from dglm.controller import Controller
-    from dglm.pipeline import DGLM
+    from dglm.pipeline import DGLM, check_plan_scale
     from dglm.prompt import check_sigma2
 
     prefixes = _read_prefixes(args.prefix, args.input)
     # Everything that can be checked without the models is checked before loading them.
     if args.sigma2 is not None:
         check_sigma2(args.sigma2)
+    if args.plan_scale is not None:
+        check_plan_scale(args.plan_scale)
     constraint = _parse_control(args.control, args.strength)
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise UserError(f"--json {args.json}: the folder {Path(args.json).resolve().parent} does not exist")
@@ -194,7 +199,7 @@ def _generate(args: argparse.Namespace) -> int:
             # transformers warns on every call that the penalty skips the prompt (the help says so once).
             warnings.filterwarnings("ignore", message=r"Passing `repetition_penalty` with `inputs_embeds`")
             out = controller.generate(batch, args.num_samples, seed=seed, steps=args.steps, sampler=args.sampler,
-                                      cfg_scale=args.cfg_scale, sigma2=args.sigma2,
+                                      cfg_scale=args.cfg_scale, sigma2=args.sigma2, plan_scale=args.plan_scale,
                                       show_progress_bar=show_progress, **decode_kwargs)
         logger.info("batch of %d prefixes: %s", len(batch),
                     ", ".join(f"{k} {v:.2f} s" for k, v in out.timings.items()))

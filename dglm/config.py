@@ -128,6 +128,10 @@ class SamplingConfig(_Config):
     guidance_samples: int = Field(default=32, gt=0)
     # Default constraint-guidance strength lambda.
     strength: float = Field(default=20.0, ge=0)
+    # Plan guidance w on the decoder's side (dglm.plan_guidance): next-token log-probs are
+    # null + w * (plan - null), null from a pure-noise plan's soft tokens; 1 = off, > 1 follows the plan
+    # more closely at the cost of a second decoder pass per token.
+    plan_scale: float = Field(default=1.0, ge=1, le=10)
 
 
 class DGLMConfig(_Config):

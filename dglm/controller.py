@@ -148,9 +148,10 @@ class Controller:
                  constraints: Sequence[ConstraintLike] | None = None, strength: float | Sequence[float] | None = None,
                  seed: int | None = None, steps: int | None = None, sampler: str | None = None,
                  cfg_scale: float | None = None, sigma2: float | None = None, show_progress_bar: bool = False,
-                 batch_size: int = DEFAULT_BATCH_SIZE, **generate_kwargs) -> GenerationOutput:
+                 batch_size: int = DEFAULT_BATCH_SIZE, plan_scale: float | None = None,
+                 **generate_kwargs) -> GenerationOutput:
         """Controlled continuations: ``output.continuations[i][j]`` is sample j of prefix i. Prefixes,
-        long prefixes and ``batch_size`` are handled as in :meth:`DGLM.generate`."""
+        long prefixes, ``batch_size`` and ``plan_scale`` are handled as in :meth:`DGLM.generate`."""
         prefixes = check_prefixes(prefixes)
         num_samples = check_positive_int("num_samples", num_samples)
         batch_size = check_positive_int("batch_size", batch_size)
@@ -165,7 +166,7 @@ class Controller:
                 plan = pipe.plan(prefixes[start:stop], n, steps=steps, sampler=sampler, cfg_scale=cfg_scale,
                                  sigma2=sigma2, seed=chunk_seed, guidance=guidance,
                                  show_progress_bar=show_progress_bar, batch_size=batch_size)
-                outputs.append((start, pipe.decode(plan, seed=chunk_seed, **kwargs)))
+                outputs.append((start, pipe.decode(plan, seed=chunk_seed, plan_scale=plan_scale, **kwargs)))
         return merge_outputs(prefixes, outputs)
 
     def prompt_embeds(self, prefixes: Sequence[str], num_samples: int = 1, *, dtype: torch.dtype | None = None,

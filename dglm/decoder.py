@@ -28,10 +28,17 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from dglm.config import DecoderConfig
 from dglm.io import ModelLoadError
+from dglm.plan_guidance import PlanGuidance
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +184,7 @@ class Decoder(nn.Module):
         for config in self.model.peft_config.values():
             config.base_model_name_or_path = self.config.name_or_path
         self.model.save_pretrained(os.fspath(folder))
+        (Path(folder) / "README.md").unlink(missing_ok=True)  # peft's model-card template, all placeholders
 
     @property
     def has_adapter(self) -> bool:
@@ -289,20 +297,30 @@ class Decoder(nn.Module):
 
     @torch.no_grad()
     def generate(self, prefixes: Sequence[str], soft: torch.Tensor | None = None, seed: int | None = None,
-                 **generate_kwargs) -> list[str]:
+                 null_soft: torch.Tensor | None = None, plan_scale: float = 1.0, **generate_kwargs) -> list[str]:
         """Continuations of ``prefixes`` (one per row, or ``num_return_sequences`` per row, row-major).
 
         ``generate_kwargs`` go to ``model.generate`` untouched (``max_new_tokens``, ``top_p``,
-        ``repetition_penalty``, ...). ``seed`` makes sampling reproducible without touching the global RNG.
-        Prefixes too long for the context lose their first tokens (see the module docstring).
+        ``repetition_penalty``, ``logits_processor``, ...). ``seed`` makes sampling reproducible without
+        touching the global RNG. Prefixes too long for the context lose their first tokens (see the module
+        docstring). With ``plan_scale`` > 1, ``null_soft`` (a null plan's soft tokens, the shape of ``soft``)
+        drives :class:`~dglm.plan_guidance.PlanGuidance`, appended to any ``logits_processor`` given.
         """
         prefixes = check_prefixes(prefixes)
         new = generate_kwargs.get("max_new_tokens", 1)
         if isinstance(new, bool) or not isinstance(new, int) or new < 1:
             raise ValueError(f"max_new_tokens={new!r} must be an integer >= 1")
         budget = self.prefix_budget(0 if soft is None else soft.shape[1], new)
-        inputs_embeds, mask, _ = self.embed(self.tokenize(prefixes, budget), soft)
+        ids = self.tokenize(prefixes, budget)
+        inputs_embeds, mask, _ = self.embed(ids, soft)
         generate_kwargs.setdefault("pad_token_id", self.pad_token_id)
+        if plan_scale != 1.0:
+            if soft is None or null_soft is None or null_soft.shape != soft.shape:
+                raise ValueError(f"plan_scale={plan_scale} needs soft prompts and null_soft prompts of the same "
+                                 f"shape, got {None if soft is None else tuple(soft.shape)} and "
+                                 f"{None if null_soft is None else tuple(null_soft.shape)}")
+            guide = PlanGuidance(self.model, *self.embed(ids, null_soft)[:2], scale=plan_scale)
+            generate_kwargs["logits_processor"] = LogitsProcessorList([*(generate_kwargs.get("logits_processor") or []), guide])
         adapter = self.adapter_off() if soft is None else contextlib.nullcontext()
         with adapter, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             if seed is not None:

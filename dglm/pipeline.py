@@ -51,6 +51,8 @@ DEFAULT_BATCH_SIZE = 256
 # Largest classifier-free guidance weight accepted per call: far beyond useful values (a few units), and
 # small enough that w * v never overflows in float32 / bfloat16.
 MAX_CFG_SCALE = 100.0
+# Largest accepted plan-guidance weight (SamplingConfig.plan_scale's bound).
+MAX_PLAN_SCALE = 10.0
 
 
 def library_version() -> str:
@@ -305,7 +307,7 @@ class DGLM(torch.nn.Module):
                  sampler: str | None = None, cfg_scale: float | None = None, sigma2: float | None = None,
                  seed: int | None = None, guidance: Callable[[Denoise], Denoise] | None = None,
                  show_progress_bar: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
-                 **generate_kwargs) -> GenerationOutput:
+                 plan_scale: float | None = None, **generate_kwargs) -> GenerationOutput:
         """Generate ``num_samples`` continuations per prefix. ``generate_kwargs`` go to the decoder's HF
         ``generate`` (defaults: top-p 0.9, repetition penalty 1.2, 32 new tokens).
 
@@ -313,7 +315,8 @@ class DGLM(torch.nn.Module):
         its last tokens (with a logged warning) so that the soft tokens and ``max_new_tokens`` fit; a
         ``max_new_tokens`` that cannot fit is refused. At most ``batch_size`` rows are planned and decoded
         at once; with more, chunk ``c > 0`` uses a seed derived from ``seed`` and ``c`` (see :func:`row_chunks`),
-        so outputs depend on ``batch_size`` but are reproducible for a fixed one.
+        so outputs depend on ``batch_size`` but are reproducible for a fixed one. ``plan_scale`` (default
+        ``self.sampling.plan_scale``) is the decoder-side plan guidance of :meth:`decode`.
         """
         prefixes = check_prefixes(prefixes)
         num_samples = check_positive_int("num_samples", num_samples)
@@ -326,7 +329,7 @@ class DGLM(torch.nn.Module):
                 plan = self.plan(prefixes[start:stop], n, steps=steps, sampler=sampler, cfg_scale=cfg_scale,
                                  sigma2=sigma2, seed=chunk_seed, guidance=guidance,
                                  show_progress_bar=show_progress_bar, batch_size=batch_size)
-                outputs.append((start, self.decode(plan, seed=chunk_seed, **kwargs)))
+                outputs.append((start, self.decode(plan, seed=chunk_seed, plan_scale=plan_scale, **kwargs)))
         return merge_outputs(prefixes, outputs)
 
     def generate_kwargs(self, generate_kwargs: dict, num_soft_tokens: int | None = None) -> dict:
@@ -340,20 +343,57 @@ class DGLM(torch.nn.Module):
         self.decoder.prefix_budget(k, kwargs["max_new_tokens"])  # refuses what cannot fit the context
         return kwargs
 
-    def decode(self, plan: Plan, seed: int | None = None, **generate_kwargs) -> GenerationOutput:
-        """Decode the text of a :class:`Plan` (one continuation per planned row)."""
+    def decode(self, plan: Plan, seed: int | None = None, plan_scale: float | None = None,
+               **generate_kwargs) -> GenerationOutput:
+        """Decode the text of a :class:`Plan` (one continuation per planned row). ``plan_scale`` > 1 adds
+        plan guidance (:class:`~dglm.plan_guidance.PlanGuidance` against :meth:`null_prompts`)."""
         kwargs = self.generate_kwargs(generate_kwargs, plan.soft_prompts.shape[1])
         check_seed(seed)
+        scale = self.sampling.plan_scale if plan_scale is None else check_plan_scale(plan_scale)
         t0 = time.perf_counter()
         rows = [p for p in plan.prefixes for _ in range(plan.num_samples)]
         check_finite_rows(plan.soft_prompts, "the plan's soft prompts", "sample the diffusion and prompt networks "
                           "in float32 or bfloat16")
         with self.lock:
-            texts = self.decoder.generate(rows, plan.soft_prompts, seed=seed, **kwargs)
+            null = self.null_prompts(len(rows), seed) if scale != 1.0 else None
+            texts = self.decoder.generate(rows, plan.soft_prompts, seed=seed, null_soft=null, plan_scale=scale,
+                                          **kwargs)
         n = plan.num_samples
         timings = {**plan.timings, "decode": time.perf_counter() - t0}
         return GenerationOutput(plan.prefixes, [texts[i * n:(i + 1) * n] for i in range(len(plan.prefixes))],
                                 plan.embeddings.reshape(len(plan.prefixes), n, -1), timings)
+
+    @torch.no_grad()
+    def null_prompts(self, rows: int, seed: int | None = None) -> torch.Tensor:
+        """Soft prompts of ``rows`` null plans (rows, k, h): the prompt generator at sigma^2 = 1, where its
+        input is pure noise and holds no plan. Plan guidance contrasts a plan's soft prompts with these.
+
+        Example:
+            >>> from dglm.presets import random_pipeline
+            >>> random_pipeline("tiny").null_prompts(3, seed=0).shape
+            torch.Size([3, 4, 32])
+        """
+        generator = torch.Generator(self.device)
+        generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
+        param = next(self.prompt_generator.parameters())
+        return self.prompt_generator.prompt(torch.zeros(rows, self.encoder.dim, device=param.device,
+                                                        dtype=param.dtype), 1.0, generator)
+
+
+def check_plan_scale(value) -> float:
+    """Validate a plan-guidance weight: a finite number in [1, 10] (1 = off).
+
+    Example:
+        >>> check_plan_scale(2)
+        2.0
+        >>> check_plan_scale(0.5)
+        Traceback (most recent call last):
+            ...
+        ValueError: plan_scale=0.5 must be a finite number in [1, 10] (1 = off)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (1 <= value <= MAX_PLAN_SCALE):
+        raise ValueError(f"plan_scale={value!r:.100} must be a finite number in [1, {MAX_PLAN_SCALE:g}] (1 = off)")
+    return float(value)
 
 
 def check_positive_int(name: str, value) -> int:

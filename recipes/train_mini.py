@@ -119,8 +119,9 @@ def evaluate(args) -> None:
 
 
 def export(args) -> None:
-    """Write the generator of a prompt run's latest resumable state to WORK/runs/RUN/prompt (for a run stopped
-    before its end); the generator's config comes from the same flags as the prompt stage."""
+    """Write the generator (and the decoder adapter, if the run trains one) of a prompt run's latest resumable
+    state to WORK/runs/RUN/prompt (and lora/), for a run stopped before its end; the generator's config
+    comes from the same flags as the prompt stage."""
     run = Path(args.work) / "runs" / args.run
     tensors, meta = load_tensors(run / "state" / "state.safetensors"), read_json(run / "state" / "state.json")
     config = CONFIG.prompt.model_copy(update={"head": args.head, "vocab_size": args.vocab_size})
@@ -128,7 +129,15 @@ def export(args) -> None:
     load_state(generator, {k[len("generator."):]: v for k, v in tensors.items()
                            if k.startswith("generator.") and k != "generator._embeddings"}, run / "state")
     generator.save_pretrained(run / "prompt")
-    print(f"exported the generator at step {meta['step']} to {run / 'prompt'}")
+    lora = [tensors[f"lora.{i}"] for i in range(sum(k.startswith("lora.") for k in tensors))]
+    if lora:  # the adapter's parameters, in the order Decoder.add_adapter returned them
+        rank = meta["config"]["lora_rank"]
+        decoder = Decoder.from_pretrained(args.decoder or CONFIG.decoder.name_or_path)
+        with torch.no_grad():
+            for param, value in zip(decoder.add_adapter(rank), lora, strict=True):
+                param.copy_(value)
+        decoder.save_adapter(run / "lora")
+    print(f"exported the generator{' and the decoder adapter' if lora else ''} at step {meta['step']} to {run}")
 
 
 def assemble(args) -> None:

@@ -124,11 +124,20 @@ def test_malformed_control_shows_the_caret(checkpoint, capsys):
     assert "Traceback" not in err
 
 
-def test_bad_sigma2_is_one_clean_line(checkpoint, capsys):
-    assert main(["generate", "the game", "--sigma2", "2", "--checkpoint", checkpoint]) == 2
+@pytest.mark.parametrize(("flag", "value"), [("--sigma2", "2"), ("--plan-scale", "0.5")])
+def test_bad_sampling_value_is_one_clean_line(checkpoint, capsys, flag, value):
+    assert main(["generate", "the game", flag, value, "--checkpoint", checkpoint]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("dglm: error: ") and "sigma2" in err
+    assert err.startswith("dglm: error: ") and flag[2:].replace("-", "_") in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_plan_scale_reaches_the_decoder(checkpoint, capsys):
+    args = ["generate", "the game", "--checkpoint", checkpoint, "--seed", "0", *FAST]
+    assert main(args) == 0
+    off = capsys.readouterr().out
+    assert main([*args, "--plan-scale", "3"]) == 0
+    assert capsys.readouterr().out != off
 
 
 def test_unknown_topic_and_missing_checkpoint_are_user_errors(checkpoint, capsys, tmp_path):

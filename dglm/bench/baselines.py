@@ -13,7 +13,6 @@ embeddings is ``-log p(target)`` for probe targets, so ``strength = 1`` is FUDGE
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from dglm.constraints import Constraint
 from dglm.decoder import Decoder, check_prefixes
 from dglm.encoder import SemanticEncoder
 from dglm.pipeline import DEFAULT_GENERATE_KWARGS
+from dglm.plan_guidance import cache_keyword
 
 
 @dataclass
@@ -114,8 +114,7 @@ def fudge_generate(decoder: Decoder, encoder: SemanticEncoder, constraint: Const
     t0 = time.perf_counter()
     embeds, mask, _ = decoder.embed(decoder.tokenize(prefixes))  # (B, L, h), (B, L), left padded
     position = (mask.cumsum(-1) - 1).clamp_min(0)
-    # transformers >= 5.2x names the KV cache `cache`; older versions `past_key_values`.
-    cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    cache_name = cache_keyword(model)
     with decoder.adapter_off():  # plain decoding is the base LM's
         out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=position, use_cache=True)
     past, logits = out[cache_name], out.logits[:, -1].float()  # (B, V)

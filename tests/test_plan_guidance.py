@@ -1,0 +1,76 @@
+"""Plan guidance: the decoder-side contrast of a plan's soft tokens with a null plan's."""
+
+import pytest
+import torch
+
+from dglm.plan_guidance import PlanGuidance
+from dglm.presets import random_pipeline
+
+PREFIXES = ["the game was", "a river of water in the city today"]  # different lengths: left padding
+FAST = dict(steps=4, max_new_tokens=6, min_new_tokens=6)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return random_pipeline("tiny")
+
+
+class Recording(PlanGuidance):
+    """Keeps each step's null-branch log-probs (solved from the output) and the tokens so far, to check them
+    against full forwards."""
+
+    def __call__(self, input_ids, scores):
+        out = super().__call__(input_ids, scores)
+        null = (out.float() - self.scale * scores.float().log_softmax(-1)) / (1 - self.scale)
+        self.steps.append((input_ids.clone(), null))
+        return out
+
+
+def test_null_branch_matches_a_full_forward_at_every_step(pipe):
+    dec = pipe.decoder
+    ids = dec.tokenize(PREFIXES)
+    soft, null = torch.randn(2, 4, dec.hidden_size), torch.randn(2, 4, dec.hidden_size)
+    embeds, mask, _ = dec.embed(ids, soft)
+    guide = Recording(dec.model, *dec.embed(ids, null)[:2], scale=3.0)
+    guide.steps = []
+    dec.model.generate(inputs_embeds=embeds, attention_mask=mask, logits_processor=[guide], max_new_tokens=5,
+                       min_new_tokens=5, do_sample=False, pad_token_id=dec.pad_token_id)
+    assert len(guide.steps) == 5
+    for generated, null_logp in guide.steps:  # the cached null branch == the null prompt + tokens, from scratch
+        full, full_mask, _ = dec.embed(ids, null, generated.tolist())
+        position = (full_mask.cumsum(-1) - 1).clamp_min(0)
+        with torch.no_grad():
+            logits = dec.model(inputs_embeds=full, attention_mask=full_mask, position_ids=position).logits
+        finite = torch.isfinite(null_logp)  # tokens the guided call masked (EOS before min_new_tokens) are -inf
+        assert finite.float().mean() > 0.99
+        assert torch.allclose(logits[:, -1].float().log_softmax(-1)[finite], null_logp[finite], atol=1e-4)
+
+
+def test_a_null_plan_equal_to_the_plan_changes_nothing(pipe):
+    dec = pipe.decoder
+    soft = torch.randn(2, 4, dec.hidden_size)
+    kw = dict(max_new_tokens=6, min_new_tokens=6, do_sample=True, top_p=0.9)
+    plain = dec.generate(PREFIXES, soft, seed=3, **kw)
+    assert dec.generate(PREFIXES, soft, seed=3, null_soft=soft.clone(), plan_scale=4.0, **kw) == plain
+    assert dec.generate(PREFIXES, soft, seed=3, null_soft=torch.randn_like(soft), plan_scale=4.0, **kw) != plain
+
+
+def test_pipeline_plan_scale_is_seeded_and_changes_the_text(pipe):
+    a = pipe.generate(PREFIXES, num_samples=2, seed=1, plan_scale=3.0, **FAST)
+    b = pipe.generate(PREFIXES, num_samples=2, seed=1, plan_scale=3.0, **FAST)
+    c = pipe.generate(PREFIXES, num_samples=2, seed=1, **FAST)  # the default, 1 = off
+    assert a.continuations == b.continuations and torch.equal(a.plans, c.plans)
+    assert a.continuations != c.continuations
+    assert pipe.null_prompts(4, seed=0).shape == (4, 4, pipe.decoder.hidden_size)
+
+
+@pytest.mark.parametrize("bad", [0.5, float("nan"), 11.0, True, "2"])
+def test_bad_plan_scale_is_refused_by_name(pipe, bad):
+    with pytest.raises(ValueError, match="plan_scale="):
+        pipe.generate(PREFIXES, seed=0, plan_scale=bad, **FAST)
+
+
+def test_decoder_refuses_plan_scale_without_null_prompts(pipe):
+    with pytest.raises(ValueError, match="plan_scale=2.0 needs soft prompts and null_soft prompts"):
+        pipe.decoder.generate(PREFIXES, torch.zeros(2, 4, pipe.decoder.hidden_size), plan_scale=2.0,
+                              max_new_tokens=2)
