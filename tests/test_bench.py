@@ -151,9 +151,11 @@ def test_quick_benchmark_writes_every_system_metric_and_plot(tmp_path):
     assert main(["--quick", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "bench-quick.json").read_text())
     families = {s["family"] for s in result["systems"].values()}
-    assert families == {"plain", "dglm", "dglm-guided", "best-of-n", "fudge"}
+    assert families == {"plain", "dglm", "dglm-plan-scale", "dglm-guided", "best-of-n", "fudge"}
     sigma2 = sorted(s["params"]["sigma2"] for s in result["systems"].values() if s["family"] == "dglm")
     assert sigma2 == [0.05, 1.0]
+    assert result["systems"]["dglm plan_scale=2"]["params"] == {"sigma2": 0.05, "strength": 0.0, "plan_scale": 2.0}
+    assert result["systems"]["dglm sigma2=0.05"]["params"]["plan_scale"] == 1.0  # the checkpoint's default
     for name, s in result["systems"].items():
         for key in ("dist3", "div", "perplexity", "mauve", "control", "control_success", "probe", "wall_s"):
             assert key in s, (name, key)
@@ -164,7 +166,8 @@ def test_quick_benchmark_writes_every_system_metric_and_plot(tmp_path):
         if "plan_fidelity_gain" in s:  # the paired difference of the two fidelities above
             assert s["plan_fidelity_gain"]["mean"] == pytest.approx(
                 s["plan_fidelity"]["mean"] - s["plan_fidelity_plain"]["mean"], abs=1e-6)
-    assert any("follows its plan better than plain decoding" in t["target"] for t in result["targets"])
+    follows = [t["target"] for t in result["targets"] if "follows its plan better than plain decoding" in t["target"]]
+    assert [t.split(":")[0] for t in follows] == ["dglm sigma2=0.05", "dglm plan_scale=2"]
     cells = result["runtime"]["cells"]
     assert {(x["batch"], x["new_tokens"]) for x in cells} == {(1, 4), (1, 8), (4, 4), (4, 8)}
     assert all("seconds" in x for x in cells)

@@ -115,6 +115,9 @@ class BenchConfig(BaseModel):
     strengths: list[float] = [10.0, 30.0, 100.0, 300.0]
     # Re-noising levels of the unguided sweep; the checkpoint's default sigma^2 is always included.
     sigma2: list[float] = [0.0, 0.05, 0.2, 0.5, 1.0]
+    # Plan-guidance weights of further unguided systems at the default sigma^2 (every other DGLM system
+    # uses the checkpoint's default plan_scale); 1 = off.
+    plan_scales: list[float] = [1.0, 2.0, 3.0]
     # Diffusion steps (None: the checkpoint's default).
     steps: int | None = None
     # FUDGE-style baseline: strengths (1 = Bayes rule) and candidates rescored per step.
@@ -145,7 +148,7 @@ class BenchConfig(BaseModel):
         """The ``--quick`` settings: tiny random pipeline, 4 prompts x 2 samples, 8 new tokens."""
         quick = dict(quick=True, checkpoint=RANDOM + "tiny", name="bench-quick", num_prompts=4, num_samples=2,
                      num_references=4, prefix_tokens=8, new_tokens=8, min_new_tokens=8, batch_prompts=2, strengths=[10.0, 100.0],
-                     sigma2=[0.05, 1.0], steps=5, fudge_strengths=[1.0], fudge_top_k=4, evaluator_lm="decoder",
+                     sigma2=[0.05, 1.0], plan_scales=[2.0], steps=5, fudge_strengths=[1.0], fudge_top_k=4, evaluator_lm="decoder",
                      topic_classifier="quick", mauve_seeds=[0], runtime_new_tokens=[4, 8],
                      runtime_batch_sizes=[1, 4], runtime_cell_limit_s=10.0)
         return cls(**{**quick, **overrides})
@@ -366,9 +369,9 @@ def system_functions(setup: Setup) -> dict[str, Callable[..., GenerateFn]]:
             return _group(texts, n), None, {}
         return run
 
-    def dglm(sigma2: float) -> GenerateFn:
+    def dglm(sigma2: float, plan_scale: float | None = None) -> GenerateFn:
         def run(prefixes, n, seed, kw):
-            out = pipe.generate(prefixes, n, sigma2=sigma2, steps=c.steps, seed=seed, **kw)
+            out = pipe.generate(prefixes, n, sigma2=sigma2, steps=c.steps, seed=seed, plan_scale=plan_scale, **kw)
             return out.continuations, out.plans, out.timings
         return run
 
@@ -428,18 +431,24 @@ def run_system(setup: Setup, name: str, family: str, params: dict, fn: GenerateF
 
 
 def run_systems(setup: Setup) -> list[SystemRun]:
-    """Every system of the comparison, in the order plain, dglm (sigma^2 sweep), dglm-guided, best-of-n, fudge."""
+    """Every system of the comparison, in the order plain, dglm (sigma^2 sweep), dglm (plan_scale sweep),
+    dglm-guided, best-of-n, fudge."""
     c, pipe = setup.config, setup.pipeline
     make = system_functions(setup)
-    default_sigma2 = pipe.sampling.sigma2
+    default_sigma2, default_scale = pipe.sampling.sigma2, pipe.sampling.plan_scale
     runs = [run_system(setup, "plain", "plain", {}, make["plain"]())]
     for s2 in sorted({*c.sigma2, default_sigma2}):
-        runs.append(run_system(setup, f"dglm sigma2={s2:g}", "dglm", {"sigma2": s2, "strength": 0.0},
-                               make["dglm"](s2)))
+        runs.append(run_system(setup, f"dglm sigma2={s2:g}", "dglm",
+                               {"sigma2": s2, "strength": 0.0, "plan_scale": default_scale}, make["dglm"](s2)))
+    for w in sorted(set(c.plan_scales) - {default_scale}):
+        runs.append(run_system(setup, f"dglm plan_scale={w:g}", "dglm-plan-scale",
+                               {"sigma2": default_sigma2, "strength": 0.0, "plan_scale": w},
+                               make["dglm"](default_sigma2, w)))
     guided = []
     for lam in c.strengths:
         guided.append(run_system(setup, f"dglm-guided strength={lam:g}", "dglm-guided",
-                                 {"strength": lam, "sigma2": default_sigma2}, make["dglm-guided"](lam)))
+                                 {"strength": lam, "sigma2": default_sigma2, "plan_scale": default_scale},
+                                 make["dglm-guided"](lam)))
     runs += guided
     n = c.bon_n
     matched = n is None
@@ -624,7 +633,7 @@ def check_targets(systems: dict[str, dict], runtime: dict | None) -> list[dict]:
     default_sigma2 = {m["params"]["sigma2"] for m in guided.values()}
     for name, m in systems.items():
         gain = m.get("plan_fidelity_gain")
-        if m["family"] == "dglm" and m["params"]["sigma2"] in default_sigma2 and gain:
+        if m["family"] in ("dglm", "dglm-plan-scale") and m["params"]["sigma2"] in default_sigma2 and gain:
             out.append({"target": f"{name}: the text follows its plan better than plain decoding of the same "
                                   "prefixes (paired plan-fidelity gain > 2 standard errors)",
                         "met": bool(gain["mean"] > 2 * gain["sem"]),
@@ -952,6 +961,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a("--control", help="constraint expression for the guided systems, e.g. \"topic('sports')\"")
     a("--strengths", type=float, nargs="+", help="DGLM guidance strengths")
     a("--sigma2", type=float, nargs="+", help="sigma^2 values of the unguided sweep")
+    a("--plan-scales", type=float, nargs="*", help="plan-guidance weights of further unguided systems")
     a("--steps", type=int, help="diffusion steps (default: the checkpoint's)")
     a("--fudge-strengths", type=float, nargs="*", help="FUDGE-style baseline strengths")
     a("--fudge-top-k", type=int, help="candidates rescored per step by the FUDGE-style baseline")
