@@ -156,6 +156,7 @@ def test_quick_benchmark_writes_every_system_metric_and_plot(tmp_path):
     assert sigma2 == [0.05, 1.0]
     assert result["systems"]["dglm plan_scale=2"]["params"] == {"sigma2": 0.05, "strength": 0.0, "plan_scale": 2.0}
     assert result["systems"]["dglm sigma2=0.05"]["params"]["plan_scale"] == 1.0  # the checkpoint's default
+    assert result["systems"]["dglm-guided strength=100 plan_scale=2"]["params"]["plan_scale"] == 2.0
     for name, s in result["systems"].items():
         for key in ("dist3", "div", "perplexity", "mauve", "control", "control_success", "probe", "wall_s"):
             assert key in s, (name, key)

@@ -112,12 +112,14 @@ class BenchConfig(BaseModel):
     # The control, in the constraint syntax; resolved against the checkpoint's probe registry.
     control: str = "topic('sports')"
     # Guidance strengths of DGLM (0 = unguided, taken from the sigma^2 sweep at the default sigma^2).
-    strengths: list[float] = [10.0, 30.0, 100.0, 300.0]
+    strengths: list[float] = [10.0, 30.0, 100.0, 300.0, 1000.0]
     # Re-noising levels of the unguided sweep; the checkpoint's default sigma^2 is always included.
     sigma2: list[float] = [0.0, 0.05, 0.2, 0.5, 1.0]
     # Plan-guidance weights of further unguided systems at the default sigma^2 (every other DGLM system
     # uses the checkpoint's default plan_scale); 1 = off.
     plan_scales: list[float] = [1.0, 2.0, 3.0]
+    # Plan-guidance weights of further guided systems, each at every strength.
+    guided_plan_scales: list[float] = [2.0]
     # Diffusion steps (None: the checkpoint's default).
     steps: int | None = None
     # FUDGE-style baseline: strengths (1 = Bayes rule) and candidates rescored per step.
@@ -148,7 +150,7 @@ class BenchConfig(BaseModel):
         """The ``--quick`` settings: tiny random pipeline, 4 prompts x 2 samples, 8 new tokens."""
         quick = dict(quick=True, checkpoint=RANDOM + "tiny", name="bench-quick", num_prompts=4, num_samples=2,
                      num_references=4, prefix_tokens=8, new_tokens=8, min_new_tokens=8, batch_prompts=2, strengths=[10.0, 100.0],
-                     sigma2=[0.05, 1.0], plan_scales=[2.0], steps=5, fudge_strengths=[1.0], fudge_top_k=4, evaluator_lm="decoder",
+                     sigma2=[0.05, 1.0], plan_scales=[2.0], guided_plan_scales=[2.0], steps=5, fudge_strengths=[1.0], fudge_top_k=4, evaluator_lm="decoder",
                      topic_classifier="quick", mauve_seeds=[0], runtime_new_tokens=[4, 8],
                      runtime_batch_sizes=[1, 4], runtime_cell_limit_s=10.0)
         return cls(**{**quick, **overrides})
@@ -375,11 +377,11 @@ def system_functions(setup: Setup) -> dict[str, Callable[..., GenerateFn]]:
             return out.continuations, out.plans, out.timings
         return run
 
-    def guided(strength: float, sigma2: float | None = None) -> GenerateFn:
+    def guided(strength: float, plan_scale: float | None = None) -> GenerateFn:
         controller = Controller(setup.constraint, pipe, strength=strength)
 
         def run(prefixes, n, seed, kw):
-            out = controller.generate(prefixes, n, seed=seed, steps=c.steps, sigma2=sigma2, **kw)
+            out = controller.generate(prefixes, n, seed=seed, steps=c.steps, plan_scale=plan_scale, **kw)
             return out.continuations, out.plans, out.timings
         return run
 
@@ -450,6 +452,11 @@ def run_systems(setup: Setup) -> list[SystemRun]:
                                  {"strength": lam, "sigma2": default_sigma2, "plan_scale": default_scale},
                                  make["dglm-guided"](lam)))
     runs += guided
+    for w in sorted(set(c.guided_plan_scales) - {default_scale}):
+        for lam in c.strengths:
+            runs.append(run_system(setup, f"dglm-guided strength={lam:g} plan_scale={w:g}", "dglm-guided",
+                                   {"strength": lam, "sigma2": default_sigma2, "plan_scale": w},
+                                   make["dglm-guided"](lam, w)))
     n = c.bon_n
     matched = n is None
     if matched:
@@ -820,13 +827,17 @@ def write_plots(result: dict, out: Path, stem: str) -> list[str]:
             ("dist3", "Dist-3")]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, (key, label) in zip(axes, keys, strict=True):
-        for family, style in (("dglm-guided", "o-"), ("fudge", "s-")):
-            pts = [(s["params"]["strength"], metric(s, key)) for s in systems.values() if s["family"] == family]
-            if family == "dglm-guided" and unguided is not None:
+        scales = sorted({s["params"]["plan_scale"] for s in systems.values() if s["family"] == "dglm-guided"})
+        series = [(f"dglm-guided plan_scale={w:g}", "dglm-guided", w, "o-") for w in scales] + \
+            [("fudge", "fudge", None, "s-")]
+        for label_, family, w, style in series:
+            pts = [(s["params"]["strength"], metric(s, key)) for s in systems.values()
+                   if s["family"] == family and s["params"].get("plan_scale") == w]
+            if family == "dglm-guided" and unguided is not None and unguided["params"].get("plan_scale") == w:
                 pts = [(0.0, metric(unguided, key)), *pts]
             pts = [(x, y) for x, y in sorted(pts) if y is not None]
             if pts:
-                ax.plot(*zip(*pts, strict=True), style, label=family)
+                ax.plot(*zip(*pts, strict=True), style, label=label_)
         references = [(n, s) for n, s in systems.items() if s["family"] in ("plain", "best-of-n")]
         colors = ["gray", "tab:green", "tab:olive", "tab:purple", "tab:brown"]
         for (name, s), color, ls in zip(references, colors * 4, ["--", ":", "-.", ":", "-."] * 4, strict=False):
@@ -962,6 +973,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a("--strengths", type=float, nargs="+", help="DGLM guidance strengths")
     a("--sigma2", type=float, nargs="+", help="sigma^2 values of the unguided sweep")
     a("--plan-scales", type=float, nargs="*", help="plan-guidance weights of further unguided systems")
+    a("--guided-plan-scales", type=float, nargs="*", help="plan-guidance weights of further guided systems")
     a("--steps", type=int, help="diffusion steps (default: the checkpoint's)")
     a("--fudge-strengths", type=float, nargs="*", help="FUDGE-style baseline strengths")
     a("--fudge-top-k", type=int, help="candidates rescored per step by the FUDGE-style baseline")
