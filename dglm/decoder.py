@@ -192,9 +192,9 @@ class Decoder(nn.Module):
         return hasattr(self.model, "disable_adapter")
 
     @contextlib.contextmanager
-    def adapter_off(self) -> Iterator[None]:
-        """Run the base LM inside this block (a no-op without an adapter)."""
-        with self.model.disable_adapter() if self.has_adapter else contextlib.nullcontext():
+    def adapter_off(self, off: bool = True) -> Iterator[None]:
+        """Run the base LM inside this block (a no-op without an adapter, or with ``off=False``)."""
+        with self.model.disable_adapter() if off and self.has_adapter else contextlib.nullcontext():
             yield
 
     @property
@@ -289,7 +289,7 @@ class Decoder(nn.Module):
         """Per-row mean negative log-likelihood of the continuation tokens: (B,). Differentiable in ``soft``."""
         inputs_embeds, mask, labels = self.embed(prefix_ids, soft, continuation_ids)
         position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
-        with self.adapter_off() if soft is None else contextlib.nullcontext():
+        with self.adapter_off(soft is None):
             logits = self.model(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids).logits
         logits, labels = logits[:, :-1].float(), labels[:, 1:]  # predict token t+1 from position t
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
@@ -321,8 +321,7 @@ class Decoder(nn.Module):
                                  f"{None if null_soft is None else tuple(null_soft.shape)}")
             guide = PlanGuidance(self.model, *self.embed(ids, null_soft)[:2], scale=plan_scale)
             generate_kwargs["logits_processor"] = LogitsProcessorList([*(generate_kwargs.get("logits_processor") or []), guide])
-        adapter = self.adapter_off() if soft is None else contextlib.nullcontext()
-        with adapter, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with self.adapter_off(soft is None), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             if seed is not None:
                 torch.manual_seed(seed)
             out = self.model.generate(inputs_embeds=inputs_embeds, attention_mask=mask, **generate_kwargs)

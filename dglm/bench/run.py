@@ -633,10 +633,10 @@ def check_targets(systems: dict[str, dict], runtime: dict | None) -> list[dict]:
     else:
         out.append({"target": "guided DGLM (a strength within +25% perplexity and 90% of Dist-3 of plain) has "
                               "higher control success than best-of-N at equal wall time",
-                    "met": bool(bon and best > max(bon)), "detail": f"{best:.3f} vs {max(bon) if bon else 'n/a'}"})
+                    "met": bool(bon and best > max(bon)), "detail": f"{best:.3f} vs {f'{max(bon):.3f}' if bon else 'n/a'}"})
         out.append({"target": "... and than the token-level (FUDGE-style) baseline at its best strength",
                     "met": bool(fudge and best > max(fudge)), "detail": f"{best:.3f} vs "
-                                                                       f"{max(fudge) if fudge else 'n/a'}"})
+                                                                       f"{f'{max(fudge):.3f}' if fudge else 'n/a'}"})
     default_sigma2 = {m["params"]["sigma2"] for m in guided.values()}
     for name, m in systems.items():
         gain = m.get("plan_fidelity_gain")
