@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser(
         "info", parents=[common], help="show a checkpoint's config, versions, models and probes",
         description="Print a checkpoint's config, the library version, its encoder and decoder ids, its "
-                    "decoder adapter (if any) and its probes, as JSON. Reads the checkpoint's files only (no model is loaded).")
+                    "decoder adapter (if any) and its probes, as JSON. Reads the checkpoint's files only (no "
+                    "model is loaded).")
     info.add_argument("--checkpoint", default="mini", metavar="NAME_OR_PATH",
                       help="checkpoint folder or packaged checkpoint name (default: %(default)s)")
     info.set_defaults(handler=_info)

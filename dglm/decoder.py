@@ -46,14 +46,6 @@ logger = logging.getLogger(__name__)
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj")
 
 
-def _peft(*names: str) -> list:
-    """Objects from ``peft`` (decoder adapters), with the install command if it is missing."""
-    try:
-        import peft
-    except ImportError as e:
-        raise ImportError("decoder adapters need peft: pip install 'peft>=0.11'") from e
-    return [getattr(peft, name) for name in names]
-
 
 def check_prefixes(prefixes: Sequence[str]) -> list[str]:
     """Validate a batch of prefixes: a non-empty list of str.
@@ -143,13 +135,13 @@ class Decoder(nn.Module):
             >>> dec.has_adapter, sum(p.numel() for p in params) > 0
             (True, True)
         """
+        from peft import LoraConfig, get_peft_model  # imported when used: peft is slow to import
         from transformers.pytorch_utils import Conv1D
 
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             raise ValueError(f"rank={rank!r} must be an integer >= 1")
         if self.has_adapter:
             raise ValueError("the decoder already carries an adapter; load a fresh decoder to add another")
-        LoraConfig, get_peft_model = _peft("LoraConfig", "get_peft_model")
         layers = {n.rsplit(".", 1)[-1]: m for n, m in self.model.named_modules() if isinstance(m, (nn.Linear, Conv1D))}
         targets = [t for t in ATTENTION_PROJECTIONS if t in layers]
         if not targets:
@@ -173,7 +165,7 @@ class Decoder(nn.Module):
         """
         if self.has_adapter:
             raise ValueError("the decoder already carries an adapter; load a fresh decoder to add another")
-        (PeftModel,) = _peft("PeftModel")
+        from peft import PeftModel
         self.model = PeftModel.from_pretrained(self.model, os.fspath(folder)).eval().requires_grad_(False)
 
     def save_adapter(self, folder: str | os.PathLike) -> None:
