@@ -102,3 +102,17 @@ def test_prompt_embeds_in_user_code_use_the_adapter_like_generate(pipes):
     out = adapted.decoder.model.generate(inputs_embeds=embeds, attention_mask=mask, **kw)
     assert adapted.decoder.tokenizer.batch_decode(out, skip_special_tokens=True) == \
         [t for row in ours.continuations for t in row]
+
+
+def test_plain_baselines_run_the_base_model(pipes):
+    """Best-of-N and the FUDGE-style baseline decode plainly: the adapter must not change their text."""
+    from dglm import FunctionConstraint
+    from dglm.bench.baselines import best_of_n, fudge_generate
+
+    first = FunctionConstraint(lambda x: x[..., 0], name="first_dim_low")
+    kw = dict(max_new_tokens=5, min_new_tokens=5, seed=0)
+    (base, adapted) = pipes
+    assert fudge_generate(adapted.decoder, adapted.encoder, first, PREFIXES, top_k=4, **kw) == \
+        fudge_generate(base.decoder, base.encoder, first, PREFIXES, top_k=4, **kw)
+    assert best_of_n(adapted.decoder, adapted.encoder, first, PREFIXES, n=2, **kw).continuations == \
+        best_of_n(base.decoder, base.encoder, first, PREFIXES, n=2, **kw).continuations

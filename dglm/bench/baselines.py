@@ -110,59 +110,58 @@ def fudge_generate(decoder: Decoder, encoder: SemanticEncoder, constraint: Const
     timings.setdefault("decode", 0.0)
     timings.setdefault("score", 0.0)
 
-    B = len(prefixes)
-    t0 = time.perf_counter()
-    embeds, mask, _ = decoder.embed(decoder.tokenize(prefixes))  # (B, L, h), (B, L), left padded
-    position = (mask.cumsum(-1) - 1).clamp_min(0)
-    cache_name = cache_keyword(model)
-    with decoder.adapter_off():  # plain decoding is the base LM's
-        out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=position, use_cache=True)
-    past, logits = out[cache_name], out.logits[:, -1].float()  # (B, V)
-    next_position = position[:, -1] + 1  # (B,)
-    generated = torch.empty(B, 0, dtype=torch.long, device=dev)
-    done = torch.zeros(B, dtype=torch.bool)
-    timings["decode"] += time.perf_counter() - t0
-    for step in range(max_new_tokens):
+    with decoder.adapter_off():  # plain decoding is the base LM's, entered once for the whole loop
+        B = len(prefixes)
         t0 = time.perf_counter()
-        if generated.shape[1] and repetition_penalty != 1.0:  # HF RepetitionPenaltyLogitsProcessor
-            seen = logits.gather(1, generated)
-            logits = logits.scatter(1, generated, torch.where(seen < 0, seen * repetition_penalty,
-                                                              seen / repetition_penalty))
-        if step < min_new_tokens and eos_ids.numel():
-            logits[:, eos_ids.to(dev)] = -torch.inf
-        logp, cand = logits.log_softmax(-1).topk(min(top_k, logits.shape[-1]), dim=-1)  # (B, k)
-        logp, cand = logp.cpu(), cand.cpu()
-        k = cand.shape[1]
-        t1 = time.perf_counter()
-        active = (~done).nonzero().squeeze(1).tolist()  # finished rows need no scores
-        texts = [prefixes[i] + tok.decode(generated[i].tolist() + [int(c)], skip_special_tokens=True)
-                 for i in active for c in cand[i]]
-        loss = torch.zeros(B, k)
-        loss[active] = constraint.loss(encoder.encode(texts)).float().cpu().reshape(len(active), k)
-        t2 = time.perf_counter()
-        score = (logp - strength * loss).log_softmax(-1)
-        probs = score.exp()
-        # top-p over the rescored candidates: keep the smallest prefix of the sorted list reaching top_p.
-        sorted_p, order = probs.sort(-1, descending=True)
-        drop = (sorted_p.cumsum(-1) - sorted_p) >= top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        pick = order.gather(1, torch.multinomial(sorted_p, 1, generator=generator))  # (B, 1)
-        token = cand.gather(1, pick).squeeze(1)  # (B,)
-        token = torch.where(done, torch.full_like(token, decoder.pad_token_id), token)
-        done |= torch.isin(token, eos_ids)
-        generated = torch.cat([generated, token[:, None].to(dev)], dim=1)
-        if bool(done.all()):
-            timings["decode"] += t1 - t0
-            timings["score"] += t2 - t1
-            break
-        mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=dev)], dim=1)
-        with decoder.adapter_off():
+        embeds, mask, _ = decoder.embed(decoder.tokenize(prefixes))  # (B, L, h), (B, L), left padded
+        position = (mask.cumsum(-1) - 1).clamp_min(0)
+        cache_name = cache_keyword(model)
+        out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=position, use_cache=True)
+        past, logits = out[cache_name], out.logits[:, -1].float()  # (B, V)
+        next_position = position[:, -1] + 1  # (B,)
+        generated = torch.empty(B, 0, dtype=torch.long, device=dev)
+        done = torch.zeros(B, dtype=torch.bool)
+        timings["decode"] += time.perf_counter() - t0
+        for step in range(max_new_tokens):
+            t0 = time.perf_counter()
+            if generated.shape[1] and repetition_penalty != 1.0:  # HF RepetitionPenaltyLogitsProcessor
+                seen = logits.gather(1, generated)
+                logits = logits.scatter(1, generated, torch.where(seen < 0, seen * repetition_penalty,
+                                                                  seen / repetition_penalty))
+            if step < min_new_tokens and eos_ids.numel():
+                logits[:, eos_ids.to(dev)] = -torch.inf
+            logp, cand = logits.log_softmax(-1).topk(min(top_k, logits.shape[-1]), dim=-1)  # (B, k)
+            logp, cand = logp.cpu(), cand.cpu()
+            k = cand.shape[1]
+            t1 = time.perf_counter()
+            active = (~done).nonzero().squeeze(1).tolist()  # finished rows need no scores
+            texts = [prefixes[i] + tok.decode(generated[i].tolist() + [int(c)], skip_special_tokens=True)
+                     for i in active for c in cand[i]]
+            loss = torch.zeros(B, k)
+            loss[active] = constraint.loss(encoder.encode(texts)).float().cpu().reshape(len(active), k)
+            t2 = time.perf_counter()
+            score = (logp - strength * loss).log_softmax(-1)
+            probs = score.exp()
+            # top-p over the rescored candidates: keep the smallest prefix of the sorted list reaching top_p.
+            sorted_p, order = probs.sort(-1, descending=True)
+            drop = (sorted_p.cumsum(-1) - sorted_p) >= top_p
+            sorted_p = sorted_p.masked_fill(drop, 0.0)
+            pick = order.gather(1, torch.multinomial(sorted_p, 1, generator=generator))  # (B, 1)
+            token = cand.gather(1, pick).squeeze(1)  # (B,)
+            token = torch.where(done, torch.full_like(token, decoder.pad_token_id), token)
+            done |= torch.isin(token, eos_ids)
+            generated = torch.cat([generated, token[:, None].to(dev)], dim=1)
+            if bool(done.all()):
+                timings["decode"] += t1 - t0
+                timings["score"] += t2 - t1
+                break
+            mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=dev)], dim=1)
             out = model(input_ids=token[:, None].to(dev), attention_mask=mask, position_ids=next_position[:, None],
                         use_cache=True, **{cache_name: past})
-        past, logits = out[cache_name], out.logits[:, -1].float()
-        next_position = next_position + 1
-        timings["decode"] += (t1 - t0) + (time.perf_counter() - t2)
-        timings["score"] += t2 - t1
+            past, logits = out[cache_name], out.logits[:, -1].float()
+            next_position = next_position + 1
+            timings["decode"] += (t1 - t0) + (time.perf_counter() - t2)
+            timings["score"] += t2 - t1
     # Tokens after a row's eos are padding; decode up to (excluding) the first eos.
     texts = []
     for row in generated.cpu().tolist():
