@@ -178,3 +178,38 @@ def test_quick_benchmark_writes_every_system_metric_and_plot(tmp_path):
     assert len(result["plots"]) == 4
     report = (tmp_path / "bench-quick.md").read_text()
     assert "proxy" in report and "| plain |" in report and "Targets" in report
+    assert sum("sigma^2 sweep" in t["target"] for t in result["targets"]) == 1
+
+
+def test_a_sigma2_sweep_alone_runs_no_controlled_system(tmp_path):
+    from dglm.bench.run import main
+
+    assert main(["--quick", "--out", str(tmp_path), "--name", "sweep", "--strengths", "--bon-n", "0",
+                 "--bon-extra-n", "--fudge-strengths", "--plan-scales", "--guided-plan-scales",
+                 "--runtime-new-tokens", "--sigma2", "0", "0.5", "1"]) == 0
+    result = json.loads((tmp_path / "sweep.json").read_text())
+    assert list(result["systems"]) == ["plain", "dglm sigma2=0", "dglm sigma2=0.05", "dglm sigma2=0.5",
+                                       "dglm sigma2=1"]
+    assert result["runtime"] is None and result["plots"] == ["sweep_sigma2.png"]
+    (sweep,) = [t for t in result["targets"] if "sigma^2 sweep" in t["target"]]
+    assert sweep["detail"].count("fidelity") == 4
+
+
+def _sweep_system(sigma2: float, fidelity: float, dist3: float) -> dict:
+    return {"family": "dglm", "params": {"sigma2": sigma2}, "dist3": dist3,
+            "plan_fidelity": {"mean": fidelity, "sem": 0.01}}
+
+
+def test_sigma2_target_needs_fidelity_down_and_dist3_up_at_every_step():
+    from dglm.bench.run import sigma2_sweep_target
+
+    def met(*rows):
+        systems = {f"s{i}": _sweep_system(*r) for i, r in enumerate(rows)}
+        systems["plain"] = {"family": "plain", "params": {}, "dist3": 0.5}
+        return sigma2_sweep_target(systems)[0]["met"]
+
+    assert met((0.0, 0.40, 0.80), (0.5, 0.35, 0.85), (1.0, 0.30, 0.85))
+    assert not met((0.0, 0.40, 0.80), (0.5, 0.41, 0.85), (1.0, 0.30, 0.90))  # fidelity rose
+    assert not met((0.0, 0.40, 0.80), (0.5, 0.35, 0.79), (1.0, 0.30, 0.90))  # Dist-3 fell
+    assert not met((1.0, 0.40, 0.80), (0.0, 0.30, 0.90))  # ordered by sigma^2, not by insertion
+    assert sigma2_sweep_target({"s": _sweep_system(0.05, 0.4, 0.8)}) == []

@@ -38,6 +38,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
@@ -111,7 +112,8 @@ class BenchConfig(BaseModel):
     repetition_penalty: float = Field(default=1.2, gt=0)
     # The control, in the constraint syntax; resolved against the checkpoint's probe registry.
     control: str = "topic('sports')"
-    # Guidance strengths of DGLM (0 = unguided, taken from the sigma^2 sweep at the default sigma^2).
+    # Guidance strengths of DGLM (0 = unguided, taken from the sigma^2 sweep at the default sigma^2); empty:
+    # no guided systems (e.g. a sigma^2 sweep alone, with many samples per prompt).
     strengths: list[float] = [10.0, 30.0, 100.0, 300.0, 1000.0]
     # Re-noising levels of the unguided sweep; the checkpoint's default sigma^2 is always included.
     sigma2: list[float] = [0.0, 0.05, 0.2, 0.5, 1.0]
@@ -125,8 +127,9 @@ class BenchConfig(BaseModel):
     # FUDGE-style baseline: strengths (1 = Bayes rule) and candidates rescored per step.
     fudge_strengths: list[float] = [1.0, 4.0]
     fudge_top_k: int = Field(default=8, ge=1)
-    # Best-of-N: None matches DGLM-guided's measured wall time; bon_extra_n adds fixed, unmatched N.
-    bon_n: int | None = None
+    # Best-of-N: None matches DGLM-guided's measured wall time (4 without guided systems), 0 runs none;
+    # bon_extra_n adds fixed, unmatched N.
+    bon_n: int | None = Field(default=None, ge=0)
     bon_extra_n: list[int] = [4]
     # Evaluator LM id or folder; "decoder" uses the pipeline's own decoder (quick mode; not independent).
     evaluator_lm: str = EVALUATOR_ID
@@ -461,8 +464,9 @@ def run_systems(setup: Setup) -> list[SystemRun]:
     matched = n is None
     if matched:
         n = max(1, round(np.mean([r.wall_s for r in guided]) / runs[0].wall_s)) if guided else 4
-    runs.append(run_system(setup, f"best-of-{n}" + (" (time-matched)" if matched else ""), "best-of-n",
-                           {"n": n, "matched_to_dglm_guided": matched, "primary": True}, make["best-of-n"](n)))
+    if n:
+        runs.append(run_system(setup, f"best-of-{n}" + (" (time-matched)" if matched else ""), "best-of-n",
+                               {"n": n, "matched_to_dglm_guided": matched, "primary": True}, make["best-of-n"](n)))
     for extra in c.bon_extra_n:
         if extra != n:
             runs.append(run_system(setup, f"best-of-{extra}", "best-of-n",
@@ -553,17 +557,18 @@ def score_runs(setup: Setup, runs: Sequence[SystemRun]) -> dict[str, dict]:
 # ----------------------------------------------------------------------------------------------- runtime
 
 
-def runtime_table(setup: Setup, bon_n: int) -> dict:
+def runtime_table(setup: Setup, bon_n: int | None) -> dict:
     """Seconds per call and relative to plain decoding, per (batch size, new tokens) and system: exactly
     ``new tokens`` tokens each (eos suppressed), one sample per prompt, after one untimed warm-up call per
     system. A system's longer cells are skipped once a cell took more than ``runtime_cell_limit_s / 2``
-    (the next doubles), and reported as skipped."""
+    (the next doubles), and reported as skipped. ``bon_n``: the best-of-N to time (None: none)."""
     c = setup.config
     make = system_functions(setup)
     guided_strength = setup.pipeline.sampling.strength
     systems = {"plain": make["plain"](), "dglm": make["dglm"](setup.pipeline.sampling.sigma2),
-               f"dglm-guided strength={guided_strength:g}": make["dglm-guided"](guided_strength),
-               f"best-of-{bon_n}": make["best-of-n"](bon_n)}
+               f"dglm-guided strength={guided_strength:g}": make["dglm-guided"](guided_strength)}
+    if bon_n:
+        systems[f"best-of-{bon_n}"] = make["best-of-n"](bon_n)
     if c.fudge_strengths:
         systems[f"fudge strength={c.fudge_strengths[0]:g}"] = make["fudge"](c.fudge_strengths[0])
     cells = []
@@ -637,6 +642,7 @@ def check_targets(systems: dict[str, dict], runtime: dict | None) -> list[dict]:
         out.append({"target": "... and than the token-level (FUDGE-style) baseline at its best strength",
                     "met": bool(fudge and best > max(fudge)), "detail": f"{best:.3f} vs "
                                                                        f"{f'{max(fudge):.3f}' if fudge else 'n/a'}"})
+    out += sigma2_sweep_target(systems)
     default_sigma2 = {m["params"]["sigma2"] for m in guided.values()}
     for name, m in systems.items():
         gain = m.get("plan_fidelity_gain")
@@ -656,6 +662,22 @@ def check_targets(systems: dict[str, dict], runtime: dict | None) -> list[dict]:
             out.append({"target": "guided DGLM end to end <= 1.5x plain decoding at 64 new tokens, batch 16",
                         "met": False, "detail": "cell not measured (batch 16 and 64 tokens not in the runtime grid)"})
     return out
+
+
+def sigma2_sweep_target(systems: dict[str, dict]) -> list[dict]:
+    """The noise knob (the reference's Table 2): over the unguided sigma^2 sweep, plan fidelity must not rise
+    and Dist-3 must not fall from one sigma^2 to the next (means; the detail lists them with fidelity's
+    standard errors). Empty when the sweep has fewer than two levels."""
+    sweep = sorted((m["params"]["sigma2"], m) for m in systems.values()
+                   if m["family"] == "dglm" and m.get("plan_fidelity"))
+    if len(sweep) < 2:
+        return []
+    met = all(b["plan_fidelity"]["mean"] <= a["plan_fidelity"]["mean"] and b["dist3"] >= a["dist3"]
+              for (_, a), (_, b) in pairwise(sweep))
+    detail = "; ".join(f"sigma2 {s2:g}: fidelity {m['plan_fidelity']['mean']:.3f} +- {m['plan_fidelity']['sem']:.3f}, "
+                       f"Dist-3 {m['dist3']:.3f}" for s2, m in sweep)
+    return [{"target": "sigma^2 sweep: plan fidelity falls and Dist-3 rises monotonically with sigma^2",
+             "met": bool(met), "detail": detail}]
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -799,7 +821,8 @@ def _brief(d: dict) -> str:
 
 
 def write_plots(result: dict, out: Path, stem: str) -> list[str]:
-    """PNG plots (matplotlib, Agg): strength sweeps, sigma^2 sweep, runtime chart, control/perplexity trade-off."""
+    """PNG plots (matplotlib, Agg): strength sweeps, sigma^2 sweep, runtime chart, control/perplexity trade-off
+    (the strength and trade-off plots only when controlled systems ran)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -823,34 +846,36 @@ def write_plots(result: dict, out: Path, stem: str) -> list[str]:
 
     default_s2 = result["default_sigma2"]
     unguided = next((s for s in systems.values() if s["family"] == "dglm" and s["params"]["sigma2"] == default_s2), None)
-    keys = [("control_success", "control success (independent evaluator)"), ("perplexity", "evaluator perplexity"),
-            ("dist3", "Dist-3")]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ax, (key, label) in zip(axes, keys, strict=True):
-        scales = sorted({s["params"]["plan_scale"] for s in systems.values() if s["family"] == "dglm-guided"})
-        series = [(f"dglm-guided plan_scale={w:g}", "dglm-guided", w, "o-") for w in scales] + \
-            [("fudge", "fudge", None, "s-")]
-        for label_, family, w, style in series:
-            pts = [(s["params"]["strength"], metric(s, key)) for s in systems.values()
-                   if s["family"] == family and s["params"].get("plan_scale") == w]
-            if family == "dglm-guided" and unguided is not None and unguided["params"].get("plan_scale") == w:
-                pts = [(0.0, metric(unguided, key)), *pts]
-            pts = [(x, y) for x, y in sorted(pts) if y is not None]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), style, label=label_)
-        references = [(n, s) for n, s in systems.items() if s["family"] in ("plain", "best-of-n")]
-        colors = ["gray", "tab:green", "tab:olive", "tab:purple", "tab:brown"]
-        for (name, s), color, ls in zip(references, colors * 4, ["--", ":", "-.", ":", "-."] * 4, strict=False):
-            if metric(s, key) is not None:
-                ax.axhline(metric(s, key), ls=ls, color=color, label=name)
-        ax.set_xscale("symlog", linthresh=1.0)
-        ax.set_xlim(left=0)
-        ax.set_xlabel("strength (each system's own scale)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"control: {result['config']['control']}")
-    save(fig, "strength")
+    controlled = any(s["family"] in ("dglm-guided", "best-of-n", "fudge") for s in systems.values())
+    if controlled:  # strength sweeps
+        keys = [("control_success", "control success (independent evaluator)"), ("perplexity", "evaluator perplexity"),
+                ("dist3", "Dist-3")]
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+        for ax, (key, label) in zip(axes, keys, strict=True):
+            scales = sorted({s["params"]["plan_scale"] for s in systems.values() if s["family"] == "dglm-guided"})
+            series = [(f"dglm-guided plan_scale={w:g}", "dglm-guided", w, "o-") for w in scales] + \
+                [("fudge", "fudge", None, "s-")]
+            for label_, family, w, style in series:
+                pts = [(s["params"]["strength"], metric(s, key)) for s in systems.values()
+                       if s["family"] == family and s["params"].get("plan_scale") == w]
+                if family == "dglm-guided" and unguided is not None and unguided["params"].get("plan_scale") == w:
+                    pts = [(0.0, metric(unguided, key)), *pts]
+                pts = [(x, y) for x, y in sorted(pts) if y is not None]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), style, label=label_)
+            references = [(n, s) for n, s in systems.items() if s["family"] in ("plain", "best-of-n")]
+            colors = ["gray", "tab:green", "tab:olive", "tab:purple", "tab:brown"]
+            for (name, s), color, ls in zip(references, colors * 4, ["--", ":", "-.", ":", "-."] * 4, strict=False):
+                if metric(s, key) is not None:
+                    ax.axhline(metric(s, key), ls=ls, color=color, label=name)
+            ax.set_xscale("symlog", linthresh=1.0)
+            ax.set_xlim(left=0)
+            ax.set_xlabel("strength (each system's own scale)")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"control: {result['config']['control']}")
+        save(fig, "strength")
 
     sweep = sorted((s["params"]["sigma2"], s) for s in systems.values() if s["family"] == "dglm")
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
@@ -901,16 +926,17 @@ def write_plots(result: dict, out: Path, stem: str) -> list[str]:
         ax.grid(alpha=0.3, axis="y")
         save(fig, "runtime")
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name, s in systems.items():
-        x, y = metric(s, "perplexity"), s["control_success"]
-        if x is not None and y is not None:
-            ax.scatter(x, y, label=name)
-    ax.set_xlabel("evaluator perplexity")
-    ax.set_ylabel("control success")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    save(fig, "tradeoff")
+    if controlled:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        for name, s in systems.items():
+            x, y = metric(s, "perplexity"), s["control_success"]
+            if x is not None and y is not None:
+                ax.scatter(x, y, label=name)
+        ax.set_xlabel("evaluator perplexity")
+        ax.set_ylabel("control success")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        save(fig, "tradeoff")
     return files
 
 
@@ -925,7 +951,7 @@ def run_benchmark(config: BenchConfig, pipeline: DGLM | None = None) -> dict:
     setup = build_setup(config, pipeline)
     runs = run_systems(setup)
     systems = score_runs(setup, runs)
-    bon_n = next(r.params["n"] for r in runs if r.family == "best-of-n" and r.params["primary"])
+    bon_n = next((r.params["n"] for r in runs if r.family == "best-of-n" and r.params["primary"]), None)
     runtime = runtime_table(setup, bon_n) if config.runtime_batch_sizes and config.runtime_new_tokens else None
     result = {"config": config.model_dump(mode="json"), "date": date, "machine": machine,
               "evaluators": setup.evaluator_info, "targets_of_control": setup.targets,
@@ -970,14 +996,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a("--min-new-tokens", type=int, help="suppress eos before this many new tokens")
     a("--batch-prompts", type=int, help="prompts per generation call")
     a("--control", help="constraint expression for the guided systems, e.g. \"topic('sports')\"")
-    a("--strengths", type=float, nargs="+", help="DGLM guidance strengths")
+    a("--strengths", type=float, nargs="*", help="DGLM guidance strengths (none: no guided systems)")
     a("--sigma2", type=float, nargs="+", help="sigma^2 values of the unguided sweep")
     a("--plan-scales", type=float, nargs="*", help="plan-guidance weights of further unguided systems")
     a("--guided-plan-scales", type=float, nargs="*", help="plan-guidance weights of further guided systems")
     a("--steps", type=int, help="diffusion steps (default: the checkpoint's)")
     a("--fudge-strengths", type=float, nargs="*", help="FUDGE-style baseline strengths")
     a("--fudge-top-k", type=int, help="candidates rescored per step by the FUDGE-style baseline")
-    a("--bon-n", type=int, help="best-of-N candidates (default: matched to DGLM-guided's wall time)")
+    a("--bon-n", type=int, help="best-of-N candidates (default: matched to DGLM-guided's wall time; 0: none)")
     a("--bon-extra-n", type=int, nargs="*", help="further best-of-N runs with these fixed N (default: 4)")
     a("--evaluator-lm", help=f"evaluator LM id or folder (default {EVALUATOR_ID}); 'decoder' = the decoder itself")
     a("--evaluator-dtype", choices=["float32", "bfloat16"], help="evaluator LM dtype (default float32)")
