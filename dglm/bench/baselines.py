@@ -163,8 +163,8 @@ def fudge_generate(decoder: Decoder, encoder: SemanticEncoder, constraint: Const
             timings["decode"] += (t1 - t0) + (time.perf_counter() - t2)
             timings["score"] += t2 - t1
     # Tokens after a row's eos are padding; decode up to (excluding) the first eos.
-    texts = []
+    texts, stops = [], set(eos_ids.tolist())
     for row in generated.cpu().tolist():
-        cut = next((j for j, t in enumerate(row) if t in set(eos_ids.tolist())), len(row))
+        cut = next((j for j, t in enumerate(row) if t in stops), len(row))
         texts.append(tok.decode(row[:cut], skip_special_tokens=True))
     return texts
