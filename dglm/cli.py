@@ -155,6 +155,10 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
     decode.add_argument("--plan-scale", type=float, metavar="W",
                         help="plan guidance in the decoder, 1 = off; > 1 follows the plan more closely at the cost "
                              "of a second decoder pass per token (default: the checkpoint's)")
+    decode.add_argument("--control-scale", type=float, metavar="W",
+                        help="control contrast in the decoder (with --control), 1 = off; > 1 weights what the control "
+                             "changed in the plan by W: stronger control at some fluency, a second diffusion run "
+                             "and decoder pass (default: the checkpoint's)")
 
     run = p.add_argument_group("model")
     run.add_argument("--checkpoint", default="mini", metavar="NAME_OR_PATH",
@@ -178,6 +182,13 @@ def _generate(args: argparse.Namespace) -> int:
         check_sigma2(args.sigma2)
     if args.plan_scale is not None:
         check_plan_scale(args.plan_scale)
+    if args.control_scale is not None:
+        check_plan_scale(args.control_scale, "control_scale")
+        if args.control is None:
+            raise UserError(f"--control-scale {args.control_scale:g}: control contrast needs a --control")
+        if args.control_scale != 1 and args.plan_scale not in (None, 1):
+            raise UserError(f"--control-scale {args.control_scale:g} and --plan-scale {args.plan_scale:g}: use one "
+                            f"decoder-side contrast at a time")
     constraint = _parse_control(args.control, args.strength)
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise UserError(f"--json {args.json}: the folder {Path(args.json).resolve().parent} does not exist")
@@ -201,7 +212,7 @@ def _generate(args: argparse.Namespace) -> int:
             warnings.filterwarnings("ignore", message=r"Passing `repetition_penalty` with `inputs_embeds`")
             out = controller.generate(batch, args.num_samples, seed=seed, steps=args.steps, sampler=args.sampler,
                                       cfg_scale=args.cfg_scale, sigma2=args.sigma2, plan_scale=args.plan_scale,
-                                      show_progress_bar=show_progress, **decode_kwargs)
+                                      control_scale=args.control_scale, show_progress_bar=show_progress, **decode_kwargs)
         logger.info("batch of %d prefixes: %s", len(batch),
                     ", ".join(f"{k} {v:.2f} s" for k, v in out.timings.items()))
         for i, (prefix, continuations) in enumerate(zip(out.prefixes, out.continuations, strict=True)):

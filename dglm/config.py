@@ -132,6 +132,11 @@ class SamplingConfig(_Config):
     # null + w * (plan - null), null from a pure-noise plan's soft tokens; 1 = off, > 1 follows the plan
     # more closely at the cost of a second decoder pass per token.
     plan_scale: float = Field(default=1.0, ge=1, le=10)
+    # Control contrast w on the decoder's side (guided generation only): the same contrast, against the
+    # unguided plan sampled from the same noise instead of a null plan, so only what the constraint changed
+    # in the plan is weighted by w; 1 = off. Costs a second diffusion run and decoder pass. Exclusive with
+    # plan_scale > 1.
+    control_scale: float = Field(default=1.0, ge=1, le=10)
 
 
 class DGLMConfig(_Config):

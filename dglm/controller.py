@@ -22,6 +22,7 @@ from dglm.pipeline import (
     DGLM,
     GenerationOutput,
     Plan,
+    check_plan_scale,
     check_positive_int,
     check_seed,
     merge_outputs,
@@ -149,24 +150,42 @@ class Controller:
                  seed: int | None = None, steps: int | None = None, sampler: str | None = None,
                  cfg_scale: float | None = None, sigma2: float | None = None, show_progress_bar: bool = False,
                  batch_size: int = DEFAULT_BATCH_SIZE, plan_scale: float | None = None,
-                 **generate_kwargs) -> GenerationOutput:
+                 control_scale: float | None = None, **generate_kwargs) -> GenerationOutput:
         """Controlled continuations: ``output.continuations[i][j]`` is sample j of prefix i. Prefixes,
-        long prefixes, ``batch_size`` and ``plan_scale`` are handled as in :meth:`DGLM.generate`."""
+        long prefixes, ``batch_size`` and ``plan_scale`` are handled as in :meth:`DGLM.generate`.
+
+        ``control_scale`` > 1 (default ``pipeline.sampling.control_scale``) is control contrast: each guided
+        plan is decoded against the unguided plan of the same noise (:meth:`DGLM.decode`'s ``contrast``), so
+        the decoder weights by ``control_scale`` what the constraint changed in the plan (stronger control,
+        at some fluency; a second diffusion run and decoder pass). Unguided rows are unchanged by it. It
+        excludes ``plan_scale`` > 1.
+        """
         prefixes = check_prefixes(prefixes)
         num_samples = check_positive_int("num_samples", num_samples)
         batch_size = check_positive_int("batch_size", batch_size)
         check_seed(seed)
         pipe = self.pipeline
         kwargs = pipe.generate_kwargs(generate_kwargs)
+        plan_scale = pipe.sampling.plan_scale if plan_scale is None else check_plan_scale(plan_scale)
+        control_scale = pipe.sampling.control_scale if control_scale is None \
+            else check_plan_scale(control_scale, "control_scale")
+        if control_scale != 1.0 and plan_scale != 1.0:
+            raise ValueError(f"control_scale={control_scale:g} and plan_scale={plan_scale:g}: use one decoder-side "
+                             f"contrast at a time (the other must be 1)")
         per_prefix, strengths = self._controls(prefixes, constraints, strength)
+        plan_kwargs = dict(steps=steps, sampler=sampler, cfg_scale=cfg_scale, sigma2=sigma2,
+                           show_progress_bar=show_progress_bar, batch_size=batch_size)
         outputs = []
         for start, stop, n, chunk_seed in row_chunks(len(prefixes), num_samples, batch_size, seed):
             with pipe.lock:
                 guidance = self._guidance(per_prefix[start:stop], strengths[start:stop], n, chunk_seed)
-                plan = pipe.plan(prefixes[start:stop], n, steps=steps, sampler=sampler, cfg_scale=cfg_scale,
-                                 sigma2=sigma2, seed=chunk_seed, guidance=guidance,
-                                 show_progress_bar=show_progress_bar, batch_size=batch_size)
-                outputs.append((start, pipe.decode(plan, seed=chunk_seed, plan_scale=plan_scale, **kwargs)))
+                plan = pipe.plan(prefixes[start:stop], n, seed=chunk_seed, guidance=guidance, **plan_kwargs)
+                contrast = None
+                if control_scale != 1.0:  # the same noise, unguided
+                    contrast = pipe.plan(prefixes[start:stop], n, seed=chunk_seed, **plan_kwargs)
+                    plan.timings = {k: v + contrast.timings.get(k, 0.0) for k, v in plan.timings.items()}
+                outputs.append((start, pipe.decode(plan, seed=chunk_seed, plan_scale=max(plan_scale, control_scale),
+                                                   contrast=contrast, **kwargs)))
         return merge_outputs(prefixes, outputs)
 
     def prompt_embeds(self, prefixes: Sequence[str], num_samples: int = 1, *, dtype: torch.dtype | None = None,

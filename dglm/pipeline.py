@@ -344,9 +344,11 @@ class DGLM(torch.nn.Module):
         return kwargs
 
     def decode(self, plan: Plan, seed: int | None = None, plan_scale: float | None = None,
-               **generate_kwargs) -> GenerationOutput:
+               contrast: Plan | None = None, **generate_kwargs) -> GenerationOutput:
         """Decode the text of a :class:`Plan` (one continuation per planned row). ``plan_scale`` > 1 adds
-        plan guidance (:class:`~dglm.plan_guidance.PlanGuidance` against :meth:`null_prompts`)."""
+        plan guidance (:class:`~dglm.plan_guidance.PlanGuidance`) against :meth:`null_prompts`, or against
+        ``contrast``, a plan of the same rows (e.g. the unguided plan of a guided one, as
+        :meth:`Controller.generate`'s ``control_scale`` does)."""
         kwargs = self.generate_kwargs(generate_kwargs, plan.soft_prompts.shape[1])
         check_seed(seed)
         scale = self.sampling.plan_scale if plan_scale is None else check_plan_scale(plan_scale)
@@ -354,8 +356,17 @@ class DGLM(torch.nn.Module):
         rows = [p for p in plan.prefixes for _ in range(plan.num_samples)]
         check_finite_rows(plan.soft_prompts, "the plan's soft prompts", "sample the diffusion and prompt networks "
                           "in float32 or bfloat16")
+        if contrast is not None and (contrast.prefixes != plan.prefixes or contrast.num_samples != plan.num_samples
+                                     or contrast.soft_prompts.shape != plan.soft_prompts.shape):
+            raise ValueError(f"contrast must be a plan of the same rows as plan ({len(plan.prefixes)} prefixes x "
+                             f"{plan.num_samples} samples, soft prompts {tuple(plan.soft_prompts.shape)}), got "
+                             f"{len(contrast.prefixes)} x {contrast.num_samples}, "
+                             f"{tuple(contrast.soft_prompts.shape)}")
         with self.lock:
-            null = self.null_prompts(len(rows), seed) if scale != 1.0 else None
+            if scale == 1.0:
+                null = None
+            else:
+                null = self.null_prompts(len(rows), seed) if contrast is None else contrast.soft_prompts
             texts = self.decoder.generate(rows, plan.soft_prompts, seed=seed, null_soft=null, plan_scale=scale,
                                           **kwargs)
         n = plan.num_samples
@@ -380,19 +391,20 @@ class DGLM(torch.nn.Module):
                                                         dtype=param.dtype), 1.0, generator)
 
 
-def check_plan_scale(value) -> float:
-    """Validate a plan-guidance weight: a finite number in [1, 10] (1 = off).
+def check_plan_scale(value, name: str = "plan_scale") -> float:
+    """Validate a decoder-side guidance weight (``plan_scale``, ``control_scale``): a finite number in
+    [1, 10] (1 = off).
 
     Example:
         >>> check_plan_scale(2)
         2.0
-        >>> check_plan_scale(0.5)
+        >>> check_plan_scale(0.5, "control_scale")
         Traceback (most recent call last):
             ...
-        ValueError: plan_scale=0.5 must be a finite number in [1, 10] (1 = off)
+        ValueError: control_scale=0.5 must be a finite number in [1, 10] (1 = off)
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (1 <= value <= MAX_PLAN_SCALE):
-        raise ValueError(f"plan_scale={value!r:.100} must be a finite number in [1, {MAX_PLAN_SCALE:g}] (1 = off)")
+        raise ValueError(f"{name}={value!r:.100} must be a finite number in [1, {MAX_PLAN_SCALE:g}] (1 = off)")
     return float(value)
 
 

@@ -157,6 +157,8 @@ def test_quick_benchmark_writes_every_system_metric_and_plot(tmp_path):
     assert result["systems"]["dglm plan_scale=2"]["params"] == {"sigma2": 0.05, "strength": 0.0, "plan_scale": 2.0}
     assert result["systems"]["dglm sigma2=0.05"]["params"]["plan_scale"] == 1.0  # the checkpoint's default
     assert result["systems"]["dglm-guided strength=100 plan_scale=2"]["params"]["plan_scale"] == 2.0
+    assert result["systems"]["dglm-guided strength=100 control_scale=2"]["params"] == {
+        "strength": 100.0, "sigma2": 0.05, "plan_scale": 1.0, "control_scale": 2.0}
     for name, s in result["systems"].items():
         for key in ("dist3", "div", "perplexity", "mauve", "control", "control_success", "probe", "wall_s"):
             assert key in s, (name, key)
@@ -185,7 +187,7 @@ def test_a_sigma2_sweep_alone_runs_no_controlled_system(tmp_path):
     from dglm.bench.run import main
 
     assert main(["--quick", "--out", str(tmp_path), "--name", "sweep", "--strengths", "--bon-n", "0",
-                 "--bon-extra-n", "--fudge-strengths", "--plan-scales", "--guided-plan-scales",
+                 "--bon-extra-n", "--fudge-strengths", "--plan-scales", "--guided-plan-scales", "--guided-control-scales",
                  "--runtime-new-tokens", "--sigma2", "0", "0.5", "1"]) == 0
     result = json.loads((tmp_path / "sweep.json").read_text())
     assert list(result["systems"]) == ["plain", "dglm sigma2=0", "dglm sigma2=0.05", "dglm sigma2=0.5",

@@ -124,7 +124,7 @@ def test_malformed_control_shows_the_caret(checkpoint, capsys):
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--sigma2", "2"), ("--plan-scale", "0.5")])
+@pytest.mark.parametrize(("flag", "value"), [("--sigma2", "2"), ("--plan-scale", "0.5"), ("--control-scale", "11")])
 def test_bad_sampling_value_is_one_clean_line(checkpoint, capsys, flag, value):
     assert main(["generate", "the game", flag, value, "--checkpoint", checkpoint]) == 2
     err = capsys.readouterr().err
@@ -138,6 +138,19 @@ def test_plan_scale_reaches_the_decoder(checkpoint, capsys):
     off = capsys.readouterr().out
     assert main([*args, "--plan-scale", "3"]) == 0
     assert capsys.readouterr().out != off
+
+
+def test_control_scale_reaches_the_decoder_and_needs_a_control(checkpoint, capsys):
+    args = ["generate", "the game", "--checkpoint", checkpoint, "--seed", "0", "--control", "topic('sports')",
+            "--strength", "50", *FAST]
+    assert main(args) == 0
+    off = capsys.readouterr().out
+    assert main([*args, "--control-scale", "4"]) == 0
+    assert capsys.readouterr().out != off
+    assert main(["generate", "the game", "--checkpoint", checkpoint, "--control-scale", "2"]) == 2
+    assert "control contrast needs a --control" in capsys.readouterr().err
+    assert main([*args, "--control-scale", "2", "--plan-scale", "2"]) == 2
+    assert "use one decoder-side contrast at a time" in capsys.readouterr().err
 
 
 def test_unknown_topic_and_missing_checkpoint_are_user_errors(checkpoint, capsys, tmp_path):

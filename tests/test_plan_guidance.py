@@ -74,3 +74,43 @@ def test_decoder_refuses_plan_scale_without_null_prompts(pipe):
     with pytest.raises(ValueError, match="plan_scale=2.0 needs soft prompts and null_soft prompts"):
         pipe.decoder.generate(PREFIXES, torch.zeros(2, 4, pipe.decoder.hidden_size), plan_scale=2.0,
                               max_new_tokens=2)
+
+
+# ----------------------------------------------------------------------------------------------- control contrast
+
+
+def test_control_contrast_changes_guided_rows_only_and_is_seeded(pipe):
+    from dglm import Controller
+    from dglm.constraints import near
+
+    ctl = Controller(near("old music on the radio"), pipe, strength=50)
+    # no repetition penalty: the contrast weights it too (it acts on the guided branch's scores only)
+    kw = dict(num_samples=2, seed=1, constraints=[None, "near('old music on the radio')"], repetition_penalty=1.0,
+              **FAST)
+    off = ctl.generate(PREFIXES, **kw)
+    a = ctl.generate(PREFIXES, control_scale=4.0, **kw)
+    b = ctl.generate(PREFIXES, control_scale=4.0, **kw)
+    assert a.continuations == b.continuations and torch.equal(a.plans, off.plans)  # the guided plans are kept
+    assert a.continuations[0] == off.continuations[0]  # unguided row: its contrast plan is itself
+    assert a.continuations[1] != off.continuations[1]
+
+
+def test_decode_contrasts_against_a_given_plan(pipe):
+    plan = pipe.plan(PREFIXES, 2, steps=4, seed=0)
+    kw = dict(seed=3, max_new_tokens=6, min_new_tokens=6, repetition_penalty=1.0)
+    same = pipe.decode(plan, plan_scale=4.0, contrast=plan, **kw)
+    assert same.continuations == pipe.decode(plan, **kw).continuations
+    other = pipe.plan(PREFIXES, 2, steps=4, seed=1)
+    assert pipe.decode(plan, plan_scale=4.0, contrast=other, **kw).continuations != same.continuations
+    with pytest.raises(ValueError, match="contrast must be a plan of the same rows"):
+        pipe.decode(plan, plan_scale=2.0, contrast=pipe.plan(PREFIXES, 1, steps=4, seed=0), **kw)
+
+
+def test_control_scale_is_checked_by_name_and_excludes_plan_scale(pipe):
+    from dglm import Controller
+
+    ctl = Controller("near('a song')", pipe)
+    with pytest.raises(ValueError, match="control_scale=0.5 must be a finite number in"):
+        ctl.generate(PREFIXES, control_scale=0.5, **FAST)
+    with pytest.raises(ValueError, match="control_scale=2 and plan_scale=3: use one decoder-side contrast"):
+        ctl.generate(PREFIXES, control_scale=2, plan_scale=3, **FAST)

@@ -122,6 +122,9 @@ class BenchConfig(BaseModel):
     plan_scales: list[float] = [1.0, 2.0, 3.0]
     # Plan-guidance weights of further guided systems, each at every strength.
     guided_plan_scales: list[float] = [2.0]
+    # Control-contrast weights of further guided systems (Controller.generate's control_scale, at
+    # plan_scale 1), each at every strength.
+    guided_control_scales: list[float] = [2.0]
     # Diffusion steps (None: the checkpoint's default).
     steps: int | None = None
     # FUDGE-style baseline: strengths (1 = Bayes rule) and candidates rescored per step.
@@ -153,7 +156,7 @@ class BenchConfig(BaseModel):
         """The ``--quick`` settings: tiny random pipeline, 4 prompts x 2 samples, 8 new tokens."""
         quick = dict(quick=True, checkpoint=RANDOM + "tiny", name="bench-quick", num_prompts=4, num_samples=2,
                      num_references=4, prefix_tokens=8, new_tokens=8, min_new_tokens=8, batch_prompts=2, strengths=[10.0, 100.0],
-                     sigma2=[0.05, 1.0], plan_scales=[2.0], guided_plan_scales=[2.0], steps=5, fudge_strengths=[1.0], fudge_top_k=4, evaluator_lm="decoder",
+                     sigma2=[0.05, 1.0], plan_scales=[2.0], guided_plan_scales=[2.0], guided_control_scales=[2.0], steps=5, fudge_strengths=[1.0], fudge_top_k=4, evaluator_lm="decoder",
                      topic_classifier="quick", mauve_seeds=[0], runtime_new_tokens=[4, 8],
                      runtime_batch_sizes=[1, 4], runtime_cell_limit_s=10.0)
         return cls(**{**quick, **overrides})
@@ -380,11 +383,12 @@ def system_functions(setup: Setup) -> dict[str, Callable[..., GenerateFn]]:
             return out.continuations, out.plans, out.timings
         return run
 
-    def guided(strength: float, plan_scale: float | None = None) -> GenerateFn:
+    def guided(strength: float, plan_scale: float | None = None, control_scale: float | None = None) -> GenerateFn:
         controller = Controller(setup.constraint, pipe, strength=strength)
 
         def run(prefixes, n, seed, kw):
-            out = controller.generate(prefixes, n, seed=seed, steps=c.steps, plan_scale=plan_scale, **kw)
+            out = controller.generate(prefixes, n, seed=seed, steps=c.steps, plan_scale=plan_scale,
+                                      control_scale=control_scale, **kw)
             return out.continuations, out.plans, out.timings
         return run
 
@@ -437,10 +441,11 @@ def run_system(setup: Setup, name: str, family: str, params: dict, fn: GenerateF
 
 def run_systems(setup: Setup) -> list[SystemRun]:
     """Every system of the comparison, in the order plain, dglm (sigma^2 sweep), dglm (plan_scale sweep),
-    dglm-guided, best-of-n, fudge."""
+    dglm-guided (strengths, then each guided plan_scale and control_scale over them), best-of-n, fudge."""
     c, pipe = setup.config, setup.pipeline
     make = system_functions(setup)
-    default_sigma2, default_scale = pipe.sampling.sigma2, pipe.sampling.plan_scale
+    default_sigma2, default_scale, default_control = pipe.sampling.sigma2, pipe.sampling.plan_scale, \
+        pipe.sampling.control_scale
     runs = [run_system(setup, "plain", "plain", {}, make["plain"]())]
     for s2 in sorted({*c.sigma2, default_sigma2}):
         runs.append(run_system(setup, f"dglm sigma2={s2:g}", "dglm",
@@ -452,14 +457,19 @@ def run_systems(setup: Setup) -> list[SystemRun]:
     guided = []
     for lam in c.strengths:
         guided.append(run_system(setup, f"dglm-guided strength={lam:g}", "dglm-guided",
-                                 {"strength": lam, "sigma2": default_sigma2, "plan_scale": default_scale},
-                                 make["dglm-guided"](lam)))
+                                 {"strength": lam, "sigma2": default_sigma2, "plan_scale": default_scale,
+                                  "control_scale": default_control}, make["dglm-guided"](lam)))
     runs += guided
     for w in sorted(set(c.guided_plan_scales) - {default_scale}):
         for lam in c.strengths:
             runs.append(run_system(setup, f"dglm-guided strength={lam:g} plan_scale={w:g}", "dglm-guided",
-                                   {"strength": lam, "sigma2": default_sigma2, "plan_scale": w},
-                                   make["dglm-guided"](lam, w)))
+                                   {"strength": lam, "sigma2": default_sigma2, "plan_scale": w, "control_scale": 1.0},
+                                   make["dglm-guided"](lam, w, 1.0)))
+    for w in sorted(set(c.guided_control_scales) - {default_control}):
+        for lam in c.strengths:
+            runs.append(run_system(setup, f"dglm-guided strength={lam:g} control_scale={w:g}", "dglm-guided",
+                                   {"strength": lam, "sigma2": default_sigma2, "plan_scale": 1.0, "control_scale": w},
+                                   make["dglm-guided"](lam, 1.0, w)))
     n = c.bon_n
     matched = n is None
     if matched:
@@ -852,13 +862,17 @@ def write_plots(result: dict, out: Path, stem: str) -> list[str]:
                 ("dist3", "Dist-3")]
         fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
         for ax, (key, label) in zip(axes, keys, strict=True):
-            scales = sorted({s["params"]["plan_scale"] for s in systems.values() if s["family"] == "dglm-guided"})
-            series = [(f"dglm-guided plan_scale={w:g}", "dglm-guided", w, "o-") for w in scales] + \
-                [("fudge", "fudge", None, "s-")]
+            def scales(s):
+                return s["params"].get("plan_scale"), s["params"].get("control_scale")
+
+            pairs = sorted({scales(s) for s in systems.values() if s["family"] == "dglm-guided"})
+            series = [(f"dglm-guided plan_scale={w:g} control_scale={v:g}", "dglm-guided", (w, v), "o-")
+                      for w, v in pairs] + [("fudge", "fudge", (None, None), "s-")]
             for label_, family, w, style in series:
                 pts = [(s["params"]["strength"], metric(s, key)) for s in systems.values()
-                       if s["family"] == family and s["params"].get("plan_scale") == w]
-                if family == "dglm-guided" and unguided is not None and unguided["params"].get("plan_scale") == w:
+                       if s["family"] == family and scales(s) == w]
+                # strength 0 = unguided DGLM at that plan_scale (control contrast is the identity there)
+                if family == "dglm-guided" and unguided is not None and unguided["params"].get("plan_scale") == w[0]:
                     pts = [(0.0, metric(unguided, key)), *pts]
                 pts = [(x, y) for x, y in sorted(pts) if y is not None]
                 if pts:
@@ -1000,6 +1014,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a("--sigma2", type=float, nargs="+", help="sigma^2 values of the unguided sweep")
     a("--plan-scales", type=float, nargs="*", help="plan-guidance weights of further unguided systems")
     a("--guided-plan-scales", type=float, nargs="*", help="plan-guidance weights of further guided systems")
+    a("--guided-control-scales", type=float, nargs="*", help="control-contrast weights of further guided systems")
     a("--steps", type=int, help="diffusion steps (default: the checkpoint's)")
     a("--fudge-strengths", type=float, nargs="*", help="FUDGE-style baseline strengths")
     a("--fudge-top-k", type=int, help="candidates rescored per step by the FUDGE-style baseline")
