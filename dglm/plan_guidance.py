@@ -11,6 +11,11 @@ branches share the prefix, the soft-token slots and any decoder adapter, so thei
 content, not the soft tokens' presence (contrasting with plain decoding instead amplifies the soft tokens'
 own disturbance). It costs a second decoder pass per new token (the null branch keeps its own KV cache).
 
+The null branch may be any other soft prompts laid out like the plan's: *control contrast*
+(``Controller.generate(..., control_scale=w)``) uses the unguided plan of the same noise, so that only what
+the constraint changed in the plan is weighted by ``w``. Processors that run before this one (the
+repetition penalty) act on the guided branch's scores only, so ``w`` scales their effect too.
+
 It is a Hugging Face ``LogitsProcessor``, so user code decoding :meth:`dglm.Controller.prompt_embeds` can
 pass it to its own ``generate`` call; ``DGLM.generate(..., plan_scale=w)`` does it for you.
 """
