@@ -157,8 +157,9 @@ class Controller:
         ``control_scale`` > 1 (default ``pipeline.sampling.control_scale``) is control contrast: each guided
         plan is decoded against the unguided plan of the same noise (:meth:`DGLM.decode`'s ``contrast``), so
         the decoder weights by ``control_scale`` what the constraint changed in the plan (stronger control,
-        at some fluency; a second diffusion run and decoder pass). Unguided rows are unchanged by it. It
-        excludes ``plan_scale`` > 1.
+        at some fluency; a second diffusion run and decoder pass). Chunks without guided rows skip it; an
+        unguided row in a guided chunk is its own contrast, so only the repetition penalty, which the
+        contrast weights too, can change its text. It excludes ``plan_scale`` > 1.
         """
         prefixes = check_prefixes(prefixes)
         num_samples = check_positive_int("num_samples", num_samples)
@@ -180,12 +181,12 @@ class Controller:
             with pipe.lock:
                 guidance = self._guidance(per_prefix[start:stop], strengths[start:stop], n, chunk_seed)
                 plan = pipe.plan(prefixes[start:stop], n, seed=chunk_seed, guidance=guidance, **plan_kwargs)
-                contrast = None
-                if control_scale != 1.0:  # the same noise, unguided
-                    contrast = pipe.plan(prefixes[start:stop], n, seed=chunk_seed, **plan_kwargs)
+                contrast, scale = None, plan_scale
+                if control_scale != 1.0 and guidance is not None:  # the same noise, unguided
+                    contrast, scale = pipe.plan(prefixes[start:stop], n, seed=chunk_seed, **plan_kwargs), control_scale
                     plan.timings = {k: v + contrast.timings.get(k, 0.0) for k, v in plan.timings.items()}
-                outputs.append((start, pipe.decode(plan, seed=chunk_seed, plan_scale=max(plan_scale, control_scale),
-                                                   contrast=contrast, **kwargs)))
+                outputs.append((start, pipe.decode(plan, seed=chunk_seed, plan_scale=scale, contrast=contrast,
+                                                   **kwargs)))
         return merge_outputs(prefixes, outputs)
 
     def prompt_embeds(self, prefixes: Sequence[str], num_samples: int = 1, *, dtype: torch.dtype | None = None,

@@ -93,6 +93,9 @@ def test_control_contrast_changes_guided_rows_only_and_is_seeded(pipe):
     assert a.continuations == b.continuations and torch.equal(a.plans, off.plans)  # the guided plans are kept
     assert a.continuations[0] == off.continuations[0]  # unguided row: its contrast plan is itself
     assert a.continuations[1] != off.continuations[1]
+    unguided = dict(kw, constraints=[None, None], repetition_penalty=1.2)  # no guided row: no contrast at all
+    assert ctl.generate(PREFIXES, control_scale=4.0, **unguided).continuations == \
+        ctl.generate(PREFIXES, **unguided).continuations
 
 
 def test_decode_contrasts_against_a_given_plan(pipe):
