@@ -193,8 +193,9 @@ def test_a_sigma2_sweep_alone_runs_no_controlled_system(tmp_path):
     assert list(result["systems"]) == ["plain", "dglm sigma2=0", "dglm sigma2=0.05", "dglm sigma2=0.5",
                                        "dglm sigma2=1"]
     assert result["runtime"] is None and result["plots"] == ["sweep_sigma2.png"]
-    (sweep,) = [t for t in result["targets"] if "sigma^2 sweep" in t["target"]]
-    assert sweep["detail"].count("fidelity") == 4
+    (sweep, follows) = result["targets"]  # no control targets without guided systems
+    assert "sigma^2 sweep" in sweep["target"] and sweep["detail"].count("fidelity") == 4
+    assert follows["target"].startswith("dglm sigma2=0.05: the text follows its plan")
 
 
 def _sweep_system(sigma2: float, fidelity: float, dist3: float) -> dict:
