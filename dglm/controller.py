@@ -22,6 +22,7 @@ from dglm.pipeline import (
     DGLM,
     GenerationOutput,
     Plan,
+    _sum_timings,
     check_plan_scale,
     check_positive_int,
     check_seed,
@@ -184,7 +185,7 @@ class Controller:
                 contrast, scale = None, plan_scale
                 if control_scale != 1.0 and guidance is not None:  # the same noise, unguided
                     contrast, scale = pipe.plan(prefixes[start:stop], n, seed=chunk_seed, **plan_kwargs), control_scale
-                    plan.timings = {k: v + contrast.timings.get(k, 0.0) for k, v in plan.timings.items()}
+                    plan.timings = _sum_timings([plan, contrast])
                 outputs.append((start, pipe.decode(plan, seed=chunk_seed, plan_scale=scale, contrast=contrast,
                                                    **kwargs)))
         return merge_outputs(prefixes, outputs)

@@ -675,12 +675,17 @@ def check_targets(systems: dict[str, dict], runtime: dict | None, default_sigma2
     return out
 
 
+def sigma2_sweep(systems: dict[str, dict]) -> list[tuple[float, dict]]:
+    """The unguided sigma^2 sweep: ``(sigma2, system)`` of every ``dglm`` system, by sigma^2."""
+    return sorted(((m["params"]["sigma2"], m) for m in systems.values() if m["family"] == "dglm"),
+                  key=lambda pair: pair[0])
+
+
 def sigma2_sweep_target(systems: dict[str, dict]) -> list[dict]:
     """The noise knob (the reference's Table 2): over the unguided sigma^2 sweep, plan fidelity must not rise
     and Dist-3 must not fall from one sigma^2 to the next (means; the detail lists them with fidelity's
     standard errors). Empty when the sweep has fewer than two levels."""
-    sweep = sorted((m["params"]["sigma2"], m) for m in systems.values()
-                   if m["family"] == "dglm" and m.get("plan_fidelity"))
+    sweep = sigma2_sweep(systems)
     if len(sweep) < 2:
         return []
     met = all(b["plan_fidelity"]["mean"] <= a["plan_fidelity"]["mean"] and b["dist3"] >= a["dist3"]
@@ -861,14 +866,14 @@ def write_plots(result: dict, out: Path, stem: str) -> list[str]:
     if controlled:  # strength sweeps
         keys = [("control_success", "control success (independent evaluator)"), ("perplexity", "evaluator perplexity"),
                 ("dist3", "Dist-3")]
+        def scales(s):
+            return s["params"].get("plan_scale"), s["params"].get("control_scale")
+
+        pairs = sorted({scales(s) for s in systems.values() if s["family"] == "dglm-guided"})
+        series = [(f"dglm-guided plan_scale={w:g} control_scale={v:g}", "dglm-guided", (w, v), "o-")
+                  for w, v in pairs] + [("fudge", "fudge", (None, None), "s-")]
         fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
         for ax, (key, label) in zip(axes, keys, strict=True):
-            def scales(s):
-                return s["params"].get("plan_scale"), s["params"].get("control_scale")
-
-            pairs = sorted({scales(s) for s in systems.values() if s["family"] == "dglm-guided"})
-            series = [(f"dglm-guided plan_scale={w:g} control_scale={v:g}", "dglm-guided", (w, v), "o-")
-                      for w, v in pairs] + [("fudge", "fudge", (None, None), "s-")]
             for label_, family, w, style in series:
                 pts = [(s["params"]["strength"], metric(s, key)) for s in systems.values()
                        if s["family"] == family and scales(s) == w]
@@ -892,7 +897,7 @@ def write_plots(result: dict, out: Path, stem: str) -> list[str]:
         fig.suptitle(f"control: {result['config']['control']}")
         save(fig, "strength")
 
-    sweep = sorted((s["params"]["sigma2"], s) for s in systems.values() if s["family"] == "dglm")
+    sweep = sigma2_sweep(systems)
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
     for ax, (key, label) in zip(axes, [("perplexity", "evaluator perplexity"), ("dist3", "Dist-3"),
                                        ("mauve", "MAUVE"), ("plan_fidelity", "plan fidelity (cosine)")], strict=True):
