@@ -35,7 +35,12 @@ from dglm.prompt import PromptGenerator
 from dglm.training.corpus import load_split
 from dglm.training.data import WindowSet, build_windows
 from dglm.training.train_diffusion import DiffusionTrainingConfig, train_diffuser
-from dglm.training.train_prompt import PromptTrainingConfig, evaluate_plan_use, train_prompt_generator
+from dglm.training.train_prompt import (
+    PromptTrainingConfig,
+    evaluate_plan_use,
+    noise_knob_curve,
+    train_prompt_generator,
+)
 
 CONFIG = DGLMConfig.preset("mini")
 
@@ -112,7 +117,10 @@ def evaluate(args) -> None:
     if (run / "lora").is_dir():
         decoder.load_adapter(run / "lora")
     generator.bind(decoder.embeddings.weight)
-    result = evaluate_plan_use(generator, decoder, val, mean, std, sigma2=0.05, limit=args.eval_limit)
+    result = evaluate_plan_use(generator, decoder, val, mean, std, sigma2=args.sigma2[0], limit=args.eval_limit)
+    if len(args.sigma2) > 1:
+        result["noise_knob"] = noise_knob_curve(generator, decoder, val, mean, std, sorted(args.sigma2),
+                                                limit=args.eval_limit)
     result["command"] = "python recipes/train_mini.py " + " ".join(sys.argv[1:])
     Path(args.out_json).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
@@ -163,6 +171,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=["prepare", "diffusion", "prompt", "evaluate", "export", "assemble"])
     p.add_argument("--out-json", default="plan_use.json", help="where evaluate writes its JSON")
+    p.add_argument("--sigma2", type=float, nargs="+", default=[0.05],
+                   help="evaluate: re-noising level(s); the first for the plan-use numbers, and with several, "
+                        "the noise-knob curve over all of them, in increasing order")
     p.add_argument("--work", default="cache/mini", help="working folder for data, runs and parts")
     p.add_argument("--corpus", default="cache/corpus", help="output of recipes/build_corpus.py")
     p.add_argument("--out", default="dglm/checkpoints/mini", help="where assemble writes the checkpoint")

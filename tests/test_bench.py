@@ -181,6 +181,10 @@ def test_quick_benchmark_writes_every_system_metric_and_plot(tmp_path):
     report = (tmp_path / "bench-quick.md").read_text()
     assert "proxy" in report and "| plain |" in report and "Targets" in report
     assert sum("sigma^2 sweep" in t["target"] for t in result["targets"]) == 1
+    switch = result["topic_switch"]
+    assert switch["label"] == "sports" and switch["texts"] == 8 and switch["target_rate"] == 1.0
+    assert min(switch[k]["mean"] for k in ("own", "switch", "closed")) > 1
+    assert "## Topic-switch reference (human text)" in report
 
 
 def test_a_sigma2_sweep_alone_runs_no_controlled_system(tmp_path):
@@ -216,3 +220,21 @@ def test_sigma2_target_needs_fidelity_down_and_dist3_up_at_every_step():
     assert not met((0.0, 0.40, 0.80), (0.5, 0.35, 0.79), (1.0, 0.30, 0.90))  # Dist-3 fell
     assert not met((1.0, 0.40, 0.80), (0.0, 0.30, 0.90))  # ordered by sigma^2, not by insertion
     assert sigma2_sweep_target({"s": _sweep_system(0.05, 0.4, 0.8)}) == []
+
+
+def test_topic_switch_reference_scores_target_topic_text_after_each_prompt():
+    from dglm.bench.run import BenchConfig, build_setup, topic_switch_reference
+
+    setup = build_setup(BenchConfig.for_quick(num_prompts=2, num_samples=3))
+    label, texts = setup.topic_texts
+    result = topic_switch_reference(setup)
+    prefixes = [setup.prompts[0]] * 3 + [setup.prompts[1]] * 3
+    placed = [" " + texts[i] for i in range(6)]  # the target-topic texts in turn, num_samples per prompt
+    for key, pre in (("switch", prefixes), ("closed", [p + "." for p in prefixes])):
+        nll, n, _ = setup.evaluator_lm.score(pre, placed)
+        assert result[key]["mean"] == pytest.approx(float(perplexity(nll.numpy(), n.numpy()).mean()), rel=1e-5)
+    nll, n, _ = setup.evaluator_lm.score(setup.prompts, setup.references[1][:2])
+    assert result["own"]["mean"] == pytest.approx(float(perplexity(nll.numpy(), n.numpy()).mean()), rel=1e-5)
+    assert label == "sports" and result["texts"] == len(texts) == 8
+    setup.topic_texts = None  # no topic target: no reference
+    assert topic_switch_reference(setup) is None

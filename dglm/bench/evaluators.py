@@ -320,15 +320,41 @@ def quick_topic_classifier(seed: int = 0) -> TopicClassifier:
         >>> quick_topic_classifier().score(["music art song film"], "arts").success.tolist()
         [True]
     """
-    rng = random.Random(seed)
     texts, labels = [], []
-    for label, words in _QUICK_TOPICS.items():
-        vocab = words.split()
-        for _ in range(40):
-            texts.append(" ".join(rng.choices(vocab, k=8)))
-            labels.append(label)
+    for label in _QUICK_TOPICS:
+        texts += quick_topic_texts(label, 40, seed)
+        labels += [label] * 40
     return fit_topic_classifier(texts, labels, description="quick mode: TF-IDF + LR on synthetic word lists "
                                                            "(meaningless, a smoke test)")
+
+
+def quick_topic_texts(label: str, n: int, seed: int = 0) -> list[str]:
+    """``n`` synthetic 8-word sentences from quick mode's word list for ``label``.
+
+    Example:
+        >>> quick_topic_texts("sports", 1)[0].split()[0] in "game team match player ball goal score".split()
+        True
+    """
+    if label not in _QUICK_TOPICS:
+        raise ValueError(f"label={label!r}: quick mode has the topics {sorted(_QUICK_TOPICS)}")
+    rng = random.Random(f"{seed}:{label}")
+    return [" ".join(rng.choices(_QUICK_TOPICS[label].split(), k=8)) for _ in range(n)]
+
+
+def corpus_topic_texts(corpus_dir: str | os.PathLike, label: str, tokenizer, n_tokens: int) -> list[str]:
+    """The first ``n_tokens`` decoder tokens of every test-split document of topic ``label`` (labelled as the
+    topic probe's data: :func:`dglm.training.probe_data.topic_of`): human text of the target topic.
+
+    Example:
+        >>> texts = corpus_topic_texts("cache/corpus", "sports", tokenizer, 32)  # doctest: +SKIP
+        >>> texts[0]  # doctest: +SKIP
+        'Curling is a sport in which players slide stones on a sheet of ice towards a target area ...'
+    """
+    from dglm.training.corpus import load_split
+    from dglm.training.probe_data import topic_of
+
+    docs = [d for d in load_split(corpus_dir, "test") if topic_of(d) == label]
+    return [tokenizer.decode(tokenizer(d.text, add_special_tokens=False)["input_ids"][:n_tokens]) for d in docs]
 
 
 # ----------------------------------------------------------------------------------------------- packages

@@ -51,8 +51,10 @@ from dglm.bench.evaluators import (
     EVALUATOR_ID,
     EvaluatorLM,
     MissingEvaluatorError,
+    corpus_topic_texts,
     default_control_evaluators,
     quick_topic_classifier,
+    quick_topic_texts,
     train_topic_classifier,
 )
 from dglm.bench.metrics import (
@@ -180,6 +182,7 @@ class Setup:
     evaluators: dict[str, ControlEvaluator]
     notes: list[str] = field(default_factory=list)
     evaluator_info: dict = field(default_factory=dict)
+    topic_texts: tuple[str, list[str]] | None = None  # (target topic, human texts of it) for the switch reference
 
     @property
     def generate_kwargs(self) -> dict:
@@ -322,9 +325,19 @@ def build_setup(config: BenchConfig, pipeline: DGLM | None = None) -> Setup:
             notes.append(f"{name}: the checkpoint's {name!r} probe was trained on labels from this very evaluator "
                          f"({ev.description}); control success for a {name} constraint is NOT independent of the "
                          f"steering probe and flatters every probe-driven system")
+    topic_label = dict(targets).get("topic")
+    topic_texts = None
+    if topic_label is not None and lm is not None and topic is not None:
+        texts = quick_topic_texts(topic_label, 8, config.seeds[0]) if config.quick else \
+            corpus_topic_texts(config.corpus, topic_label, pipe.decoder.tokenizer, config.new_tokens)
+        if texts:
+            topic_texts = (topic_label, texts)
+        else:
+            notes.append(f"topic-switch reference skipped: no test document of topic {topic_label!r}")
     logger.info("setup in %.1f s: %d prompts, control %s -> %s", time.perf_counter() - t0, len(prompts),
                 config.control, targets)
-    return Setup(config, pipe, constraint, resolved, targets, prompts, references, lm, evaluators, notes, info)
+    return Setup(config, pipe, constraint, resolved, targets, prompts, references, lm, evaluators, notes, info,
+                 topic_texts)
 
 
 def _independent(evaluator: ControlEvaluator, probes: ProbeRegistry | None, name: str) -> bool:
@@ -562,6 +575,36 @@ def score_runs(setup: Setup, runs: Sequence[SystemRun]) -> dict[str, dict]:
         out[run.name] = m
         logger.info("scored %-24s in %.1f s", run.name, time.perf_counter() - t0)
     return out
+
+
+def topic_switch_reference(setup: Setup) -> dict | None:
+    """What switching topic costs in perplexity when a human writes the text: the evaluator LM's perplexity
+    of the prompts' own held-out continuations, and of human text of the target topic placed after the same
+    prefixes (``num_samples`` texts per prompt, in turn), once as is (the prefix's sentence cut off) and once
+    after a full stop that closes it. Where these lie far above the prompts' own continuations, a perplexity
+    limit relative to plain decoding also rules out fluent, on-topic text. None without a topic target.
+
+    Example (quick mode):
+        >>> setup = build_setup(BenchConfig.for_quick())  # doctest: +SKIP
+        >>> sorted(topic_switch_reference(setup))  # doctest: +SKIP
+        ['closed', 'label', 'own', 'switch', 'target_rate', 'texts']
+    """
+    if setup.topic_texts is None:
+        return None
+    label, texts = setup.topic_texts
+    k = setup.config.num_samples
+    prefixes = [p for p in setup.prompts for _ in range(k)]
+    placed = [" " + texts[i % len(texts)].strip() for i in range(len(prefixes))]
+    closed = [p.rstrip().rstrip(".,;:!?") + "." for p in prefixes]
+    own = setup.references[1][:len(setup.prompts)]
+
+    def ppl(prefixes: list[str], continuations: list[str]) -> dict:
+        nll, n_tokens, _ = setup.evaluator_lm.score(prefixes, continuations)
+        return summarize(perplexity(nll.numpy(), n_tokens.numpy()))
+
+    return {"label": label, "texts": len(texts), "own": ppl(setup.prompts, own), "switch": ppl(prefixes, placed),
+            "closed": ppl(closed, placed),
+            "target_rate": float(np.mean(setup.evaluators["topic"].score(texts, label).success))}
 
 
 # ----------------------------------------------------------------------------------------------- runtime
@@ -822,6 +865,19 @@ def write_markdown(result: dict, path: Path) -> None:
                              f"{_f(t.get('diffusion'), 3)} | {_f(t.get('prompt'), 3)} | {_f(t.get('decode'), 3)} | "
                              f"{_f(t.get('score'), 3)} | {_f(x['seconds'], 3)} |")
         lines.append("")
+    ts = result.get("topic_switch")
+    if ts:
+        own, ppl0 = ts["own"]["mean"], systems["plain"].get("perplexity", {}).get("mean")
+        lines += ["## Topic-switch reference (human text)", "",
+                  f"Evaluator-LM perplexity (mean / median) of the prompts' own held-out continuations: "
+                  f"{_f(own, 1)} / {_f(ts['own']['median'], 1)}. The first {c['new_tokens']} tokens of the "
+                  f"{ts['texts']} held-out {ts['label']!r} documents, placed after the same prefixes: "
+                  f"{_f(ts['switch']['mean'], 1)} / {_f(ts['switch']['median'], 1)} "
+                  f"({ts['switch']['mean'] / own:.2f}x) as is, {_f(ts['closed']['mean'], 1)} / "
+                  f"{_f(ts['closed']['median'], 1)} ({ts['closed']['mean'] / own:.2f}x) after a full stop closing "
+                  f"the prefix's sentence" + (f"; plain decoding: {_f(ppl0, 1)}" if ppl0 else "") + ". The topic "
+                  f"evaluator puts {ts['target_rate']:.0%} of these human texts in {ts['label']!r}. What a topic "
+                  "switch costs in perplexity on these prompts even when a human writes the text.", ""]
     lines += ["## Targets (reported, not asserted)", ""]
     lines += [f"- {'met' if t['met'] else 'NOT met'}: {t['target']} ({t['detail']})" for t in result["targets"]]
     if result["notes"]:
@@ -976,7 +1032,7 @@ def run_benchmark(config: BenchConfig, pipeline: DGLM | None = None) -> dict:
     result = {"config": config.model_dump(mode="json"), "date": date, "machine": machine,
               "evaluators": setup.evaluator_info, "targets_of_control": setup.targets,
               "default_sigma2": setup.pipeline.sampling.sigma2, "default_strength": setup.pipeline.sampling.strength,
-              "systems": systems, "runtime": runtime,
+              "systems": systems, "runtime": runtime, "topic_switch": topic_switch_reference(setup),
               "targets": check_targets(systems, runtime, setup.pipeline.sampling.sigma2),
               "notes": setup.notes}
     out = Path(config.out)
