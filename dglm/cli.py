@@ -22,7 +22,6 @@ import logging
 import os
 import sys
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -207,12 +206,9 @@ def _generate(args: argparse.Namespace) -> int:
         batch = prefixes[start:start + args.batch_size]
         # Each batch gets its own seed, so batches never share noise and reruns stay identical.
         seed = None if args.seed is None else args.seed + start // args.batch_size
-        with warnings.catch_warnings():
-            # transformers warns on every call that the penalty skips the prompt (the help says so once).
-            warnings.filterwarnings("ignore", message=r"Passing `repetition_penalty` with `inputs_embeds`")
-            out = controller.generate(batch, args.num_samples, seed=seed, steps=args.steps, sampler=args.sampler,
-                                      cfg_scale=args.cfg_scale, sigma2=args.sigma2, plan_scale=args.plan_scale,
-                                      control_scale=args.control_scale, show_progress_bar=show_progress, **decode_kwargs)
+        out = controller.generate(batch, args.num_samples, seed=seed, steps=args.steps, sampler=args.sampler,
+                                  cfg_scale=args.cfg_scale, sigma2=args.sigma2, plan_scale=args.plan_scale,
+                                  control_scale=args.control_scale, show_progress_bar=show_progress, **decode_kwargs)
         logger.info("batch of %d prefixes: %s", len(batch),
                     ", ".join(f"{k} {v:.2f} s" for k, v in out.timings.items()))
         for i, (prefix, continuations) in enumerate(zip(out.prefixes, out.continuations, strict=True)):

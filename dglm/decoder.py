@@ -1,8 +1,8 @@
 """Decoder: a thin adapter over any Hugging Face causal LM that places soft tokens after the prefix.
 
 The input of every row is ``[left padding][prefix token embeddings][k soft tokens]`` with an attention
-mask that hides the padding; ``generate()`` keywords pass through untouched and only the continuation is
-returned. The LM's weights are never modified (it is put in eval mode and used under ``no_grad``). A LoRA
+mask that hides the padding; ``generate()`` keywords pass through untouched (except
+``repetition_penalty``, see :meth:`Decoder.generate`) and only the continuation is returned. The LM's weights are never modified (it is put in eval mode and used under ``no_grad``). A LoRA
 adapter trained with the prompt generator (:meth:`Decoder.load_adapter`) is active only while soft prompts
 are given, so plain decoding through the same object is the base LM's.
 
@@ -34,6 +34,7 @@ from transformers import (
     LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    RepetitionPenaltyLogitsProcessor,
 )
 
 from dglm.config import DecoderConfig
@@ -293,10 +294,15 @@ class Decoder(nn.Module):
         """Continuations of ``prefixes`` (one per row, or ``num_return_sequences`` per row, row-major).
 
         ``generate_kwargs`` go to ``model.generate`` untouched (``max_new_tokens``, ``top_p``,
-        ``repetition_penalty``, ``logits_processor``, ...). ``seed`` makes sampling reproducible without
-        touching the global RNG. Prefixes too long for the context lose their first tokens (see the module
+        ``logits_processor``, ...), except ``repetition_penalty`` (or the model's generation config's), which
+        becomes a ``RepetitionPenaltyLogitsProcessor`` ahead of any ``logits_processor`` given, over every
+        generated token of every row. (transformers' own penalty, given ``inputs_embeds`` and left padding,
+        exempts a padded row's first generated tokens, one per padding position, so a prefix's text would
+        depend on the other prefixes of its batch.) ``seed`` makes sampling reproducible without touching
+        the global RNG. Prefixes too long for the context lose their first tokens (see the module
         docstring). With ``plan_scale`` > 1, ``null_soft`` (a null plan's soft tokens, the shape of ``soft``)
-        drives :class:`~dglm.plan_guidance.PlanGuidance`, appended to any ``logits_processor`` given.
+        drives :class:`~dglm.plan_guidance.PlanGuidance`, appended last, with the same repetition penalty
+        on its null branch.
         """
         prefixes = check_prefixes(prefixes)
         new = generate_kwargs.get("max_new_tokens", 1)
@@ -306,13 +312,17 @@ class Decoder(nn.Module):
         ids = self.tokenize(prefixes, budget)
         inputs_embeds, mask, _ = self.embed(ids, soft)
         generate_kwargs.setdefault("pad_token_id", self.pad_token_id)
+        penalty = generate_kwargs.pop("repetition_penalty", None) or self.model.generation_config.repetition_penalty
+        processors = [RepetitionPenaltyLogitsProcessor(penalty)] if penalty and penalty != 1.0 else []
+        processors += generate_kwargs.get("logits_processor") or []
         if plan_scale != 1.0:
             if soft is None or null_soft is None or null_soft.shape != soft.shape:
                 raise ValueError(f"plan_scale={plan_scale} needs soft prompts and null_soft prompts of the same "
                                  f"shape, got {None if soft is None else tuple(soft.shape)} and "
                                  f"{None if null_soft is None else tuple(null_soft.shape)}")
-            guide = PlanGuidance(self.model, *self.embed(ids, null_soft)[:2], scale=plan_scale)
-            generate_kwargs["logits_processor"] = LogitsProcessorList([*(generate_kwargs.get("logits_processor") or []), guide])
+            processors.append(PlanGuidance(self.model, *self.embed(ids, null_soft)[:2], scale=plan_scale,
+                                           repetition_penalty=penalty or 1.0))
+        generate_kwargs["logits_processor"] = LogitsProcessorList(processors)
         with self.adapter_off(soft is None), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             if seed is not None:
                 torch.manual_seed(seed)

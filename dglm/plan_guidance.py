@@ -13,8 +13,10 @@ own disturbance). It costs a second decoder pass per new token (the null branch 
 
 The null branch may be any other soft prompts laid out like the plan's: *control contrast*
 (``Controller.generate(..., control_scale=w)``) uses the unguided plan of the same noise, so that only what
-the constraint changed in the plan is weighted by ``w``. Processors that run before this one (the
-repetition penalty) act on the guided branch's scores only, so ``w`` scales their effect too.
+the constraint changed in the plan is weighted by ``w``. The repetition penalty, which Hugging Face applies
+to the guided branch's scores before this processor runs, must be applied to the null branch too (the
+``repetition_penalty`` argument): then both branches are penalised alike and ``w`` weights the plans'
+difference only, not the penalty.
 
 It is a Hugging Face ``LogitsProcessor``, so user code decoding :meth:`dglm.Controller.prompt_embeds` can
 pass it to its own ``generate`` call; ``DGLM.generate(..., plan_scale=w)`` does it for you.
@@ -25,7 +27,7 @@ from __future__ import annotations
 import inspect
 
 import torch
-from transformers import LogitsProcessor
+from transformers import LogitsProcessor, RepetitionPenaltyLogitsProcessor
 
 
 def cache_keyword(model) -> str:
@@ -47,7 +49,7 @@ class PlanGuidance(LogitsProcessor):
     ``inputs_embeds`` / ``attention_mask`` are the null branch's inputs, laid out exactly like the guided
     call's (same prefixes and padding, the null plan's soft tokens in place of the plan's), e.g. from
     ``decoder.embed(ids, null_soft)``. One instance serves one ``generate`` call (it holds that call's
-    KV cache).
+    KV cache). ``repetition_penalty``: the guided call's, applied to the null branch alike (1 = none).
 
     Example (a random tiny decoder; the guided call and the null branch differ only in their soft tokens):
         >>> from dglm.presets import TINY, random_decoder
@@ -55,16 +57,18 @@ class PlanGuidance(LogitsProcessor):
         >>> ids = dec.tokenize(["the game was"])
         >>> soft, null = torch.randn(1, 2, dec.hidden_size), torch.randn(1, 2, dec.hidden_size)
         >>> embeds, mask, _ = dec.embed(ids, soft)
-        >>> guide = PlanGuidance(dec.model, *dec.embed(ids, null)[:2], scale=2.0)
+        >>> guide = PlanGuidance(dec.model, *dec.embed(ids, null)[:2], scale=2.0, repetition_penalty=1.2)
         >>> out = dec.model.generate(inputs_embeds=embeds, attention_mask=mask, logits_processor=[guide],
         ...                          max_new_tokens=3, min_new_tokens=3, do_sample=False,
-        ...                          pad_token_id=dec.pad_token_id)
+        ...                          repetition_penalty=1.2, pad_token_id=dec.pad_token_id)
         >>> out.shape
         torch.Size([1, 3])
     """
 
-    def __init__(self, model, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, scale: float):
+    def __init__(self, model, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, scale: float,
+                 repetition_penalty: float = 1.0):
         self.model, self.scale = model, float(scale)
+        self.penalty = RepetitionPenaltyLogitsProcessor(repetition_penalty) if repetition_penalty != 1.0 else None
         self.inputs_embeds, self.attention_mask = inputs_embeds, attention_mask
         self.cache_name = cache_keyword(model)
         self.cache = None
@@ -85,6 +89,9 @@ class PlanGuidance(LogitsProcessor):
             out = self.model(input_ids=input_ids[:, -1:], attention_mask=self.attention_mask, position_ids=position,
                              use_cache=True, **{self.cache_name: self.cache})
         self.cache = out[self.cache_name]
-        null = out.logits[:, -1].float().log_softmax(-1)  # (B, V)
+        null = out.logits[:, -1].float()  # (B, V)
+        if self.penalty is not None:
+            null = self.penalty(input_ids, null)
+        null = null.log_softmax(-1)
         guided = scores.float().log_softmax(-1)
         return (null + self.scale * (guided - null)).to(scores.dtype)

@@ -20,6 +20,15 @@ def test_plain_decoding_batch_matches_alone_including_empty_prefix(tiny_decoder)
     assert batch == alone
 
 
+def test_repetition_penalty_batch_matches_alone(tiny_decoder):
+    # transformers' own penalty exempts a left-padded row's first generated tokens; the decoder's does not
+    kw = dict(GREEDY, max_new_tokens=12, min_new_tokens=12, repetition_penalty=1.5)
+    soft = torch.randn(len(PREFIXES), 3, tiny_decoder.hidden_size) * 0.05
+    batch = tiny_decoder.generate(PREFIXES, soft, **kw)
+    assert batch == [tiny_decoder.generate([p], soft[i:i + 1], **kw)[0] for i, p in enumerate(PREFIXES)]
+    assert batch != tiny_decoder.generate(PREFIXES, soft, **dict(kw, repetition_penalty=1.0))
+
+
 def test_cached_and_uncached_greedy_agree(tiny_decoder):
     soft = torch.randn(len(PREFIXES), 2, tiny_decoder.hidden_size) * 0.05
     assert tiny_decoder.generate(PREFIXES, soft, use_cache=True, **GREEDY) == \

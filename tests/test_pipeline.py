@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from transformers import RepetitionPenaltyLogitsProcessor
 
 from dglm import DGLM, Controller, FunctionConstraint
 from dglm.io import CheckpointError
@@ -106,12 +107,12 @@ def test_prompt_embeds_in_user_code_match_controller_generate(pipe):
     ctl = Controller(first_dim_low(pipe), pipe, strength=10.0)
     model = pipe.decoder.model
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    kw = dict(do_sample=True, top_p=0.9, repetition_penalty=1.2, max_new_tokens=6,
-              pad_token_id=pipe.decoder.pad_token_id)
-    ours = ctl.generate(PREFIXES, num_samples=2, seed=11, steps=4, **kw)
+    kw = dict(do_sample=True, top_p=0.9, max_new_tokens=6, pad_token_id=pipe.decoder.pad_token_id)
+    ours = ctl.generate(PREFIXES, num_samples=2, seed=11, steps=4, repetition_penalty=1.2, **kw)
     embeds, mask = ctl.prompt_embeds(PREFIXES, num_samples=2, seed=11, steps=4)
     torch.manual_seed(11)
-    out = model.generate(inputs_embeds=embeds, attention_mask=mask, **kw)
+    out = model.generate(inputs_embeds=embeds, attention_mask=mask, **kw,
+                         logits_processor=[RepetitionPenaltyLogitsProcessor(1.2)])
     theirs = pipe.decoder.tokenizer.batch_decode(out, skip_special_tokens=True)
     assert theirs == [t for row in ours.continuations for t in row]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -122,15 +123,15 @@ def test_control_contrast_in_user_code_matches_controller_generate(pipe):
     from dglm.plan_guidance import PlanGuidance
 
     ctl = Controller(first_dim_low(pipe), pipe, strength=10.0)
-    kw = dict(do_sample=True, top_p=0.9, repetition_penalty=1.2, max_new_tokens=6,
-              pad_token_id=pipe.decoder.pad_token_id)
-    ours = ctl.generate(PREFIXES, num_samples=2, seed=11, steps=4, control_scale=3.0, **kw)
+    kw = dict(do_sample=True, top_p=0.9, max_new_tokens=6, pad_token_id=pipe.decoder.pad_token_id)
+    ours = ctl.generate(PREFIXES, num_samples=2, seed=11, steps=4, control_scale=3.0, repetition_penalty=1.2, **kw)
     embeds, mask = ctl.prompt_embeds(PREFIXES, num_samples=2, seed=11, steps=4)
     ref, ref_mask = Controller(None, pipe).prompt_embeds(PREFIXES, num_samples=2, seed=11, steps=4)
     assert not torch.equal(ref, embeds)  # guidance moved the plans; the prefixes' tokens are shared
     torch.manual_seed(11)
-    out = pipe.decoder.model.generate(inputs_embeds=embeds, attention_mask=mask, **kw,
-                                      logits_processor=[PlanGuidance(pipe.decoder.model, ref, ref_mask, scale=3.0)])
+    penalty = RepetitionPenaltyLogitsProcessor(1.2)  # over every generated token, as dglm's decoder applies it
+    guide = PlanGuidance(pipe.decoder.model, ref, ref_mask, scale=3.0, repetition_penalty=1.2)
+    out = pipe.decoder.model.generate(inputs_embeds=embeds, attention_mask=mask, **kw, logits_processor=[penalty, guide])
     assert pipe.decoder.tokenizer.batch_decode(out, skip_special_tokens=True) == \
         [t for row in ours.continuations for t in row]
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from transformers import RepetitionPenaltyLogitsProcessor
 
 from dglm.plan_guidance import PlanGuidance
 from dglm.presets import random_pipeline
@@ -49,10 +50,27 @@ def test_null_branch_matches_a_full_forward_at_every_step(pipe):
 def test_a_null_plan_equal_to_the_plan_changes_nothing(pipe):
     dec = pipe.decoder
     soft = torch.randn(2, 4, dec.hidden_size)
-    kw = dict(max_new_tokens=6, min_new_tokens=6, do_sample=True, top_p=0.9)
+    kw = dict(max_new_tokens=6, min_new_tokens=6, do_sample=True, top_p=0.9, repetition_penalty=1.3)
     plain = dec.generate(PREFIXES, soft, seed=3, **kw)
     assert dec.generate(PREFIXES, soft, seed=3, null_soft=soft.clone(), plan_scale=4.0, **kw) == plain
     assert dec.generate(PREFIXES, soft, seed=3, null_soft=torch.randn_like(soft), plan_scale=4.0, **kw) != plain
+
+
+def test_the_repetition_penalty_applies_to_both_branches_alike(pipe):
+    dec = pipe.decoder
+    ids = dec.tokenize(PREFIXES)
+    embeds, mask, _ = dec.embed(ids, torch.randn(2, 4, dec.hidden_size))
+    kw = dict(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=12, min_new_tokens=12, do_sample=False,
+              pad_token_id=dec.pad_token_id)
+
+    def greedy(**guide):  # the plan contrasted with itself: identity only if both branches get the penalty
+        processors = [RepetitionPenaltyLogitsProcessor(1.2)]
+        processors += [PlanGuidance(dec.model, embeds, mask, scale=4.0, **guide)] if guide else []
+        return dec.model.generate(**kw, logits_processor=processors).tolist()
+
+    plain = greedy()
+    assert greedy(repetition_penalty=1.2) == plain
+    assert greedy(repetition_penalty=1.0) != plain  # the null branch unpenalised: w weights the penalty
 
 
 def test_pipeline_plan_scale_is_seeded_and_changes_the_text(pipe):
@@ -84,8 +102,7 @@ def test_control_contrast_changes_guided_rows_only_and_is_seeded(pipe):
     from dglm.constraints import near
 
     ctl = Controller(near("old music on the radio"), pipe, strength=50)
-    # no repetition penalty: the contrast weights it too (it acts on the guided branch's scores only)
-    kw = dict(num_samples=2, seed=1, constraints=[None, "near('old music on the radio')"], repetition_penalty=1.0,
+    kw = dict(num_samples=2, seed=1, constraints=[None, "near('old music on the radio')"], repetition_penalty=1.2,
               **FAST)
     off = ctl.generate(PREFIXES, **kw)
     a = ctl.generate(PREFIXES, control_scale=4.0, **kw)
@@ -93,14 +110,14 @@ def test_control_contrast_changes_guided_rows_only_and_is_seeded(pipe):
     assert a.continuations == b.continuations and torch.equal(a.plans, off.plans)  # the guided plans are kept
     assert a.continuations[0] == off.continuations[0]  # unguided row: its contrast plan is itself
     assert a.continuations[1] != off.continuations[1]
-    unguided = dict(kw, constraints=[None, None], repetition_penalty=1.2)  # no guided row: no contrast at all
+    unguided = dict(kw, constraints=[None, None])  # no guided row: no contrast at all
     assert ctl.generate(PREFIXES, control_scale=4.0, **unguided).continuations == \
         ctl.generate(PREFIXES, **unguided).continuations
 
 
 def test_decode_contrasts_against_a_given_plan(pipe):
     plan = pipe.plan(PREFIXES, 2, steps=4, seed=0)
-    kw = dict(seed=3, max_new_tokens=6, min_new_tokens=6, repetition_penalty=1.0)
+    kw = dict(seed=3, max_new_tokens=6, min_new_tokens=6, repetition_penalty=1.2)
     same = pipe.decode(plan, plan_scale=4.0, contrast=plan, **kw)
     assert same.continuations == pipe.decode(plan, **kw).continuations
     other = pipe.plan(PREFIXES, 2, steps=4, seed=1)

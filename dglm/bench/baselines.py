@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from transformers import RepetitionPenaltyLogitsProcessor
 
 from dglm.constraints import Constraint
 from dglm.decoder import Decoder, check_prefixes
@@ -82,8 +83,7 @@ def fudge_generate(decoder: Decoder, encoder: SemanticEncoder, constraint: Const
     """FUDGE-style controlled sampling, one continuation per prefix (repeat prefixes for more samples).
 
     Per step, for all rows at once: the decoder's next-token logits (KV cache) get HF's repetition
-    penalty over the tokens generated so far (what ``Decoder.generate`` applies: its prompt goes in as
-    embeddings); the top ``top_k`` tokens are kept; each candidate is scored by ``constraint.loss`` on the
+    penalty over the tokens generated so far (as in ``Decoder.generate``); the top ``top_k`` tokens are kept; each candidate is scored by ``constraint.loss`` on the
     encoder embedding of ``prefix + continuation so far + candidate`` (B * top_k texts, one encoder batch);
     the scores ``log p(token) - strength * loss`` are renormalised over the k candidates, cut to top-p and
     sampled. Rows stop at the decoder's eos token (not before ``min_new_tokens``). ``timings``, if given,
@@ -109,6 +109,7 @@ def fudge_generate(decoder: Decoder, encoder: SemanticEncoder, constraint: Const
     timings = timings if timings is not None else {}
     timings.setdefault("decode", 0.0)
     timings.setdefault("score", 0.0)
+    penalty = RepetitionPenaltyLogitsProcessor(repetition_penalty)
 
     with decoder.adapter_off():  # plain decoding is the base LM's, entered once for the whole loop
         B = len(prefixes)
@@ -124,10 +125,8 @@ def fudge_generate(decoder: Decoder, encoder: SemanticEncoder, constraint: Const
         timings["decode"] += time.perf_counter() - t0
         for step in range(max_new_tokens):
             t0 = time.perf_counter()
-            if generated.shape[1] and repetition_penalty != 1.0:  # HF RepetitionPenaltyLogitsProcessor
-                seen = logits.gather(1, generated)
-                logits = logits.scatter(1, generated, torch.where(seen < 0, seen * repetition_penalty,
-                                                                  seen / repetition_penalty))
+            if generated.shape[1] and repetition_penalty != 1.0:
+                logits = penalty(generated, logits)
             if step < min_new_tokens and eos_ids.numel():
                 logits[:, eos_ids.to(dev)] = -torch.inf
             logp, cand = logits.log_softmax(-1).topk(min(top_k, logits.shape[-1]), dim=-1)  # (B, k)
