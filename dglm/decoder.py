@@ -2,9 +2,10 @@
 
 The input of every row is ``[left padding][prefix token embeddings][k soft tokens]`` with an attention
 mask that hides the padding; ``generate()`` keywords pass through untouched (except
-``repetition_penalty``, see :meth:`Decoder.generate`) and only the continuation is returned. The LM's weights are never modified (it is put in eval mode and used under ``no_grad``). A LoRA
-adapter trained with the prompt generator (:meth:`Decoder.load_adapter`) is active only while soft prompts
-are given, so plain decoding through the same object is the base LM's.
+``repetition_penalty``, see :meth:`Decoder.generate`) and only the continuation is returned. The LM's
+weights are never modified (it is put in eval mode and used under ``no_grad``). A LoRA adapter trained
+with the prompt generator (:meth:`Decoder.load_adapter`) is active only while soft prompts are given, so
+plain decoding through the same object is the base LM's.
 
 A prefix longer than the LM's context leaves room for the soft tokens and ``max_new_tokens`` by keeping
 its *last* tokens (the leading special tokens, such as a BOS, are kept) and logging a warning; a request

@@ -57,10 +57,11 @@ class PlanGuidance(LogitsProcessor):
         >>> ids = dec.tokenize(["the game was"])
         >>> soft, null = torch.randn(1, 2, dec.hidden_size), torch.randn(1, 2, dec.hidden_size)
         >>> embeds, mask, _ = dec.embed(ids, soft)
+        >>> penalty = RepetitionPenaltyLogitsProcessor(1.2)  # the guided branch's, as dglm's decoder applies it
         >>> guide = PlanGuidance(dec.model, *dec.embed(ids, null)[:2], scale=2.0, repetition_penalty=1.2)
-        >>> out = dec.model.generate(inputs_embeds=embeds, attention_mask=mask, logits_processor=[guide],
+        >>> out = dec.model.generate(inputs_embeds=embeds, attention_mask=mask, logits_processor=[penalty, guide],
         ...                          max_new_tokens=3, min_new_tokens=3, do_sample=False,
-        ...                          repetition_penalty=1.2, pad_token_id=dec.pad_token_id)
+        ...                          pad_token_id=dec.pad_token_id)
         >>> out.shape
         torch.Size([1, 3])
     """

@@ -83,8 +83,9 @@ def fudge_generate(decoder: Decoder, encoder: SemanticEncoder, constraint: Const
     """FUDGE-style controlled sampling, one continuation per prefix (repeat prefixes for more samples).
 
     Per step, for all rows at once: the decoder's next-token logits (KV cache) get HF's repetition
-    penalty over the tokens generated so far (as in ``Decoder.generate``); the top ``top_k`` tokens are kept; each candidate is scored by ``constraint.loss`` on the
-    encoder embedding of ``prefix + continuation so far + candidate`` (B * top_k texts, one encoder batch);
+    penalty over the tokens generated so far (as in ``Decoder.generate``); the top ``top_k`` tokens are
+    kept; each candidate is scored by ``constraint.loss`` on the encoder embedding of
+    ``prefix + continuation so far + candidate`` (B * top_k texts, one encoder batch);
     the scores ``log p(token) - strength * loss`` are renormalised over the k candidates, cut to top-p and
     sampled. Rows stop at the decoder's eos token (not before ``min_new_tokens``). ``timings``, if given,
     receives seconds spent in ``decode`` (the decoder) and ``score`` (encoder + constraint).
