@@ -236,5 +236,7 @@ def test_topic_switch_reference_scores_target_topic_text_after_each_prompt():
     nll, n, _ = setup.evaluator_lm.score(setup.prompts, setup.references[1][:2])
     assert result["own"]["mean"] == pytest.approx(float(perplexity(nll.numpy(), n.numpy()).mean()), rel=1e-5)
     assert label == "sports" and result["texts"] == len(texts) == 8
+    setup.references = (setup.references[0][:1], setup.references[1][:1])  # fewer references than prompts
+    assert topic_switch_reference(setup)["own"]["n"] == 1
     setup.topic_texts = None  # no topic target: no reference
     assert topic_switch_reference(setup) is None

@@ -596,13 +596,14 @@ def topic_switch_reference(setup: Setup) -> dict | None:
     prefixes = [p for p in setup.prompts for _ in range(k)]
     placed = [" " + texts[i % len(texts)].strip() for i in range(len(prefixes))]
     closed = [p.rstrip().rstrip(".,;:!?") + "." for p in prefixes]
-    own = setup.references[1][:len(setup.prompts)]
+    own = setup.references[1][:len(setup.prompts)]  # the prompts' own continuations (fewer if num_references is)
 
     def ppl(prefixes: list[str], continuations: list[str]) -> dict:
         nll, n_tokens, _ = setup.evaluator_lm.score(prefixes, continuations)
         return summarize(perplexity(nll.numpy(), n_tokens.numpy()))
 
-    return {"label": label, "texts": len(texts), "own": ppl(setup.prompts, own), "switch": ppl(prefixes, placed),
+    return {"label": label, "texts": len(texts), "own": ppl(setup.prompts[:len(own)], own),
+            "switch": ppl(prefixes, placed),
             "closed": ppl(closed, placed),
             "target_rate": float(np.mean(setup.evaluators["topic"].score(texts, label).success))}
 
