@@ -107,6 +107,10 @@ class DecoderConfig(_Config):
     hidden_size: int = Field(gt=0)
 
 
+# Largest accepted decoder-side contrast weight (plan_scale, control_scale), in configs and per call.
+MAX_PLAN_SCALE = 10.0
+
+
 class SamplingConfig(_Config):
     """Default inference settings; every one can be overridden per call.
 
@@ -131,12 +135,12 @@ class SamplingConfig(_Config):
     # Plan guidance w on the decoder's side (dglm.plan_guidance): next-token log-probs are
     # null + w * (plan - null), null from a pure-noise plan's soft tokens; 1 = off, > 1 follows the plan
     # more closely at the cost of a second decoder pass per token.
-    plan_scale: float = Field(default=1.0, ge=1, le=10)
+    plan_scale: float = Field(default=1.0, ge=1, le=MAX_PLAN_SCALE)
     # Control contrast w on the decoder's side (guided generation only): the same contrast, against the
     # unguided plan sampled from the same noise instead of a null plan, so only what the constraint changed
     # in the plan is weighted by w; 1 = off. Costs a second diffusion run and decoder pass. Exclusive with
     # plan_scale > 1.
-    control_scale: float = Field(default=1.0, ge=1, le=10)
+    control_scale: float = Field(default=1.0, ge=1, le=MAX_PLAN_SCALE)
 
 
 class DGLMConfig(_Config):

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from dglm.config import DGLMConfig, EncoderConfig, SamplingConfig
+from dglm.config import MAX_PLAN_SCALE, DGLMConfig, EncoderConfig, SamplingConfig
 from dglm.decoder import Decoder, check_prefixes
 from dglm.diffusion import SemanticDiffuser
 from dglm.encoder import SemanticEncoder
@@ -51,8 +51,6 @@ DEFAULT_BATCH_SIZE = 256
 # Largest classifier-free guidance weight accepted per call: far beyond useful values (a few units), and
 # small enough that w * v never overflows in float32 / bfloat16.
 MAX_CFG_SCALE = 100.0
-# Largest accepted plan-guidance weight (SamplingConfig.plan_scale's bound).
-MAX_PLAN_SCALE = 10.0
 
 
 def library_version() -> str:
