@@ -103,6 +103,26 @@ def _pairs(data: WindowSet, index: np.ndarray) -> tuple[list[list[int]], list[li
     return list(prefixes), list(conts), data.cont_emb.reshape(-1, data.cont_emb.shape[-1])[index].float()
 
 
+def _held_out_batches(data: WindowSet, n: int, batch_size: int, seed: int):
+    """Batches of the first ``n`` pairs: prefix ids, continuation ids, their raw continuation embeddings,
+    another pair's embeddings (never the same pair's) and one seeded noise draw of the embeddings' shape."""
+    g = torch.Generator().manual_seed(seed)
+    index = np.arange(n)
+    for start in range(0, n, batch_size):
+        idx = index[start:start + batch_size]
+        prefixes, conts, emb = _pairs(data, idx)
+        other = _pairs(data, (idx + n // 2) % n)[2]
+        yield prefixes, conts, emb, other, torch.randn(emb.shape, generator=g)
+
+
+def _soft_prompts(generator: PromptGenerator, emb: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                  sigma2: float, noise: torch.Tensor) -> torch.Tensor:
+    """The generator's soft prompts of raw embeddings, standardised and re-noised to ``sigma2`` with ``noise``."""
+    device = next(generator.parameters()).device
+    alpha2 = torch.full((len(emb),), 1 - sigma2)
+    return generator(add_noise((emb - mean) / std, alpha2, noise).to(device), alpha2.to(device))
+
+
 @torch.no_grad()
 def evaluate_plan_use(generator: PromptGenerator, decoder: Decoder, data: WindowSet, mean: torch.Tensor,
                       std: torch.Tensor, sigma2: float = 0.05, batch_size: int = 16, limit: int = 200,
@@ -127,21 +147,13 @@ def evaluate_plan_use(generator: PromptGenerator, decoder: Decoder, data: Window
     """
     was_training = generator.training
     generator.eval()
-    device = next(generator.parameters()).device
     n = min(limit, len(data) * data.splits.shape[1])
-    index = np.arange(n)
-    g = torch.Generator().manual_seed(seed)
     rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("plain", "true", "shuffled", "np_true", "np_shuffled")}
     prompts = []
-    for start in range(0, n, batch_size):
-        idx = index[start:start + batch_size]
-        prefixes, conts, emb = _pairs(data, idx)
-        shuffled = _pairs(data, (idx + n // 2) % n)[2]  # another window's embedding, never the same one
-        alpha2 = torch.full((len(idx),), 1 - sigma2)
-        noise = torch.randn(emb.shape, generator=g)
-        soft_true = generator(add_noise((emb - mean) / std, alpha2, noise).to(device), alpha2.to(device))
-        soft_shuf = generator(add_noise((shuffled - mean) / std, alpha2, noise).to(device), alpha2.to(device))
-        empty = [[] for _ in idx]
+    for prefixes, conts, emb, shuffled, noise in _held_out_batches(data, n, batch_size, seed):
+        soft_true = _soft_prompts(generator, emb, mean, std, sigma2, noise)
+        soft_shuf = _soft_prompts(generator, shuffled, mean, std, sigma2, noise)
+        empty = [[] for _ in prefixes]
         rows["plain"].append(decoder.continuation_nll(prefixes, conts).cpu())  # the base LM (adapter off)
         rows["true"].append(decoder.continuation_nll(prefixes, conts, soft_true).cpu())
         rows["shuffled"].append(decoder.continuation_nll(prefixes, conts, soft_shuf).cpu())
@@ -189,21 +201,13 @@ def noise_knob_curve(generator: PromptGenerator, decoder: Decoder, data: WindowS
     """
     was_training = generator.training
     generator.eval()
-    device = next(generator.parameters()).device
     n = min(limit, len(data) * data.splits.shape[1])
-    index = np.arange(n)
-    g = torch.Generator().manual_seed(seed)
     true: dict[float, list[torch.Tensor]] = {s: [] for s in sigma2s}
     shuffled: dict[float, list[torch.Tensor]] = {s: [] for s in sigma2s}
-    for start in range(0, n, batch_size):
-        idx = index[start:start + batch_size]
-        prefixes, conts, emb = _pairs(data, idx)
-        other = _pairs(data, (idx + n // 2) % n)[2]
-        noise = torch.randn(emb.shape, generator=g)
+    for prefixes, conts, emb, other, noise in _held_out_batches(data, n, batch_size, seed):
         for sigma2 in sigma2s:
-            alpha2 = torch.full((len(idx),), 1 - sigma2)
             for x, rows in ((emb, true), (other, shuffled)):
-                soft = generator(add_noise((x - mean) / std, alpha2, noise).to(device), alpha2.to(device))
+                soft = _soft_prompts(generator, x, mean, std, sigma2, noise)
                 rows[sigma2].append(decoder.continuation_nll(prefixes, conts, soft).cpu())
     generator.train(was_training)
     curve, previous = [], None
