@@ -159,8 +159,8 @@ class Controller:
         plan is decoded against the unguided plan of the same noise (:meth:`DGLM.decode`'s ``contrast``), so
         the decoder weights by ``control_scale`` what the constraint changed in the plan (stronger control,
         at some fluency; a second diffusion run and decoder pass). Chunks without guided rows skip it; an
-        unguided row in a guided chunk is its own contrast, so only the repetition penalty, which the
-        contrast weights too, can change its text. It excludes ``plan_scale`` > 1.
+        unguided row in a guided chunk is its own contrast, so its text is unchanged (the repetition penalty
+        applies to both branches alike). It excludes ``plan_scale`` > 1.
         """
         prefixes = check_prefixes(prefixes)
         num_samples = check_positive_int("num_samples", num_samples)
