@@ -33,7 +33,7 @@ from dglm.io import load_component, load_state, load_tensors, read_json
 from dglm.pipeline import DGLM
 from dglm.prompt import PromptGenerator
 from dglm.training.corpus import load_split
-from dglm.training.data import WindowSet, build_windows
+from dglm.training.data import WindowSet, build_windows, sentence_ends
 from dglm.training.train_diffusion import DiffusionTrainingConfig, train_diffuser
 from dglm.training.train_prompt import (
     PromptTrainingConfig,
@@ -54,8 +54,12 @@ def prepare(args) -> None:
             continue
         texts = [d.text for d in load_split(args.corpus, split)]
         windows = build_windows(texts, tokenizer, window=64, seed=args.seed, **kwargs)
+        if split == "train" and args.max_train_windows and len(windows) > args.max_train_windows:
+            keep = np.sort(np.random.default_rng(args.seed).choice(len(windows), args.max_train_windows, replace=False))
+            windows = WindowSet(windows.ids[keep], windows.splits[keep])
         logging.info("%s: %d documents -> %d windows; embedding", split, len(texts), len(windows))
-        windows.embed(encoder, tokenizer, show_progress_bar=True).save(data / split)
+        prefixes = not (split == "train" and args.no_prefix_embeddings)
+        windows.embed(encoder, tokenizer, show_progress_bar=True, prefixes=prefixes).save(data / split)
     train = WindowSet.load(data / "train")
     encoder.fit_standardization(train.cont_emb.reshape(-1, encoder.dim).float())
     encoder.save_pretrained(Path(args.work) / "encoder")
@@ -90,11 +94,17 @@ def prompt(args) -> None:
                                bow_weight=args.bow_weight, bow_pretrain_steps=args.bow_pretrain_steps,
                                bow_batch_size=args.bow_batch_size,
                                lora_rank=args.lora_rank, lora_lr=args.lora_lr, eval_every=args.eval_every, eval_limit=args.eval_limit, seed=args.seed,
-                               mixed_precision=args.mixed_precision)
+                               mixed_precision=args.mixed_precision, switch_fraction=args.switch_fraction,
+                               max_continuation=args.max_continuation)
     prompt_config = CONFIG.prompt.model_copy(update={"head": args.head, "vocab_size": args.vocab_size})
     generator = PromptGenerator(prompt_config)
     if args.init_from:  # start from another run's trained generator (fresh optimizer and schedule)
         generator = PromptGenerator.from_pretrained(Path(args.work) / "runs" / args.init_from / "prompt").float()
+    elif args.init_from_checkpoint:  # start from a DGLM checkpoint's generator and decoder adapter (trained on)
+        folder = Path(args.init_from_checkpoint)
+        generator = PromptGenerator.from_pretrained(folder / "prompt").float()
+        if (folder / "decoder_adapter").is_dir():
+            decoder.load_adapter(folder / "decoder_adapter")
     elif args.head == "vocab_mixture":  # frequent content tokens of the training windows
         counts = np.bincount(train.ids.ravel(), minlength=len(decoder.tokenizer))
         ranked = np.argsort(-counts, kind="stable")[args.vocab_skip:args.vocab_skip + args.vocab_size]
@@ -102,7 +112,7 @@ def prompt(args) -> None:
     run = Path(args.work) / "runs" / args.run
     result = train_prompt_generator(generator, decoder, train, val, mean, std, cfg, run)
     generator.save_pretrained(run / "prompt")
-    if cfg.lora_rank:
+    if decoder.has_adapter:
         decoder.save_adapter(run / "lora")
     (run / "result.json").write_text(json.dumps({"config": cfg.model_dump(), "eval": result}, indent=2))
     print(json.dumps(result, indent=2))
@@ -116,8 +126,11 @@ def evaluate(args) -> None:
     generator = PromptGenerator.from_pretrained(run / "prompt").float()
     if (run / "lora").is_dir():
         decoder.load_adapter(run / "lora")
+    elif args.checkpoint_adapter:
+        decoder.load_adapter(args.checkpoint_adapter)
     generator.bind(decoder.embeddings.weight)
-    result = evaluate_plan_use(generator, decoder, val, mean, std, sigma2=args.sigma2[0], limit=args.eval_limit)
+    result = evaluate_plan_use(generator, decoder, val, mean, std, sigma2=args.sigma2[0], limit=args.eval_limit,
+                               ends=sentence_ends(decoder.tokenizer))
     if len(args.sigma2) > 1:
         result["noise_knob"] = noise_knob_curve(generator, decoder, val, mean, std, sorted(args.sigma2),
                                                 limit=args.eval_limit)
@@ -139,7 +152,7 @@ def export(args) -> None:
     generator.save_pretrained(run / "prompt")
     lora = [tensors[f"lora.{i}"] for i in range(sum(k.startswith("lora.") for k in tensors))]
     if lora:  # the adapter's parameters, in the order Decoder.add_adapter returned them
-        rank = meta["config"]["lora_rank"]
+        rank = meta["config"]["lora_rank"] or lora[0].shape[0]  # lora_A of the first module: (rank, in)
         decoder = Decoder.from_pretrained(args.decoder or CONFIG.decoder.name_or_path)
         with torch.no_grad():
             for param, value in zip(decoder.add_adapter(rank), lora, strict=True):
@@ -170,6 +183,10 @@ def assemble(args) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=["prepare", "diffusion", "prompt", "evaluate", "export", "assemble"])
+    p.add_argument("--max-train-windows", type=int, default=0,
+                   help="prepare: embed a random subset of this many training windows (0 = all 22,960)")
+    p.add_argument("--no-prefix-embeddings", action="store_true",
+                   help="prepare: skip the training prefixes' embeddings (only the diffusion stage reads them)")
     p.add_argument("--out-json", default="plan_use.json", help="where evaluate writes its JSON")
     p.add_argument("--sigma2", type=float, nargs="+", default=[0.05],
                    help="evaluate: re-noising level(s); the first for the plan-use numbers, and with several, "
@@ -184,6 +201,14 @@ def main(argv=None) -> None:
     p.add_argument("--contrastive", type=float, default=0.0)
     p.add_argument("--lora-rank", type=int, default=0)
     p.add_argument("--lora-lr", type=float, default=2e-4, help="learning rate of the LoRA adapters")
+    p.add_argument("--init-from-checkpoint", default=None,
+                   help="start from a DGLM checkpoint folder's prompt generator and decoder adapter, both trained on")
+    p.add_argument("--checkpoint-adapter", default=None,
+                   help="evaluate: the decoder adapter folder of a run that has none of its own")
+    p.add_argument("--switch-fraction", type=float, default=0.0,
+                   help="fraction of each batch made of topic switches (plans that disagree with the prefix)")
+    p.add_argument("--max-continuation", type=int, default=0,
+                   help="continuation tokens scored per example at most (0 = all)")
     p.add_argument("--init-from", default=None,
                    help="start the generator from WORK/runs/INIT_FROM/prompt (a new run; its own optimizer)")
     p.add_argument("--head", default="linear", choices=["linear", "vocab_mixture"], help="prompt generator head")

@@ -74,3 +74,42 @@ def test_resumes_from_state(tiny_llama_decoder, tmp_path):
     train_prompt_generator(resumed, dec, data, data, torch.zeros(16), torch.ones(16), cfg6, tmp_path, False)
     steps = [line.split(",")[0] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert steps == [f'{{"step": {i}' for i in range(1, 7)]
+
+
+def switch_dataset(decoder, n_per_class: int = 16):
+    """K classes whose prefix sentence always announces its own continuation: natural pairs never need the plan."""
+    prefixes = ["the game of the season .", "the river of the city .", "the king of the war .",
+                "the music of the night ."]
+    words = ["the team won the match", "water in the old house", "a queen and peace", "song and art for children"]
+    emb = torch.nn.functional.normalize(torch.randn(K, 16, generator=torch.Generator().manual_seed(1)), dim=-1)
+    rows = [decoder.tokenize([p + " " + w])[0] for p, w in zip(prefixes, words, strict=True)]
+    length = max(len(r) for r in rows)
+    ids, splits, cls = [], [], []
+    for k in range(K):
+        ids += [(rows[k] + [decoder.tokenizer.eos_token_id] * length)[:length]] * n_per_class
+        splits += [len(decoder.tokenize([prefixes[k]])[0])] * n_per_class
+        cls += [k] * n_per_class
+    return WindowSet(np.array(ids), np.array(splits)[:, None], cont_emb=emb[cls][:, None].half())
+
+
+def test_topic_switches_teach_the_decoder_to_follow_a_plan_against_its_prefix(tiny_llama_decoder, tmp_path):
+    from dglm.training.data import sentence_ends
+
+    dec = tiny_llama_decoder
+    data = switch_dataset(dec)
+    ends = sentence_ends(dec.tokenizer)
+    mean, std = torch.zeros(16), torch.full((16,), 0.25)
+    results = {}
+    for fraction in (0.0, 0.5):
+        torch.manual_seed(0)
+        gen = PromptGenerator(PromptConfig(dim=16, out_dim=dec.hidden_size, num_soft_tokens=4, width=64, depth=2,
+                                           heads=4))
+        cfg = PromptTrainingConfig(steps=120, batch_size=16, lr=3e-3, warmup=10, eval_every=1000, save_every=1000,
+                                   mixed_precision="no", switch_fraction=fraction)
+        train_prompt_generator(gen, dec, data, data, mean, std, cfg, tmp_path / str(fraction), show_progress_bar=False)
+        results[fraction] = evaluate_plan_use(gen, dec, data, mean, std, batch_size=64, ends=ends)
+    natural, switched = results[0.0], results[0.5]
+    assert switched["switch_n"] == len(data)  # every prefix ends a sentence
+    # Trained on switches, the decoder takes the continuation from the plan even when the prefix names another.
+    assert switched["switch_true"] < natural["switch_true"] - 0.5
+    assert switched["switch_gap"] > natural["switch_gap"] + 0.5

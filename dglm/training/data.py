@@ -129,12 +129,15 @@ class WindowSet:
                 conts.append(tokenizer.decode(c))
         return prefixes, conts
 
-    def embed(self, encoder, tokenizer, batch_size: int = 128, show_progress_bar: bool = True) -> WindowSet:
-        """Fill ``prefix_emb`` and ``cont_emb`` with the encoder's raw embeddings (stored as float16)."""
-        prefixes, conts = self.texts(tokenizer)
+    def embed(self, encoder, tokenizer, batch_size: int = 128, show_progress_bar: bool = True,
+              prefixes: bool = True) -> WindowSet:
+        """Fill ``cont_emb`` (and ``prefix_emb``, which only diffusion training reads, unless ``prefixes`` is
+        False) with the encoder's raw embeddings (stored as float16)."""
+        prefix_texts, conts = self.texts(tokenizer)
         shape = (*self.splits.shape, encoder.dim)
         self.cont_emb = encoder.encode(conts, batch_size, show_progress_bar).half().reshape(shape)
-        self.prefix_emb = encoder.encode(prefixes, batch_size, show_progress_bar).half().reshape(shape)
+        if prefixes:
+            self.prefix_emb = encoder.encode(prefix_texts, batch_size, show_progress_bar).half().reshape(shape)
         return self
 
     def save(self, folder: str | os.PathLike) -> None:
@@ -175,3 +178,68 @@ def build_windows(texts: Sequence[str], tokenizer, window: int = 64, per_window:
     splits = random_splits(ids, word_starts(tokenizer), per_window, max_prefix, np.random.default_rng(seed))
     logger.info("%d windows of %d tokens, %d splits each", len(ids), window, per_window)
     return WindowSet(ids, splits)
+
+
+def sentence_ends(tokenizer) -> np.ndarray:
+    """Boolean mask over the vocabulary: tokens that end a sentence (their text, stripped of trailing spaces,
+    ends in '.', '!' or '?', or holds a line break).
+
+    Example (a stand-in tokenizer with a four-token vocabulary):
+        >>> class Tokenizer:
+        ...     vocab = ["Ġthe", ".", "Ġhome!", "Ċ"]
+        ...     def __len__(self):
+        ...         return len(self.vocab)
+        ...     def convert_ids_to_tokens(self, ids):
+        ...         return [self.vocab[i] for i in ids]
+        >>> sentence_ends(Tokenizer()).tolist()
+        [False, True, True, True]
+    """
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return np.array([bool(t) and (t.rstrip("Ġ▁ ").endswith((".", "!", "?")) or "Ċ" in t or "\n" in t)
+                     for t in tokens])
+
+
+class TopicSwitches:
+    """Training pairs whose plan disagrees with their prefix: the prefix of one (window, split) cut after its
+    last sentence end, and the continuation of another pair that starts a sentence, with that continuation's
+    embedding as the plan. Windows are drawn at random among tens of thousands, so the two sides come from
+    different documents (and mostly different subjects): the decoder must take the new subject from the plan.
+
+    Example (token 1 ends sentences: both prefixes can be cut after it, only window 1's continuation starts a
+    sentence):
+        >>> ids = np.array([[5, 1, 6, 7], [8, 1, 9, 4]])
+        >>> data = WindowSet(ids, np.array([[3], [2]]), cont_emb=torch.arange(4.0).reshape(2, 1, 2))
+        >>> switches = TopicSwitches(data, np.array([False, True] + [False] * 8))
+        >>> switches.sample(2, np.random.default_rng(0))
+        ([[8, 1], [8, 1]], [[9, 4], [9, 4]], tensor([[2., 3.],
+                [2., 3.]]))
+    """
+
+    def __init__(self, data: WindowSet, ends: np.ndarray):
+        s = data.splits.shape[1]
+        self.data, self._s = data, s
+        cut = np.zeros(data.splits.shape, dtype=np.int64)  # prefix kept up to its last sentence end (0 = none)
+        starts = np.zeros(data.splits.shape, dtype=bool)  # continuation starts right after a sentence end
+        is_end = ends[data.ids]  # (N, T)
+        for j in range(s):
+            split = data.splits[:, j]
+            for i in np.flatnonzero(split > 0):
+                last = np.flatnonzero(is_end[i, :split[i]])
+                cut[i, j] = last[-1] + 1 if len(last) else 0
+                starts[i, j] = is_end[i, split[i] - 1]
+        self._prefixes = np.flatnonzero(cut.ravel() > 0)  # flat (window * S + split) indices
+        self._cut = cut.ravel()
+        self._continuations = np.flatnonzero(starts.ravel())
+        if not len(self._prefixes) or not len(self._continuations):
+            raise ValueError("no topic-switch pairs: no prefix holds a sentence end, or no continuation starts "
+                             "a sentence (check the sentence-end mask against the tokenizer)")
+        logger.info("topic switches: %d prefixes that end a sentence, %d continuations that start one",
+                    len(self._prefixes), len(self._continuations))
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[list[list[int]], list[list[int]], torch.Tensor]:
+        """``n`` switch pairs: prefix ids, continuation ids and the continuations' raw embeddings (n, d)."""
+        a = rng.choice(self._prefixes, n)
+        b = rng.choice(self._continuations, n)
+        prefixes = [self.data.ids[k // self._s, :self._cut[k]].tolist() for k in a]
+        conts = [self.data.pair(int(k) // self._s, int(k) % self._s)[1] for k in b]
+        return prefixes, conts, self.data.cont_emb.reshape(-1, self.data.cont_emb.shape[-1])[b].float()

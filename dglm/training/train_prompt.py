@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from dglm.decoder import Decoder
 from dglm.prompt import PromptGenerator
 from dglm.schedule import add_noise, augmentation_alpha2
-from dglm.training.data import WindowSet
+from dglm.training.data import TopicSwitches, WindowSet, sentence_ends
 from dglm.training.loop import load_state, lr_at, param_groups, save_state
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,13 @@ class PromptTrainingConfig(BaseModel):
     # Probability of training an example without its prefix ([soft tokens][continuation] only), so the soft
     # tokens must carry the continuation's content.
     prefix_dropout: float = Field(default=0.0, ge=0, le=1)
+    # Fraction of each batch made of topic switches (:class:`~dglm.training.data.TopicSwitches`): a prefix cut
+    # after a sentence end, the continuation of another document and *its* embedding as the plan, so the
+    # decoder learns to follow a plan that disagrees with the prefix (natural pairs never ask for that).
+    switch_fraction: float = Field(default=0.0, ge=0, le=1)
+    # Continuation tokens scored per example at most (0 = all): shorter sequences make a step cheaper; the
+    # plan is still the embedding of the whole continuation.
+    max_continuation: int = Field(default=0, ge=0)
     # Curriculum: the first this many steps drop every prefix (then ``prefix_dropout`` applies).
     prefix_free_steps: int = Field(default=0, ge=0)
     # Weight of the bag-of-words loss (vocab_mixture heads): the mean of the soft tokens' word distributions
@@ -91,8 +98,9 @@ class PromptTrainingConfig(BaseModel):
     seed: int = 0
     # "no", "bf16" or "fp16": autocast through accelerate.
     mixed_precision: str = "bf16"
-    # Wall-clock budget in seconds for this process (0 = none): the learning-rate schedule follows whichever
-    # of steps and time is further along, and training stops when the budget is spent.
+    # Wall-clock budget in seconds for the whole run (0 = none), counted across resumes (the state records the
+    # time trained so far): the learning-rate schedule follows whichever of steps and time is further along,
+    # and training stops when the budget is spent. To train longer, resume with a larger budget.
     time_budget_s: float = Field(default=0.0, ge=0)
 
 
@@ -115,6 +123,27 @@ def _held_out_batches(data: WindowSet, n: int, batch_size: int, seed: int):
         yield prefixes, conts, emb, other, torch.randn(emb.shape, generator=g)
 
 
+def _switch_batches(data: WindowSet, ends: np.ndarray, n: int, batch_size: int, seed: int):
+    """Held-out topic switches: batches of (prefix of pair i cut after its last sentence end, the continuation
+    of pair ``i + n // 2``, that continuation's embedding, a third pair's embedding as the shuffled plan, one
+    seeded noise draw). Pairs whose prefix holds no sentence end are skipped."""
+    s = data.splits.shape[1]
+    g = torch.Generator().manual_seed(seed + 1)
+    usable = []
+    for k in range(n):
+        prefix = data.pair(k // s, k % s)[0]
+        last = np.flatnonzero(ends[prefix]) if prefix else []
+        if len(last):
+            usable.append((k, prefix[:last[-1] + 1]))
+    for start in range(0, len(usable), batch_size):
+        rows = usable[start:start + batch_size]
+        prefixes = [p for _, p in rows]
+        other = np.array([(k + n // 2) % n for k, _ in rows])
+        _, conts, emb = _pairs(data, other)
+        shuffled = _pairs(data, (other + n // 3) % n)[2]
+        yield prefixes, conts, emb, shuffled, torch.randn(emb.shape, generator=g)
+
+
 def _soft_prompts(generator: PromptGenerator, emb: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                   sigma2: float, noise: torch.Tensor) -> torch.Tensor:
     """The generator's soft prompts of raw embeddings, standardised and re-noised to ``sigma2`` with ``noise``."""
@@ -126,12 +155,16 @@ def _soft_prompts(generator: PromptGenerator, emb: torch.Tensor, mean: torch.Ten
 @torch.no_grad()
 def evaluate_plan_use(generator: PromptGenerator, decoder: Decoder, data: WindowSet, mean: torch.Tensor,
                       std: torch.Tensor, sigma2: float = 0.05, batch_size: int = 16, limit: int = 200,
-                      seed: int = 0) -> dict[str, float]:
+                      seed: int = 0, ends: np.ndarray | None = None) -> dict[str, float]:
     """Held-out continuation NLL per token: plain (no soft tokens), soft tokens from the true continuation
     embedding, from a shuffled one (another window's), and the same two with the prefix removed.
 
     Returns means, the gaps ``shuffled - true`` with their standard errors, and the mean pairwise cosine of the
-    soft prompts of different embeddings (near 1 = collapsed to one prompt).
+    soft prompts of different embeddings (near 1 = collapsed to one prompt). With ``ends`` (a sentence-end mask
+    over the vocabulary, :func:`~dglm.training.data.sentence_ends`) it also measures **topic switches**: each
+    prefix cut after its last sentence end, followed by another window's held-out continuation (mostly another
+    document's), NLL plain / with that continuation's plan / with a shuffled plan; ``switch_gap = shuffled -
+    true`` is how much a plan that disagrees with the prefix is followed.
 
     Example (a random tiny decoder and generator, six toy windows split 4 / 4):
         >>> from dglm.config import PromptConfig
@@ -164,8 +197,21 @@ def evaluate_plan_use(generator: PromptGenerator, decoder: Decoder, data: Window
     p = torch.nn.functional.normalize(torch.cat(prompts), dim=-1)
     cos = (p @ p.T)[~torch.eye(len(p), dtype=torch.bool)].mean()
     gap, np_gap = r["shuffled"] - r["true"], r["np_shuffled"] - r["np_true"]
+    switch = {}
+    if ends is not None:
+        sw: dict[str, list[torch.Tensor]] = {"plain": [], "true": [], "shuffled": []}
+        for prefixes, conts, emb, shuffled, noise in _switch_batches(data, ends, n, batch_size, seed):
+            sw["plain"].append(decoder.continuation_nll(prefixes, conts).cpu())
+            for name, x in (("true", emb), ("shuffled", shuffled)):
+                sw[name].append(decoder.continuation_nll(prefixes, conts,
+                                                         _soft_prompts(generator, x, mean, std, sigma2, noise)).cpu())
+        t = {k: torch.cat(v) for k, v in sw.items()}
+        switch_gap = t["shuffled"] - t["true"]
+        switch = {"switch_plain": t["plain"].mean().item(), "switch_true": t["true"].mean().item(),
+                  "switch_shuffled": t["shuffled"].mean().item(), "switch_gap": switch_gap.mean().item(),
+                  "switch_gap_se": (switch_gap.std() / len(switch_gap) ** 0.5).item(), "switch_n": len(switch_gap)}
     generator.train(was_training)
-    return {"plain": r["plain"].mean().item(), "true": r["true"].mean().item(),
+    return switch | {"plain": r["plain"].mean().item(), "true": r["true"].mean().item(),
             "shuffled": r["shuffled"].mean().item(), "gap": gap.mean().item(),
             "gap_se": (gap.std() / len(gap) ** 0.5).item(), "no_prefix_true": r["np_true"].mean().item(),
             "no_prefix_shuffled": r["np_shuffled"].mean().item(), "no_prefix_gap": np_gap.mean().item(),
@@ -304,25 +350,30 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
     decoder.model.requires_grad_(False)
     groups = param_groups(generator, config.weight_decay)
     modules: dict[str, torch.nn.Module] = {"generator": generator}
-    if config.lora_rank:
-        groups.append({"params": decoder.add_adapter(config.lora_rank), "weight_decay": 0.0, "lora": True})
-        modules["lora"] = torch.nn.ParameterList(groups[-1]["params"])  # adapters only, not the base weights
+    if config.lora_rank or decoder.has_adapter:  # a new adapter, or the one the decoder already carries
+        lora = decoder.add_adapter(config.lora_rank) if not decoder.has_adapter else \
+            [p.requires_grad_(True) for n, p in decoder.model.named_parameters() if "lora_" in n]
+        groups.append({"params": lora, "weight_decay": 0.0, "lora": True})
+        modules["lora"] = torch.nn.ParameterList(lora)  # adapters only, not the base weights
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99))
     generator, decoder.model, optimizer = accelerator.prepare(generator, decoder.model, optimizer)
-    step = 0
+    step, trained_s = 0, 0.0
     if (out_dir / "state" / "state.json").is_file():
-        step = load_state(out_dir / "state", modules, optimizer)["step"]
-        logger.info("resumed from step %d", step)
+        meta = load_state(out_dir / "state", modules, optimizer)
+        step, trained_s = meta["step"], meta.get("trained_s", 0.0)
+        logger.info("resumed from step %d after %.0f s of training", step, trained_s)
     rng = np.random.default_rng(config.seed + step)
     g = torch.Generator(device).manual_seed(config.seed + step)
     total_pairs = len(train) * train.splits.shape[1]
+    ends = sentence_ends(decoder.tokenizer)
+    switches = TopicSwitches(train, ends) if config.switch_fraction else None
     generator.bind(decoder.embeddings.weight)
     bow = generator.config.head == "vocab_mixture" and (config.bow_weight or config.bow_pretrain_steps)
     if bow and step == 0 and config.bow_pretrain_steps:
         _pretrain_bag_of_words(generator, train, mean, std, config, rng, g, show_progress_bar, out_dir)
     log = open(out_dir / "log.jsonl", "a")
     bar = tqdm(total=config.steps, initial=step, disable=not show_progress_bar, desc="prompt generator")
-    t0, result = time.perf_counter(), {}
+    t0, result = time.perf_counter() - trained_s, {}
     generator.train()
     while step < config.steps:
         elapsed = time.perf_counter() - t0
@@ -331,12 +382,17 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
         at = max(step, int(elapsed / config.time_budget_s * config.steps)) if config.time_budget_s else step
         for group in optimizer.param_groups:
             group["lr"] = lr_at(at, config.lora_lr if group.get("lora") else config.lr, config.warmup, config.steps)
-        idx = rng.integers(0, total_pairs, config.batch_size)
-        prefixes, conts, emb = _pairs(train, idx)
+        n_switch = int(rng.binomial(config.batch_size, config.switch_fraction)) if switches else 0
+        prefixes, conts, emb = _pairs(train, rng.integers(0, total_pairs, config.batch_size - n_switch))
         p_drop = 1.0 if step < config.prefix_free_steps else config.prefix_dropout
         prefixes = [[] if rng.random() < p_drop else p for p in prefixes]
+        if n_switch:  # plans that disagree with their prefix (the prefix is always kept)
+            sw_prefixes, sw_conts, sw_emb = switches.sample(n_switch, rng)
+            prefixes, conts, emb = prefixes + sw_prefixes, conts + sw_conts, torch.cat([emb, sw_emb])
+        if config.max_continuation:
+            conts = [c[:config.max_continuation] for c in conts]
         x = (emb.to(device) - mean) / std
-        alpha2 = augmentation_alpha2(torch.rand(len(idx), generator=g, device=device))
+        alpha2 = augmentation_alpha2(torch.rand(len(x), generator=g, device=device))
         noise = torch.randn(x.shape, generator=g, device=device)
         with accelerator.autocast():
             nll = decoder.continuation_nll(prefixes, conts, generator(add_noise(x, alpha2, noise), alpha2))
@@ -353,18 +409,20 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
         optimizer.step()
         step += 1
         bar.update(1)
-        record = {"step": step, "loss": loss.item(), "nll": nll.mean().item(), "s": time.perf_counter() - t0}
-        last = step == config.steps or (config.time_budget_s and time.perf_counter() - t0 >= config.time_budget_s)
+        elapsed = time.perf_counter() - t0
+        record = {"step": step, "loss": loss.item(), "nll": nll.mean().item(), "s": elapsed, "switches": n_switch}
+        last = step == config.steps or (config.time_budget_s and elapsed >= config.time_budget_s)
         if step % config.eval_every == 0 or last:
             result = evaluate_plan_use(accelerator.unwrap_model(generator), decoder, evaluation, mean.cpu(), std.cpu(),
-                                       config.eval_sigma2, limit=config.eval_limit)
+                                       config.eval_sigma2, limit=config.eval_limit, ends=ends)
             record["eval"] = result
             logger.info("step %d eval %s", step, result)
-            bar.set_postfix(gap=f"{result['gap']:.4f}", np_gap=f"{result['no_prefix_gap']:.3f}")
+            bar.set_postfix(gap=f"{result['gap']:.4f}", switch_gap=f"{result['switch_gap']:.3f}")
         log.write(json.dumps(record) + "\n")
         log.flush()
         if step % config.save_every == 0 or last:
-            save_state(out_dir / "state", modules, optimizer, step, {"config": config.model_dump()})
+            save_state(out_dir / "state", modules, optimizer, step,
+                       {"config": config.model_dump(), "trained_s": time.perf_counter() - t0})
     bar.close()
     log.close()
     return result
