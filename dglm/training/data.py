@@ -243,3 +243,17 @@ class TopicSwitches:
         prefixes = [self.data.ids[k // self._s, :self._cut[k]].tolist() for k in a]
         conts = [self.data.pair(int(k) // self._s, int(k) % self._s)[1] for k in b]
         return prefixes, conts, self.data.cont_emb.reshape(-1, self.data.cont_emb.shape[-1])[b].float()
+
+
+def flat_pairs(data: WindowSet, index: np.ndarray) -> tuple[list[list[int]], list[list[int]], torch.Tensor]:
+    """Prefix ids, continuation ids and raw continuation embeddings (n, d) of flat (window * S + split) indices.
+
+    Example:
+        >>> ws = WindowSet(np.arange(8).reshape(2, 4), np.array([[1], [3]]), cont_emb=torch.eye(2)[:, None])
+        >>> flat_pairs(ws, np.array([1, 0]))
+        ([[4, 5, 6], [0]], [[7], [1, 2, 3]], tensor([[0., 1.],
+                [1., 0.]]))
+    """
+    s = data.splits.shape[1]
+    prefixes, conts = zip(*(data.pair(int(k) // s, int(k) % s) for k in index), strict=True)
+    return list(prefixes), list(conts), data.cont_emb.reshape(-1, data.cont_emb.shape[-1])[index].float()

@@ -1,4 +1,5 @@
-"""Pieces shared by the training loops: learning-rate schedule, optimizer groups, resumable state.
+"""Pieces shared by the training loops: learning-rate schedule, optimizer groups, resumable state, the
+accelerator, and the sharded example stream that makes data parallelism exact.
 
 Training state (weights, optimizer moments, step) is saved as safetensors + JSON, never pickled, into a
 folder written atomically, so a run killed at any moment resumes from its last complete save.
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dglm.io import atomic_directory, load_tensors, read_json, save_tensors, write_json
@@ -98,3 +101,98 @@ def load_state(folder: str | os.PathLike, modules: dict[str, torch.nn.Module],
             state.setdefault(int(idx), {})[k] = v
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     return meta
+
+
+def make_accelerator(mixed_precision: str | None = None):
+    """The ``accelerate.Accelerator`` of one training loop.
+
+    ``mixed_precision`` ("no", "bf16", "fp16") wins; None takes it from the accelerate config
+    (``accelerate launch --mixed_precision ...`` or ``accelerate config``; "no" without one). Gradient
+    accumulation always comes from the accelerate config (``--gradient_accumulation_steps``, default 1). Under
+    ``accelerate launch`` / ``torchrun`` with several processes this joins their process group (DDP; gloo on
+    CPU). A process that trains twice with different precisions (two stages in one script) gets the second one:
+    accelerate's shared state is reset first, the process group is kept.
+
+    Example:
+        >>> make_accelerator("no").num_processes, make_accelerator("no").mixed_precision
+        (1, 'no')
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if mixed_precision not in (None, "no", "bf16", "fp16"):
+        raise ValueError(f"mixed_precision={mixed_precision!r}; accepted: None (the accelerate config), 'no', "
+                         f"'bf16', 'fp16'")
+    shared = AcceleratorState._shared_state
+    if shared and mixed_precision is not None and shared.get("_mixed_precision") != mixed_precision:
+        AcceleratorState._reset_state()  # keeps PartialState (the process group)
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One process's part of one optimizer step: flat example indices and the seed of its random draws."""
+
+    index: np.ndarray
+    seed: int
+
+    def rng(self) -> np.random.Generator:
+        """A numpy generator for this shard's draws (prefix dropout, topic switches)."""
+        return np.random.default_rng(self.seed)
+
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
+        """A torch generator on ``device`` for this shard's draws (noise levels and noise)."""
+        return torch.Generator(device).manual_seed(self.seed)
+
+
+class ShardedStream:
+    """Which examples each process trains on at each step, identical on every process and after a resume.
+
+    The examples form an endless stream: epoch ``e`` is a permutation of ``range(n)`` seeded by ``(seed, e)``.
+    Optimizer step ``s`` trains on the global batch at positions ``[s * B, (s + 1) * B)``, cut into
+    ``K = num_processes * accumulation`` shards of ``B / K`` consecutive examples; process ``r`` computes
+    shards ``r * accumulation ... (r + 1) * accumulation - 1``, one per micro-step, so within an epoch no two
+    processes ever see the same example. Shard ``k`` of step ``s`` draws its noise from its own seed
+    ``(seed, s, k)``: a run depends on the global batch and ``K``, not on which process computes which shard
+    (two processes train exactly like one process accumulating two micro-batches), and resuming at step ``s``
+    restores every process's data position and random draws with nothing saved but ``s``.
+
+    Example (10 examples, global batch 4, two processes):
+        >>> ranks = [ShardedStream(10, 4, seed=0, num_processes=2, process_index=r) for r in (0, 1)]
+        >>> [[s.index.tolist() for s in stream.shards(step=0)] for stream in ranks]
+        [[[4, 6]], [[2, 7]]]
+        >>> ShardedStream(10, 4, seed=0, accumulation=2).shards(step=0)[1].index.tolist()  # one process
+        [2, 7]
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, num_processes: int = 1, process_index: int = 0,
+                 accumulation: int = 1):
+        shards = num_processes * accumulation
+        if n < 1:
+            raise ValueError(f"the training set is empty (n={n}); prepare some training windows first")
+        if batch_size % shards:
+            raise ValueError(f"batch_size={batch_size} (the global batch per optimizer step) must be divisible by "
+                             f"processes x accumulation steps = {num_processes} x {accumulation}")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.per_shard, self.first, self.accumulation = batch_size // shards, process_index * accumulation, accumulation
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _positions(self, start: int, count: int) -> np.ndarray:
+        out = []
+        while count:
+            epoch, offset = divmod(start, self.n)
+            if epoch not in self._perms:
+                self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
+            take = min(count, self.n - offset)
+            out.append(self._perms[epoch][offset:offset + take])
+            start, count = start + take, count - take
+        return np.concatenate(out)
+
+    def shards(self, step: int) -> list[Shard]:
+        """This process's shards of optimizer step ``step``, one per accumulation micro-step."""
+        out = []
+        for k in range(self.first, self.first + self.accumulation):
+            index = self._positions(step * self.batch_size + k * self.per_shard, self.per_shard)
+            seed = int(np.random.SeedSequence([self.seed, step, k]).generate_state(1)[0])
+            out.append(Shard(index, seed))
+        return out

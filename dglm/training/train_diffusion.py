@@ -1,7 +1,10 @@
 """Train the SemanticDiffuser on (prefix embedding, continuation embedding) pairs.
 
 AdamW with warmup + cosine decay, gradient clipping, weight decay on matrices only, an EMA of the weights
-(what sampling uses and what is saved), bf16 autocast where available, resumable state.
+(what sampling uses and what is saved), mixed precision through accelerate, resumable state. Data parallel
+under ``accelerate launch`` / ``torchrun``: each process trains on its own shard of every global batch
+(:class:`~dglm.training.loop.ShardedStream`), gradients are averaged by DDP, and only the main process logs,
+evaluates and writes.
 
 Example:
     >>> DiffusionTrainingConfig(steps=100).batch_size
@@ -15,14 +18,14 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Literal
 
 import torch
-from accelerate import Accelerator
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from dglm.diffusion import SemanticDiffuser
-from dglm.training.loop import load_state, lr_at, param_groups, save_state
+from dglm.training.loop import ShardedStream, load_state, lr_at, make_accelerator, param_groups, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -42,24 +45,42 @@ class DiffusionTrainingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Optimizer steps in total (a resumed run continues up to this number).
-    steps: int = Field(default=10_000, gt=0)
-    # Pairs per step.
-    batch_size: int = Field(default=256, gt=0)
-    # Peak AdamW learning rate.
-    lr: float = Field(default=1e-3, gt=0)
-    # Linear warmup steps before the cosine decay.
-    warmup: int = Field(default=500, ge=0)
-    # AdamW weight decay on matrices.
-    weight_decay: float = Field(default=0.01, ge=0)
-    # Gradient-norm clip.
-    grad_clip: float = Field(default=1.0, gt=0)
-    # Save a resumable state (and log the held-out loss) every this many steps.
-    save_every: int = Field(default=1000, gt=0)
-    # Seed of the data order and the noise.
-    seed: int = 0
-    # "no", "bf16" or "fp16": autocast through accelerate.
-    mixed_precision: str = "no"
+    steps: int = Field(default=10_000, gt=0,
+                       description="Optimizer steps in total (a resumed run continues up to this number).")
+    batch_size: int = Field(default=256, gt=0, description=(
+        "Pairs per optimizer step, over all processes and accumulation micro-steps (the global batch); must be "
+        "divisible by processes x gradient_accumulation_steps."))
+    lr: float = Field(default=1e-3, gt=0, description="Peak AdamW learning rate.")
+    warmup: int = Field(default=500, ge=0, description="Linear warmup steps before the cosine decay.")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay on matrices.")
+    grad_clip: float = Field(default=1.0, gt=0, description="Gradient-norm clip.")
+    save_every: int = Field(default=1000, gt=0, description=(
+        "Save a resumable state (and log the held-out loss) every this many steps."))
+    seed: int = Field(default=0, description="Seed of the data order and the noise.")
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = Field(default="no", description=(
+        "Autocast through accelerate: 'no', 'bf16' or 'fp16'; None takes it from the accelerate config "
+        "(accelerate launch --mixed_precision)."))
+
+
+class DiffusionObjective(torch.nn.Module):
+    """The diffusion loss as a module's forward, so the module accelerate prepares (wraps in DDP) is the one
+    called and gradients synchronise across processes.
+
+    Example:
+        >>> from dglm.config import DiffusionConfig
+        >>> model = SemanticDiffuser(DiffusionConfig(dim=8, num_tokens=2, token_features=4, width=16, depth=2,
+        ...                                          heads=2))
+        >>> DiffusionObjective(model)(torch.randn(4, 8), torch.randn(4, 8), torch.Generator()).shape
+        torch.Size([])
+    """
+
+    def __init__(self, model: SemanticDiffuser):
+        super().__init__()
+        self.model = model
+
+    def forward(self, cont: torch.Tensor, prefix: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """v-prediction loss of standardised pairs (B, d), noise drawn from ``generator``."""
+        return self.model.loss(cont, prefix, generator=generator)
 
 
 @torch.no_grad()
@@ -83,7 +104,8 @@ def train_diffuser(model: SemanticDiffuser, prefix: torch.Tensor, cont: torch.Te
                    show_progress_bar: bool = True) -> SemanticDiffuser:
     """Train on standardised pairs ``prefix``, ``cont`` (N, d); returns the EMA model (eval mode).
 
-    With ``out_dir`` the run is resumable (``out_dir/state``) and logs to ``out_dir/log.jsonl``.
+    With ``out_dir`` the run is resumable (``out_dir/state``) and logs to ``out_dir/log.jsonl`` (both written
+    by the main process only; every process reads the state when resuming, so ``out_dir`` must be shared).
 
     Example (a few steps of a toy model on random pairs):
         >>> import tempfile
@@ -104,48 +126,58 @@ def train_diffuser(model: SemanticDiffuser, prefix: torch.Tensor, cont: torch.Te
     if prefix.shape != cont.shape or prefix.dim() != 2 or prefix.shape[1] != model.dim:
         raise ValueError(f"prefix and cont must both be (N, {model.dim}), got {tuple(prefix.shape)} and "
                          f"{tuple(cont.shape)}")
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
-    device = accelerator.device
+    accelerator = make_accelerator(config.mixed_precision)
+    device, main = accelerator.device, accelerator.is_main_process
+    stream = ShardedStream(len(prefix), config.batch_size, config.seed, accelerator.num_processes,
+                           accelerator.process_index, accelerator.gradient_accumulation_steps)
     ema = model.ema_copy()
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.99))
-    model, optimizer = accelerator.prepare(model, optimizer)
+    objective, optimizer = accelerator.prepare(DiffusionObjective(model), optimizer)
     ema.to(device)
-    raw = accelerator.unwrap_model(model)
     step, log = 0, None
     if out_dir is not None:
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         if (out_dir / "state" / "state.json").is_file():
-            step = load_state(out_dir / "state", {"model": raw, "ema": ema}, optimizer)["step"]
+            step = load_state(out_dir / "state", {"model": model, "ema": ema}, optimizer)["step"]
             logger.info("resumed from step %d", step)
-        log = open(out_dir / "log.jsonl", "a")
-    g = torch.Generator(device).manual_seed(config.seed + step)
+        if main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            log = open(out_dir / "log.jsonl", "a")
     prefix, cont = prefix.to(device), cont.to(device)
-    bar = tqdm(total=config.steps, initial=step, disable=not show_progress_bar, desc="diffusion")
+    bar = tqdm(total=config.steps, initial=step, disable=not (show_progress_bar and main), desc="diffusion")
     t0 = time.perf_counter()
     model.train()
     while step < config.steps:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config.lr, config.warmup, config.steps)
-        idx = torch.randint(0, len(prefix), (config.batch_size,), generator=g, device=device)
-        with accelerator.autocast():
-            loss = raw.loss(cont[idx], prefix[idx], generator=g)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        losses = []
+        for shard in stream.shards(step):  # one per accumulation micro-step
+            idx = torch.from_numpy(shard.index).to(device)
+            with accelerator.accumulate(objective):
+                with accelerator.autocast():
+                    loss = objective(cont[idx], prefix[idx], shard.generator(device))
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach().float())
         # A short EMA horizon early on, so short runs still get a useful average.
-        raw.update_ema(ema, min(raw.config.ema_decay, (1 + step) / (10 + step)))
+        model.update_ema(ema, min(model.config.ema_decay, (1 + step) / (10 + step)))
         step += 1
         bar.update(1)
-        if log is not None and (step % config.save_every == 0 or step == config.steps):
-            record = {"step": step, "loss": loss.item(), "s": time.perf_counter() - t0}
-            if heldout is not None:
-                record["heldout_loss_ema"] = heldout_loss(ema, heldout[0].to(device), heldout[1].to(device))
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            save_state(out_dir / "state", {"model": raw, "ema": ema}, optimizer, step, {"config": config.model_dump()})
+        if out_dir is not None and (step % config.save_every == 0 or step == config.steps):
+            mean_loss = accelerator.reduce(torch.stack(losses).mean(), "mean").item()  # every process calls it
+            if main:
+                record = {"step": step, "loss": mean_loss, "s": time.perf_counter() - t0}
+                if heldout is not None:
+                    record["heldout_loss_ema"] = heldout_loss(ema, heldout[0].to(device), heldout[1].to(device))
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                save_state(out_dir / "state", {"model": model, "ema": ema}, optimizer, step,
+                           {"config": config.model_dump()})
+            accelerator.wait_for_everyone()
     bar.close()
     if log is not None:
         log.close()

@@ -14,24 +14,26 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from dglm.decoder import Decoder
 from dglm.prompt import PromptGenerator
 from dglm.schedule import add_noise, augmentation_alpha2
+from dglm.training.bag_of_words import bag_of_words_loss, pretrain_bag_of_words
 from dglm.training.data import TopicSwitches, WindowSet, sentence_ends
-from dglm.training.loop import load_state, lr_at, param_groups, save_state
+from dglm.training.data import flat_pairs as _pairs
+from dglm.training.loop import ShardedStream, load_state, lr_at, make_accelerator, param_groups, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -47,68 +49,66 @@ class PromptTrainingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Optimizer steps in total (a resumed run continues up to this number).
-    steps: int = Field(default=2000, gt=0)
-    # (window, split) pairs per step.
-    batch_size: int = Field(default=8, gt=0)
-    # Peak AdamW learning rate of the generator.
-    lr: float = Field(default=1e-3, gt=0)
-    # Linear warmup steps before the cosine decay.
-    warmup: int = Field(default=100, ge=0)
-    # AdamW weight decay on matrices.
-    weight_decay: float = Field(default=0.01, ge=0)
-    # Gradient-norm clip.
-    grad_clip: float = Field(default=1.0, gt=0)
-    # Probability of training an example without its prefix ([soft tokens][continuation] only), so the soft
-    # tokens must carry the continuation's content.
-    prefix_dropout: float = Field(default=0.0, ge=0, le=1)
-    # Fraction of each batch made of topic switches (:class:`~dglm.training.data.TopicSwitches`): a prefix cut
-    # after a sentence end, the continuation of another document and *its* embedding as the plan, so the
-    # decoder learns to follow a plan that disagrees with the prefix (natural pairs never ask for that).
-    switch_fraction: float = Field(default=0.0, ge=0, le=1)
-    # Continuation tokens scored per example at most (0 = all): shorter sequences make a step cheaper; the
-    # plan is still the embedding of the whole continuation.
-    max_continuation: int = Field(default=0, ge=0)
-    # Curriculum: the first this many steps drop every prefix (then ``prefix_dropout`` applies).
-    prefix_free_steps: int = Field(default=0, ge=0)
-    # Weight of the bag-of-words loss (vocab_mixture heads): the mean of the soft tokens' word distributions
-    # should match the continuation's token histogram. Cheap: it needs no decoder pass.
-    bow_weight: float = Field(default=0.0, ge=0)
-    # Steps of bag-of-words-only training (no decoder pass) before the NLL phase.
-    bow_pretrain_steps: int = Field(default=0, ge=0)
-    # Batch size of the bag-of-words pretraining.
-    bow_batch_size: int = Field(default=256, gt=0)
-    # Weight of the contrastive term relu(margin - (NLL_shuffled - NLL_true)); 0 = off (it doubles the cost).
-    contrastive: float = Field(default=0.0, ge=0)
-    # Margin in nats per token for the contrastive term.
-    margin: float = Field(default=0.3, ge=0)
-    # Rank of LoRA adapters on the decoder's attention projections (0 = decoder fully frozen).
-    lora_rank: int = Field(default=0, ge=0)
-    # Learning rate of the LoRA adapters.
-    lora_lr: float = Field(default=2e-4, gt=0)
-    # Noise level sigma^2 used for the held-out evaluation (the inference default).
-    eval_sigma2: float = Field(default=0.05, ge=0, le=1)
-    # Held-out (window, split) pairs used by each evaluation.
-    eval_limit: int = Field(default=200, gt=1)
-    # Evaluate every this many steps (and at the end).
-    eval_every: int = Field(default=500, gt=0)
-    # Save a resumable state every this many steps (and at the end).
-    save_every: int = Field(default=250, gt=0)
-    # Seed of the data order and the noise.
-    seed: int = 0
-    # "no", "bf16" or "fp16": autocast through accelerate.
-    mixed_precision: str = "bf16"
-    # Wall-clock budget in seconds for the whole run (0 = none), counted across resumes (the state records the
-    # time trained so far): the learning-rate schedule follows whichever of steps and time is further along,
-    # and training stops when the budget is spent. To train longer, resume with a larger budget.
-    time_budget_s: float = Field(default=0.0, ge=0)
-
-
-def _pairs(data: WindowSet, index: np.ndarray) -> tuple[list[list[int]], list[list[int]], torch.Tensor]:
-    """Prefix ids, continuation ids and raw continuation embeddings of flat (window * S + split) indices."""
-    s = data.splits.shape[1]
-    prefixes, conts = zip(*(data.pair(int(k) // s, int(k) % s) for k in index), strict=True)
-    return list(prefixes), list(conts), data.cont_emb.reshape(-1, data.cont_emb.shape[-1])[index].float()
+    steps: int = Field(default=2000, gt=0, description=(
+        "Optimizer steps in total (a resumed run continues up to this number)."))
+    batch_size: int = Field(default=8, gt=0, description=(
+        "(window, split) pairs per optimizer step, over all processes and accumulation micro-steps (the "
+        "global batch); must be divisible by processes x gradient_accumulation_steps."))
+    lr: float = Field(default=1e-3, gt=0, description=(
+        "Peak AdamW learning rate of the generator."))
+    warmup: int = Field(default=100, ge=0, description=(
+        "Linear warmup steps before the cosine decay."))
+    weight_decay: float = Field(default=0.01, ge=0, description=(
+        "AdamW weight decay on matrices."))
+    grad_clip: float = Field(default=1.0, gt=0, description=(
+        "Gradient-norm clip."))
+    prefix_dropout: float = Field(default=0.0, ge=0, le=1, description=(
+        "Probability of training an example without its prefix ([soft tokens][continuation] only), so the "
+        "soft tokens must carry the continuation's content."))
+    switch_fraction: float = Field(default=0.0, ge=0, le=1, description=(
+        "Fraction of each batch made of topic switches (:class:`~dglm.training.data.TopicSwitches`): a "
+        "prefix cut after a sentence end, the continuation of another document and *its* embedding as the "
+        "plan, so the decoder learns to follow a plan that disagrees with the prefix (natural pairs never "
+        "ask for that)."))
+    max_continuation: int = Field(default=0, ge=0, description=(
+        "Continuation tokens scored per example at most (0 = all): shorter sequences make a step cheaper; "
+        "the plan is still the embedding of the whole continuation."))
+    prefix_free_steps: int = Field(default=0, ge=0, description=(
+        "Curriculum: the first this many steps drop every prefix (then ``prefix_dropout`` applies)."))
+    bow_weight: float = Field(default=0.0, ge=0, description=(
+        "Weight of the bag-of-words loss (vocab_mixture heads): the mean of the soft tokens' word "
+        "distributions should match the continuation's token histogram. Cheap: it needs no decoder pass."))
+    bow_pretrain_steps: int = Field(default=0, ge=0, description=(
+        "Steps of bag-of-words-only training (no decoder pass) before the NLL phase."))
+    bow_batch_size: int = Field(default=256, gt=0, description=(
+        "Batch size of the bag-of-words pretraining."))
+    contrastive: float = Field(default=0.0, ge=0, description=(
+        "Weight of the contrastive term relu(margin - (NLL_shuffled - NLL_true)); 0 = off (it doubles the "
+        "cost)."))
+    margin: float = Field(default=0.3, ge=0, description=(
+        "Margin in nats per token for the contrastive term."))
+    lora_rank: int = Field(default=0, ge=0, description=(
+        "Rank of LoRA adapters on the decoder's attention projections (0 = decoder fully frozen)."))
+    lora_lr: float = Field(default=2e-4, gt=0, description=(
+        "Learning rate of the LoRA adapters."))
+    eval_sigma2: float = Field(default=0.05, ge=0, le=1, description=(
+        "Noise level sigma^2 used for the held-out evaluation (the inference default)."))
+    eval_limit: int = Field(default=200, gt=1, description=(
+        "Held-out (window, split) pairs used by each evaluation."))
+    eval_every: int = Field(default=500, gt=0, description=(
+        "Evaluate every this many steps (and at the end)."))
+    save_every: int = Field(default=250, gt=0, description=(
+        "Save a resumable state every this many steps (and at the end)."))
+    seed: int = Field(default=0, description=(
+        "Seed of the data order and the noise."))
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = Field(default="bf16", description=(
+        "'no', 'bf16' or 'fp16': autocast through accelerate; None takes it from the accelerate config "
+        "(accelerate launch --mixed_precision)."))
+    time_budget_s: float = Field(default=0.0, ge=0, description=(
+        "Wall-clock budget in seconds for the whole run (0 = none), counted across resumes (the state "
+        "records the time trained so far): the learning-rate schedule follows whichever of steps and time "
+        "is further along, and training stops when the budget is spent. To train longer, resume with a "
+        "larger budget."))
 
 
 def _held_out_batches(data: WindowSet, n: int, batch_size: int, seed: int):
@@ -269,53 +269,61 @@ def noise_knob_curve(generator: PromptGenerator, decoder: Decoder, data: WindowS
     return curve
 
 
-def bag_of_words_loss(generator: PromptGenerator, z: torch.Tensor, alpha2: torch.Tensor,
-                      conts: list[list[int]]) -> torch.Tensor:
-    """Cross-entropy between each continuation's token histogram (over the generator's vocabulary rows) and
-    the mean of its soft tokens' word distributions.
+class PromptObjective(torch.nn.Module):
+    """The prompt generator and the decoder as one module whose forward is the training loss, so the module
+    accelerate prepares (DDP) is the one called and the gradients of the generator and of any adapter
+    synchronise across processes (the decoder's frozen base weights are not DDP's concern).
 
-    Example:
+    Example (a random tiny decoder; the loss and the per-row NLL):
         >>> from dglm.config import PromptConfig
-        >>> generator = PromptGenerator(PromptConfig(dim=8, out_dim=16, num_soft_tokens=2, width=16, depth=2,
-        ...                                          heads=2, head="vocab_mixture", vocab_size=50))
-        >>> loss = bag_of_words_loss(generator, torch.randn(2, 8), torch.full((2,), 0.9), [[4, 5, 6], [7, 7]])
-        >>> loss.shape, loss.item() > 0
-        (torch.Size([]), True)
+        >>> from dglm.presets import TINY, random_decoder
+        >>> decoder = random_decoder(TINY.decoder)
+        >>> generator = PromptGenerator(PromptConfig(dim=8, out_dim=32, num_soft_tokens=2, width=16, depth=2,
+        ...                                          heads=2))
+        >>> objective = PromptObjective(generator, decoder, PromptTrainingConfig())
+        >>> loss, nll = objective([[5, 6], []], [[7, 8], [9]], torch.randn(2, 8), torch.full((2,), 0.9),
+        ...                       torch.randn(2, 8))
+        >>> loss.shape, nll.shape
+        (torch.Size([]), torch.Size([2]))
     """
-    index = torch.full((int(generator.vocab_ids.max()) + 1,), -1, dtype=torch.long, device=z.device)
-    index[generator.vocab_ids] = torch.arange(len(generator.vocab_ids), device=z.device)
-    target = torch.zeros(len(conts), len(generator.vocab_ids), device=z.device)
-    for i, ids in enumerate(conts):
-        ids = torch.as_tensor(ids, device=z.device)
-        pos = index[ids[ids < len(index)]]
-        target[i].index_add_(0, pos[pos >= 0], torch.ones(int((pos >= 0).sum()), device=z.device))
-    target = target / target.sum(-1, keepdim=True).clamp_min(1)
-    log_mix = generator.word_logits(z, alpha2).float().log_softmax(-1).logsumexp(1) - math.log(
-        generator.config.num_soft_tokens)  # (B, V): log of the mean over soft tokens
-    return -(target * log_mix).sum(-1).mean()
+
+    def __init__(self, generator: PromptGenerator, decoder: Decoder, config: PromptTrainingConfig):
+        super().__init__()
+        self.generator, self.decoder, self.config = generator, decoder, config
+        self.bow = generator.config.head == "vocab_mixture" and config.bow_weight > 0
+
+    def forward(self, prefixes: list[list[int]], conts: list[list[int]], x: torch.Tensor, alpha2: torch.Tensor,
+                noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and per-row NLL (B,) of continuations given ``[prefix][soft tokens of x noised by alpha2]``."""
+        c = self.config
+        z = add_noise(x, alpha2, noise)
+        nll = self.decoder.continuation_nll(prefixes, conts, self.generator(z, alpha2))
+        loss = nll.mean()
+        if self.bow:
+            loss = loss + c.bow_weight * bag_of_words_loss(self.generator, z, alpha2, conts)
+        if c.contrastive:
+            soft_other = self.generator(add_noise(x.roll(1, 0), alpha2, noise), alpha2)
+            nll_other = self.decoder.continuation_nll(prefixes, conts, soft_other)
+            loss = loss + c.contrastive * torch.relu(c.margin - (nll_other - nll)).mean()
+        return loss, nll
 
 
-def _pretrain_bag_of_words(generator, train, mean, std, config, rng, g, show_progress_bar, out_dir) -> None:
-    """Teach the vocab-mixture head which words each embedding's continuation holds (no decoder pass)."""
-    device = mean.device
-    optimizer = torch.optim.AdamW(param_groups(generator, config.weight_decay), lr=config.lr, betas=(0.9, 0.99))
-    total_pairs = len(train) * train.splits.shape[1]
-    with open(Path(out_dir) / "bow.jsonl", "a") as log:
-        for step in tqdm(range(config.bow_pretrain_steps), disable=not show_progress_bar, desc="bag of words"):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, config.lr, min(100, config.bow_pretrain_steps // 10),
-                                    config.bow_pretrain_steps)
-            _, conts, emb = _pairs(train, rng.integers(0, total_pairs, config.bow_batch_size))
-            x = (emb.to(device) - mean) / std
-            alpha2 = augmentation_alpha2(torch.rand(len(x), generator=g, device=device))
-            z = add_noise(x, alpha2, torch.randn(x.shape, generator=g, device=device))
-            loss = bag_of_words_loss(generator, z, alpha2, conts)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(generator.parameters(), config.grad_clip)
-            optimizer.step()
-            if step % 50 == 0 or step == config.bow_pretrain_steps - 1:
-                log.write(json.dumps({"step": step, "bow_loss": loss.item()}) + "\n")
+def _shard_batch(train, switches, shard, step, config, device, mean, std):
+    """A shard's prefixes, continuations, standardised plans, noise levels and noise, and its switch count."""
+    rng, g = shard.rng(), shard.generator(device)
+    b = len(shard.index)
+    n_switch = int(rng.binomial(b, config.switch_fraction)) if switches else 0
+    prefixes, conts, emb = _pairs(train, shard.index[:b - n_switch])
+    p_drop = 1.0 if step < config.prefix_free_steps else config.prefix_dropout
+    prefixes = [[] if rng.random() < p_drop else p for p in prefixes]
+    if n_switch:  # plans that disagree with their prefix (the prefix is always kept)
+        sw_prefixes, sw_conts, sw_emb = switches.sample(n_switch, rng)
+        prefixes, conts, emb = prefixes + sw_prefixes, conts + sw_conts, torch.cat([emb, sw_emb])
+    if config.max_continuation:
+        conts = [c[:config.max_continuation] for c in conts]
+    x = (emb.to(device) - mean) / std
+    alpha2 = augmentation_alpha2(torch.rand(len(x), generator=g, device=device))
+    return prefixes, conts, x, alpha2, torch.randn(x.shape, generator=g, device=device), n_switch
 
 
 def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: WindowSet, evaluation: WindowSet,
@@ -323,6 +331,10 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
                            out_dir: str | os.PathLike, show_progress_bar: bool = True) -> dict:
     """Train ``generator`` in place; resumable from ``out_dir/state``. Logs to ``out_dir/log.jsonl`` and
     returns the final held-out evaluation. The decoder's base weights are never updated.
+
+    Data parallel under ``accelerate launch`` / ``torchrun``: every process trains on its own shard of each
+    global batch (:class:`~dglm.training.loop.ShardedStream`), DDP averages the gradients, and only the main
+    process logs, evaluates and saves (the other processes return ``{}``; ``out_dir`` must be shared).
 
     Example (two steps on toy windows with a random tiny decoder):
         >>> import tempfile
@@ -343,9 +355,13 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
         4
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
-    device = accelerator.device
+    accelerator = make_accelerator(config.mixed_precision)
+    device, main = accelerator.device, accelerator.is_main_process
+    total_pairs = len(train) * train.splits.shape[1]
+    stream = ShardedStream(total_pairs, config.batch_size, config.seed, accelerator.num_processes,
+                           accelerator.process_index, accelerator.gradient_accumulation_steps)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     mean, std = mean.to(device), std.to(device)
     decoder.model.requires_grad_(False)
     groups = param_groups(generator, config.weight_decay)
@@ -356,73 +372,80 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
         groups.append({"params": lora, "weight_decay": 0.0, "lora": True})
         modules["lora"] = torch.nn.ParameterList(lora)  # adapters only, not the base weights
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99))
-    generator, decoder.model, optimizer = accelerator.prepare(generator, decoder.model, optimizer)
+    objective = PromptObjective(generator, decoder, config).to(device)
+    generator.bind(decoder.embeddings.weight)
+    resuming = (out_dir / "state" / "state.json").is_file()
+    log = open(out_dir / "log.jsonl", "a") if main else None
+    if generator.config.head == "vocab_mixture" and config.bow_pretrain_steps and not resuming:
+        with open(out_dir / "bow.jsonl", "a") if main else contextlib.nullcontext() as bow_log:
+            pretrain_bag_of_words(generator, train, mean, std, config, show_progress_bar and main, bow_log)
+    objective, optimizer = accelerator.prepare(objective, optimizer)
     step, trained_s = 0, 0.0
-    if (out_dir / "state" / "state.json").is_file():
+    if resuming:
         meta = load_state(out_dir / "state", modules, optimizer)
         step, trained_s = meta["step"], meta.get("trained_s", 0.0)
         logger.info("resumed from step %d after %.0f s of training", step, trained_s)
-    rng = np.random.default_rng(config.seed + step)
-    g = torch.Generator(device).manual_seed(config.seed + step)
-    total_pairs = len(train) * train.splits.shape[1]
     ends = sentence_ends(decoder.tokenizer)
     switches = TopicSwitches(train, ends) if config.switch_fraction else None
-    generator.bind(decoder.embeddings.weight)
-    bow = generator.config.head == "vocab_mixture" and (config.bow_weight or config.bow_pretrain_steps)
-    if bow and step == 0 and config.bow_pretrain_steps:
-        _pretrain_bag_of_words(generator, train, mean, std, config, rng, g, show_progress_bar, out_dir)
-    log = open(out_dir / "log.jsonl", "a")
-    bar = tqdm(total=config.steps, initial=step, disable=not show_progress_bar, desc="prompt generator")
+    bar = tqdm(total=config.steps, initial=step, disable=not (show_progress_bar and main), desc="prompt generator")
     t0, result = time.perf_counter() - trained_s, {}
+    params = [p for grp in optimizer.param_groups for p in grp["params"]]
+
+    def elapsed() -> float:  # the main process's clock, so every process stops and schedules alike
+        return _broadcast(time.perf_counter() - t0, accelerator) if config.time_budget_s else time.perf_counter() - t0
+
     generator.train()
     while step < config.steps:
-        elapsed = time.perf_counter() - t0
-        if config.time_budget_s and elapsed >= config.time_budget_s:
+        spent = elapsed()
+        if config.time_budget_s and spent >= config.time_budget_s:
             break
-        at = max(step, int(elapsed / config.time_budget_s * config.steps)) if config.time_budget_s else step
+        at = max(step, int(spent / config.time_budget_s * config.steps)) if config.time_budget_s else step
         for group in optimizer.param_groups:
             group["lr"] = lr_at(at, config.lora_lr if group.get("lora") else config.lr, config.warmup, config.steps)
-        n_switch = int(rng.binomial(config.batch_size, config.switch_fraction)) if switches else 0
-        prefixes, conts, emb = _pairs(train, rng.integers(0, total_pairs, config.batch_size - n_switch))
-        p_drop = 1.0 if step < config.prefix_free_steps else config.prefix_dropout
-        prefixes = [[] if rng.random() < p_drop else p for p in prefixes]
-        if n_switch:  # plans that disagree with their prefix (the prefix is always kept)
-            sw_prefixes, sw_conts, sw_emb = switches.sample(n_switch, rng)
-            prefixes, conts, emb = prefixes + sw_prefixes, conts + sw_conts, torch.cat([emb, sw_emb])
-        if config.max_continuation:
-            conts = [c[:config.max_continuation] for c in conts]
-        x = (emb.to(device) - mean) / std
-        alpha2 = augmentation_alpha2(torch.rand(len(x), generator=g, device=device))
-        noise = torch.randn(x.shape, generator=g, device=device)
-        with accelerator.autocast():
-            nll = decoder.continuation_nll(prefixes, conts, generator(add_noise(x, alpha2, noise), alpha2))
-            loss = nll.mean()
-            if bow and config.bow_weight:
-                loss = loss + config.bow_weight * bag_of_words_loss(generator, add_noise(x, alpha2, noise), alpha2, conts)
-            if config.contrastive:
-                soft_other = generator(add_noise(x.roll(1, 0), alpha2, noise), alpha2)
-                nll_other = decoder.continuation_nll(prefixes, conts, soft_other)
-                loss = loss + config.contrastive * torch.relu(config.margin - (nll_other - nll)).mean()
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_([p for grp in optimizer.param_groups for p in grp["params"]], config.grad_clip)
-        optimizer.step()
+        totals = torch.zeros(3, device=device)  # loss, nll, switches summed over this process's shards
+        for shard in stream.shards(step):  # one per accumulation micro-step
+            *batch, n_switch = _shard_batch(train, switches, shard, step, config, device, mean, std)
+            with accelerator.accumulate(objective):
+                with accelerator.autocast():
+                    loss, nll = objective(*batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, config.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            totals += torch.stack([loss.detach().float(), nll.detach().float().mean(), torch.tensor(n_switch)])
+        totals = accelerator.reduce(totals, "sum")
+        shards = accelerator.num_processes * accelerator.gradient_accumulation_steps
         step += 1
         bar.update(1)
-        elapsed = time.perf_counter() - t0
-        record = {"step": step, "loss": loss.item(), "nll": nll.mean().item(), "s": elapsed, "switches": n_switch}
-        last = step == config.steps or (config.time_budget_s and elapsed >= config.time_budget_s)
-        if step % config.eval_every == 0 or last:
-            result = evaluate_plan_use(accelerator.unwrap_model(generator), decoder, evaluation, mean.cpu(), std.cpu(),
-                                       config.eval_sigma2, limit=config.eval_limit, ends=ends)
+        spent = elapsed()
+        last = step == config.steps or (config.time_budget_s and spent >= config.time_budget_s)
+        record = {"step": step, "loss": totals[0].item() / shards, "nll": totals[1].item() / shards, "s": spent,
+                  "switches": int(totals[2].item())}
+        if main and (step % config.eval_every == 0 or last):
+            result = evaluate_plan_use(generator, decoder, evaluation, mean.cpu(), std.cpu(), config.eval_sigma2,
+                                       limit=config.eval_limit, ends=ends)
             record["eval"] = result
             logger.info("step %d eval %s", step, result)
             bar.set_postfix(gap=f"{result['gap']:.4f}", switch_gap=f"{result['switch_gap']:.3f}")
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        if step % config.save_every == 0 or last:
+        if main:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+        if main and (step % config.save_every == 0 or last):
             save_state(out_dir / "state", modules, optimizer, step,
                        {"config": config.model_dump(), "trained_s": time.perf_counter() - t0})
+        if step % config.eval_every == 0 or step % config.save_every == 0 or last:
+            accelerator.wait_for_everyone()
     bar.close()
-    log.close()
+    if log is not None:
+        log.close()
     return result
+
+
+def _broadcast(value: float, accelerator) -> float:
+    """``value`` as the main process has it (a no-op in a single process)."""
+    if accelerator.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast
+
+    return broadcast(torch.tensor([value], dtype=torch.float64, device=accelerator.device)).item()
