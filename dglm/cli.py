@@ -52,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["bench"]:
         # The benchmark defines its own options, in a module that may not be installed: it parses them itself.
         return _run_bench(argv[1:])
+    if argv[:1] == ["train"]:  # its options are generated from the training configs, imported only here
+        from dglm.training.cli import main as train_main
+
+        return train_main(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -106,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Listed here for `dglm --help`; `dglm bench ...` never reaches this parser (see main).
     commands.add_parser("bench", help="run the benchmark (options: dglm bench --help)", add_help=False)
+    commands.add_parser("train", help="train DGLM for your encoder, decoder and texts (stages: dglm train --help)",
+                        add_help=False)
     return parser
 
 

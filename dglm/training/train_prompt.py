@@ -197,14 +197,15 @@ def evaluate_plan_use(generator: PromptGenerator, decoder: Decoder, data: Window
     p = torch.nn.functional.normalize(torch.cat(prompts), dim=-1)
     cos = (p @ p.T)[~torch.eye(len(p), dtype=torch.bool)].mean()
     gap, np_gap = r["shuffled"] - r["true"], r["np_shuffled"] - r["np_true"]
-    switch = {}
-    if ends is not None:
+    switch = {} if ends is None else {"switch_n": 0}
+    if ends is not None:  # (no held-out prefix holding a sentence end: switch_n = 0 and no switch numbers)
         sw: dict[str, list[torch.Tensor]] = {"plain": [], "true": [], "shuffled": []}
         for prefixes, conts, emb, shuffled, noise in _switch_batches(data, ends, n, batch_size, seed):
             sw["plain"].append(decoder.continuation_nll(prefixes, conts).cpu())
             for name, x in (("true", emb), ("shuffled", shuffled)):
                 sw[name].append(decoder.continuation_nll(prefixes, conts,
                                                          _soft_prompts(generator, x, mean, std, sigma2, noise)).cpu())
+    if ends is not None and sw["plain"]:
         t = {k: torch.cat(v) for k, v in sw.items()}
         switch_gap = t["shuffled"] - t["true"]
         switch = {"switch_plain": t["plain"].mean().item(), "switch_true": t["true"].mean().item(),
@@ -427,7 +428,7 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
                                        limit=config.eval_limit, ends=ends)
             record["eval"] = result
             logger.info("step %d eval %s", step, result)
-            bar.set_postfix(gap=f"{result['gap']:.4f}", switch_gap=f"{result['switch_gap']:.3f}")
+            bar.set_postfix(gap=f"{result['gap']:.4f}", switch_gap=f"{result.get('switch_gap', float('nan')):.3f}")
         if main:
             log.write(json.dumps(record) + "\n")
             log.flush()

@@ -1,0 +1,75 @@
+"""Read a user's training texts: a folder of ``.txt`` files, a JSON Lines file, a corpus folder
+(``train.jsonl`` + ``validation.jsonl``, as :func:`dglm.training.corpus.build_corpus` writes) or a Hugging Face
+``datasets`` dataset, split into training and held-out documents.
+
+Example:
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = Path(d, "a.txt").write_text("The river runs to the sea.")
+    ...     _ = Path(d, "b.txt").write_text("The match was won late.")
+    ...     train, held_out = read_documents(d, validation=d)
+    >>> train == held_out, sorted(train)
+    (True, ['The match was won late.', 'The river runs to the sea.'])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from dglm.training.corpus import load_split, split_of
+
+
+def _records(source: str | os.PathLike, text_field: str, hf_split: str) -> list[tuple[str, str]]:
+    """(document id, text) pairs of one source."""
+    text = str(source)
+    if text.startswith("hf:"):
+        try:
+            import datasets
+        except ImportError:
+            raise ImportError(f"data={text!r} needs the datasets package: pip install datasets") from None
+        name = text[3:]
+        data = datasets.load_from_disk(name) if Path(name).is_dir() else datasets.load_dataset(name, split=hf_split)
+        if isinstance(data, datasets.DatasetDict):
+            data = data[hf_split]
+        if text_field not in data.column_names:
+            raise ValueError(f"text_field={text_field!r} is not a column of {name}; columns: {data.column_names}")
+        return [(f"{name}:{i}", t) for i, t in enumerate(data[text_field])]
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(path.rglob("*.txt"))
+        if not files:
+            raise ValueError(f"data={text!r} is a folder without .txt files (or train.jsonl for a corpus folder)")
+        return [(str(f.relative_to(path)), f.read_text(encoding="utf-8")) for f in files]
+    if path.is_file() and path.suffix in (".jsonl", ".json"):
+        out = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+            if line.strip():
+                record = json.loads(line)
+                if text_field not in record:
+                    raise ValueError(f"line {n + 1} of {path} has no {text_field!r} field (text_field); keys: "
+                                     f"{sorted(record)}")
+                out.append((str(record.get("doc_id", record.get("id", f"{path.name}:{n}"))), record[text_field]))
+        return out
+    raise ValueError(f"data={text!r} is not a folder of .txt files, a .jsonl file or hf:NAME (a datasets dataset)")
+
+
+def read_documents(data: str | os.PathLike, validation: str | os.PathLike | None = None, text_field: str = "text",
+                   hf_split: str = "train", validation_fraction: float = 0.05,
+                   seed: int = 0) -> tuple[list[str], list[str]]:
+    """Training and held-out texts. Held out: ``validation`` if given, else a corpus folder's
+    ``validation.jsonl``, else the documents whose id hashes into ``validation_fraction`` (stable when
+    documents are added)."""
+    corpus = Path(data).is_dir() and (Path(data) / "train.jsonl").is_file()
+    if corpus:
+        train = [d.text for d in load_split(data, "train")]
+    else:
+        records = _records(data, text_field, hf_split)
+        if validation is None:
+            split = {doc_id: split_of(doc_id, seed, validation_fraction, 0.0) for doc_id, _ in records}
+            return ([t for i, t in records if split[i] == "train"], [t for i, t in records if split[i] != "train"])
+        train = [t for _, t in records]
+    if validation is not None:
+        return train, [t for _, t in _records(validation, text_field, hf_split)]
+    return train, [d.text for d in load_split(data, "validation")]
