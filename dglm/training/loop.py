@@ -154,8 +154,8 @@ class ShardedStream:
     shards ``r * accumulation ... (r + 1) * accumulation - 1``, one per micro-step, so within an epoch no two
     processes ever see the same example. Shard ``k`` of step ``s`` draws its noise from its own seed
     ``(seed, s, k)``: a run depends on the global batch and ``K``, not on which process computes which shard
-    (two processes train exactly like one process accumulating two micro-batches), and resuming at step ``s``
-    restores every process's data position and random draws with nothing saved but ``s``.
+    (two processes train like one process accumulating two micro-batches, on the same examples and noise), and
+    resuming at step ``s`` restores every process's data position and random draws with nothing saved but ``s``.
 
     Example (10 examples, global batch 4, two processes):
         >>> ranks = [ShardedStream(10, 4, seed=0, num_processes=2, process_index=r) for r in (0, 1)]
