@@ -36,7 +36,7 @@ DEFAULTS = {
     "prompt": ["--preset", "mini", "--decoder", CONFIG.decoder.name_or_path, "--head", "linear", "--vocab-size", "0",
                "--steps", "3000", "--eval-every", "250"],
     "evaluate": ["--decoder", CONFIG.decoder.name_or_path, "--out-json", "plan_use.json"],
-    "export": ["--decoder", CONFIG.decoder.name_or_path],
+    "export": ["--decoder", CONFIG.decoder.name_or_path, "--preset", "mini", "--head", "linear", "--vocab-size", "0"],
     "assemble": ["--preset", "mini", "--decoder", CONFIG.decoder.name_or_path, "--out", "dglm/checkpoints/mini"],
 }
 

@@ -76,6 +76,15 @@ def test_the_documented_end_to_end_example_runs(tmp_path, monkeypatch):
     assert {"gap", "switch_n", "plain"} <= result.keys()
     assert (Path("work/checkpoint/dglm.json").is_file() and
             "## Plan use" in Path("work/checkpoint/README.md").read_text())
+    # export rebuilds the generator and the adapter from the run's last state: the same weights as trained.
+    from dglm.io import load_tensors
+
+    trained = {p.name: load_tensors(p) for p in Path("work/runs/r1").glob("*/*.safetensors")
+               if p.parent.name in ("prompt", "lora")}
+    assert main(["train", "export", "--work", "work", "--run", "r1"]) == 0
+    assert len(trained) == 2 and all(
+        torch.equal(v, load_tensors(Path("work/runs/r1") / ("prompt" if n == "model.safetensors" else "lora") / n)[k])
+        for n, tensors in trained.items() for k, v in tensors.items())
     (tmp_path / "use.py").write_text(use)
     out = subprocess.run([sys.executable, "use.py"], cwd=tmp_path, env=env, check=True, capture_output=True, text=True)
     assert out.stdout.strip()  # the checkpoint loads and writes text
@@ -85,7 +94,6 @@ def test_the_documented_end_to_end_example_runs(tmp_path, monkeypatch):
                  "--decoder", "models/decoder", "--window", "24", "--eval-prefix", "8", "--max-prefix", "16",
                  "--validation-fraction", "0.2", "--no-prefix-embeddings"]) == 0
     assert main(["train", "diffusion", "--work", "other", "--from-checkpoint", "work/checkpoint"]) == 0
-    from dglm.io import load_tensors
 
     shipped = load_tensors("work/checkpoint/diffusion/model.safetensors")
     reused = load_tensors("other/diffusion/model.safetensors")
@@ -100,3 +108,22 @@ def test_the_documented_end_to_end_example_runs(tmp_path, monkeypatch):
     (Path("third") / "encoder" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="another-encoder"):
         main(["train", "diffusion", "--work", "third", "--from-checkpoint", "work/checkpoint", "--debug"])
+
+
+def test_texts_from_a_folder_a_jsonl_file_or_a_datasets_dataset(tmp_path):
+    from dglm.training.texts import read_documents
+
+    (tmp_path / "docs").mkdir()
+    for i in range(40):
+        (tmp_path / "docs" / f"{i}.txt").write_text(f"document {i}")
+    train, held_out = read_documents(tmp_path / "docs", validation_fraction=0.2)
+    assert len(train) + len(held_out) == 40 and 2 <= len(held_out) <= 16 and not set(train) & set(held_out)
+    lines = [json.dumps({"body": f"line {i}"}) for i in range(5)]
+    (tmp_path / "a.jsonl").write_text("\n".join(lines))
+    assert read_documents(tmp_path / "a.jsonl", validation=tmp_path / "a.jsonl", text_field="body")[1][0] == "line 0"
+    with pytest.raises(ValueError, match="text_field"):
+        read_documents(tmp_path / "a.jsonl")
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"text": ["one text", "another"]}).save_to_disk(tmp_path / "ds")
+    assert sorted(read_documents(f"hf:{tmp_path / 'ds'}", validation=f"hf:{tmp_path / 'ds'}")[0]) == \
+        ["another", "one text"]

@@ -37,7 +37,7 @@ def _parts(stage: str):
 
     config_class, run = STAGES[stage]
     fields = config_class.model_fields
-    shape = {"diffusion": DiffusionConfig, "prompt": PromptConfig}.get(stage) if "model" in fields else None
+    shape = DiffusionConfig if stage == "diffusion" else PromptConfig if "model" in fields else None
     training = fields["training"].annotation if "training" in fields else None
     return config_class, run, shape, training
 

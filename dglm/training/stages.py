@@ -139,6 +139,9 @@ class ExportConfig(_Stage):
     work: str = WORK
     run: str = Field(default="prompt", description="Prompt run whose latest state is exported.")
     decoder: str | None = Field(default=None, description="Decoder (default: the prepared one).")
+    preset: Preset = Field(default="mini", description=(
+        "For a run without prompt_config.json (started before dglm train): the preset of its generator's shape."))
+    model: dict = Field(default_factory=dict, description="... and the PromptConfig fields it changed.")
 
 
 class AssembleConfig(_Stage):
@@ -354,13 +357,16 @@ def export(c: ExportConfig) -> None:
     from dglm.config import PromptConfig
     from dglm.decoder import Decoder
     from dglm.io import load_state, load_tensors, read_json
+    from dglm.presets import preset_config
     from dglm.prompt import PromptGenerator
 
     run = Path(c.work) / "runs" / c.run
-    if not (run / "prompt_config.json").is_file():
-        raise FileNotFoundError(f"{run}/prompt_config.json is missing: export needs a run of `dglm train prompt`")
     tensors, meta = load_tensors(run / "state" / "state.safetensors"), read_json(run / "state" / "state.json")
-    generator = PromptGenerator(read_config(run / "prompt_config.json", PromptConfig))
+    if (run / "prompt_config.json").is_file():
+        config = read_config(run / "prompt_config.json", PromptConfig)
+    else:  # a run started before the prompt stage recorded its generator's config
+        config = PromptConfig.model_validate({**preset_config(c.preset).prompt.model_dump(), **c.model})
+    generator = PromptGenerator(config)
     load_state(generator, {k[len("generator."):]: v for k, v in tensors.items()
                            if k.startswith("generator.") and k != "generator._embeddings"}, run / "state")
     generator.save_pretrained(run / "prompt")
