@@ -10,6 +10,7 @@ docs/results/mini.md:
     python recipes/train_mini.py evaluate --run NAME     # held-out plan use (true vs shuffled NLL) -> JSON
     python recipes/train_mini.py export --run NAME ...   # generator of a run stopped early, from its state
     python recipes/train_mini.py assemble --run NAME     # -> dglm/checkpoints/mini (fp16 safetensors + JSON)
+    python recipes/train_mini.py card                    # re-save it with the current model card and record
 
 The training loops use ``accelerate``, so the same code runs on this CPU or a GPU (``--device cuda``).
 """
@@ -43,6 +44,10 @@ from dglm.training.train_prompt import (
 )
 
 CONFIG = DGLMConfig.preset("mini")
+# The model card's results section: docs/results/mini.md, copied into the checkpoint's README.md.
+CARD_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "mini.md"
+# Both base models are Apache-2.0 (SmolLM2-135M-Instruct; all-MiniLM-L6-v2 upstream), as is dglm.
+LICENSE = "apache-2.0"
 
 
 def prepare(args) -> None:
@@ -163,13 +168,29 @@ def assemble(args) -> None:
         from dglm.constraints import ProbeRegistry
 
         probes = ProbeRegistry.load(work / "probes")
-    DGLM(encoder, diffuser, generator, decoder, CONFIG.sampling, probes).save_pretrained(args.out)
-    print(f"wrote {args.out}")
+    save_mini(DGLM(encoder, diffuser, generator, decoder, CONFIG.sampling, probes), args.out)
+
+
+def save_mini(pipe: DGLM, out) -> None:
+    """Write the ``mini`` checkpoint: fp16 diffusion and prompt networks, and a model card made of the parts
+    (with the record of the decoder weights it was trained with, see dglm/hub.py) and docs/results/mini.md."""
+    pipe.diffuser.half()
+    pipe.prompt_generator.half()
+    results = CARD_RESULTS.read_text(encoding="utf-8").split("\n", 1)[1]  # without its own title
+    card = ("## Results (docs/results/mini.md of the dglm repository; its links are relative to that folder)\n"
+            + results.replace("\n## ", "\n### "))
+    pipe.save_pretrained(out, license=LICENSE, card_text=card, name="mini")
+    print(f"wrote {out}")
+
+
+def card(args) -> None:
+    """Re-save an assembled checkpoint through save_mini (same tensors; refreshed dglm.json and README.md)."""
+    save_mini(DGLM.from_pretrained(args.out), args.out)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["prepare", "diffusion", "prompt", "evaluate", "export", "assemble"])
+    p.add_argument("stage", choices=["prepare", "diffusion", "prompt", "evaluate", "export", "assemble", "card"])
     p.add_argument("--out-json", default="plan_use.json", help="where evaluate writes its JSON")
     p.add_argument("--sigma2", type=float, nargs="+", default=[0.05],
                    help="evaluate: re-noising level(s); the first for the plan-use numbers, and with several, "
@@ -205,7 +226,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     {"prepare": prepare, "diffusion": diffusion, "prompt": prompt, "evaluate": evaluate, "export": export,
-     "assemble": assemble}[args.stage](args)
+     "assemble": assemble, "card": card}[args.stage](args)
 
 
 if __name__ == "__main__":
