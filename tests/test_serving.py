@@ -4,6 +4,7 @@ in peft's format (what vLLM's LoRA loader reads), and the sampling keywords."""
 import importlib.util
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,8 +21,9 @@ PREFIXES = ["the game was", "", "a river of water in the city"]
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch):
+def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # peft looks the adapter's base model up on the hub when saving
+    monkeypatch.setenv("DGLM_CACHE", str(tmp_path / "cache"))  # where adapters are exported for vLLM
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +64,11 @@ def test_an_unpadded_row_alone_decodes_what_its_padded_batch_row_decodes(llama_p
         assert alone[0].tolist() == batch[i].tolist()
 
 
-def test_the_adapter_is_written_in_peft_format_for_vllm(llama_pipe, tmp_path, monkeypatch):
-    monkeypatch.setenv("DGLM_CACHE", str(tmp_path / "cache"))
+def test_the_adapter_is_written_in_peft_format_for_vllm(llama_pipe, tmp_path):
     reqs = vllm_requests(Controller(None, llama_pipe), ["the game was"], steps=2, seed=0)
     folder = tmp_path / "cache" / "vllm-adapters"
     assert reqs.adapter_rank == 4 and reqs.adapter_path.startswith(str(folder))
-    config = json.loads((tmp_path / reqs.adapter_path / "adapter_config.json").read_text())
+    config = json.loads((Path(reqs.adapter_path) / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["r"] == 4 and config["lora_alpha"] == 8
     assert config["base_model_name_or_path"] == "org/tiny-llama" and config["bias"] == "none"
     assert not config["use_dora"] and config["modules_to_save"] is None and not config["fan_in_fan_out"]
