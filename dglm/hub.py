@@ -6,14 +6,14 @@ id resolved with :func:`huggingface_hub.snapshot_download` (``revision``, ``cach
 through; with ``HF_HUB_OFFLINE=1`` only the local hub cache is read). ``save_pretrained`` writes a model card
 (``README.md`` with YAML metadata: ``library_name: dglm``, the base models, tags, licence) from
 :data:`CARD_TEMPLATE`. The decoder's weights are referenced by id, not copied; the checkpoint records where
-the weights it was trained with came from and a fingerprint of their input embeddings
+the weights it was trained with came from and a fingerprint of them
 (:class:`DecoderWeights`), so loading other weights under the same id is noticed and logged.
 
 Example:
     >>> from dglm.presets import random_pipeline
     >>> record = DecoderWeights.of(random_pipeline("tiny").decoder)
-    >>> record.source, len(record.sample), record.shape
-    ('random:tiny-gpt2 as loaded (no hub revision or converted-file record found)', 256, [512, 32])
+    >>> record.source, len(record.sample), record.parameters
+    ('random:tiny-gpt2 as loaded (no hub revision or converted-file record found)', 256, 49152)
     >>> resolve_checkpoint("mini").name                                      # a packaged name
     'mini'
     >>> resolve_checkpoint("some-org/some-dglm", revision="v1")             # doctest: +SKIP
@@ -41,9 +41,9 @@ ADAPTER_FOLDER = "decoder_adapter"
 PACKAGED = Path(__file__).parent / "checkpoints"
 MODEL_CARD = "README.md"
 CARD_TAGS = ["dglm", "diffusion", "controllable-generation", "soft-prompts", "text-generation"]
-# Values sampled from the decoder's input embeddings for the fingerprint, and the relative RMS difference
-# above which two fingerprints are different weights. Rounding fp32 weights to bf16 moves them by < 0.4%
-# (fp16: < 0.05%); 4-bit quantisation (Q4_0 / Q4_1) moves them by several percent.
+# Values sampled across the decoder's weights for the fingerprint, and the relative RMS difference above which
+# two fingerprints are different weights. Measured by `python recipes/fingerprint_tolerance.py`: rounding to
+# bf16 moves weights by 0.17% (fp16: 0.02%), 8-bit quantisation (GGUF Q8_0) by 0.5%, 4-bit (Q4_1) by 7.8%.
 FINGERPRINT_SIZE = 256
 FINGERPRINT_TOLERANCE = 0.02
 
@@ -51,13 +51,14 @@ FINGERPRINT_TOLERANCE = 0.02
 class DecoderWeights(BaseModel):
     """Which decoder weights a checkpoint was trained with (``decoder_weights`` in ``dglm.json``).
 
-    ``sample`` is a fingerprint: :data:`FINGERPRINT_SIZE` evenly spaced values of the flattened input-embedding
-    matrix (``shape`` = (vocab, hidden)), rounded to 7 significant digits. Two decoders match when their
-    samples differ by at most :data:`FINGERPRINT_TOLERANCE` (relative RMS), so a bf16 or fp16 load of the same
-    weights matches and a quantised or fine-tuned copy does not.
+    ``sample`` is a fingerprint: :data:`FINGERPRINT_SIZE` evenly spaced values of the base LM's weight matrices
+    (``parameters`` values in all, in registration order, a LoRA adapter's left out; see :func:`weight_sample`),
+    rounded to 7 significant digits. Two decoders match when their samples differ by at most
+    :data:`FINGERPRINT_TOLERANCE` (relative RMS): a bf16 or fp16 load of the same weights matches, a 4-bit
+    quantised or fine-tuned copy does not (an 8-bit quantised one is too close to tell apart).
 
     Example:
-        >>> a = DecoderWeights(source="x", shape=[2, 2], sample=[1.0, 2.0, 3.0, 4.0])
+        >>> a = DecoderWeights(source="x", parameters=4, sample=[1.0, 2.0, 3.0, 4.0])
         >>> a.difference([1.001, 2.0, 3.0, 4.0]) < FINGERPRINT_TOLERANCE, a.difference([1.5, 2.0, 3.0, 4.0]) > 0.05
         (True, True)
     """
@@ -67,16 +68,15 @@ class DecoderWeights(BaseModel):
     source: str = Field(description="Where the weights came from, in words (a hub revision, a converted file "
                                     "and the package that ships it, or a local folder), with no local paths.")
     revision: str | None = Field(None, description="The hub commit the weights were loaded at, when known.")
-    shape: list[int] = Field(description="Shape of the decoder's input-embedding matrix: [vocab, hidden].")
-    sample: list[float] = Field(description="Evenly spaced values of the flattened input embeddings.")
+    parameters: int = Field(description="Number of values in the base LM's weight matrices (shared ones once).")
+    sample: list[float] = Field(description="Evenly spaced values of those matrices (see weight_sample).")
 
     @classmethod
     def of(cls, decoder) -> DecoderWeights:
         """The record of a :class:`~dglm.decoder.Decoder`'s current weights."""
         source, revision = describe_weights(decoder)
-        weight = decoder.embeddings.weight
-        return cls(source=source, revision=revision, shape=list(weight.shape),
-                   sample=[float(f"{v:.7g}") for v in embedding_sample(weight)])
+        total, sample = weight_sample(decoder.model)
+        return cls(source=source, revision=revision, parameters=total, sample=[float(f"{v:.7g}") for v in sample])
 
     def difference(self, sample: list[float]) -> float:
         """Relative RMS difference between ``sample`` and the recorded one (inf when their lengths differ)."""
@@ -87,32 +87,50 @@ class DecoderWeights(BaseModel):
 
     def check(self, decoder, name: str, where) -> bool:
         """Log a warning and return False when ``decoder``'s weights are not the recorded ones."""
-        weight = decoder.embeddings.weight
-        if list(weight.shape) != self.shape:
-            why = f"its input embeddings have shape {list(weight.shape)}, the checkpoint's {self.shape}"
+        total, sample = weight_sample(decoder.model)
+        if total != self.parameters:
+            why = f"its weight matrices hold {total:,} values, the checkpoint's decoder's {self.parameters:,}"
         else:
-            diff = self.difference(embedding_sample(weight))
+            diff = self.difference(sample)
             if diff <= FINGERPRINT_TOLERANCE:
                 return True
-            why = (f"its input embeddings differ by {diff:.1%} (relative RMS over {len(self.sample)} sampled "
-                   f"values; a bf16 copy of the same weights stays under {FINGERPRINT_TOLERANCE:.0%})")
+            why = (f"its weights differ by {diff:.1%} (relative RMS over {len(self.sample)} values sampled across "
+                   f"its weight matrices; a bf16 copy of the same weights stays under {FINGERPRINT_TOLERANCE:.0%})")
         logger.warning("the decoder %r is not the one %s was trained with (%s): %s. The soft prompts (and the "
                        "decoder adapter) were trained for those weights and may be read less well; load them "
                        "and pass decoder=... to silence this", name, where, self.source, why)
         return False
 
 
-def embedding_sample(weight: torch.Tensor, size: int = FINGERPRINT_SIZE) -> list[float]:
-    """``size`` evenly spaced values of a flattened (vocab, hidden) embedding matrix, as float32.
+def weight_sample(model: torch.nn.Module, size: int = FINGERPRINT_SIZE) -> tuple[int, list[float]]:
+    """``(total, values)``: the number of values in a model's weight matrices (parameters of 2 or more
+    dimensions, shared ones once, a ``peft`` adapter's ``lora_`` ones left out) and ``size`` values evenly
+    spaced over them, as if flattened and concatenated in registration order. Norm weights and biases are
+    left out: their scale (~1 and ~0) differs from the matrices', and would dominate a relative difference.
 
     Example:
-        >>> embedding_sample(torch.arange(12.0).reshape(3, 4), size=4)
-        [0.0, 3.0, 7.0, 11.0]
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))  # 6 + 2 matrix values
+        >>> with torch.no_grad():
+        ...     _ = model[0].weight.copy_(torch.arange(6.0).reshape(2, 3)), model[1].weight.fill_(7.0)
+        >>> weight_sample(model, size=4)
+        (8, [0.0, 2.0, 4.0, 7.0])
     """
-    flat = weight.detach().reshape(-1)  # (vocab * hidden,)
-    n = min(size, flat.numel())
-    index = torch.arange(n, device=flat.device) * (flat.numel() - 1) // max(n - 1, 1)  # exact integer spacing
-    return flat[index].float().cpu().tolist()
+    params = [p.detach() for name, p in model.named_parameters() if "lora_" not in name and p.dim() >= 2]
+    total = sum(p.numel() for p in params)
+    n = min(size, total)
+    wanted = [i * (total - 1) // max(n - 1, 1) for i in range(n)]  # exact integer spacing
+    values, start, k = [], 0, 0
+    for p in params:
+        stop = start + p.numel()
+        picks = []
+        while k < n and wanted[k] < stop:
+            picks.append(wanted[k] - start)
+            k += 1
+        if picks:
+            flat = p.reshape(-1)  # (numel,)
+            values += flat[torch.tensor(picks, device=flat.device)].float().cpu().tolist()
+        start = stop
+    return total, values
 
 
 def describe_weights(decoder) -> tuple[str, str | None]:

