@@ -189,6 +189,12 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, *, revision: str | None 
         CheckpointError: a folder or snapshot without ``dglm.json``, or a name that is none of the three.
         ModelLoadError: a hub id that could not be fetched (offline and not cached, unknown repo or revision).
         ValueError: ``revision`` given with a folder or a packaged name.
+
+    Example:
+        >>> resolve_checkpoint("mini").name
+        'mini'
+        >>> resolve_checkpoint("some-org/some-dglm", revision="v1")             # doctest: +SKIP
+        PosixPath('/root/.cache/huggingface/hub/models--some-org--some-dglm/snapshots/...')
     """
     from dglm.assets import hub_offline
 
@@ -324,7 +330,12 @@ def push_folder(save, repo_id: str, *, api=None, token: str | bool | None = None
                 revision: str | None = None, commit_message: str = "Upload dglm checkpoint"):
     """Save with ``save(folder)`` into a temporary folder, create ``repo_id`` if needed, and upload the folder
     with ``api.upload_folder`` (``api``: a :class:`huggingface_hub.HfApi`, made with ``token`` if not given).
-    Returns what ``upload_folder`` returns (a ``CommitInfo``). Used by :meth:`DGLM.push_to_hub`."""
+    Returns what ``upload_folder`` returns (a ``CommitInfo``). Used by :meth:`DGLM.push_to_hub`.
+
+    Example:
+        >>> push_folder(pipe.save_pretrained, "my-org/my-dglm", private=True)   # doctest: +SKIP
+        CommitInfo(commit_url='https://huggingface.co/my-org/my-dglm/commit/...', ...)
+    """
     if not is_hub_id(repo_id) or "/" not in repo_id:
         raise ValueError(f"repo_id={repo_id!r} must be a hub repo id 'org/name'")
     if api is None:

@@ -118,7 +118,7 @@ class _PipelineFile(BaseModel):
     # Hub ids of the encoder and decoder the checkpoint was trained with (never paths outside the folder).
     encoder: str
     decoder: str
-    # Which decoder weights it was trained with, and their fingerprint (absent in checkpoints before 0.1.1).
+    # Which decoder weights it was trained with: their source and a fingerprint (absent in older checkpoints).
     decoder_weights: DecoderWeights | None = None
     # The decoder's hidden size, for a clear error when another decoder is passed.
     decoder_hidden_size: int

@@ -115,6 +115,11 @@ def export_adapter(decoder, folder: str | os.PathLike | None = None) -> Path | N
     """Write the decoder's LoRA adapter in ``peft`` format (``adapter_config.json`` +
     ``adapter_model.safetensors``, the format vLLM's LoRA loader reads) and return its folder; None without
     an adapter. The default folder is ``$DGLM_CACHE/vllm-adapters/<hash of the adapter weights>``, written once.
+
+    Example:
+        >>> from dglm.presets import random_pipeline
+        >>> export_adapter(random_pipeline("tiny").decoder) is None   # no adapter, nothing to serve
+        True
     """
     if not decoder.has_adapter:
         return None
