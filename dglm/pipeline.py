@@ -244,8 +244,8 @@ class DGLM(torch.nn.Module):
         """Load a checkpoint folder, a packaged one by name (``"mini"``), or a hub repo id (``"org/name"``,
         at ``revision``; ``cache_dir`` and ``token`` go to ``huggingface_hub.snapshot_download``; with
         ``HF_HUB_OFFLINE=1`` from the local hub cache only), see :func:`dglm.hub.resolve_checkpoint`. The
-        encoder and decoder are loaded by the ids the checkpoint records unless given; a decoder whose input
-        embeddings differ from the recorded fingerprint of the training weights is logged as a warning. The
+        encoder and decoder are loaded by the ids the checkpoint records unless given; a decoder whose weights
+        differ from the recorded fingerprint of the training weights is logged as a warning. The
         checkpoint's decoder adapter, if it has one, is loaded into the decoder (given or not) unless that
         decoder already carries one."""
         folder = resolve_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
@@ -264,8 +264,8 @@ class DGLM(torch.nn.Module):
                 encoder = SemanticEncoder.from_pretrained_stats(folder / "encoder", model=encoder.model)
         if decoder is None:
             check_recorded_id(meta.decoder, "decoder", folder / PIPELINE_FILE)
-            revision = meta.decoder_weights.revision if meta.decoder_weights is not None else None
-            decoder = Decoder.from_pretrained(meta.decoder, device=device, **({"revision": revision} if revision else {}))
+            pinned = meta.decoder_weights.revision if meta.decoder_weights is not None else None
+            decoder = Decoder.from_pretrained(meta.decoder, device=device, **({"revision": pinned} if pinned else {}))
         if meta.decoder_weights is not None:
             meta.decoder_weights.check(decoder, decoder.config.name_or_path, f"the checkpoint {str(name_or_path)!r}")
         if (folder / ADAPTER_FOLDER).is_dir() and not decoder.has_adapter:
