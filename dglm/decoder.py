@@ -180,6 +180,21 @@ class Decoder(nn.Module):
         self.model.save_pretrained(os.fspath(folder))
         (Path(folder) / "README.md").unlink(missing_ok=True)  # peft's model-card template, all placeholders
 
+    def generation_defaults(self, defaults: dict) -> dict:
+        """``defaults`` with every key that the LM's own ``generation_config`` sets taken from it instead: a
+        decoder's ``generation_config`` supplies the defaults a call does not override, dglm's fill the rest.
+
+        Example:
+            >>> from dglm.presets import preset_config, random_decoder
+            >>> dec = random_decoder(preset_config("tiny").decoder)
+            >>> dec.model.generation_config.max_new_tokens = 5
+            >>> dec.generation_defaults({"max_new_tokens": 32, "top_p": 0.9})
+            {'max_new_tokens': 5, 'top_p': 0.9}
+        """
+        config = getattr(self.model, "generation_config", None)
+        own = config.to_diff_dict() if config is not None else {}  # the values set, not the library's defaults
+        return {key: own.get(key, value) for key, value in defaults.items()}
+
     @property
     def has_adapter(self) -> bool:
         """Whether the LM is wrapped with a LoRA adapter (see :meth:`load_adapter`)."""

@@ -33,16 +33,22 @@ from dglm.config import MAX_PLAN_SCALE, DGLMConfig, EncoderConfig, SamplingConfi
 from dglm.decoder import Decoder, check_prefixes
 from dglm.diffusion import SemanticDiffuser
 from dglm.encoder import SemanticEncoder
-from dglm.io import CheckpointError, atomic_directory, read_config, write_json
+from dglm.hub import (
+    ADAPTER_FOLDER,
+    MODEL_CARD,
+    PACKAGED,  # noqa: F401  (the checkpoint file names live in dglm.hub; kept importable here)
+    PIPELINE_FILE,
+    DecoderWeights,
+    check_recorded_id,
+    model_card,
+    push_folder,
+    resolve_checkpoint,
+)
+from dglm.io import atomic_directory, read_config, write_json
 from dglm.prompt import PromptGenerator, check_sigma2
 from dglm.sampling import Denoise, get_sampler
 
 logger = logging.getLogger(__name__)
-
-PIPELINE_FILE = "dglm.json"
-# A LoRA adapter of the decoder, trained with the prompt generator (peft format), inside a checkpoint.
-ADAPTER_FOLDER = "decoder_adapter"
-PACKAGED = Path(__file__).parent / "checkpoints"
 
 # Generation defaults of the reference (nucleus sampling with a repetition penalty).
 DEFAULT_GENERATE_KWARGS = {"do_sample": True, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 32}
@@ -112,6 +118,8 @@ class _PipelineFile(BaseModel):
     # Hub ids of the encoder and decoder the checkpoint was trained with (never paths outside the folder).
     encoder: str
     decoder: str
+    # Which decoder weights it was trained with: their source and a fingerprint (absent in older checkpoints).
+    decoder_weights: DecoderWeights | None = None
     # The decoder's hidden size, for a clear error when another decoder is passed.
     decoder_hidden_size: int
     # Sampling defaults the checkpoint was evaluated with.
@@ -190,12 +198,17 @@ class DGLM(torch.nn.Module):
         return cls(encoder, SemanticDiffuser(config.diffusion), PromptGenerator(config.prompt), decoder,
                    config.sampling)
 
-    def save_pretrained(self, folder: str | os.PathLike) -> None:
+    def save_pretrained(self, folder: str | os.PathLike, *, license: str | None = None,
+                        card_text: str | None = None, name: str | None = None) -> None:
         """Write the checkpoint atomically: ``dglm.json`` + ``encoder/``, ``diffusion/``, ``prompt/``,
-        ``probes/`` subfolders (JSON configs + safetensors), and ``decoder_adapter/`` when the decoder carries
-        a LoRA adapter trained with the prompt generator (:meth:`Decoder.load_adapter`; the adapter only).
-        The decoder and encoder weights are referenced by their ids, which ``dglm.json`` records with the
-        library version."""
+        ``probes/`` subfolders (JSON configs + safetensors), ``decoder_adapter/`` when the decoder carries
+        a LoRA adapter trained with the prompt generator (:meth:`Decoder.load_adapter`; the adapter only),
+        and a model card ``README.md`` (:func:`dglm.hub.model_card`: YAML metadata with ``license``, default
+        ``"unknown"``, the parts, then ``card_text``; ``name``, default the folder's name, is what its example
+        loads). The decoder and encoder weights are referenced by their ids, which ``dglm.json`` records with
+        the library version and the decoder weights' source and fingerprint (:class:`dglm.hub.DecoderWeights`).
+        """
+        card = model_card(self, name or Path(folder).name, license, card_text)
         with atomic_directory(folder) as tmp:
             self.encoder.save_pretrained(tmp / "encoder")
             self.diffuser.save_pretrained(tmp / "diffusion")
@@ -207,25 +220,35 @@ class DGLM(torch.nn.Module):
             write_json(tmp / PIPELINE_FILE, {"library_version": library_version(),
                                              "encoder": self.encoder.config.name_or_path,
                                              "decoder": self.decoder.config.name_or_path,
+                                             "decoder_weights": DecoderWeights.of(self.decoder).model_dump(),
                                              "decoder_hidden_size": self.decoder.hidden_size,
                                              "sampling": self.sampling.model_dump(mode="json")})
+            (tmp / MODEL_CARD).write_text(card, encoding="utf-8")
+
+    def push_to_hub(self, repo_id: str, *, revision: str | None = None, private: bool | None = None,
+                    token: str | bool | None = None, commit_message: str = "Upload dglm checkpoint", api=None,
+                    license: str | None = None, card_text: str | None = None):
+        """Save the checkpoint (:meth:`save_pretrained`, its card naming ``repo_id``) into a temporary folder
+        and upload it to the hub repo ``repo_id`` (created if missing) with ``HfApi.upload_folder``; ``api``
+        is an ``HfApi`` (default: one made with ``token``). Returns the upload's ``CommitInfo``."""
+        return push_folder(lambda folder: self.save_pretrained(folder, license=license, card_text=card_text,
+                                                               name=repo_id),
+                           repo_id, api=api, token=token, private=private, revision=revision,
+                           commit_message=commit_message)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, encoder: SemanticEncoder | None = None,
-                        decoder: Decoder | None = None, device: str | torch.device | None = None) -> DGLM:
-        """Load a checkpoint folder, or a packaged one by name (``"mini"``). The encoder and decoder are
-        loaded by the ids the checkpoint records unless given; the checkpoint's decoder adapter, if it has
-        one, is loaded into the decoder (given or not) unless that decoder already carries one."""
-        folder = Path(name_or_path)
-        if not folder.is_dir() and (PACKAGED / str(name_or_path)).is_dir():
-            folder = PACKAGED / str(name_or_path)
-        if not (folder / PIPELINE_FILE).is_file():
-            known = sorted(p.name for p in PACKAGED.iterdir() if (p / PIPELINE_FILE).is_file()) \
-                if PACKAGED.is_dir() else []
-            old = sorted(folder.parent.glob(f".{folder.name}.old-*")) if folder.name else []
-            hint = f"; a save into it was interrupted, the previous checkpoint is in {old[-1]}" if old else ""
-            raise CheckpointError(f"name_or_path={str(name_or_path)!r} is neither a DGLM checkpoint folder (with "
-                                  f"{PIPELINE_FILE}) nor a packaged checkpoint; packaged: {known}{hint}")
+                        decoder: Decoder | None = None, device: str | torch.device | None = None, *,
+                        revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+                        token: str | bool | None = None) -> DGLM:
+        """Load a checkpoint folder, a packaged one by name (``"mini"``), or a hub repo id (``"org/name"``,
+        at ``revision``; ``cache_dir`` and ``token`` go to ``huggingface_hub.snapshot_download``; with
+        ``HF_HUB_OFFLINE=1`` from the local hub cache only), see :func:`dglm.hub.resolve_checkpoint`. The
+        encoder and decoder are loaded by the ids the checkpoint records unless given; a decoder whose weights
+        differ from the recorded fingerprint of the training weights is logged as a warning. The
+        checkpoint's decoder adapter, if it has one, is loaded into the decoder (given or not) unless that
+        decoder already carries one."""
+        folder = resolve_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
         meta = read_config(folder / PIPELINE_FILE, _PipelineFile)
         sampling = meta.sampling
         if encoder is None:
@@ -241,7 +264,10 @@ class DGLM(torch.nn.Module):
                 encoder = SemanticEncoder.from_pretrained_stats(folder / "encoder", model=encoder.model)
         if decoder is None:
             check_recorded_id(meta.decoder, "decoder", folder / PIPELINE_FILE)
-            decoder = Decoder.from_pretrained(meta.decoder, device=device)
+            pinned = meta.decoder_weights.revision if meta.decoder_weights is not None else None
+            decoder = Decoder.from_pretrained(meta.decoder, device=device, **({"revision": pinned} if pinned else {}))
+        if meta.decoder_weights is not None:
+            meta.decoder_weights.check(decoder, decoder.config.name_or_path, f"the checkpoint {str(name_or_path)!r}")
         if (folder / ADAPTER_FOLDER).is_dir() and not decoder.has_adapter:
             decoder.load_adapter(folder / ADAPTER_FOLDER)
         probes = None
@@ -307,7 +333,8 @@ class DGLM(torch.nn.Module):
                  show_progress_bar: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
                  plan_scale: float | None = None, **generate_kwargs) -> GenerationOutput:
         """Generate ``num_samples`` continuations per prefix. ``generate_kwargs`` go to the decoder's HF
-        ``generate`` (defaults: top-p 0.9, repetition penalty 1.2, 32 new tokens).
+        ``generate`` (defaults: what the decoder's ``generation_config`` sets, else top-p 0.9, repetition
+        penalty 1.2, 32 new tokens).
 
         An empty or whitespace-only prefix means no context. A prefix longer than the decoder's context keeps
         its last tokens (with a logged warning) so that the soft tokens and ``max_new_tokens`` fit; a
@@ -331,8 +358,9 @@ class DGLM(torch.nn.Module):
         return merge_outputs(prefixes, outputs)
 
     def generate_kwargs(self, generate_kwargs: dict, num_soft_tokens: int | None = None) -> dict:
-        """The HF ``generate`` keywords a decode uses: the defaults updated by ``generate_kwargs``, checked."""
-        kwargs = {**DEFAULT_GENERATE_KWARGS, **generate_kwargs}
+        """The HF ``generate`` keywords a decode uses, checked: ``generate_kwargs``, then what the decoder's own
+        ``generation_config`` sets, then dglm's defaults (:data:`DEFAULT_GENERATE_KWARGS`)."""
+        kwargs = {**self.decoder.generation_defaults(DEFAULT_GENERATE_KWARGS), **generate_kwargs}
         if "num_return_sequences" in kwargs and kwargs["num_return_sequences"] != 1:
             raise ValueError(f"num_return_sequences={kwargs['num_return_sequences']!r} is not supported with plans; "
                              f"use num_samples (one plan each)")
@@ -479,22 +507,6 @@ def check_finite_rows(x: torch.Tensor, what: str, fix: str) -> None:
     if not bool(finite.all()):
         bad = (~finite).nonzero().flatten().tolist()
         raise NonFiniteError(f"{what} are not finite in row(s) {bad[:10]} of {x.shape[0]} ({x.dtype}); {fix}")
-
-
-def check_recorded_id(name_or_path: str, what: str, where) -> None:
-    """Refuse a model id recorded in a checkpoint's JSON that points outside the checkpoint (a path).
-
-    Example:
-        >>> check_recorded_id("gpt2-large", "decoder", "dglm.json")  # a hub id: fine
-        >>> check_recorded_id("../elsewhere", "decoder", "dglm.json")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-            ...
-        dglm.io.CheckpointError: dglm.json records the decoder as '../elsewhere', a path outside the ...
-    """
-    parts = name_or_path.replace("\\", "/").split("/")
-    if os.path.isabs(name_or_path) or name_or_path.startswith("~") or ".." in parts or "\\" in name_or_path:
-        raise CheckpointError(f"{where} records the {what} as {name_or_path!r}, a path outside the checkpoint "
-                              f"folder; accepted: a hub id. Load that model yourself and pass {what}=... instead")
 
 
 def row_chunks(num_prefixes: int, num_samples: int, batch_size: int,

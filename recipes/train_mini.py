@@ -37,7 +37,9 @@ DEFAULTS = {
                "--steps", "3000", "--eval-every", "250"],
     "evaluate": ["--decoder", CONFIG.decoder.name_or_path, "--out-json", "plan_use.json"],
     "export": ["--decoder", CONFIG.decoder.name_or_path, "--preset", "mini", "--head", "linear", "--vocab-size", "0"],
-    "assemble": ["--preset", "mini", "--decoder", CONFIG.decoder.name_or_path, "--out", "dglm/checkpoints/mini"],
+    # The card's results section is docs/results/mini.md; both base models (and dglm) are Apache-2.0.
+    "assemble": ["--preset", "mini", "--decoder", CONFIG.decoder.name_or_path, "--out", "dglm/checkpoints/mini",
+                 "--license", "apache-2.0", "--card", "docs/results/mini.md"],
 }
 
 

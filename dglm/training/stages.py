@@ -153,6 +153,8 @@ class AssembleConfig(_Stage):
     decoder: str | None = Field(default=None, description="Decoder id recorded in the checkpoint (default: the prepared one).")
     probes: str | None = Field(default=None, description="Probe registry folder to ship (default: WORK/probes if present).")
     preset: Preset = Field(default="mini", description="Preset whose sampling defaults the checkpoint records.")
+    license: str | None = Field(default=None, description="Licence in the model card's metadata (default: unknown).")
+    card: str | None = Field(default=None, description="A Markdown file appended to the model card (e.g. results).")
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -389,7 +391,7 @@ def assemble(c: AssembleConfig) -> Path:
     from dglm.pipeline import DGLM
     from dglm.presets import preset_config
     from dglm.prompt import PromptGenerator
-    from dglm.training.model_card import model_card
+    from dglm.training.model_card import training_report
 
     work, run = Path(c.work), Path(c.work) / "runs" / c.run
     out = Path(c.out) if c.out else work / "checkpoint"
@@ -405,8 +407,11 @@ def assemble(c: AssembleConfig) -> Path:
     pipe = DGLM(encoder, SemanticDiffuser.from_pretrained(work / "diffusion").half(),
                 PromptGenerator.from_pretrained(run / "prompt").half(), decoder, preset_config(c.preset).sampling,
                 probes)
-    pipe.save_pretrained(out)
-    (out / "README.md").write_text(model_card(pipe, work, run))
+    card = training_report(pipe, work, run)
+    if c.card:  # its title dropped, its sections nested under the card's
+        extra = Path(c.card).read_text(encoding="utf-8").split("\n", 1)[-1].replace("\n## ", "\n### ")
+        card += f"\n## Results ({c.card}; its links are relative to its folder)\n{extra}"
+    pipe.save_pretrained(out, license=c.license, card_text=card)
     logger.info("wrote %s", out)
     return out
 
