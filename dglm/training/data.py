@@ -253,7 +253,9 @@ def flat_pairs(data: WindowSet, index: np.ndarray) -> tuple[list[list[int]], lis
         >>> flat_pairs(ws, np.array([1, 0]))
         ([[4, 5, 6], [0]], [[7], [1, 2, 3]], tensor([[0., 1.],
                 [1., 0.]]))
+        >>> flat_pairs(ws, np.array([], dtype=np.int64))  # a batch made only of topic switches has no natural pair
+        ([], [], tensor([], size=(0, 2)))
     """
     s = data.splits.shape[1]
-    prefixes, conts = zip(*(data.pair(int(k) // s, int(k) % s) for k in index), strict=True)
-    return list(prefixes), list(conts), data.cont_emb.reshape(-1, data.cont_emb.shape[-1])[index].float()
+    pairs = [data.pair(int(k) // s, int(k) % s) for k in index]
+    return [p for p, _ in pairs], [c for _, c in pairs], data.cont_emb.reshape(-1, data.cont_emb.shape[-1])[index].float()
