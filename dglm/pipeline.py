@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from dglm.config import MAX_PLAN_SCALE, DGLMConfig, EncoderConfig, SamplingConfig
+from dglm.config import MAX_CFG_SCALE, MAX_PLAN_SCALE, DGLMConfig, EncoderConfig, SamplingConfig
 from dglm.decoder import Decoder, check_prefixes
 from dglm.diffusion import SemanticDiffuser
 from dglm.encoder import SemanticEncoder
@@ -48,9 +48,6 @@ PACKAGED = Path(__file__).parent / "checkpoints"
 DEFAULT_GENERATE_KWARGS = {"do_sample": True, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 32}
 # Rows planned and decoded at once by default: bounds memory for any number of prefixes x samples.
 DEFAULT_BATCH_SIZE = 256
-# Largest classifier-free guidance weight accepted per call: far beyond useful values (a few units), and
-# small enough that w * v never overflows in float32 / bfloat16.
-MAX_CFG_SCALE = 100.0
 
 
 def library_version() -> str:
