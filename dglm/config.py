@@ -11,10 +11,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # Limits on what a config (read from an untrusted checkpoint) or one request may ask for. Every size is
 # checked against these before anything is allocated, and a component's shapes are checked against its
@@ -42,6 +41,8 @@ MAX_GUIDANCE_SAMPLES = 1024
 MAX_CFG_SCALE = 100.0
 # Largest guidance strength: the largest float32 (a larger one overflows the guidance gradient).
 MAX_STRENGTH = 3.4028234663852886e38
+# Rank of a decoder's LoRA adapter (dglm trains rank 16).
+MAX_ADAPTER_RANK = 4096
 # Tokens one continuation may ask for (the decoder's context bounds it further).
 MAX_NEW_TOKENS = 16_384
 # Decoder sampling temperature: below 0.01 the scaled logits overflow to inf in float32 (use greedy
@@ -143,6 +144,29 @@ class DecoderConfig(_Config):
     hidden_size: int = Field(gt=0, le=MAX_DIM)
 
 
+class AdapterConfig(BaseModel):
+    """The fields of a LoRA adapter's ``adapter_config.json`` (peft's format) that dglm checks before peft
+    reads the folder; peft's other fields pass through unchecked.
+
+    Example:
+        >>> AdapterConfig(peft_type="LORA", r=16, target_modules=["q_proj", "v_proj"]).r
+        16
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+
+    # Only LoRA adapters are loaded.
+    peft_type: Literal["LORA"]
+    # The adapter's rank (every targeted module's A is (r, in), its B (out, r)).
+    r: int = Field(ge=1, le=MAX_ADAPTER_RANK)
+    # Scale numerator of the LoRA update (alpha / r).
+    lora_alpha: float = Field(default=8, gt=0, le=1e6)
+    # Names (last path component) of the modules the adapter wraps.
+    target_modules: list[str] | str
+    # Per-module ranks overriding r (peft's rank_pattern), bounded like r.
+    rank_pattern: dict[str, Annotated[int, Field(ge=1, le=MAX_ADAPTER_RANK)]] = {}
+
+
 # Largest accepted decoder-side contrast weight (plan_scale, control_scale), in configs and per call.
 MAX_PLAN_SCALE = 10.0
 
@@ -226,6 +250,24 @@ def describe_errors(error, names: dict[str, str] | None = None) -> str:
         shown = f"={value!r:.60}" if not isinstance(value, dict) else ""
         parts.append(f"{name}{shown}: {err['msg']}")
     return "; ".join(parts)
+
+
+def check_decoding_kwargs(kwargs: dict) -> None:
+    """Check the decoder settings among HF ``generate`` keywords against :class:`~dglm.config.DecodingOptions`
+    (``top_p`` in (0, 1], ``repetition_penalty`` > 0, ``temperature`` in [0.01, 100], ...).
+
+    Example:
+        >>> check_decoding_kwargs({"top_p": 0.9, "do_sample": True})
+        >>> check_decoding_kwargs({"repetition_penalty": 0})
+        Traceback (most recent call last):
+            ...
+        ValueError: repetition_penalty=0: Input should be greater than 0
+    """
+    given = {k: kwargs[k] for k in DecodingOptions.model_fields if kwargs.get(k) is not None}
+    try:
+        DecodingOptions.model_validate(given)
+    except ValidationError as e:
+        raise ValueError(describe_errors(e)) from None
 
 
 class DGLMConfig(_Config):

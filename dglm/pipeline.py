@@ -20,6 +20,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,7 +30,14 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from dglm.config import MAX_CFG_SCALE, MAX_PLAN_SCALE, DGLMConfig, EncoderConfig, SamplingConfig
+from dglm.config import (
+    MAX_CFG_SCALE,
+    MAX_PLAN_SCALE,
+    DGLMConfig,
+    EncoderConfig,
+    SamplingConfig,
+    check_decoding_kwargs,
+)
 from dglm.decoder import Decoder, check_prefixes
 from dglm.diffusion import SemanticDiffuser
 from dglm.encoder import SemanticEncoder
@@ -334,6 +342,10 @@ class DGLM(torch.nn.Module):
             raise ValueError(f"num_return_sequences={kwargs['num_return_sequences']!r} is not supported with plans; "
                              f"use num_samples (one plan each)")
         check_positive_int("max_new_tokens", kwargs["max_new_tokens"])
+        if kwargs.get("return_dict_in_generate"):
+            raise ValueError("return_dict_in_generate=True is not supported: generate returns a GenerationOutput; "
+                             "for HF's output, call pipe.decoder.model.generate on Controller.prompt_embeds(...)")
+        check_decoding_kwargs(kwargs)
         k = self.prompt_generator.config.num_soft_tokens if num_soft_tokens is None else num_soft_tokens
         self.decoder.prefix_budget(k, kwargs["max_new_tokens"])  # refuses what cannot fit the context
         return kwargs
@@ -478,6 +490,9 @@ def check_finite_rows(x: torch.Tensor, what: str, fix: str) -> None:
         raise NonFiniteError(f"{what} are not finite in row(s) {bad[:10]} of {x.shape[0]} ({x.dtype}); {fix}")
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?")
+
+
 def check_recorded_id(name_or_path: str, what: str, where) -> None:
     """Refuse a model id recorded in a checkpoint's JSON that points outside the checkpoint (a path).
 
@@ -488,10 +503,12 @@ def check_recorded_id(name_or_path: str, what: str, where) -> None:
             ...
         dglm.io.CheckpointError: dglm.json records the decoder as '../elsewhere', a path outside the ...
     """
-    parts = name_or_path.replace("\\", "/").split("/")
-    if os.path.isabs(name_or_path) or name_or_path.startswith("~") or ".." in parts or "\\" in name_or_path:
-        raise CheckpointError(f"{where} records the {what} as {name_or_path!r}, a path outside the checkpoint "
-                              f"folder; accepted: a hub id. Load that model yourself and pass {what}=... instead")
+    # A hub id is "name" or "org/name" of letters, digits, "_", "-", "." (not leading); dglm's random presets
+    # add "random:". Anything else ("./model", ".", "a/b/c", "/abs", "~", "..", NUL) would be read as a path.
+    if not _HUB_ID.fullmatch(name_or_path) or ".." in name_or_path:
+        raise CheckpointError(f"{where} records the {what} as {name_or_path[:200]!r}, a path outside the checkpoint "
+                              f"folder; accepted: a hub id ('name' or 'org/name'). Load that model yourself and "
+                              f"pass {what}=... instead")
 
 
 def row_chunks(num_prefixes: int, num_samples: int, batch_size: int,
