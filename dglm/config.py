@@ -41,6 +41,11 @@ MAX_GUIDANCE_SAMPLES = 1024
 MAX_CFG_SCALE = 100.0
 # Largest guidance strength: the largest float32 (a larger one overflows the guidance gradient).
 MAX_STRENGTH = 3.4028234663852886e38
+# Bytes the CLI reads from --input (8 MiB), characters per prefix (the decoder keeps only the last tokens
+# that fit its context; a longer text only costs tokenisation), and rows (prefixes x samples) per run.
+MAX_INPUT_BYTES = 8 * 2**20
+MAX_PREFIX_CHARS = 32_768
+MAX_ROWS = 100_000
 # Rank of a decoder's LoRA adapter (dglm trains rank 16).
 MAX_ADAPTER_RANK = 4096
 # Tokens one continuation may ask for (the decoder's context bounds it further).
