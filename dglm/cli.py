@@ -209,12 +209,13 @@ def _generate(args: argparse.Namespace) -> int:
                         f"decoder-side contrast at a time")
     constraint = _parse_control(args.control, args.strength)
     if constraint is not None:
-        # A weight times the strength beyond float32 overflows the guidance and silently drops it.
+        # Weights times the strength beyond float32 overflow the guidance (or merge to inf, which drops the
+        # term), so guidance would silently stop: bound their sum (the unmerged terms bound every merged one).
         strength = SamplingConfig().strength if args.strength is None else args.strength
-        worst = max((abs(w) for _, w in constraint.terms()), default=0.0) * strength
+        worst = sum(abs(w) for _, w in constraint._raw_terms()) * strength
         if not math.isfinite(worst) or worst > MAX_STRENGTH:
-            raise UserError(f"--control {args.control!r:.80}: a term's weight x strength is {worst:.3g}; the limit "
-                            f"is {MAX_STRENGTH:.3g} (float32), beyond it guidance would overflow")
+            raise UserError(f"--control {args.control!r:.80}: its weights x strength add up to {worst:.3g}; the "
+                            f"limit is {MAX_STRENGTH:.3g} (float32), beyond it guidance would overflow")
     device = _device(args.device)
     folder = _checkpoint_folder(args.checkpoint)
     output = JsonOutput(args.json, args.input) if args.json is not None else None

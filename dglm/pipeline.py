@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from dglm.config import (
     MAX_CFG_SCALE,
     MAX_PLAN_SCALE,
+    MAX_STEPS,
     DGLMConfig,
     EncoderConfig,
     SamplingConfig,
@@ -275,7 +276,7 @@ class DGLM(torch.nn.Module):
         num_samples = check_positive_int("num_samples", num_samples)
         batch_size = check_positive_int("batch_size", batch_size)
         s = self.sampling
-        steps = s.steps if steps is None else check_positive_int("steps", steps)
+        steps = s.steps if steps is None else check_positive_int("steps", steps, MAX_STEPS)
         sampler = s.sampler if sampler is None else sampler
         get_sampler(sampler)
         cfg_scale = s.cfg_scale if cfg_scale is None else check_finite("cfg_scale", cfg_scale, MAX_CFG_SCALE)
@@ -415,8 +416,8 @@ def check_plan_scale(value, name: str = "plan_scale") -> float:
     return float(value)
 
 
-def check_positive_int(name: str, value) -> int:
-    """Validate a positive integer argument.
+def check_positive_int(name: str, value, maximum: int | None = None) -> int:
+    """Validate a positive integer argument (at most ``maximum``, if given).
 
     Example:
         >>> check_positive_int("steps", 20)
@@ -428,6 +429,8 @@ def check_positive_int(name: str, value) -> int:
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}={value!r:.100} must be an integer >= 1")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}={value} is more than the limit of {maximum}")
     return value
 
 
