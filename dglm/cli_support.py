@@ -72,7 +72,12 @@ def check_utf8(text: str, what: str) -> str:
 
 def read_prefixes(positional: Sequence[str], path: str | None, stdin: BinaryIO | None = None) -> list[str]:
     """The prefixes of a request: the positional ones, then the lines of ``path`` ('-': ``stdin``, default
-    ``sys.stdin``), bounded as the module docstring says."""
+    ``sys.stdin``), bounded as the module docstring says.
+
+    Example:
+        >>> read_prefixes(["The match", ""], None)
+        ['The match', '']
+    """
     from dglm.config import MAX_INPUT_BYTES, MAX_PREFIX_CHARS
 
     prefixes = [check_utf8(p, f"PREFIX {i + 1}") for i, p in enumerate(positional)]
@@ -205,15 +210,26 @@ def is_user_error(e: Exception) -> bool:
 @contextlib.contextmanager
 def third_party_output(show: bool):
     """Inside this block, third-party progress bars (transformers' "Loading weights", hub downloads),
-    transformers' logged warnings and third-party Python warnings are shown only if ``show``."""
+    transformers' logged warnings and third-party Python warnings are shown only if ``show``.
+
+    Example (``show=False`` silences them inside the block and restores transformers' settings after it):
+        >>> with third_party_output(show=True):  # a terminal: nothing changes
+        ...     pass
+    """
     if show:
         yield
         return
+    import functools
+
+    import tqdm
     from transformers.utils import logging as hf_logging
 
     bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    # Bars made with tqdm directly (transformers' GGUF conversion) default to disabled inside the block.
+    tqdm_init = tqdm.std.tqdm.__init__
+    tqdm.std.tqdm.__init__ = functools.partialmethod(tqdm_init, disable=True)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module=THIRD_PARTY)
@@ -221,6 +237,7 @@ def third_party_output(show: bool):
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             yield
     finally:
+        tqdm.std.tqdm.__init__ = tqdm_init
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()

@@ -363,6 +363,7 @@ def test_property_checkpoint_configs_never_allocate_beyond_their_weights():
                             cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    print("checkpoint-config property:", outcome)  # docs/results/robustness.md quotes it (pytest -s)
     assert outcome["refused"] > 100 and outcome["peak_growth_mib"] < PEAK_LIMIT_MIB, outcome
 
 
