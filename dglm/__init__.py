@@ -12,33 +12,37 @@ Example:
 
 __version__ = "0.1.0"
 
-from dglm.config import (  # noqa: E402
-    DecoderConfig,
-    DGLMConfig,
-    DiffusionConfig,
-    EncoderConfig,
-    PromptConfig,
-    SamplingConfig,
-)
-from dglm.constraints import (  # noqa: E402
-    Constraint,
-    ConstraintSyntaxError,
-    FunctionConstraint,
-    Probe,
-    ProbeRegistry,
-    away_from,
-    near,
-    parse_constraint,
-    sentiment,
-    topic,
-    toxicity,
-)
-from dglm.controller import Controller  # noqa: E402
-from dglm.decoder import Decoder  # noqa: E402
-from dglm.diffusion import SemanticDiffuser  # noqa: E402
-from dglm.encoder import SemanticEncoder  # noqa: E402
-from dglm.pipeline import DGLM, GenerationOutput, Plan  # noqa: E402
-from dglm.prompt import PromptGenerator  # noqa: E402
+# Public names and the module each lives in. They are imported on first use (PEP 562), so that
+# ``import dglm`` and ``dglm --help`` stay fast: torch, transformers and sentence-transformers load only
+# when a name that needs them is used.
+_LAZY = {
+    "DecoderConfig": "dglm.config", "DGLMConfig": "dglm.config", "DiffusionConfig": "dglm.config",
+    "EncoderConfig": "dglm.config", "PromptConfig": "dglm.config", "SamplingConfig": "dglm.config",
+    "Constraint": "dglm.constraints", "ConstraintSyntaxError": "dglm.constraints",
+    "FunctionConstraint": "dglm.constraints", "Probe": "dglm.constraints", "ProbeRegistry": "dglm.constraints",
+    "away_from": "dglm.constraints", "near": "dglm.constraints", "parse_constraint": "dglm.constraints",
+    "sentiment": "dglm.constraints", "topic": "dglm.constraints", "toxicity": "dglm.constraints",
+    "Controller": "dglm.controller", "Decoder": "dglm.decoder", "SemanticDiffuser": "dglm.diffusion",
+    "SemanticEncoder": "dglm.encoder", "DGLM": "dglm.pipeline", "GenerationOutput": "dglm.pipeline",
+    "Plan": "dglm.pipeline", "PromptGenerator": "dglm.prompt",
+}
+
+
+def __getattr__(name: str):
+    """Import a public name's module on first use (``dglm.DGLM`` imports :mod:`dglm.pipeline`)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dglm' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = ["DGLM", "Constraint", "ConstraintSyntaxError", "Controller", "DGLMConfig", "Decoder", "DecoderConfig",
            "DiffusionConfig", "EncoderConfig", "FunctionConstraint", "GenerationOutput", "Plan", "Probe",

@@ -1,9 +1,14 @@
 """The ``dglm`` console script: generate controlled continuations, locate the default models, inspect a
 checkpoint, run the benchmark.
 
-Results go to stdout; progress bars, logs and errors go to stderr. User errors (a malformed control
-expression, an out-of-range setting, a missing checkpoint or model) print one ``dglm: error: ...`` message
-and exit with status 2; ``--debug`` shows the traceback instead.
+Results go to stdout; progress bars, logs and errors go to stderr. Progress bars and third-party warnings
+(transformers, peft) appear only when stderr is a terminal or with ``--progress``. User errors (a malformed
+control expression, an out-of-range setting, a missing checkpoint or model, an unreadable input) print one
+``dglm: error: ...`` line and exit with status 2; anything else is an internal error: one
+``dglm: internal error: ...`` line and status 1. ``--debug`` shows the traceback instead. Everything a
+request sets is checked (and the ``--json`` target reserved) before any model loads; the limits are in
+:mod:`dglm.config`. Only the standard library is imported until a command needs more, so ``dglm --help``
+answers at once.
 
 Example:
     $ dglm generate "The match last night" --control "toxicity.low() + topic('sports')" -n 4 --seed 0
@@ -19,34 +24,36 @@ import argparse
 import importlib
 import json
 import logging
+import math
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from dglm.cli_support import (
+    JsonOutput,
+    UserError,
+    check_utf8,
+    is_user_error,
+    read_prefixes,
+    third_party_output,
+)
 
 logger = logging.getLogger(__name__)
 
 PROG = "dglm"
-# Exit status of a user error (what argparse uses for a bad command line) and of Ctrl-C.
+# Exit status of an internal error, of a user error (what argparse uses for a bad command line) and of Ctrl-C.
+EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-
-class UserError(Exception):
-    """A problem with what the user asked for; printed as one line without a traceback.
-
-    Example (main prints a one-line error on stderr and returns status 2):
-        >>> main(["generate"])
-        2
-    """
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``dglm`` command line (``argv`` defaults to ``sys.argv[1:]``); return the exit status.
 
-    Example:
-        >>> main(["generate", "--help"])  # doctest: +SKIP
+    Example (a bad request prints one ``dglm: error: ...`` line on stderr and returns 2):
+        >>> main(["generate"])
+        2
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
@@ -125,9 +132,11 @@ def _common_options() -> argparse.ArgumentParser:
 def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("prefix", nargs="*", metavar="PREFIX", help="text(s) to continue (or use --input)")
     p.add_argument("--input", metavar="FILE",
-                   help="read prefixes from FILE, one per line ('-' for stdin; blank lines are skipped)")
+                   help="read prefixes from FILE, one per line ('-' for stdin; UTF-8, lines end at \\n only, "
+                        "blank lines are skipped)")
     p.add_argument("--json", metavar="FILE",
-                   help='also write [{"prefix": ..., "continuations": [...]}, ...] to FILE (atomically)')
+                   help='also write [{"prefix": ..., "continuations": [...]}, ...] to FILE (atomically; FILE must '
+                        'be a regular file or not exist, and not the --input file)')
     p.add_argument("-n", "--num-samples", type=_positive_int, default=1, metavar="N",
                    help="continuations per prefix (default: %(default)s)")
     p.add_argument("--batch-size", type=_positive_int, default=64, metavar="B",
@@ -138,7 +147,7 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
                          help="constraint expression, e.g. \"toxicity.low() + topic('sports')\"; "
                               "without it, generation is unguided")
     control.add_argument("--strength", type=float, metavar="LAMBDA",
-                         help="guidance strength (default: the checkpoint's, 20 for mini)")
+                         help="guidance strength, with --control (default: the checkpoint's, 20 for mini)")
 
     plan = p.add_argument_group("planning (semantic diffusion)")
     plan.add_argument("--steps", type=_positive_int, metavar="K", help="denoising steps (default: the checkpoint's)")
@@ -153,10 +162,11 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
     decode = p.add_argument_group("decoding")
     decode.add_argument("--max-new-tokens", type=_positive_int, default=32, metavar="T",
                         help="tokens per continuation (default: %(default)s)")
-    decode.add_argument("--top-p", type=float, default=0.9, metavar="P", help="nucleus sampling mass (default: %(default)s)")
+    decode.add_argument("--top-p", type=float, default=0.9, metavar="P",
+                        help="nucleus sampling mass in (0, 1] (default: %(default)s)")
     decode.add_argument("--temperature", type=float, metavar="TEMP", help="sampling temperature (default: the decoder's)")
     decode.add_argument("--repetition-penalty", type=float, default=1.2, metavar="R",
-                        help="repetition penalty on the generated tokens (default: %(default)s)")
+                        help="repetition penalty on the generated tokens, > 0, 1 = off (default: %(default)s)")
     decode.add_argument("--plan-scale", type=float, metavar="W",
                         help="plan guidance in the decoder, 1 = off; > 1 follows the plan more closely at the cost "
                              "of a second decoder pass per token (default: the checkpoint's)")
@@ -170,71 +180,95 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
                      help="checkpoint folder or packaged checkpoint name (default: %(default)s)")
     run.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1, ...")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                     help="show a progress bar of the diffusion steps on stderr (default: when stderr is a terminal)")
+                     help="show progress bars (diffusion steps, model loading) and third-party warnings on stderr "
+                          "(default: when stderr is a terminal)")
 
 
 # --------------------------------------------------------------------------------------------- commands
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from dglm.controller import Controller
-    from dglm.pipeline import DGLM, check_plan_scale
-    from dglm.prompt import check_sigma2
+    from dglm.config import MAX_ROWS, MAX_STRENGTH, DecodingOptions, SamplingConfig
 
-    prefixes = _read_prefixes(args.prefix, args.input)
     # Everything that can be checked without the models is checked before loading them.
-    if args.sigma2 is not None:
-        check_sigma2(args.sigma2)
-    if args.plan_scale is not None:
-        check_plan_scale(args.plan_scale)
-    if args.control_scale is not None:
-        check_plan_scale(args.control_scale, "control_scale")
-        if args.control is None:
-            raise UserError(f"--control-scale {args.control_scale:g}: control contrast needs a --control")
-        if args.control_scale != 1 and args.plan_scale not in (None, 1):
-            raise UserError(f"--control-scale {args.control_scale:g} and --plan-scale {args.plan_scale:g}: use one "
-                            f"decoder-side contrast at a time")
-    constraint = _parse_control(args.control, args.strength)
-    if args.json and not Path(args.json).resolve().parent.is_dir():
-        raise UserError(f"--json {args.json}: the folder {Path(args.json).resolve().parent} does not exist")
-    folder = _checkpoint_folder(args.checkpoint)
-
-    pipe = DGLM.from_pretrained(folder, device=_device(args.device))
-    controller = Controller(constraint, pipe, strength=args.strength)
-    show_progress = sys.stderr.isatty() if args.progress is None else args.progress
+    prefixes = read_prefixes(args.prefix, args.input)
+    if len(prefixes) * args.num_samples > MAX_ROWS:
+        raise UserError(f"{len(prefixes)} prefixes x -n {args.num_samples} = {len(prefixes) * args.num_samples} "
+                        f"continuations; the limit of one run is {MAX_ROWS}")
+    flags = {"steps": args.steps, "sampler": args.sampler, "cfg_scale": args.cfg_scale, "sigma2": args.sigma2,
+             "strength": args.strength, "plan_scale": args.plan_scale, "control_scale": args.control_scale}
+    _validate(SamplingConfig, {k: v for k, v in flags.items() if v is not None})
     decode_kwargs = {"max_new_tokens": args.max_new_tokens, "top_p": args.top_p,
-                     "repetition_penalty": args.repetition_penalty}
-    if args.temperature is not None:
-        decode_kwargs["temperature"] = args.temperature
-
-    results = []
-    for start in range(0, len(prefixes), args.batch_size):
-        batch = prefixes[start:start + args.batch_size]
-        # Each batch gets its own seed, so batches never share noise and reruns stay identical.
-        seed = None if args.seed is None else args.seed + start // args.batch_size
-        out = controller.generate(batch, args.num_samples, seed=seed, steps=args.steps, sampler=args.sampler,
-                                  cfg_scale=args.cfg_scale, sigma2=args.sigma2, plan_scale=args.plan_scale,
-                                  control_scale=args.control_scale, show_progress_bar=show_progress, **decode_kwargs)
-        logger.info("batch of %d prefixes: %s", len(batch),
-                    ", ".join(f"{k} {v:.2f} s" for k, v in out.timings.items()))
-        for i, (prefix, continuations) in enumerate(zip(out.prefixes, out.continuations, strict=True)):
-            for j, text in enumerate(continuations):
-                print(f"--- prefix {start + i + 1}, sample {j + 1} ---")
-                print(prefix + text, flush=True)
-            results.append({"prefix": prefix, "continuations": continuations})
-    if args.json:
-        _write_json_atomic(args.json, results)
-        print(f"wrote {len(results)} prefixes x {args.num_samples} continuations to {args.json}", file=sys.stderr)
+                     "repetition_penalty": args.repetition_penalty, "temperature": args.temperature}
+    _validate(DecodingOptions, decode_kwargs)
+    if args.temperature is None:
+        del decode_kwargs["temperature"]
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise UserError(f"--seed {args.seed}: accepted: an integer in [0, 2**63)")
+    if args.control is None:
+        for flag, value, what in (("--strength", args.strength, "guidance strength"),
+                                  ("--control-scale", args.control_scale, "control contrast")):
+            if value is not None:
+                raise UserError(f"{flag} {value:g}: {what} needs a --control (without one it would do nothing)")
+    elif args.control_scale not in (None, 1) and args.plan_scale not in (None, 1):
+        raise UserError(f"--control-scale {args.control_scale:g} and --plan-scale {args.plan_scale:g}: use one "
+                        f"decoder-side contrast at a time")
+    constraint = _parse_control(args.control, args.strength)
+    if constraint is not None:
+        # Weights times the strength beyond float32 overflow the guidance (or merge to inf, which drops the
+        # term), so guidance would silently stop: bound their sum (the unmerged terms bound every merged one).
+        strength = SamplingConfig().strength if args.strength is None else args.strength
+        worst = sum(abs(w) for _, w in constraint._raw_terms()) * strength
+        if not math.isfinite(worst) or worst > MAX_STRENGTH:
+            raise UserError(f"--control {args.control!r:.80}: its weights x strength add up to {worst:.3g}; the "
+                            f"limit is {MAX_STRENGTH:.3g} (float32), beyond it guidance would overflow")
+    device = _device(args.device)
+    folder = _checkpoint_folder(args.checkpoint)
+    output = JsonOutput(args.json, args.input) if args.json is not None else None
+    try:
+        results = _generate_all(args, prefixes, constraint, device, folder, decode_kwargs)
+        if output is not None:
+            output.write(results)
+            print(f"wrote {len(results)} prefixes x {args.num_samples} continuations to {args.json}", file=sys.stderr)
+    finally:
+        if output is not None:
+            output.discard()
     return 0
+
+
+def _generate_all(args, prefixes, constraint, device, folder, decode_kwargs) -> list[dict]:
+    from dglm.controller import Controller
+    from dglm.pipeline import DGLM
+
+    show_progress = _show_progress(args)
+    with third_party_output(show_progress):
+        pipe = DGLM.from_pretrained(folder, device=device)
+        controller = Controller(constraint, pipe, strength=args.strength)
+        results = []
+        for start in range(0, len(prefixes), args.batch_size):
+            batch = prefixes[start:start + args.batch_size]
+            # Each batch gets its own seed, so batches never share noise and reruns stay identical.
+            seed = None if args.seed is None else (args.seed + start // args.batch_size) % 2**63
+            out = controller.generate(batch, args.num_samples, seed=seed, steps=args.steps, sampler=args.sampler,
+                                      cfg_scale=args.cfg_scale, sigma2=args.sigma2, plan_scale=args.plan_scale,
+                                      control_scale=args.control_scale, show_progress_bar=show_progress,
+                                      **decode_kwargs)
+            logger.info("batch of %d prefixes: %s", len(batch),
+                        ", ".join(f"{k} {v:.2f} s" for k, v in out.timings.items()))
+            for i, (prefix, continuations) in enumerate(zip(out.prefixes, out.continuations, strict=True)):
+                for j, text in enumerate(continuations):
+                    print(f"--- prefix {start + i + 1}, sample {j + 1} ---")
+                    print(prefix + text, flush=True)
+                results.append({"prefix": prefix, "continuations": continuations})
+    return results
 
 
 def _assets(args: argparse.Namespace) -> int:
     from dglm.assets import ensure_default_assets
 
-    # Converting the decoder takes a while the first time: say what is happening (on stderr).
-    logging.getLogger("dglm.assets").setLevel(logging.INFO)
-    for role, path in ensure_default_assets().items():
-        print(f"{role}: {path}")
+    with third_party_output(_show_progress(args)):
+        for role, path in ensure_default_assets().items():
+            print(f"{role}: {path}")
     return 0
 
 
@@ -306,10 +340,8 @@ def _run_bench(argv: list[str]) -> int:
 
 
 def _run(handler, args: argparse.Namespace, debug: bool) -> int:
-    """Call ``handler(args)``; turn user errors into one message and exit status 2 (unless ``debug``)."""
-    from dglm.assets import MissingAssetError
-    from dglm.constraints import ConstraintSyntaxError
-
+    """Call ``handler(args)``; turn a user error into one line and status 2, any other error into one line
+    and status 1 (unless ``debug``)."""
     try:
         status = handler(args)
     except KeyboardInterrupt:
@@ -322,19 +354,32 @@ def _run(handler, args: argparse.Namespace, debug: bool) -> int:
         # stdout from raising again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except ConstraintSyntaxError as e:
+    except Exception as e:
         if debug:
             raise
-        # The parser's message ends with the expression and a caret under the problem: keep its lines.
-        print(f"{PROG}: error: --control: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except (UserError, ValueError, TypeError, MissingAssetError, OSError) as e:
-        # ValueError covers CheckpointError; OSError covers unreadable files and models the hub cannot find.
-        if debug:
-            raise
-        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
-        return EXIT_USAGE
+        if is_user_error(e):
+            # A ConstraintSyntaxError ends with the expression and a caret under the problem: keep its lines.
+            from dglm.constraints import ConstraintSyntaxError
+
+            text = f"--control: {e}" if isinstance(e, ConstraintSyntaxError) else _one_line(e)
+            print(f"{PROG}: error: {text}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"{PROG}: internal error: {type(e).__name__}: {_one_line(e)[:500]} (this is not a problem with the "
+              f"request; rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
     return status if isinstance(status, int) else 0
+
+
+def _validate(model, values: dict) -> None:
+    """Validate request settings with a config model (the single source of their bounds), naming flags."""
+    from pydantic import ValidationError
+
+    from dglm.config import describe_errors
+
+    try:
+        model.model_validate(values)
+    except ValidationError as e:
+        raise UserError(describe_errors(e, {k: "--" + k.replace("_", "-") for k in values})) from None
 
 
 def _parse_control(control: str | None, strength: float | None):
@@ -342,24 +387,14 @@ def _parse_control(control: str | None, strength: float | None):
     pipeline loads one only when first used)."""
     from dglm.controller import Controller
 
+    if control is not None:
+        check_utf8(control, "--control")
     return Controller(control, strength=strength).constraint
 
 
-def _read_prefixes(positional: Sequence[str], path: str | None) -> list[str]:
-    prefixes = list(positional)
-    if path is not None:
-        if path == "-":
-            lines = sys.stdin.read().splitlines()
-        else:
-            try:
-                lines = Path(path).read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError) as e:
-                raise UserError(f"--input {path}: cannot read it as UTF-8 text ({e})") from e
-        prefixes += [line for line in lines if line.strip()]
-    if not prefixes:
-        raise UserError("no prefix given: pass one or more PREFIX arguments, or --input FILE with one prefix "
-                        "per line" + (f" ({path} has no non-blank line)" if path is not None else ""))
-    return prefixes
+def _show_progress(args: argparse.Namespace) -> bool:
+    progress = getattr(args, "progress", None)
+    return sys.stderr.isatty() if progress is None else progress
 
 
 def _checkpoint_folder(name_or_path: str) -> Path:
@@ -391,23 +426,11 @@ def _device(name: str):
         raise UserError(f"--device {name!r} is not a torch device ({e}); use auto, cpu, cuda or cuda:N") from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name!r}: CUDA is not available here; use --device cpu (or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name!r}: dglm runs on cpu or cuda; accepted: auto, cpu, cuda, cuda:N")
     return device
-
-
-def _write_json_atomic(path: str, data) -> None:
-    """Write ``data`` as JSON to ``path`` via a temporary file in the same folder and a rename."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.resolve().parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _positive_int(text: str) -> int:
@@ -435,6 +458,16 @@ def _setup_logging(verbose: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
     if verbose:
         logging.getLogger("dglm").setLevel(logging.INFO)
+    # The packaged decoder is converted once (~20 s) on first use: one "dglm: converting ..." line says so.
+    assets = logging.getLogger("dglm.assets")
+    if not any(getattr(h, "_dglm_cli", False) for h in assets.handlers):
+        handler = logging.StreamHandler()  # writes to sys.stderr as it is when a record is logged
+        handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+        handler.addFilter(lambda record: record.levelno >= logging.WARNING or record.msg.startswith("converting "))
+        handler._dglm_cli = True
+        assets.addHandler(handler)
+        assets.setLevel(logging.INFO)
+        assets.propagate = False
 
 
 class _VersionAction(argparse.Action):

@@ -11,14 +11,56 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+# Limits on what a config (read from an untrusted checkpoint) or one request may ask for. Every size is
+# checked against these before anything is allocated, and a component's shapes are checked against its
+# weights file's header (dglm.io.load_component) before its modules are built.
+# Widths of embeddings, hidden sizes and transformer widths (the largest public LMs use 16384).
+MAX_DIM = 65_536
+# Transformer blocks of the diffusion and prompt networks.
+MAX_DEPTH = 128
+# Attention heads.
+MAX_HEADS = 1024
+# Latent tokens of the diffusion network, soft tokens of the prompt generator.
+MAX_TOKENS = 1024
+# GLU hidden size as a multiple of the width.
+MAX_MLP_RATIO = 64.0
+# Vocabulary rows a "vocab_mixture" prompt head mixes (large LM vocabularies have ~256k tokens).
+MAX_VOCAB = 1_048_576
+# Parameters of one trainable component (diffusion network or prompt generator): 4 GiB in float32.
+MAX_COMPONENT_PARAMS = 2**30
+# Denoising steps per plan (the reference samples 250 steps; DDPM's classic schedules use 1000).
+MAX_STEPS = 10_000
+# Monte-Carlo samples per row for constraint guidance.
+MAX_GUIDANCE_SAMPLES = 1024
+# Largest classifier-free guidance weight: far beyond useful values (a few units), and small enough that
+# w * v never overflows in float32 / bfloat16.
+MAX_CFG_SCALE = 100.0
+# Largest guidance strength: the largest float32 (a larger one overflows the guidance gradient).
+MAX_STRENGTH = 3.4028234663852886e38
+# Bytes the CLI reads from --input (8 MiB), characters per prefix (the decoder keeps only the last tokens
+# that fit its context; a longer text only costs tokenisation), and rows (prefixes x samples) per run.
+MAX_INPUT_BYTES = 8 * 2**20
+MAX_PREFIX_CHARS = 32_768
+MAX_ROWS = 100_000
+# Rank of a decoder's LoRA adapter (dglm trains rank 16).
+MAX_ADAPTER_RANK = 4096
+# Tokens one continuation may ask for (the decoder's context bounds it further).
+MAX_NEW_TOKENS = 16_384
+# Decoder sampling temperature: below 0.01 the scaled logits overflow to inf in float32 (use greedy
+# decoding instead); above 100 the distribution is uniform for every practical purpose.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
+# Largest repetition penalty (1 = off; the reference uses 1.2).
+MAX_REPETITION_PENALTY = 100.0
 
 
 class _Config(BaseModel):
-    # Refuse unknown fields and keep configs immutable, so a typo in a JSON file is an error.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Refuse unknown fields, NaN and infinities, and keep configs immutable, so a typo or a hostile value
+    # in a JSON file is an error naming the field.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class EncoderConfig(_Config):
@@ -32,7 +74,7 @@ class EncoderConfig(_Config):
     # Hub id or local folder of a sentence-transformers model; also the encoder's identity for probes.
     name_or_path: str
     # Embedding size, read from the model when built; checked against the model when loaded.
-    dim: int = Field(gt=0)
+    dim: int = Field(gt=0, le=MAX_DIM)
 
 
 class DiffusionConfig(_Config):
@@ -44,19 +86,19 @@ class DiffusionConfig(_Config):
     """
 
     # Embedding size d of the encoder space the diffusion runs in.
-    dim: int = Field(gt=0)
+    dim: int = Field(gt=0, le=MAX_DIM)
     # N: the latent (and the prefix embedding) are each mapped to N tokens.
-    num_tokens: int = Field(default=32, gt=0)
+    num_tokens: int = Field(default=32, gt=0, le=MAX_TOKENS)
     # c: features per token right after the input Linear (before projecting to width / 2).
-    token_features: int = Field(default=64, gt=0)
+    token_features: int = Field(default=64, gt=0, le=MAX_DIM)
     # Transformer width (channels per token after concatenating latent and prefix halves).
-    width: int = Field(default=768, gt=0)
+    width: int = Field(default=768, gt=0, le=MAX_DIM)
     # Number of transformer blocks; the first half feeds long skips into the second half.
-    depth: int = Field(default=12, gt=0)
+    depth: int = Field(default=12, gt=0, le=MAX_DEPTH)
     # Attention heads; width must be divisible by heads.
-    heads: int = Field(default=12, gt=0)
+    heads: int = Field(default=12, gt=0, le=MAX_HEADS)
     # Hidden size of the GLU MLP as a multiple of width.
-    mlp_ratio: float = Field(default=4.0, gt=0)
+    mlp_ratio: float = Field(default=4.0, gt=0, le=MAX_MLP_RATIO)
     # Probability of replacing the prefix embedding with the learned null embedding in training (CFG).
     cond_dropout: float = Field(default=0.1, ge=0, le=1)
     # Decay of the exponential moving average of weights used for sampling.
@@ -72,25 +114,25 @@ class PromptConfig(_Config):
     """
 
     # Embedding size d of the encoder space.
-    dim: int = Field(gt=0)
+    dim: int = Field(gt=0, le=MAX_DIM)
     # Hidden size of the decoder (width of each soft token).
-    out_dim: int = Field(gt=0)
+    out_dim: int = Field(gt=0, le=MAX_DIM)
     # k: number of soft tokens placed after the prefix tokens.
-    num_soft_tokens: int = Field(default=8, gt=0)
+    num_soft_tokens: int = Field(default=8, gt=0, le=MAX_TOKENS)
     # Transformer width.
-    width: int = Field(default=768, gt=0)
+    width: int = Field(default=768, gt=0, le=MAX_DIM)
     # Number of transformer blocks.
-    depth: int = Field(default=6, gt=0)
+    depth: int = Field(default=6, gt=0, le=MAX_DEPTH)
     # Attention heads; width must be divisible by heads.
-    heads: int = Field(default=12, gt=0)
+    heads: int = Field(default=12, gt=0, le=MAX_HEADS)
     # Hidden size of the GLU MLP as a multiple of width.
-    mlp_ratio: float = Field(default=4.0, gt=0)
+    mlp_ratio: float = Field(default=4.0, gt=0, le=MAX_MLP_RATIO)
     # "linear": each soft token is a Linear map to the decoder width (the reference). "vocab_mixture": each
     # soft token is a softmax mixture of the decoder's own input embeddings of ``vocab_size`` frequent tokens,
     # so soft tokens look like (blends of) words, which a frozen decoder reads and copies from.
     head: Literal["linear", "vocab_mixture"] = "linear"
     # Vocabulary rows a "vocab_mixture" head mixes (0 for "linear").
-    vocab_size: int = Field(default=0, ge=0)
+    vocab_size: int = Field(default=0, ge=0, le=MAX_VOCAB)
 
 
 class DecoderConfig(_Config):
@@ -104,7 +146,30 @@ class DecoderConfig(_Config):
     # Hub id or local folder of a Hugging Face causal LM (and its tokenizer).
     name_or_path: str
     # Hidden size of the LM's input embeddings, read from the model.
-    hidden_size: int = Field(gt=0)
+    hidden_size: int = Field(gt=0, le=MAX_DIM)
+
+
+class AdapterConfig(BaseModel):
+    """The fields of a LoRA adapter's ``adapter_config.json`` (peft's format) that dglm checks before peft
+    reads the folder; peft's other fields pass through unchecked.
+
+    Example:
+        >>> AdapterConfig(peft_type="LORA", r=16, target_modules=["q_proj", "v_proj"]).r
+        16
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+
+    # Only LoRA adapters are loaded.
+    peft_type: Literal["LORA"]
+    # The adapter's rank (every targeted module's A is (r, in), its B (out, r)).
+    r: int = Field(ge=1, le=MAX_ADAPTER_RANK)
+    # Scale numerator of the LoRA update (alpha / r).
+    lora_alpha: float = Field(default=8, gt=0, le=1e6)
+    # Names (last path component) of the modules the adapter wraps.
+    target_modules: list[str] | str
+    # Per-module ranks overriding r (peft's rank_pattern), bounded like r.
+    rank_pattern: dict[str, Annotated[int, Field(ge=1, le=MAX_ADAPTER_RANK)]] = {}
 
 
 # Largest accepted decoder-side contrast weight (plan_scale, control_scale), in configs and per call.
@@ -122,16 +187,16 @@ class SamplingConfig(_Config):
     # Sampler for the semantic diffusion.
     sampler: Literal["ddpm", "ddim"] = "ddpm"
     # Number of denoising steps.
-    steps: int = Field(default=50, gt=0)
+    steps: int = Field(default=50, gt=0, le=MAX_STEPS)
     # Classifier-free guidance weight w (1 = off).
-    cfg_scale: float = Field(default=1.0, ge=0)
+    cfg_scale: float = Field(default=1.0, ge=0, le=MAX_CFG_SCALE)
     # Noise level sigma^2 the sampled plan is re-noised to before the prompt generator (0 = follow it
     # strictly, 1 = ignore it).
     sigma2: float = Field(default=0.05, ge=0, le=1)
     # Monte-Carlo samples around x0_hat per row for constraint guidance.
-    guidance_samples: int = Field(default=32, gt=0)
+    guidance_samples: int = Field(default=32, gt=0, le=MAX_GUIDANCE_SAMPLES)
     # Default constraint-guidance strength lambda.
-    strength: float = Field(default=20.0, ge=0)
+    strength: float = Field(default=20.0, ge=0, le=MAX_STRENGTH)
     # Plan guidance w on the decoder's side (dglm.plan_guidance): next-token log-probs are
     # null + w * (plan - null), null from a pure-noise plan's soft tokens; 1 = off, > 1 follows the plan
     # more closely at the cost of a second decoder pass per token.
@@ -141,6 +206,73 @@ class SamplingConfig(_Config):
     # in the plan is weighted by w; 1 = off. Costs a second diffusion run and decoder pass. Exclusive with
     # plan_scale > 1.
     control_scale: float = Field(default=1.0, ge=1, le=MAX_PLAN_SCALE)
+
+
+class DecodingOptions(_Config):
+    """The decoder's sampling settings one request may set, with their bounds (checked before anything runs;
+    :meth:`DGLM.generate` checks the same keywords of HF ``generate``).
+
+    Example:
+        >>> DecodingOptions(top_p=1.0).repetition_penalty
+        1.2
+        >>> DecodingOptions(top_p=1.5)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        pydantic_core._pydantic_core.ValidationError: 1 validation error for DecodingOptions
+        top_p
+          Input should be less than or equal to 1 ...
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
+
+    # New tokens per continuation (the decoder's context may allow fewer; that is checked when it is loaded).
+    max_new_tokens: int = Field(default=32, ge=1, le=MAX_NEW_TOKENS)
+    # Nucleus sampling mass, in (0, 1] (1 = off).
+    top_p: float = Field(default=0.9, gt=0, le=1)
+    # Sampling temperature (None: the decoder's generation config's).
+    temperature: float | None = Field(default=None, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE)
+    # Repetition penalty on every generated token, > 0 (1 = off; < 1 favours repeats).
+    repetition_penalty: float = Field(default=1.2, gt=0, le=MAX_REPETITION_PENALTY)
+
+
+def describe_errors(error, names: dict[str, str] | None = None) -> str:
+    """One line from a pydantic ``ValidationError``: each bad field as ``name=value: why``, joined by ``; ``.
+    ``names`` renames fields (e.g. to command-line flags).
+
+    Example:
+        >>> from pydantic import ValidationError
+        >>> try:
+        ...     SamplingConfig(steps=0, sigma2=2)
+        ... except ValidationError as e:
+        ...     print(describe_errors(e, {"steps": "--steps"}))
+        --steps=0: Input should be greater than 0; sigma2=2: Input should be less than or equal to 1
+    """
+    parts = []
+    for err in error.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        name = (names or {}).get(loc, loc)
+        value = err.get("input")
+        shown = f"={value!r:.60}" if not isinstance(value, dict) else ""
+        parts.append(f"{name}{shown}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def check_decoding_kwargs(kwargs: dict) -> None:
+    """Check the decoder settings among HF ``generate`` keywords against :class:`~dglm.config.DecodingOptions`
+    (``top_p`` in (0, 1], ``repetition_penalty`` > 0, ``temperature`` in [0.01, 100], ...).
+
+    Example:
+        >>> check_decoding_kwargs({"top_p": 0.9, "do_sample": True})
+        >>> check_decoding_kwargs({"repetition_penalty": 0})
+        Traceback (most recent call last):
+            ...
+        ValueError: repetition_penalty=0: Input should be greater than 0
+    """
+    given = {k: kwargs[k] for k in DecodingOptions.model_fields if kwargs.get(k) is not None}
+    try:
+        DecodingOptions.model_validate(given)
+    except ValidationError as e:
+        raise ValueError(describe_errors(e)) from None
 
 
 class DGLMConfig(_Config):

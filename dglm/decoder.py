@@ -167,8 +167,55 @@ class Decoder(nn.Module):
         """
         if self.has_adapter:
             raise ValueError("the decoder already carries an adapter; load a fresh decoder to add another")
+        self._check_adapter(Path(folder))  # before peft reads (or allocates) anything
         from peft import PeftModel
         self.model = PeftModel.from_pretrained(self.model, os.fspath(folder)).eval().requires_grad_(False)
+
+    def _check_adapter(self, folder: Path) -> None:
+        """Refuse an adapter folder peft should not read: no safetensors weights (a pickled ``.bin`` is never
+        handed to peft), a config out of bounds (:class:`~dglm.config.AdapterConfig`), or weights that do
+        not match this LM's modules one to one (names and shapes, read from the safetensors header)."""
+        from pydantic import ValidationError
+        from transformers.pytorch_utils import Conv1D
+
+        from dglm.config import AdapterConfig, describe_errors
+        from dglm.io import CheckpointError, read_json, tensor_shapes
+
+        weights = folder / "adapter_model.safetensors"
+        if not weights.is_file():
+            other = sorted(p.name for p in folder.glob("adapter_model*")) if folder.is_dir() else []
+            raise CheckpointError(f"{weights} is missing" + (f" (found {other}: only safetensors adapters are "
+                                                              f"loaded, never pickles)" if other else ""))
+        try:
+            config = AdapterConfig.model_validate(read_json(folder / "adapter_config.json"))
+        except ValidationError as e:
+            raise CheckpointError(f"{folder / 'adapter_config.json'} is not a LoRA adapter dglm loads: "
+                                  f"{describe_errors(e)}") from None
+        targets = {config.target_modules} if isinstance(config.target_modules, str) else set(config.target_modules)
+        modules = {n: m for n, m in self.model.named_modules() if isinstance(m, (nn.Linear, Conv1D))}
+        wrapped = {n for n in modules if n.rsplit(".", 1)[-1] in targets}
+        found: dict[str, dict[str, tuple[int, ...]]] = {}
+        for key, shape in tensor_shapes(weights).items():
+            name, _, part = key.removeprefix("base_model.model.").rpartition(".lora_")
+            if name not in wrapped or part not in ("A.weight", "B.weight"):
+                raise CheckpointError(f"{weights} holds {key!r}, which is not the LoRA weight of a module the "
+                                      f"adapter targets ({sorted(targets)}) in this decoder; the adapter does not "
+                                      f"match the decoder {self.config.name_or_path!r}")
+            found.setdefault(name, {})[part[0]] = shape
+        if not wrapped or set(found) != wrapped:
+            missing = sorted(wrapped - set(found))
+            raise CheckpointError(f"{weights} has no LoRA weights for {len(missing)} of the {len(wrapped)} modules "
+                                  f"it targets ({sorted(targets)}), e.g. {missing[:3]}; it does not match the "
+                                  f"decoder {self.config.name_or_path!r}")
+        for name, parts in found.items():
+            module = modules[name]
+            d_in, d_out = (module.in_features, module.out_features) if isinstance(module, nn.Linear) \
+                else tuple(module.weight.shape)  # Conv1D stores (in, out)
+            rank = next((r for pattern, r in config.rank_pattern.items() if name.endswith(pattern)), config.r)
+            if parts.get("A") != (rank, d_in) or parts.get("B") != (d_out, rank):
+                raise CheckpointError(f"{weights}: the LoRA weights of {name} have shapes A {parts.get('A')} and "
+                                      f"B {parts.get('B')}; this decoder and r={rank} need A {(rank, d_in)} and "
+                                      f"B {(d_out, rank)}")
 
     def save_adapter(self, folder: str | os.PathLike) -> None:
         """Write the adapter only (``adapter_config.json`` + ``adapter_model.safetensors``), recording the

@@ -157,7 +157,7 @@ class SemanticDiffuser(nn.Module):
             >>> torch.equal(loaded.position, diffuser.position), loaded.training
             (True, False)
         """
-        config, state = load_component(folder, DiffusionConfig)
+        config, state = load_component(folder, DiffusionConfig, build=cls)
         model = cls(config)
         load_state(model, state, folder)
         return model.eval()

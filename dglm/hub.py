@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -350,6 +351,9 @@ def push_folder(save, repo_id: str, *, api=None, token: str | bool | None = None
                                  commit_message=commit_message, token=token)
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?")
+
+
 def check_recorded_id(name_or_path: str, what: str, where) -> None:
     """Refuse a model id recorded in a checkpoint's JSON that points outside the checkpoint (a path).
 
@@ -360,7 +364,9 @@ def check_recorded_id(name_or_path: str, what: str, where) -> None:
             ...
         dglm.io.CheckpointError: dglm.json records the decoder as '../elsewhere', a path outside the ...
     """
-    parts = name_or_path.replace("\\", "/").split("/")
-    if os.path.isabs(name_or_path) or name_or_path.startswith("~") or ".." in parts or "\\" in name_or_path:
-        raise CheckpointError(f"{where} records the {what} as {name_or_path!r}, a path outside the checkpoint "
-                              f"folder; accepted: a hub id. Load that model yourself and pass {what}=... instead")
+    # A hub id is "name" or "org/name" of letters, digits, "_", "-", "." (not leading); dglm's random presets
+    # add "random:". Anything else ("./model", ".", "a/b/c", "/abs", "~", "..", NUL) would be read as a path.
+    if not _HUB_ID.fullmatch(name_or_path) or ".." in name_or_path:
+        raise CheckpointError(f"{where} records the {what} as {name_or_path[:200]!r}, a path outside the checkpoint "
+                              f"folder; accepted: a hub id ('name' or 'org/name'). Load that model yourself and "
+                              f"pass {what}=... instead")

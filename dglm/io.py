@@ -19,22 +19,25 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 from pydantic import BaseModel, ValidationError
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # protocol-2+ pickles and zip-based torch.save files
+# Largest JSON file read (configs are a few hundred bytes; a training state a few KB).
+MAX_JSON_BYTES = 64 * 2**20
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -147,10 +150,16 @@ def read_json(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} is missing")
+    with open(path, "rb") as f:
+        raw = f.read(MAX_JSON_BYTES + 1)
+    if len(raw) > MAX_JSON_BYTES:
+        raise CheckpointError(f"{path} is larger than {MAX_JSON_BYTES} bytes, the limit of a JSON file here")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not valid JSON: {e}") from e
+    except RecursionError:  # e.g. 100,000 nested brackets
+        raise CheckpointError(f"{path} is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
     return data
@@ -195,6 +204,14 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             ...
         dglm.io.CheckpointError: .../w.pt is a pickle / torch.save file; only safetensors files are loaded
     """
+    path = _check_safetensors(path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+
+
+def _check_safetensors(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} is missing")
@@ -204,10 +221,44 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if head[8:9] != b"{":
         kind = "a pickle / torch.save file" if head.startswith(PICKLE_MAGIC) else "not a safetensors file"
         raise CheckpointError(f"{path} is {kind}; only safetensors files are loaded")
+    return path
+
+
+def tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor in a safetensors file, read from its header (no tensor is loaded).
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     save_tensors(f"{d}/t.safetensors", {"w": torch.zeros(2, 3), "b": torch.zeros(3)})
+        ...     tensor_shapes(f"{d}/t.safetensors")
+        {'b': (3,), 'w': (2, 3)}
+    """
+    path = _check_safetensors(path)
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in sorted(f.keys())}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+
+
+def check_shapes(where: str | os.PathLike, expected: dict[str, tuple[int, ...]],
+                 found: dict[str, tuple[int, ...]]) -> None:
+    """Refuse weights whose names or shapes differ from what a config builds, naming the first differences.
+
+    Example:
+        >>> check_shapes("ckpt/prompt", {"w": (2, 3)}, {"w": (2, 4), "x": (1,)})
+        Traceback (most recent call last):
+            ...
+        dglm.io.CheckpointError: weights in ckpt/prompt do not match the config: unexpected: ['x']; w: (2, 4) in the file, (2, 3) in the config
+    """
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    wrong = [f"{k}: {found[k]} in the file, {expected[k]} in the config" for k in sorted(set(expected) & set(found))
+             if tuple(found[k]) != tuple(expected[k])]
+    problems = ([f"missing: {missing[:5]}"] if missing else []) + ([f"unexpected: {extra[:5]}"] if extra else []) \
+        + wrong[:5]
+    if problems:
+        raise CheckpointError(f"weights in {where} do not match the config: {'; '.join(problems)}")
 
 
 def save_component(folder: str | os.PathLike, config: BaseModel, state: dict[str, torch.Tensor]) -> None:
@@ -226,8 +277,15 @@ def save_component(folder: str | os.PathLike, config: BaseModel, state: dict[str
     save_tensors(folder / WEIGHTS_NAME, state)
 
 
-def load_component(folder: str | os.PathLike, cls: type[C]) -> tuple[C, dict[str, torch.Tensor]]:
+def load_component(folder: str | os.PathLike, cls: type[C],
+                   build: Callable[[C], torch.nn.Module] | None = None) -> tuple[C, dict[str, torch.Tensor]]:
     """Read what :func:`save_component` wrote.
+
+    With ``build`` (config -> module, e.g. the component's class), the config is first built on the
+    ``meta`` device (nothing allocated), its parameter count checked against
+    :data:`~dglm.config.MAX_COMPONENT_PARAMS`, and its tensor names and shapes checked against the weights
+    file's header; only then are the weights read. So an untrusted config can never allocate more than
+    its weights file holds.
 
     Example:
         >>> from dglm.config import EncoderConfig
@@ -240,7 +298,27 @@ def load_component(folder: str | os.PathLike, cls: type[C]) -> tuple[C, dict[str
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder {folder} does not exist")
-    return read_config(folder / CONFIG_NAME, cls), load_tensors(folder / WEIGHTS_NAME)
+    config = read_config(folder / CONFIG_NAME, cls)
+    if build is not None:
+        check_shapes(folder, _meta_shapes(build, config, folder), tensor_shapes(folder / WEIGHTS_NAME))
+    return config, load_tensors(folder / WEIGHTS_NAME)
+
+
+def _meta_shapes(build: Callable[[C], torch.nn.Module], config: C, where) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the state a config builds, built on the meta device (allocates nothing)."""
+    from dglm.config import MAX_COMPONENT_PARAMS
+
+    try:
+        with torch.device("meta"):
+            module = build(config)
+    except (ValueError, TypeError, RuntimeError, AssertionError) as e:
+        raise CheckpointError(f"the config in {where} cannot be built: {e}") from e
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    count = sum(math.prod(shape) for shape in shapes.values())
+    if count > MAX_COMPONENT_PARAMS:
+        raise CheckpointError(f"the config in {where} asks for {count:,} parameters; the limit is "
+                              f"{MAX_COMPONENT_PARAMS:,} (dglm.config.MAX_COMPONENT_PARAMS)")
+    return shapes
 
 
 def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str | os.PathLike) -> None:

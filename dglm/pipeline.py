@@ -29,7 +29,15 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from dglm.config import MAX_PLAN_SCALE, DGLMConfig, EncoderConfig, SamplingConfig
+from dglm.config import (
+    MAX_CFG_SCALE,
+    MAX_PLAN_SCALE,
+    MAX_STEPS,
+    DGLMConfig,
+    EncoderConfig,
+    SamplingConfig,
+    check_decoding_kwargs,
+)
 from dglm.decoder import Decoder, check_prefixes
 from dglm.diffusion import SemanticDiffuser
 from dglm.encoder import SemanticEncoder
@@ -54,9 +62,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_GENERATE_KWARGS = {"do_sample": True, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 32}
 # Rows planned and decoded at once by default: bounds memory for any number of prefixes x samples.
 DEFAULT_BATCH_SIZE = 256
-# Largest classifier-free guidance weight accepted per call: far beyond useful values (a few units), and
-# small enough that w * v never overflows in float32 / bfloat16.
-MAX_CFG_SCALE = 100.0
 
 
 def library_version() -> str:
@@ -296,7 +301,7 @@ class DGLM(torch.nn.Module):
         num_samples = check_positive_int("num_samples", num_samples)
         batch_size = check_positive_int("batch_size", batch_size)
         s = self.sampling
-        steps = s.steps if steps is None else check_positive_int("steps", steps)
+        steps = s.steps if steps is None else check_positive_int("steps", steps, MAX_STEPS)
         sampler = s.sampler if sampler is None else sampler
         get_sampler(sampler)
         cfg_scale = s.cfg_scale if cfg_scale is None else check_finite("cfg_scale", cfg_scale, MAX_CFG_SCALE)
@@ -365,6 +370,10 @@ class DGLM(torch.nn.Module):
             raise ValueError(f"num_return_sequences={kwargs['num_return_sequences']!r} is not supported with plans; "
                              f"use num_samples (one plan each)")
         check_positive_int("max_new_tokens", kwargs["max_new_tokens"])
+        if kwargs.get("return_dict_in_generate"):
+            raise ValueError("return_dict_in_generate=True is not supported: generate returns a GenerationOutput; "
+                             "for HF's output, call pipe.decoder.model.generate on Controller.prompt_embeds(...)")
+        check_decoding_kwargs(kwargs)
         k = self.prompt_generator.config.num_soft_tokens if num_soft_tokens is None else num_soft_tokens
         self.decoder.prefix_budget(k, kwargs["max_new_tokens"])  # refuses what cannot fit the context
         return kwargs
@@ -434,8 +443,8 @@ def check_plan_scale(value, name: str = "plan_scale") -> float:
     return float(value)
 
 
-def check_positive_int(name: str, value) -> int:
-    """Validate a positive integer argument.
+def check_positive_int(name: str, value, maximum: int | None = None) -> int:
+    """Validate a positive integer argument (at most ``maximum``, if given).
 
     Example:
         >>> check_positive_int("steps", 20)
@@ -447,6 +456,8 @@ def check_positive_int(name: str, value) -> int:
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}={value!r:.100} must be an integer >= 1")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}={value} is more than the limit of {maximum}")
     return value
 
 

@@ -128,7 +128,7 @@ class PromptGenerator(nn.Module):
             >>> loaded.config == gen.config, torch.equal(loaded.position, gen.position)
             (True, True)
         """
-        config, state = load_component(folder, PromptConfig)
+        config, state = load_component(folder, PromptConfig, build=cls)
         model = cls(config)
         load_state(model, state, folder)
         return model.eval()
