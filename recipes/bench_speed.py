@@ -13,7 +13,9 @@ penalty 1.2, dglm's defaults) for the same ``--batch`` prefixes of about 32 toke
 
 Every repeat runs every system once, in a rotated order (the machine is shared: the systems see the same
 load); a system's ratio is its time over plain decoding's in the same repeat, reported as the median over
-repeats, with the medians of the seconds and of the plan's stage timings. One torch thread by default: on
+repeats, with the medians of the seconds and of the plan's stage timings. Process CPU time is measured
+too (one thread: the work done, not the waiting): on a machine shared with other jobs the wall-time
+ratios carry the load's swings, the CPU-time ratios much less. One torch thread by default: on
 a machine shared with other jobs, two OpenMP threads per process spin-wait on each other (10x slower
 here). Writes JSON (``--out``) and
 prints a markdown table.
@@ -132,17 +134,19 @@ def main(argv=None) -> dict:
     for name in names:  # one untimed warm-up call each (first-call allocations, lazy imports)
         systems(pipe, prefixes[:2], warm, 2)[name]()
     seconds: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     stages: dict[str, dict[str, list[float]]] = {n: {} for n in names}
     for r in range(args.repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             timings = funcs[name]()
             seconds[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
             for key, value in timings.items():
                 stages[name].setdefault(key, []).append(value)
-        print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{n} {seconds[n][-1]:.2f} s" for n in names),
-              flush=True)
+        print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{n} {seconds[n][-1]:.2f} s (CPU {cpu[n][-1]:.2f} s)"
+                                                         for n in names), flush=True)
     result = {
         "command": "PYTHONPATH=. python recipes/bench_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
@@ -153,6 +157,9 @@ def main(argv=None) -> dict:
                         "ratio_median": statistics.median(s / p for s, p in zip(seconds[n], seconds["plain"])),
                         "ratios": [s / p for s, p in zip(seconds[n], seconds["plain"])],
                         "seconds": seconds[n],
+                        "cpu_seconds_median": statistics.median(cpu[n]),
+                        "cpu_ratio_median": statistics.median(s / p for s, p in zip(cpu[n], cpu["plain"])),
+                        "cpu_seconds": cpu[n],
                         "stages_median": {k: statistics.median(v) for k, v in stages[n].items()}}
                     for n in names},
     }
@@ -164,11 +171,12 @@ def main(argv=None) -> dict:
 
 def table(result: dict) -> str:
     """A markdown table of the medians."""
-    lines = ["| system | seconds (median) | / plain (median of per-repeat ratios) | plan stages (median s) |",
-             "|---|---|---|---|"]
+    lines = ["| system | wall s | wall / plain | CPU s | CPU / plain | stages (median wall s) |",
+             "|---|---|---|---|---|---|"]
     for name, s in result["systems"].items():
         stages = ", ".join(f"{k} {v:.3f}" for k, v in s["stages_median"].items()) or "-"
-        lines.append(f"| {name} | {s['seconds_median']:.2f} | {s['ratio_median']:.3f}x | {stages} |")
+        lines.append(f"| {name} | {s['seconds_median']:.2f} | {s['ratio_median']:.3f}x | {s['cpu_seconds_median']:.2f} "
+                     f"| {s['cpu_ratio_median']:.3f}x | {stages} |")
     return "\n".join(lines)
 
 
