@@ -164,3 +164,18 @@ def test_generate_with_soft_prompts_runs_the_adapter_merged_and_restores_the_wei
     with dec.adapter_merged():
         swapped = [name for name, p in dec.model.named_parameters() if p is not weights[name][0]]
     assert swapped and all(name.endswith("base_layer.weight") for name in swapped)
+
+
+def test_the_decoders_module_tree_shares_storage_and_ties_but_not_objects():
+    from conftest import make_llama, make_tokenizer
+
+    from dglm.decoder import Decoder, share_weights
+
+    user = make_llama(64)  # tied input and output embeddings
+    twin = share_weights(user)
+    assert twin.lm_head.weight is twin.model.embed_tokens.weight  # the tie survives the copy
+    assert twin.lm_head.weight is not user.lm_head.weight
+    assert all(a.data_ptr() == b.data_ptr() for a, b in zip(user.parameters(), twin.parameters(), strict=True))
+    dec = Decoder(user, make_tokenizer())
+    dec.model.train()
+    assert not user.training and dec.model.model.layers[0] is not user.model.layers[0]
