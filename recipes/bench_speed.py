@@ -5,7 +5,10 @@ penalty 1.2, dglm's defaults) for the same ``--batch`` prefixes of about 32 toke
 
 - ``plain``: the decoder alone (``pipe.decoder.generate`` without soft tokens);
 - ``soft decode``: the decoder with the plan's soft tokens and the checkpoint's adapter, decode only (the
-  plan is made once, untimed): the "adapter tax";
+  plan is made once, untimed): the "adapter tax" (the adapter merged for the call);
+- ``soft decode (LoRA unmerged)`` / ``soft decode (no adapter)`` (only when named in ``--systems``): the same
+  inputs through the LM's own ``generate`` with the LoRA layers unmerged (dglm's behaviour before the
+  merge) or switched off, to separate the adapter's cost from the soft tokens' extra prompt positions;
 - ``dglm``: plan (encode, diffusion, prompt) + decode, unguided;
 - ``dglm-guided``: the same with constraint guidance (``topic("sports")`` at strength 20);
 - ``plan guidance``: ``dglm`` with ``plan_scale=2``;
@@ -110,10 +113,29 @@ def systems(pipe, prefixes: list[str], kw: dict, steps: int | None) -> dict:
         pipe.decoder.generate(prefixes, soft, seed=0, **kw)
         return {}
 
+    def soft_direct(adapter: bool):
+        """Soft tokens decoded by calling the LM's generate directly: the adapter's LoRA layers unmerged (the
+        behaviour before ``Decoder.adapter_merged``) or switched off (the base LM)."""
+        from transformers import RepetitionPenaltyLogitsProcessor
+
+        dec = pipe.decoder
+        embeds, mask, _ = dec.embed(dec.tokenize(prefixes), soft)
+        args = {k: v for k, v in kw.items() if k != "repetition_penalty"}
+
+        def call():
+            with torch.no_grad(), dec.adapter_off(not adapter), torch.random.fork_rng():
+                torch.manual_seed(0)
+                dec.model.generate(inputs_embeds=embeds, attention_mask=mask, pad_token_id=dec.pad_token_id,
+                                   logits_processor=[RepetitionPenaltyLogitsProcessor(kw["repetition_penalty"])],
+                                   **args)
+            return {}
+        return call
+
     def run(fn, **extra):
         return lambda: fn(prefixes, seed=0, steps=steps, **extra, **kw).timings
 
-    return {"plain": plain, "soft decode": soft_decode, "dglm": run(pipe.generate),
+    return {"plain": plain, "soft decode": soft_decode, "soft decode (LoRA unmerged)": soft_direct(True),
+            "soft decode (no adapter)": soft_direct(False), "dglm": run(pipe.generate),
             "dglm-guided": run(ctl.generate), "plan guidance": run(pipe.generate, plan_scale=2.0),
             "control contrast": run(ctl.generate, control_scale=2.0)}
 
