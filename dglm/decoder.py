@@ -225,7 +225,8 @@ class Decoder(nn.Module):
         decoder's own module tree gets a new weight ``W + delta`` (peft's ``get_delta_weight``, the value
         peft's ``merge_adapter`` writes); the original weight objects are put back on exit, so nothing is
         restored by subtraction and the base weights are bit-identical afterwards. A no-op without an
-        adapter; adapters peft cannot merge as one delta (DoRA, quantised base layers) stay unmerged. Like
+        adapter or inside :meth:`adapter_off` (the adapter stays off); adapters peft cannot merge as one
+        delta (DoRA, quantised base layers) stay unmerged. Like
         :meth:`adapter_off`, it changes how this decoder's model runs for every caller while the block is
         open: use one decoder from one thread at a time (:class:`~dglm.DGLM` calls hold the pipeline's lock).
 
@@ -245,7 +246,7 @@ class Decoder(nn.Module):
             (True, True)
         """
         layers = _mergeable_lora_layers(self.model) if self.has_adapter else []
-        if not layers:
+        if not layers or any(layer.disable_adapters for layer in layers):  # none, or switched off around us
             yield
             return
         swapped = []

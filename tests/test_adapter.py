@@ -164,6 +164,10 @@ def test_generate_with_soft_prompts_runs_the_adapter_merged_and_restores_the_wei
     with dec.adapter_merged():
         swapped = [name for name, p in dec.model.named_parameters() if p is not weights[name][0]]
     assert swapped and all(name.endswith("base_layer.weight") for name in swapped)
+    with dec.adapter_off():  # switched off around a soft-prompt call: it stays off, nothing is merged
+        assert dec.generate(PREFIXES, soft, repetition_penalty=1.0, **kw) != merged
+        with dec.adapter_merged():
+            assert all(p is weights[name][0] for name, p in dec.model.named_parameters())
 
 
 def test_the_decoders_module_tree_shares_storage_and_ties_but_not_objects():
