@@ -256,7 +256,9 @@ class Decoder(nn.Module):
                     base = layer.get_base_layer()
                     delta = sum(layer.get_delta_weight(name) for name in layer.active_adapters)
                     swapped.append((base, base.weight))
-                    base.weight = nn.Parameter(base.weight + delta, requires_grad=False)
+                    # As peft's merge: the sum in the promoted dtype (adapters may be float32 over a bf16 base),
+                    # stored in the base weight's dtype.
+                    base.weight = nn.Parameter((base.weight + delta).to(base.weight.dtype), requires_grad=False)
                 yield
         finally:
             for base, weight in swapped:

@@ -183,3 +183,16 @@ def test_the_decoders_module_tree_shares_storage_and_ties_but_not_objects():
     dec = Decoder(user, make_tokenizer())
     dec.model.train()
     assert not user.training and dec.model.model.layers[0] is not user.model.layers[0]
+
+
+def test_a_float32_adapter_merges_into_a_bfloat16_decoder():
+    """peft keeps adapter weights in float32 over a half-precision base; the merged weight keeps the base's dtype."""
+    dec = random_decoder(preset_config("tiny").decoder, dtype=torch.bfloat16)
+    for p in dec.add_adapter(rank=2):
+        torch.nn.init.normal_(p, std=0.5)
+    dec.model.eval().requires_grad_(False)
+    soft = torch.randn(2, 4, dec.hidden_size, dtype=torch.bfloat16)
+    with dec.adapter_merged():
+        assert all(p.dtype == torch.bfloat16 for n, p in dec.model.named_parameters() if "base_layer" in n)
+    out = dec.generate(PREFIXES, soft, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert len(out) == 2
