@@ -67,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--strength", type=float, default=20.0, help="constraint-guidance strength lambda")
     p.add_argument("--mc-samples", type=int, default=32, help="Monte-Carlo samples per row for guidance")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per cell (the median is reported)")
+    p.add_argument("--adapter-rank", type=int, default=16,
+                   help="give the decoder a LoRA adapter of this rank (random weights; 0 = none), as checkpoints "
+                        "carry: decoding with soft tokens then runs with it merged (Decoder.adapter_merged)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="also time the guided plan with the diffusion network under torch.compile "
                         "(SamplingConfig.compile; default: on with CUDA, off on the CPU)")
@@ -278,6 +281,10 @@ def run_check(args: argparse.Namespace, device: torch.device, out: Path | None) 
     log(f"building the {args.preset!r} preset with random weights ({args.dtype}) on {device} ...")
     t0 = time.perf_counter()
     pipe = random_pipeline(args.preset, device=device, dtype=dtype, seed=args.seed)
+    if args.adapter_rank:
+        for p in pipe.decoder.add_adapter(args.adapter_rank):
+            torch.nn.init.normal_(p, std=0.01)  # peft starts B at zero: make the adapter do something
+        pipe.decoder.model.eval().requires_grad_(False)
     report.setup["build_s"] = f"{time.perf_counter() - t0:.1f}"
     params = {name: sum(p.numel() for p in part.parameters()) / 1e6 for name, part in
               (("encoder", pipe.encoder), ("diffuser", pipe.diffuser), ("prompt generator", pipe.prompt_generator),
@@ -289,7 +296,8 @@ def run_check(args: argparse.Namespace, device: torch.device, out: Path | None) 
         + ", ".join(f"{k} {v:.1f}" for k, v in params.items()) + f"); {args.sampler} sampler, {args.steps} steps, "
         f"CFG w = {args.cfg_scale} batched into one pass; guided = ConstraintGuidance with a random linear probe, "
         f"{args.mc_samples} Monte-Carlo samples, lambda = {args.strength}; "
-        f"{pipe.prompt_generator.config.num_soft_tokens} soft tokens; decoding: top-p 0.9, repetition penalty 1.2, "
+        f"{pipe.prompt_generator.config.num_soft_tokens} soft tokens; decoder LoRA adapter of rank "
+        f"{args.adapter_rank or '- (none)'} (merged while decoding with soft tokens); decoding: top-p 0.9, repetition penalty 1.2, "
         f"exactly N new tokens (min_new_tokens = max_new_tokens = N); prefixes of {PREFIX_TOKENS} tokens; "
         f"batch = B prefixes x 1 sample; seconds are the median of {args.repeats} calls after a warm-up, "
         f"synchronised around each call.")
