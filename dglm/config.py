@@ -206,6 +206,11 @@ class SamplingConfig(_Config):
     # in the plan is weighted by w; 1 = off. Costs a second diffusion run and decoder pass. Exclusive with
     # plan_scale > 1.
     control_scale: float = Field(default=1.0, ge=1, le=MAX_PLAN_SCALE)
+    # Run the diffusion network through torch.compile when planning (its forward and the guidance backward;
+    # built once per pipeline). The first plan pays the compile time (tens of seconds on a CPU), so it suits
+    # long-running processes, GPUs most. Where compilation fails (e.g. no C++ compiler for the CPU backend) it
+    # logs a warning and runs eagerly, with the same results. A setting of the pipeline, not of a call.
+    compile: bool = False
 
 
 class DecodingOptions(_Config):

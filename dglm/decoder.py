@@ -2,10 +2,15 @@
 
 The input of every row is ``[left padding][prefix token embeddings][k soft tokens]`` with an attention
 mask that hides the padding; ``generate()`` keywords pass through untouched (except
-``repetition_penalty``, see :meth:`Decoder.generate`) and only the continuation is returned. The LM's
-weights are never modified (it is put in eval mode and used under ``no_grad``). A LoRA adapter trained
-with the prompt generator (:meth:`Decoder.load_adapter`) is active only while soft prompts are given, so
-plain decoding through the same object is the base LM's.
+``repetition_penalty``, see :meth:`Decoder.generate`) and only the continuation is returned.
+
+The model you pass stays yours: the decoder works on its own copy of the model's module tree whose
+parameters view the same weight storage (no extra memory), so an adapter's LoRA layers, hooks, train/eval
+switches and ``.to()`` moves of the pipeline happen on that copy, never on your object, and the weights
+are never written. A LoRA adapter trained with the prompt generator (:meth:`Decoder.load_adapter`) is
+active only while soft prompts are given, so plain decoding through the same object is the base LM's; a
+``generate`` call with soft prompts runs with the adapter merged into (copies of) the projection weights,
+so it costs what plain decoding costs.
 
 A prefix longer than the LM's context leaves room for the soft tokens and ``max_new_tokens`` by keeping
 its *last* tokens (the leading special tokens, such as a BOS, are kept) and logging a warning; a request
@@ -21,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -40,13 +46,34 @@ from transformers import (
 
 from dglm.config import DecoderConfig
 from dglm.io import ModelLoadError
-from dglm.plan_guidance import PlanGuidance
+from dglm.plan_guidance import PairedPlanGuidance
 
 logger = logging.getLogger(__name__)
 
 # Names of attention projections a LoRA adapter targets (Llama-style, and GPT-2's fused ones).
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj")
 
+
+
+def share_weights(model: nn.Module) -> nn.Module:
+    """A copy of ``model``'s module tree whose parameters and buffers view the same storage (no weights are
+    copied). Modules, configs and hooks are the copy's own, and so are the ``Parameter`` objects (tied
+    weights stay tied), so replacing layers, registering hooks, ``.train()`` or ``.to()`` on the copy leave
+    ``model`` as it was; in-place writes to the weights would show in both (dglm never makes them).
+
+    Example:
+        >>> lin = nn.Linear(2, 2)
+        >>> twin = share_weights(lin)
+        >>> twin.weight is lin.weight, twin.weight.data_ptr() == lin.weight.data_ptr()
+        (False, True)
+    """
+    memo: dict[int, object] = {}
+    for p in model.parameters():
+        # Quantised parameter types carry state beyond their data: share those objects as they are.
+        memo[id(p)] = nn.Parameter(p.data, requires_grad=p.requires_grad) if type(p) is nn.Parameter else p
+    for b in model.buffers():
+        memo[id(b)] = b
+    return copy.deepcopy(model, memo)
 
 
 def check_prefixes(prefixes: Sequence[str]) -> list[str]:
@@ -91,7 +118,7 @@ class Decoder(nn.Module):
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name_or_path: str | None = None):
         super().__init__()
-        self.model = model
+        self.model = share_weights(model)  # dglm's own module tree over the caller's weights
         self.tokenizer = tokenizer
         self.config = DecoderConfig(name_or_path=name_or_path or getattr(model, "name_or_path", None) or "custom",
                                     hidden_size=self.embeddings.embedding_dim)
@@ -253,6 +280,52 @@ class Decoder(nn.Module):
         with self.model.disable_adapter() if off and self.has_adapter else contextlib.nullcontext():
             yield
 
+    @contextlib.contextmanager
+    def adapter_merged(self) -> Iterator[None]:
+        """Run the LM with its LoRA adapter merged into the projection weights inside this block (no LoRA
+        matmuls per layer), for inference without gradients to the adapter. Each adapted layer of the
+        decoder's own module tree gets a new weight ``W + delta`` (peft's ``get_delta_weight``, the value
+        peft's ``merge_adapter`` writes); the original weight objects are put back on exit, so nothing is
+        restored by subtraction and the base weights are bit-identical afterwards. A no-op without an
+        adapter or inside :meth:`adapter_off` (the adapter stays off); adapters peft cannot merge as one
+        delta (DoRA, quantised base layers) stay unmerged. Like
+        :meth:`adapter_off`, it changes how this decoder's model runs for every caller while the block is
+        open: use one decoder from one thread at a time (:class:`~dglm.DGLM` calls hold the pipeline's lock).
+
+        Example:
+            >>> from dglm.presets import preset_config, random_decoder
+            >>> dec = random_decoder(preset_config("tiny").decoder)
+            >>> for p in dec.add_adapter(rank=2):
+            ...     _ = torch.nn.init.normal_(p)
+            >>> x = dec.tokenize(["the game was"])
+            >>> embeds, mask, _ = dec.embed(x, torch.zeros(1, 2, dec.hidden_size))
+            >>> with torch.no_grad():
+            ...     lora = dec.model(inputs_embeds=embeds, attention_mask=mask).logits
+            ...     with dec.adapter_merged():
+            ...         merged = dec.model(inputs_embeds=embeds, attention_mask=mask).logits
+            >>> torch.allclose(lora, merged, atol=1e-4), torch.equal(lora, dec.model(inputs_embeds=embeds,
+            ...                                                      attention_mask=mask).logits)
+            (True, True)
+        """
+        layers = _mergeable_lora_layers(self.model) if self.has_adapter else []
+        if not layers or any(layer.disable_adapters for layer in layers):  # none, or switched off around us
+            yield
+            return
+        swapped = []
+        try:
+            with torch.no_grad(), self.model.disable_adapter():  # the LoRA branch is off: its delta is in W
+                for layer in layers:
+                    base = layer.get_base_layer()
+                    delta = sum(layer.get_delta_weight(name) for name in layer.active_adapters)
+                    swapped.append((base, base.weight))
+                    # As peft's merge: the sum in the promoted dtype (adapters may be float32 over a bf16 base),
+                    # stored in the base weight's dtype.
+                    base.weight = nn.Parameter((base.weight + delta).to(base.weight.dtype), requires_grad=False)
+                yield
+        finally:
+            for base, weight in swapped:
+                base.weight = weight
+
     @property
     def embeddings(self) -> nn.Embedding:
         """The LM's input-embedding layer (token id -> (hidden_size,) vector)."""
@@ -364,8 +437,9 @@ class Decoder(nn.Module):
         depend on the other prefixes of its batch.) ``seed`` makes sampling reproducible without touching
         the global RNG. Prefixes too long for the context lose their first tokens (see the module
         docstring). With ``plan_scale`` > 1, ``null_soft`` (a null plan's soft tokens, the shape of ``soft``)
-        drives :class:`~dglm.plan_guidance.PlanGuidance`, appended last, with the same repetition penalty
-        on its null branch.
+        drives :class:`~dglm.plan_guidance.PairedPlanGuidance` (both branches in one forward per token),
+        appended last, with the same repetition penalty on its null branch. With soft prompts the call runs
+        with the adapter merged (:meth:`adapter_merged`); without, on the base LM.
         """
         prefixes = check_prefixes(prefixes)
         new = generate_kwargs.get("max_new_tokens", 1)
@@ -378,16 +452,39 @@ class Decoder(nn.Module):
         penalty = generate_kwargs.pop("repetition_penalty", None) or self.model.generation_config.repetition_penalty
         processors = [RepetitionPenaltyLogitsProcessor(penalty)] if penalty and penalty != 1.0 else []
         processors += generate_kwargs.get("logits_processor") or []
+        guide = None
         if plan_scale != 1.0:
             if soft is None or null_soft is None or null_soft.shape != soft.shape:
                 raise ValueError(f"plan_scale={plan_scale} needs soft prompts and null_soft prompts of the same "
                                  f"shape, got {None if soft is None else tuple(soft.shape)} and "
                                  f"{None if null_soft is None else tuple(null_soft.shape)}")
-            processors.append(PlanGuidance(self.model, *self.embed(ids, null_soft)[:2], scale=plan_scale,
-                                           repetition_penalty=penalty or 1.0))
+            # Both branches in one forward per token (same layout: only the soft tokens differ).
+            guide = PairedPlanGuidance(self.embed(ids, null_soft)[0], plan_scale, repetition_penalty=penalty or 1.0)
+            processors.append(guide)
         generate_kwargs["logits_processor"] = LogitsProcessorList(processors)
-        with self.adapter_off(soft is None), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with contextlib.ExitStack() as stack:
+            # Soft prompts: the adapter merged for the whole call; none: the base LM.
+            stack.enter_context(self.adapter_off() if soft is None else self.adapter_merged())
+            if guide is not None:
+                stack.enter_context(guide.attached(self.model))
+            stack.enter_context(torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []))
             if seed is not None:
                 torch.manual_seed(seed)
             out = self.model.generate(inputs_embeds=inputs_embeds, attention_mask=mask, **generate_kwargs)
         return self.tokenizer.batch_decode(out, skip_special_tokens=True)
+
+
+def _mergeable_lora_layers(model: nn.Module) -> list:
+    """The LoRA layers of a peft-wrapped model whose adapters merge as one weight delta (plain LoRA on a
+    float ``Linear`` / GPT-2 ``Conv1D``); [] if any adapted layer does not (then nothing is merged)."""
+    from peft.tuners.lora import LoraLayer
+    from transformers.pytorch_utils import Conv1D
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    for layer in layers:
+        base = layer.get_base_layer()
+        if not isinstance(base, (nn.Linear, Conv1D)) or not base.weight.dtype.is_floating_point \
+                or type(base.weight) is not nn.Parameter \
+                or any(layer.use_dora.get(name, False) for name in layer.active_adapters):
+            return []
+    return layers

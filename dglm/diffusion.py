@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import logging
 import os
 
 import torch
@@ -32,6 +33,8 @@ from dglm.io import load_component, load_state, save_component
 from dglm.nn import AdaTransformer
 from dglm.sampling import Denoise, Prediction, get_sampler
 from dglm.schedule import add_noise, cosine_alpha2, sampling_alpha2s
+
+logger = logging.getLogger(__name__)
 
 
 class SemanticDiffuser(nn.Module):
@@ -88,22 +91,24 @@ class SemanticDiffuser(nn.Module):
         v_target = a * eps - s * x0
         return (self(z, alpha2, prefix) - v_target).float().pow(2).mean()
 
-    def denoiser(self, prefix: torch.Tensor, cfg_scale: float = 1.0) -> Denoise:
+    def denoiser(self, prefix: torch.Tensor, cfg_scale: float = 1.0, compile: bool = False) -> Denoise:
         """A ``denoise(z, alpha2) -> Prediction`` for the samplers, with CFG batched into one forward.
 
         ``v = w v_cond + (1 - w) v_uncond``; w = 1 runs the conditional branch only. The returned callable
-        is differentiable in z (constraint guidance wraps it and takes gradients).
+        is differentiable in z (constraint guidance wraps it and takes gradients). ``compile``: run the
+        network through :meth:`compiled` (``torch.compile``, built once per diffuser; eager where it fails).
         """
         if not cfg_scale >= 0:  # also catches NaN
             raise ValueError(f"cfg_scale={cfg_scale} must be a number >= 0 (1 = off)")
+        net = self.compiled() if compile else self
 
         def denoise(z: torch.Tensor, alpha2: torch.Tensor) -> Prediction:
             if cfg_scale == 1.0:
-                v = self(z, alpha2, prefix)
+                v = net(z, alpha2, prefix)
             else:
                 null = self.null_prefix.to(prefix.dtype).expand_as(prefix)
-                v_cond, v_uncond = self(torch.cat([z, z]), torch.cat([alpha2, alpha2]),
-                                        torch.cat([prefix, null])).chunk(2)
+                v_cond, v_uncond = net(torch.cat([z, z]), torch.cat([alpha2, alpha2]),
+                                       torch.cat([prefix, null])).chunk(2)  # (2B, d) -> 2 x (B, d)
                 v = cfg_scale * v_cond + (1 - cfg_scale) * v_uncond
             v = v.to(z.dtype)
             a, s = alpha2.to(z.dtype).sqrt()[:, None], (1 - alpha2).to(z.dtype).sqrt()[:, None]
@@ -112,14 +117,16 @@ class SemanticDiffuser(nn.Module):
         return denoise
 
     def sample(self, prefix: torch.Tensor, steps: int = 50, sampler: str = "ddpm", cfg_scale: float = 1.0,
-               generator: torch.Generator | None = None, wrap=None, show_progress_bar: bool = False) -> torch.Tensor:
+               generator: torch.Generator | None = None, wrap=None, show_progress_bar: bool = False,
+               compile: bool = False) -> torch.Tensor:
         """Sample continuation embeddings (standardised) for standardised prefix embeddings (B, d) -> (B, d).
 
         ``wrap(denoise) -> denoise`` changes the prediction at every step (the constraint-guidance hook).
+        ``compile``: see :meth:`denoiser`.
         """
         if prefix.dim() != 2 or prefix.shape[1] != self.dim:
             raise ValueError(f"prefix must have shape (batch, {self.dim}), got {tuple(prefix.shape)}")
-        denoise = self.denoiser(prefix, cfg_scale)
+        denoise = self.denoiser(prefix, cfg_scale, compile)
         if wrap is not None:
             denoise = wrap(denoise)
         param = next(self.parameters())
@@ -127,9 +134,31 @@ class SemanticDiffuser(nn.Module):
         return get_sampler(sampler)(denoise, noise, sampling_alpha2s(steps, prefix.device), generator=generator,
                                     disable=not show_progress_bar)
 
+    def compiled(self, backend: str | object | None = None) -> CompiledNetwork:
+        """This network under ``torch.compile`` (forward and, for guidance, backward), built on first use
+        and kept (an expensive thing built once; shapes that change recompile, up to torch's limit).
+        ``backend``: a ``torch.compile`` backend; None keeps the one built before (``"inductor"`` if none). Where
+        compilation fails (no C++ compiler for the CPU backend, an unsupported device) it logs one warning
+        and runs eagerly from then on, with the same results.
+
+        Example (``aot_eager`` traces without generating code, so it runs anywhere):
+            >>> diffuser = SemanticDiffuser(DiffusionConfig(dim=8, num_tokens=2, token_features=4, width=16,
+            ...                                             depth=2, heads=2))
+            >>> z, a2, prefix = torch.randn(3, 8), torch.full((3,), 0.5), torch.randn(3, 8)
+            >>> net = diffuser.compiled(backend="aot_eager")
+            >>> torch.allclose(net(z, a2, prefix), diffuser(z, a2, prefix), atol=1e-6), net.failed
+            (True, False)
+        """
+        cached = self.__dict__.get("_compiled")
+        if cached is None or backend is not None and cached.backend != backend:
+            cached = CompiledNetwork(self, backend or "inductor")
+            self.__dict__["_compiled"] = cached  # not a submodule: it stays out of state_dict and saves
+        return cached
+
     def ema_copy(self) -> SemanticDiffuser:
         """A frozen copy of this model to hold the exponential moving average of its weights."""
         ema = copy.deepcopy(self).eval()
+        ema.__dict__.pop("_compiled", None)
         ema.requires_grad_(False)
         return ema
 
@@ -161,6 +190,34 @@ class SemanticDiffuser(nn.Module):
         model = cls(config)
         load_state(model, state, folder)
         return model.eval()
+
+
+class CompiledNetwork:
+    """A network called through ``torch.compile(network, backend=backend)``, falling back to the eager network
+    (once, with a warning; ``failed`` is then True) when compiling raises. A plain object, not a module, so
+    holding it adds nothing to a ``state_dict``. Made by :meth:`SemanticDiffuser.compiled`.
+
+    Example (a backend that cannot compile anything: the call still answers, eagerly):
+        >>> def broken(graph, example_inputs):
+        ...     raise RuntimeError("no compiler here")
+        >>> net = CompiledNetwork(nn.Linear(2, 2), backend=broken)
+        >>> net(torch.ones(1, 2)).shape, net.failed
+        (torch.Size([1, 2]), True)
+    """
+
+    def __init__(self, network: nn.Module, backend: str | object = "inductor"):
+        self.network, self.backend, self.failed = network, backend, False
+        self._compiled = torch.compile(network, backend=backend)
+
+    def __call__(self, *args, **kwargs):
+        if not self.failed:
+            try:
+                return self._compiled(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - any compiler failure; a real input error re-raises below
+                self.failed = True
+                logger.warning("torch.compile of the %s failed (%s: %s); running it eagerly from now on",
+                               type(self.network).__name__, type(e).__name__, str(e).splitlines()[0][:200])
+        return self.network(*args, **kwargs)
 
 
 class _Tokens(nn.Module):

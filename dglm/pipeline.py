@@ -325,7 +325,8 @@ class DGLM(torch.nn.Module):
         prefix = prefix.repeat_interleave(num_samples, dim=0).to(next(self.diffuser.parameters()).dtype)  # (B*n, d)
         timings["encode"] = (t1 := time.perf_counter()) - t0
         plans = self.diffuser.sample(prefix, steps=steps, sampler=sampler, cfg_scale=cfg_scale, generator=generator,
-                                     wrap=guidance, show_progress_bar=show_progress_bar)
+                                     wrap=guidance, show_progress_bar=show_progress_bar,
+                                     compile=self.sampling.compile)
         timings["diffusion"] = (t2 := time.perf_counter()) - t1
         soft = self.prompt_generator.prompt(plans, sigma2, generator)
         timings["prompt"] = time.perf_counter() - t2

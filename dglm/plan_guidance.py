@@ -9,7 +9,17 @@ holds no plan):
 ``w = 1`` is plain DGLM decoding; ``w > 1`` weights what the plan adds over "some plan" by ``w``: the two
 branches share the prefix, the soft-token slots and any decoder adapter, so their difference is the plan's
 content, not the soft tokens' presence (contrasting with plain decoding instead amplifies the soft tokens'
-own disturbance). It costs a second decoder pass per new token (the null branch keeps its own KV cache).
+own disturbance).
+
+Two implementations of the same contrast:
+
+- :class:`PairedPlanGuidance` (what :meth:`dglm.Decoder.generate` uses): the null branch runs in the same
+  forward as the guided one. While attached to the LM it doubles every forward of the guided batch, the
+  guided rows first and the null rows after them, so the two KV caches sit side by side in one cache and
+  one forward per token serves both; the guided half of the logits goes on to ``generate`` (which samples
+  the guided rows exactly as without guidance), the null half to this processor.
+- :class:`PlanGuidance`: a plain ``LogitsProcessor`` that runs the null branch as a second forward with its
+  own KV cache, for user code that calls ``generate`` on a model it does not want hooked.
 
 The null branch may be any other soft prompts laid out like the plan's: *control contrast*
 (``Controller.generate(..., control_scale=w)``) uses the unguided plan of the same noise, so that only what
@@ -24,7 +34,10 @@ pass it to its own ``generate`` call; ``DGLM.generate(..., plan_scale=w)`` does 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import threading
+from collections.abc import Iterator
 
 import torch
 from transformers import LogitsProcessor, RepetitionPenaltyLogitsProcessor
@@ -90,9 +103,113 @@ class PlanGuidance(LogitsProcessor):
             out = self.model(input_ids=input_ids[:, -1:], attention_mask=self.attention_mask, position_ids=position,
                              use_cache=True, **{self.cache_name: self.cache})
         self.cache = out[self.cache_name]
-        null = out.logits[:, -1].float()  # (B, V)
-        if self.penalty is not None:
-            null = self.penalty(input_ids, null)
-        null = null.log_softmax(-1)
-        guided = scores.float().log_softmax(-1)
-        return (null + self.scale * (guided - null)).to(scores.dtype)
+        return contrast(input_ids, scores, out.logits[:, -1], self.scale, self.penalty)
+
+
+def contrast(input_ids: torch.Tensor, scores: torch.Tensor, null_logits: torch.Tensor, scale: float,
+             penalty: RepetitionPenaltyLogitsProcessor | None) -> torch.Tensor:
+    """``log p_null + scale * (log p_guided - log p_null)`` (B, V), the null branch's logits (B, V) penalised
+    like the guided branch's scores were, computed in float32 and returned in the scores' dtype."""
+    null = null_logits.float()
+    if penalty is not None:
+        null = penalty(input_ids, null)
+    null = null.log_softmax(-1)
+    guided = scores.float().log_softmax(-1)
+    return (null + scale * (guided - null)).to(scores.dtype)
+
+
+# Forward keywords whose first dimension is the batch; the paired forward doubles them.
+_BATCHED_INPUTS = ("input_ids", "attention_mask", "position_ids", "token_type_ids")
+
+
+class PairedPlanGuidance(LogitsProcessor):
+    """Plan guidance with the null branch batched into the guided call's own forward (one forward per token).
+
+    ``null_embeds`` (B, T, h): the null branch's ``inputs_embeds``, laid out exactly like the guided call's
+    (same prefixes, padding and attention mask; the null plan's soft tokens in place of the plan's). Inside
+    ``with guide.attached(model):`` every forward of ``model`` on the guided batch (B rows, or B x
+    ``num_return_sequences``) runs ``[guided rows; null rows]``: the prompt with ``null_embeds`` for the
+    null rows, then each new token the guided rows chose for both halves, with the same mask and positions
+    (the two halves share their layout). ``generate`` sees the guided half only; this processor reads the
+    null half. Hooks act only in the attaching thread and are removed on exit; one instance serves one
+    ``generate`` call. Its output equals :class:`PlanGuidance`'s within float tolerance.
+
+    Example (the same call as :class:`PlanGuidance`'s example, with half the forwards):
+        >>> from dglm.presets import TINY, random_decoder
+        >>> dec = random_decoder(TINY.decoder)
+        >>> ids = dec.tokenize(["the game was"])
+        >>> soft, null = torch.randn(1, 2, dec.hidden_size), torch.randn(1, 2, dec.hidden_size)
+        >>> embeds, mask, _ = dec.embed(ids, soft)
+        >>> guide = PairedPlanGuidance(dec.embed(ids, null)[0], scale=2.0)
+        >>> with guide.attached(dec.model):
+        ...     out = dec.model.generate(inputs_embeds=embeds, attention_mask=mask, logits_processor=[guide],
+        ...                              max_new_tokens=3, min_new_tokens=3, do_sample=False,
+        ...                              pad_token_id=dec.pad_token_id)
+        >>> out.shape, guide.forwards
+        (torch.Size([1, 3]), 3)
+    """
+
+    def __init__(self, null_embeds: torch.Tensor, scale: float, repetition_penalty: float = 1.0):
+        if null_embeds.dim() != 3:
+            raise ValueError(f"null_embeds must have shape (batch, length, hidden), got {tuple(null_embeds.shape)}")
+        self.null_embeds, self.scale = null_embeds, float(scale)
+        self.penalty = RepetitionPenaltyLogitsProcessor(repetition_penalty) if repetition_penalty != 1.0 else None
+        self.null_logits: torch.Tensor | None = None  # (B, V), the null rows' last logits of the latest forward
+        self.forwards = 0  # paired forwards run so far
+        self._thread: int | None = None
+        self._pending: int | None = None  # guided rows of the forward in flight, set by the pre-hook
+
+    @contextlib.contextmanager
+    def attached(self, model) -> Iterator[PairedPlanGuidance]:
+        """Pair the branches in every forward of ``model`` (a peft wrapper is looked through) inside the block."""
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._thread = threading.get_ident()
+        handles = [base.register_forward_pre_hook(self._double, with_kwargs=True),
+                   base.register_forward_hook(self._split, with_kwargs=True)]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._thread = None
+
+    def _rows(self, kwargs) -> int | None:
+        x = kwargs.get("inputs_embeds")
+        x = kwargs.get("input_ids") if x is None else x
+        return None if x is None else x.shape[0]
+
+    def _double(self, module, args, kwargs):
+        rows = self._rows(kwargs)
+        if args or threading.get_ident() != self._thread or rows is None or rows % self.null_embeds.shape[0]:
+            return None  # not the guided call's forward (another thread, or positional inputs)
+        if rows != self.null_embeds.shape[0]:  # num_return_sequences expanded the guided batch
+            self.null_embeds = self.null_embeds.repeat_interleave(rows // self.null_embeds.shape[0], dim=0)
+        kwargs = dict(kwargs)
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is not None:  # the prompt: the null rows get the null plan's soft tokens
+            null = self.null_embeds[:, self.null_embeds.shape[1] - embeds.shape[1]:].to(embeds)
+            kwargs["inputs_embeds"] = torch.cat([embeds, null])  # (2B, T, h)
+        for name in _BATCHED_INPUTS:  # the same tokens, mask and positions for both halves
+            value = kwargs.get(name)
+            if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == rows:
+                kwargs[name] = torch.cat([value, value])
+        self._pending = rows
+        return args, kwargs
+
+    def _split(self, module, args, kwargs, output):
+        rows, self._pending = self._pending, None
+        if rows is None:
+            return None
+        logits = output.logits  # (2B, T, V): guided rows, then null rows
+        self.null_logits = logits[rows:, -1]
+        output.logits = logits[:rows]
+        self.forwards += 1
+        return output
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.null_logits is None or self.null_logits.shape[0] != scores.shape[0]:
+            raise RuntimeError("PairedPlanGuidance saw no paired forward for this step: call generate inside "
+                               "`with guide.attached(model):` with the guided batch's rows")
+        null, self.null_logits = self.null_logits, None
+        return contrast(input_ids, scores, null, self.scale, self.penalty)

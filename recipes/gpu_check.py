@@ -67,6 +67,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--strength", type=float, default=20.0, help="constraint-guidance strength lambda")
     p.add_argument("--mc-samples", type=int, default=32, help="Monte-Carlo samples per row for guidance")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per cell (the median is reported)")
+    p.add_argument("--adapter-rank", type=int, default=16,
+                   help="give the decoder a LoRA adapter of this rank (random weights; 0 = none), as checkpoints "
+                        "carry: decoding with soft tokens then runs with it merged (Decoder.adapter_merged)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time the guided plan with the diffusion network under torch.compile "
+                        "(SamplingConfig.compile; default: on with CUDA, off on the CPU)")
     p.add_argument("--time-budget", type=float, default=270.0,
                    help="seconds from start after which remaining cells are skipped")
     p.add_argument("--seed", type=int, default=0)
@@ -193,6 +199,16 @@ def measure(pipe: DGLM, args: argparse.Namespace, timer: Timer, report: Report, 
         row["encode"], _ = timer("encode", partial(pipe.encoder.encode, prefixes))
         row["plan"], the_plan = timer("plan, unguided", partial(plan, prefixes, False))
         row["plan_guided"], _ = timer("plan, guided", partial(plan, prefixes, True))
+        if args.compile:
+            eager_sampling = pipe.sampling
+            pipe.sampling = eager_sampling.model_copy(update={"compile": True})
+            try:  # the first call compiles (forward and guidance backward; shapes of this batch)
+                row["compile_s"], _ = warm("compile (first guided plan)", partial(plan, prefixes, True))
+                row["plan_guided_compiled"], _ = timer("plan, guided, torch.compile", partial(plan, prefixes, True))
+                if pipe.diffuser.compiled().failed:
+                    row["plan_guided_compiled"] = Cell(error="compile failed: ran eagerly")
+            finally:
+                pipe.sampling = eager_sampling
         for n in args.new_tokens:
             cells = report.decoding[(batch, n)] = {}
             cells["plain"], _ = timer(f"plain decode, {n} tokens",
@@ -217,10 +233,12 @@ def render(report: Report, args: argparse.Namespace) -> str:
              f"total wall time {time.perf_counter() - START:.0f} s.", "",
              "Command: `" + " ".join(["python", "recipes/gpu_check.py", *args.argv]) + "`", "",
              "## Planning, seconds per call", "",
-             f"| batch | encode | plan, unguided ({args.steps} steps) | plan, guided ({args.steps} steps) |",
-             "|---|---|---|---|"]
+             f"| batch | encode | plan, unguided ({args.steps} steps) | plan, guided ({args.steps} steps) "
+             f"| plan, guided, `torch.compile` | first compiled call (compiles) |",
+             "|---|---|---|---|---|---|"]
     for batch, row in report.planning.items():
-        lines.append(f"| {batch} | {row['encode']} | {row['plan']} | {row['plan_guided']} |")
+        lines.append(f"| {batch} | {row['encode']} | {row['plan']} | {row['plan_guided']} "
+                     f"| {row.get('plan_guided_compiled', '-')} | {row.get('compile_s', '-')} |")
     lines += ["", "Plan = encode + diffusion + prompt generator. DGLM total = plan + decode with soft tokens; "
               "ratio = DGLM total / plain decode.", "",
               "## Decoding and totals, seconds per call", "",
@@ -263,6 +281,10 @@ def run_check(args: argparse.Namespace, device: torch.device, out: Path | None) 
     log(f"building the {args.preset!r} preset with random weights ({args.dtype}) on {device} ...")
     t0 = time.perf_counter()
     pipe = random_pipeline(args.preset, device=device, dtype=dtype, seed=args.seed)
+    if args.adapter_rank:
+        for p in pipe.decoder.add_adapter(args.adapter_rank):
+            torch.nn.init.normal_(p, std=0.01)  # peft starts B at zero: make the adapter do something
+        pipe.decoder.model.eval().requires_grad_(False)
     report.setup["build_s"] = f"{time.perf_counter() - t0:.1f}"
     params = {name: sum(p.numel() for p in part.parameters()) / 1e6 for name, part in
               (("encoder", pipe.encoder), ("diffuser", pipe.diffuser), ("prompt generator", pipe.prompt_generator),
@@ -274,7 +296,8 @@ def run_check(args: argparse.Namespace, device: torch.device, out: Path | None) 
         + ", ".join(f"{k} {v:.1f}" for k, v in params.items()) + f"); {args.sampler} sampler, {args.steps} steps, "
         f"CFG w = {args.cfg_scale} batched into one pass; guided = ConstraintGuidance with a random linear probe, "
         f"{args.mc_samples} Monte-Carlo samples, lambda = {args.strength}; "
-        f"{pipe.prompt_generator.config.num_soft_tokens} soft tokens; decoding: top-p 0.9, repetition penalty 1.2, "
+        f"{pipe.prompt_generator.config.num_soft_tokens} soft tokens; decoder LoRA adapter of rank "
+        f"{args.adapter_rank or '- (none)'} (merged while decoding with soft tokens); decoding: top-p 0.9, repetition penalty 1.2, "
         f"exactly N new tokens (min_new_tokens = max_new_tokens = N); prefixes of {PREFIX_TOKENS} tokens; "
         f"batch = B prefixes x 1 sample; seconds are the median of {args.repeats} calls after a warm-up, "
         f"synchronised around each call.")
@@ -298,6 +321,8 @@ def run_check(args: argparse.Namespace, device: torch.device, out: Path | None) 
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
+    if args.compile is None:
+        args.compile = device.type == "cuda" and torch.cuda.is_available()
     if device.type == "cuda" and not torch.cuda.is_available():
         log("CUDA is not available: this is a CPU-only machine, so the paper-scale GPU check cannot run here. "
             "Running a tiny random pipeline end to end on the CPU instead (nothing is written).")

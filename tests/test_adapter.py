@@ -116,3 +116,83 @@ def test_plain_baselines_run_the_base_model(pipes):
         fudge_generate(base.decoder, base.encoder, first, PREFIXES, top_k=4, **kw)
     assert best_of_n(adapted.decoder, adapted.encoder, first, PREFIXES, n=2, **kw).continuations == \
         best_of_n(base.decoder, base.encoder, first, PREFIXES, n=2, **kw).continuations
+
+
+def test_a_users_model_is_never_modified_by_a_checkpoints_adapter(pipes, tmp_path):
+    """Decoder(my_model) + a checkpoint with an adapter: LoRA layers, merges and the paired contrast happen on
+    dglm's copy of the module tree; the user's object keeps its modules, weights, hooks and outputs."""
+    from dglm.decoder import Decoder
+
+    _, adapted = pipes
+    adapted.save_pretrained(tmp_path / "ckpt")
+    fresh = random_pipeline("tiny")
+    user = random_decoder(preset_config("tiny").decoder).model  # a model dglm has never seen
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        before = user(ids).logits
+    modules = [(name, type(m)) for name, m in user.named_modules()]
+    state = {k: v.clone() for k, v in user.state_dict().items()}
+    dec = Decoder(user, fresh.decoder.tokenizer, "random:tiny-gpt2")
+    pipe = DGLM.from_pretrained(tmp_path / "ckpt", encoder=fresh.encoder, decoder=dec)
+    assert pipe.decoder.has_adapter
+    pipe.generate(PREFIXES, seed=0, **FAST)
+    pipe.generate(PREFIXES, seed=0, plan_scale=2.0, **FAST)
+    pipe.decoder.continuation_nll(dec.tokenize(PREFIXES), dec.tokenize(["won", "flows"]),
+                                  torch.randn(2, 4, dec.hidden_size))
+    pipe.decoder.to(torch.float64)  # moving or casting the pipeline moves dglm's copy only
+    assert [(name, type(m)) for name, m in user.named_modules()] == modules
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in user.modules())
+    assert user.state_dict().keys() == state.keys()
+    assert all(torch.equal(v, state[k]) and v.dtype == torch.float32 for k, v in user.state_dict().items())
+    with torch.no_grad():
+        assert torch.equal(user(ids).logits, before)
+
+
+def test_generate_with_soft_prompts_runs_the_adapter_merged_and_restores_the_weights(pipes):
+    _, adapted = pipes
+    dec = adapted.decoder
+    weights = {name: (p, p.detach().clone()) for name, p in dec.model.named_parameters()}
+    soft = torch.randn(2, 4, dec.hidden_size)
+    embeds, mask, _ = dec.embed(dec.tokenize(PREFIXES), soft)
+    kw = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=dec.pad_token_id)
+    with torch.no_grad():
+        lora = dec.model.generate(inputs_embeds=embeds, attention_mask=mask, **kw)  # the LoRA branch, unmerged
+    merged = dec.generate(PREFIXES, soft, repetition_penalty=1.0, **kw)
+    assert merged == dec.tokenizer.batch_decode(lora, skip_special_tokens=True)
+    for name, p in dec.model.named_parameters():  # the very same tensors, bit-identical: nothing subtracted
+        assert p is weights[name][0] and torch.equal(p, weights[name][1]), name
+    with dec.adapter_merged():
+        swapped = [name for name, p in dec.model.named_parameters() if p is not weights[name][0]]
+    assert swapped and all(name.endswith("base_layer.weight") for name in swapped)
+    with dec.adapter_off():  # switched off around a soft-prompt call: it stays off, nothing is merged
+        assert dec.generate(PREFIXES, soft, repetition_penalty=1.0, **kw) != merged
+        with dec.adapter_merged():
+            assert all(p is weights[name][0] for name, p in dec.model.named_parameters())
+
+
+def test_the_decoders_module_tree_shares_storage_and_ties_but_not_objects():
+    from conftest import make_llama, make_tokenizer
+
+    from dglm.decoder import Decoder, share_weights
+
+    user = make_llama(64)  # tied input and output embeddings
+    twin = share_weights(user)
+    assert twin.lm_head.weight is twin.model.embed_tokens.weight  # the tie survives the copy
+    assert twin.lm_head.weight is not user.lm_head.weight
+    assert all(a.data_ptr() == b.data_ptr() for a, b in zip(user.parameters(), twin.parameters(), strict=True))
+    dec = Decoder(user, make_tokenizer())
+    dec.model.train()
+    assert not user.training and dec.model.model.layers[0] is not user.model.layers[0]
+
+
+def test_a_float32_adapter_merges_into_a_bfloat16_decoder():
+    """peft keeps adapter weights in float32 over a half-precision base; the merged weight keeps the base's dtype."""
+    dec = random_decoder(preset_config("tiny").decoder, dtype=torch.bfloat16)
+    for p in dec.add_adapter(rank=2):
+        torch.nn.init.normal_(p, std=0.5)
+    dec.model.eval().requires_grad_(False)
+    soft = torch.randn(2, 4, dec.hidden_size, dtype=torch.bfloat16)
+    with dec.adapter_merged():
+        assert all(p.dtype == torch.bfloat16 for n, p in dec.model.named_parameters() if "base_layer" in n)
+    out = dec.generate(PREFIXES, soft, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert len(out) == 2

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import RepetitionPenaltyLogitsProcessor
 
-from dglm.plan_guidance import PlanGuidance
+from dglm.plan_guidance import PairedPlanGuidance, PlanGuidance
 from dglm.presets import random_pipeline
 
 PREFIXES = ["the game was", "a river of water in the city today"]  # different lengths: left padding
@@ -134,3 +134,47 @@ def test_control_scale_is_checked_by_name_and_excludes_plan_scale(pipe):
         ctl.generate(PREFIXES, control_scale=0.5, **FAST)
     with pytest.raises(ValueError, match="control_scale=2 and plan_scale=3: use one decoder-side contrast"):
         ctl.generate(PREFIXES, control_scale=2, plan_scale=3, **FAST)
+
+
+def _both(dec, guide_kind, scale=2.5, penalty=1.3, **kw):
+    """Generate (greedy unless ``kw`` says otherwise) with the two-forward reference or the paired processor;
+    (sequences, scores)."""
+    ids = dec.tokenize(PREFIXES)
+    soft, null = torch.randn(2, 4, dec.hidden_size), torch.randn(2, 4, dec.hidden_size)
+    embeds, mask, _ = dec.embed(ids, soft)
+    null_embeds, null_mask, _ = dec.embed(ids, null)
+    first = RepetitionPenaltyLogitsProcessor(penalty)
+    args = dict(dict(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                     pad_token_id=dec.pad_token_id, output_scores=True, return_dict_in_generate=True), **kw)
+    if guide_kind == "reference":
+        guide = PlanGuidance(dec.model, null_embeds, null_mask, scale=scale, repetition_penalty=penalty)
+        out = dec.model.generate(logits_processor=[first, guide], **args)
+    else:
+        guide = PairedPlanGuidance(null_embeds, scale=scale, repetition_penalty=penalty)
+        with guide.attached(dec.model):
+            out = dec.model.generate(logits_processor=[first, guide], **args)
+        assert guide.forwards == 6  # one (doubled) forward per new token: the prompt, then 5 tokens
+    return out.sequences, torch.stack(out.scores)
+
+
+@pytest.mark.parametrize("extra", [{}, {"num_return_sequences": 2, "do_sample": True, "top_k": 5}])
+def test_paired_branches_give_the_two_forward_scores(pipe, extra):
+    torch.manual_seed(0)
+    ref_seq, ref_scores = _both(pipe.decoder, "reference", **extra)
+    torch.manual_seed(0)
+    seq, scores = _both(pipe.decoder, "paired", **extra)
+    assert torch.equal(seq, ref_seq)
+    finite = torch.isfinite(ref_scores)
+    assert torch.equal(finite, torch.isfinite(scores))
+    assert torch.allclose(scores[finite], ref_scores[finite], atol=1e-4)
+
+
+def test_paired_guidance_leaves_the_model_as_it_was(pipe):
+    dec = pipe.decoder
+    guide = PairedPlanGuidance(torch.zeros(1, 3, dec.hidden_size), scale=2.0)
+    with guide.attached(dec.model):
+        pass
+    base = dec.model.get_base_model() if hasattr(dec.model, "get_base_model") else dec.model
+    assert not base._forward_hooks and not base._forward_pre_hooks
+    with pytest.raises(RuntimeError, match="saw no paired forward"):
+        guide(torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 5))
