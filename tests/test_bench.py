@@ -154,7 +154,7 @@ def test_quick_benchmark_runs_every_system_on_both_prompt_sets(quick_result):
         bon = [m for m in s["systems"].values() if m["family"] == "best-of-n"]
         matched = [m for m in bon if m["params"]["primary"]]
         assert matched and all(m["params"]["matched_to"] for m in matched)  # N matched to DGLM-guided variants
-        assert any(m["params"]["n"] == 3 and not m["params"]["primary"] for m in bon)  # the fixed ceiling
+        assert any(m["params"]["n"] == 3 for m in bon)  # the fixed ceiling (matched too if a variant costs 3x)
         assert s["frontier"]["within_ppl"]["owner"] in families
     assert result["prompt_sets"]["topical"]["reference"].startswith("human topic-switch")
     assert result["steering"]["layer"] in (0, 1) and len(result["steering"]["table"]) == 2
@@ -195,7 +195,7 @@ def test_frontier_names_the_owner_within_each_limit():
     from dglm.bench.scoring import frontier
 
     def system(family, success, ppl, rel):
-        return {"family": family, "control_success": success, "perplexity": {"mean": ppl}, "relative_wall_time": rel}
+        return {"family": family, "control_success": success, "perplexity": {"mean": ppl}, "relative_time": rel}
 
     systems = {"plain": system("plain", 0.05, 20, 1.0), "g1": system("dglm-guided", 0.3, 24, 1.2),
                "g2": system("dglm-guided", 0.7, 40, 1.2), "st": system("steering", 0.5, 22, 1.0),
@@ -214,15 +214,24 @@ def test_targets_file_is_read_and_evaluated(tmp_path):
     path.write_text(json.dumps([
         {"target": "sports >= 60%", "kind": "best_within", "prompt_set": "neutral", "families": ["dglm-guided"],
          "min_success": 0.6},
+        {"target": "default only", "kind": "best_within", "prompt_set": "neutral", "families": ["dglm-guided"],
+         "params": {"control_scale": 1.0}, "min_success": 0.6},
+        {"target": "owner", "kind": "frontier_owner", "prompt_set": "neutral", "limit": "within_ppl",
+         "families": ["dglm-guided"]},
         {"target": "fast", "kind": "runtime", "system_prefix": "dglm-guided", "batch": 16, "new_tokens": 64,
          "max_relative": 1.5}]))
-    systems = {"plain": {"family": "plain", "control_success": 0.0, "perplexity": {"mean": 20}},
-               "g": {"family": "dglm-guided", "control_success": 0.65, "perplexity": {"mean": 24}},
-               "g2": {"family": "dglm-guided", "control_success": 0.9, "perplexity": {"mean": 30}}}
-    sets = {"neutral": {"systems": systems, "frontier": {"reference_perplexity": 20.0, "ppl_limit": 1.25}}}
+    systems = {"plain": {"family": "plain", "params": {}, "control_success": 0.0, "perplexity": {"mean": 20}},
+               "g": {"family": "dglm-guided", "params": {"control_scale": 2.0}, "control_success": 0.65,
+                     "perplexity": {"mean": 24}},
+               "g2": {"family": "dglm-guided", "params": {"control_scale": 1.0}, "control_success": 0.9,
+                      "perplexity": {"mean": 30}}}
+    sets = {"neutral": {"systems": systems, "frontier": {"reference_perplexity": 20.0, "ppl_limit": 1.25,
+                                                         "within_ppl": {"owner": "steering"}}}}
     runtime = {"cells": [{"system": "dglm-guided strength=20", "batch": 16, "new_tokens": 64, "relative": 1.7}]}
-    (sports, fast) = check_targets(str(path), sets, runtime)
+    (sports, default, owner, fast) = check_targets(str(path), sets, runtime)
     assert sports["met"] and sports["detail"] == "g: 0.650"
+    assert not default["met"] and default["detail"] == "no system within the perplexity limit"  # g2: ppl 30 > 25
+    assert not owner["met"] and owner["detail"] == "owner: steering"
     assert not fast["met"] and fast["detail"] == "1.70x"
     assert check_targets(None, sets, None) == []
 

@@ -127,7 +127,7 @@ def steered_generate(decoder: Decoder, vector: SteeringVector, prefixes: Sequenc
         1
     """
     kwargs = {**DEFAULT_GENERATE_KWARGS, **generate_kwargs}
-    with decoder.adapter_off(), vector.apply(decoder.model, scale):
+    with vector.apply(decoder.model, scale):  # plain decoding: generate switches any adapter off itself
         return decoder.generate(prefixes, None, seed=seed, **kwargs)
 
 

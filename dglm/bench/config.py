@@ -70,7 +70,7 @@ class BenchConfig(BaseModel):
     steps: int | None = _f(None, "diffusion steps (None: the checkpoint's)")
     steering_layers: list[int] = _f([6, 12, 18], "candidate decoder blocks of activation steering; the bench "
                                                 "picks one by a small sweep on neutral openers")
-    steering_scales: list[float] = _f([2.0, 4.0, 8.0, 16.0], "activation-steering multipliers (of the "
+    steering_scales: list[float] = _f([1.0, 2.0, 4.0, 8.0, 16.0], "activation-steering multipliers (of the "
                                                             "mean-difference vector; none: no steering)")
     steering_pick_prompts: int = _f(24, "neutral openers of the layer-picking sweep", ge=1)
     peer_texts_per_class: int = _f(300, "labelled passages per class for steering vectors and FUDGE", ge=2)

@@ -69,10 +69,10 @@ def write_plots(result: dict, out: Path, stem: str) -> list[str]:
             if not pts:
                 continue
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-            xerr = [[max(0.0, x - (p[2] or [x, x])[0]) for x, p in zip(xs, pts)],
-                    [max(0.0, (p[2] or [x, x])[1] - x) for x, p in zip(xs, pts)]]
-            yerr = [[max(0.0, y - (p[3] or [y, y])[0]) for y, p in zip(ys, pts)],
-                    [max(0.0, (p[3] or [y, y])[1] - y) for y, p in zip(ys, pts)]]
+            xerr = [[max(0.0, x - (p[2] or [x, x])[0]) for x, p in zip(xs, pts, strict=True)],
+                    [max(0.0, (p[2] or [x, x])[1] - x) for x, p in zip(xs, pts, strict=True)]]
+            yerr = [[max(0.0, y - (p[3] or [y, y])[0]) for y, p in zip(ys, pts, strict=True)],
+                    [max(0.0, (p[3] or [y, y])[1] - y) for y, p in zip(ys, pts, strict=True)]]
             ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt=marker + ("-" if len(pts) > 1 else ""), color=colour,
                         label=key, capsize=2, elinewidth=0.7, alpha=0.9, markersize=7)
         f = s["frontier"]

@@ -75,7 +75,7 @@ def verdict(name: str, s: dict, key: str, limit_text: str) -> list[str]:
     top = best[part["owner"]]
     lines = [f"- {limit_text}: **{part['owner']}** owns the frontier ({top['system']}: control success "
              f"{_f(top['control_success'])} {_ci(top['ci95'])}, perplexity {_f(top['perplexity'], 1)}, "
-             f"{_f(top['relative_wall_time'], 2)}x plain's wall time). Best per family: "
+             f"{_f(top['relative_time'], 2)}x plain's time). Best per family: "
              + "; ".join(f"{fam} {_f(b['control_success'])} ({b['system']})" for fam, b in best.items()) + "."]
     if part["owner"] not in DGLM_FAMILIES:
         ours = [b for fam, b in best.items() if fam in DGLM_FAMILIES]
@@ -96,7 +96,7 @@ def verdict(name: str, s: dict, key: str, limit_text: str) -> list[str]:
 
 def system_table(systems: dict[str, dict]) -> list[str]:
     lines = ["| system | control success [95% CI] | probe P | ppl mean [95% CI] / median | Dist-3 | MAUVE | "
-             "plan fid. (plain) | toxic | positive | sports | s/sample | rel. time |",
+             "plan fid. (plain) | toxic | positive | sports | s/sample | rel. time (wall / CPU) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in systems.items():
         ppl, mauve, ctl = s.get("perplexity", {}), s.get("mauve", {}), s["control"]
@@ -108,7 +108,7 @@ def system_table(systems: dict[str, dict]) -> list[str]:
             f"{_f(1 - ctl['toxicity']['rate'] if ctl.get('toxicity', {}).get('label') == 'non-toxic' else ctl.get('toxicity', {}).get('rate'))} | "
             f"{_f(ctl.get('sentiment', {}).get('rate') if ctl.get('sentiment', {}).get('label') == 'positive' else None)} | "
             f"{_f(ctl.get('topic', {}).get('sports_rate'))} | {_f(s['seconds_per_sample'], 2)} | "
-            f"{_f(s['relative_wall_time'], 2)} |")
+            f"{_f(s['relative_wall_time'], 2)} / {_f(s['relative_cpu_time'], 2)} |")
     return lines
 
 
@@ -129,12 +129,13 @@ def write_markdown(result: dict, path: Path) -> None:
     lines += ["", "## Who owns the frontier", "",
               f"Control success = the independent evaluators' verdict on the continuation alone; perplexity = the "
               f"evaluator LM's on the continuation given the prompt. Limits: perplexity <= {c['ppl_limit']:g}x the "
-              f"set's reference; wall time <= {c['time_limit']:g}x plain decoding's (this run's generation time).", ""]
+              f"set's reference; time <= {c['time_limit']:g}x plain decoding's in this run (process CPU time on a CPU, "
+              f"which other load on a shared machine does not inflate; wall time on a GPU).", ""]
     for name, s in result["prompt_sets"].items():
         f = s["frontier"]
         lines += [f"### {name} prompts (reference perplexity {_f(f['reference_perplexity'], 1)}: {s['reference']})", ""]
         lines += verdict(name, s, "within_ppl", f"perplexity <= {c['ppl_limit']:g}x reference")
-        lines += verdict(name, s, "within_ppl_and_time", f"... and wall time <= {c['time_limit']:g}x plain")
+        lines += verdict(name, s, "within_ppl_and_time", f"... and time <= {c['time_limit']:g}x plain")
         lines += [f"- Pareto-optimal systems (success up, perplexity down): {', '.join(f['pareto'])}", ""]
     lines += ["## Evaluators (proxies named as proxies)", ""]
     for name, info in result["evaluators"].items():
@@ -175,8 +176,8 @@ def write_markdown(result: dict, path: Path) -> None:
     lines += ["Control success: fraction of samples every target evaluator accepts "
               f"{result['targets_of_control']}, 95% Wilson interval (samples of one prompt counted as independent). "
               "ppl: evaluator-LM perplexity of the continuation given the prompt, mean with 1.96 standard errors. "
-              "toxic / positive / sports: the proxy evaluators' rates. rel. time: wall time over plain decoding's "
-              "in the same run.", ""]
+              "toxic / positive / sports: the proxy evaluators' rates. rel. time: wall and process CPU time over "
+              "plain decoding's in the same run.", ""]
     for comp in result.get("compositions") or []:
         names = [f"{n}={label}" for n, label in comp["targets"]]
         lines += [f"## Composition: `{comp['control']}` (neutral openers)", "",

@@ -21,7 +21,7 @@ import torch
 
 from dglm.bench.metrics import dist3, div, mauve_score, perplexity, plan_fidelity, summarize
 from dglm.bench.setup import PromptSet, Setup
-from dglm.bench.systems import SystemRun
+from dglm.bench.systems import SystemRun, cost
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,9 @@ def success_and_ppl(setup: Setup, prompts: PromptSet, run: SystemRun) -> tuple[f
     _, joint = control_scores(setup, flat, setup.targets)
     ppl = None
     if setup.evaluator_lm is not None:
-        nll, n, _ = setup.evaluator_lm.score([p for p, g in zip(prompts.prompts, run.continuations) for _ in g], flat)
+        # a run over the first prompts only (the layer sweep) pairs with those
+        nll, n, _ = setup.evaluator_lm.score([p for p, g in zip(prompts.prompts, run.continuations, strict=False)
+                                              for _ in g], flat)
         ppl = summarize(perplexity(nll.numpy(), n.numpy()))["mean"]
     return (float(joint.mean()) if joint is not None else None), ppl
 
@@ -84,6 +86,7 @@ def score_runs(setup: Setup, prompts: PromptSet, runs: Sequence[SystemRun]) -> d
         m: dict = {"family": run.family, "params": run.params, "samples": len(flat),
                    "wall_s": run.wall_s, "relative_wall_time": run.wall_s / runs[0].wall_s,
                    "cpu_s": run.cpu_s, "relative_cpu_time": run.cpu_s / runs[0].cpu_s,
+                   "relative_time": cost(run, c.device) / cost(runs[0], c.device),
                    "seconds_per_sample": run.wall_s / len(flat), "timings": run.timings,
                    "empty_continuations": sum(not t.strip() for t in flat),
                    "mean_words": float(np.mean([len(t.split()) for t in flat])),
@@ -157,13 +160,13 @@ def reference_perplexity(name: str, systems: dict[str, dict], switch: dict | Non
 def frontier(systems: dict[str, dict], ref_ppl: float | None, ppl_limit: float, time_limit: float) -> dict:
     """Who owns the control-vs-perplexity frontier: per family, the best control success among its systems
     within ``ppl_limit * ref_ppl`` perplexity (and, second, also within ``time_limit`` x plain decoding's
-    wall time); the owner is the family with the highest; and the Pareto-optimal systems (no other system
+    time, ``relative_time``: CPU time on a CPU, wall time on an accelerator); the owner is the family with the highest; and the Pareto-optimal systems (no other system
     has both higher success and lower perplexity).
 
     Example:
-        >>> s = {"plain": {"family": "plain", "control_success": 0.1, "perplexity": {"mean": 10}, "relative_wall_time": 1},
-        ...      "a": {"family": "x", "control_success": 0.5, "perplexity": {"mean": 12}, "relative_wall_time": 3},
-        ...      "b": {"family": "y", "control_success": 0.4, "perplexity": {"mean": 11}, "relative_wall_time": 1}}
+        >>> s = {"plain": {"family": "plain", "control_success": 0.1, "perplexity": {"mean": 10}, "relative_time": 1},
+        ...      "a": {"family": "x", "control_success": 0.5, "perplexity": {"mean": 12}, "relative_time": 3},
+        ...      "b": {"family": "y", "control_success": 0.4, "perplexity": {"mean": 11}, "relative_time": 1}}
         >>> f = frontier(s, 10, 1.25, 1.5)
         >>> f["within_ppl"]["owner"], f["within_ppl_and_time"]["owner"], f["pareto"]
         ('x', 'y', ['plain', 'b', 'a'])
@@ -176,13 +179,13 @@ def frontier(systems: dict[str, dict], ref_ppl: float | None, ppl_limit: float, 
         for name, m in systems.items():
             if m.get("control_success") is None or ppl(m) is None or ref_ppl is None:
                 continue
-            if ppl(m) > ppl_limit * ref_ppl or (limit_time and m["relative_wall_time"] > time_limit):
+            if ppl(m) > ppl_limit * ref_ppl or (limit_time and m["relative_time"] > time_limit):
                 continue
             cur = per_family.get(m["family"])
             if cur is None or (m["control_success"], -ppl(m)) > (cur["control_success"], -cur["perplexity"]):
                 per_family[m["family"]] = {"system": name, "control_success": m["control_success"],
                                            "ci95": m.get("control_success_ci95"), "perplexity": ppl(m),
-                                           "relative_wall_time": m["relative_wall_time"]}
+                                           "relative_time": m["relative_time"]}
         owner = max(per_family, key=lambda f: per_family[f]["control_success"], default=None)
         return {"owner": owner, "best": dict(sorted(per_family.items(), key=lambda kv: -kv[1]["control_success"]))}
 
@@ -210,8 +213,8 @@ def score_compositions(setup: Setup, compositions: list[dict]) -> list[dict]:
                    "joint": float(joint.mean()) if joint is not None else None,
                    "joint_ci95": list(wilson(float(joint.sum()), len(joint))) if joint is not None else None}
             if setup.evaluator_lm is not None:
-                nll, n, _ = setup.evaluator_lm.score([p for p, g in zip(prompts.prompts, run.continuations)
-                                                      for _ in g], flat)
+                nll, n, _ = setup.evaluator_lm.score([p for p, g in zip(prompts.prompts, run.continuations,
+                                                                        strict=True) for _ in g], flat)
                 row["perplexity"] = summarize(perplexity(nll.numpy(), n.numpy()))["mean"]
             row["example"] = {"prefix": prompts.prompts[0], "continuation": run.continuations[0][0]}
             rows[run.name] = row
@@ -242,8 +245,11 @@ def sigma2_sweep_target(systems: dict[str, dict]) -> list[dict]:
 def check_targets(path: str | None, sets: dict[str, dict], runtime: dict | None) -> list[dict]:
     """Targets from a JSON file (reported, never asserted): a list of ``{"target": text, "kind": ...}``.
 
-    - ``"best_within"``: ``prompt_set``, ``families`` (list), ``min_success``: the best control success of
-      those families within ``ppl_limit`` (default the run's) x the set's reference perplexity reaches it;
+    - ``"best_within"``: ``prompt_set``, ``families`` (list), ``min_success``, optional ``params`` (values the
+      systems' params must have): the best control success of those systems within ``ppl_limit`` (default
+      the run's) x the set's reference perplexity reaches ``min_success``;
+    - ``"frontier_owner"``: ``prompt_set``, ``limit`` (``"within_ppl"`` or ``"within_ppl_and_time"``),
+      ``families``: the frontier's owner under that limit is one of them;
     - ``"runtime"``: ``system_prefix``, ``batch``, ``new_tokens``, ``max_relative``: that runtime cell.
 
     Without a file, the built-in checks only (the sigma^2 sweep when it ran).
@@ -260,17 +266,24 @@ def check_targets(path: str | None, sets: dict[str, dict], runtime: dict | None)
                 out.append({"target": t["target"], "met": False, "detail": "prompt set not run"})
                 continue
             ref, limit = s["frontier"]["reference_perplexity"], t.get("ppl_limit", s["frontier"]["ppl_limit"])
+            want = t.get("params", {})
             ok = [(m["control_success"], n) for n, m in s["systems"].items() if m["family"] in t["families"]
+                  and all(m["params"].get(k) == v for k, v in want.items())
                   and m.get("control_success") is not None and ref is not None
                   and m.get("perplexity", {}).get("mean", math.inf) <= limit * ref]
             best = max(ok, default=None)
             out.append({"target": t["target"], "met": bool(best and best[0] >= t["min_success"]),
                         "detail": f"{best[1]}: {best[0]:.3f}" if best else "no system within the perplexity limit"})
+        elif t["kind"] == "frontier_owner":
+            s = sets.get(t["prompt_set"])
+            owner = s["frontier"][t["limit"]]["owner"] if s else None
+            out.append({"target": t["target"], "met": owner in t["families"],
+                        "detail": f"owner: {owner}" if s else "prompt set not run"})
         elif t["kind"] == "runtime":
             cells = [x for x in (runtime or {}).get("cells", []) if x["batch"] == t["batch"] and
                      x["new_tokens"] == t["new_tokens"] and x["system"].startswith(t["system_prefix"]) and "relative" in x]
             out.append({"target": t["target"], "met": bool(cells and cells[0]["relative"] <= t["max_relative"]),
                         "detail": f"{cells[0]['relative']:.2f}x" if cells else "cell not measured"})
         else:
-            raise ValueError(f"target kind={t['kind']!r} in {path}; accepted: best_within, runtime")
+            raise ValueError(f"target kind={t['kind']!r} in {path}; accepted: best_within, frontier_owner, runtime")
     return out

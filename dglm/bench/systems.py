@@ -53,6 +53,12 @@ class SystemRun:
     cpu_s: float = math.nan  # CPU time of this process (all threads): robust to other load on the machine
 
 
+def cost(run: SystemRun, device) -> float:
+    """The time a run is charged: process CPU time on a CPU (robust to other load on a shared machine),
+    wall time on an accelerator (where CPU time means nothing)."""
+    return run.cpu_s if torch.device(device).type == "cpu" else run.wall_s
+
+
 def _sync(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
@@ -165,8 +171,8 @@ def steering_vector(setup: Setup, layer: int, constraint=None) -> SteeringVector
 
 
 def pick_steering_layer(setup: Setup, score: Callable) -> tuple[int | None, list[dict]]:
-    """The steering layer: over the candidate layers and the two middle multipliers, on the first
-    ``steering_pick_prompts`` prompts of the neutral set (else the topical one), the layer with the highest
+    """The steering layer: over the candidate layers and the second lowest and second highest multipliers, on
+    the first ``steering_pick_prompts`` prompts of the neutral set (else the topical one), the layer with the highest
     control success at perplexity within ``ppl_limit`` of plain decoding on those prompts (ties: lower
     perplexity). ``score(prompt_set, run) -> (success, perplexity)``. Returns (layer, table)."""
     c = setup.config
@@ -177,7 +183,7 @@ def pick_steering_layer(setup: Setup, score: Callable) -> tuple[int | None, list
     limit = c.steering_pick_prompts
     _, ppl0 = score(prompts, run_system(setup, prompts, "plain", "plain", {}, make.plain(), limit))
     scales = sorted(c.steering_scales)
-    scales = scales[max(0, len(scales) // 2 - 1):len(scales) // 2 + 1]
+    scales = sorted({scales[min(1, len(scales) - 1)], scales[max(len(scales) - 2, 0)]})  # second lowest and highest
     table = []
     for layer in sorted(set(c.steering_layers)):
         vec = steering_vector(setup, layer)
@@ -197,7 +203,8 @@ def pick_steering_layer(setup: Setup, score: Callable) -> tuple[int | None, list
 
 def run_systems(setup: Setup, prompts: PromptSet, layer: int | None) -> list[SystemRun]:
     """Every system on one prompt set, in the order plain, dglm (sigma^2 levels), dglm (plan_scale), dglm-guided
-    (strengths, then each plan_scale and control_scale over them), steering, fudge, prompting, best-of-n."""
+    (strengths, then each plan_scale and control_scale over them), steering, fudge, prompting, best-of-n (N matched
+    to each DGLM-guided variant's mean :func:`cost` over its strengths, rounded up)."""
     c, pipe = setup.config, setup.pipeline
     make = Factory(setup)
     s2, w0, v0 = pipe.sampling.sigma2, pipe.sampling.plan_scale, pipe.sampling.control_scale
@@ -220,7 +227,7 @@ def run_systems(setup: Setup, prompts: PromptSet, layer: int | None) -> list[Sys
         for lam in c.strengths:
             r = go(f"dglm-guided strength={lam:g}{suffix}", "dglm-guided",
                    {"strength": lam, "sigma2": s2, "plan_scale": w, "control_scale": v}, make.guided(lam, w, v))
-            guided_walls.setdefault("dglm-guided" + suffix, []).append(r.wall_s)
+            guided_walls.setdefault("dglm-guided" + suffix, []).append(cost(r, c.device))
     if layer is not None:
         vec = steering_vector(setup, layer)
         for scale in c.steering_scales:
@@ -230,7 +237,7 @@ def run_systems(setup: Setup, prompts: PromptSet, layer: int | None) -> list[Sys
             go(f"fudge strength={lam:g}", "fudge", {"strength": lam, "top_k": c.fudge_top_k}, make.fudge(lam))
     for style in c.prompt_styles:
         go(f"prompting {style}", "prompting", {"style": style, "subject": subject(setup)}, make.prompting(style))
-    plain_wall = runs[0].wall_s
+    plain_wall = cost(runs[0], c.device)
     matched: dict[int, list[str]] = {}
     if c.bon_n is None:
         for variant, walls in guided_walls.items():
