@@ -13,6 +13,7 @@ ARTS = ["a song and a film", "the book of art", "music and a story", "the film a
 
 @pytest.fixture(scope="module")
 def dec():
+    torch.manual_seed(0)  # the same random weights whatever ran before
     return random_decoder(TINY.decoder)
 
 
@@ -109,9 +110,9 @@ def test_fudge_rescoring_favours_the_attribute_of_a_toy_discriminator(dec):
         return sum(any(t in sporty for t in tok(text, add_special_tokens=False).input_ids) for text in texts) / len(texts)
 
     free = fudge_generate(dec, [(disc, "sports", 1.0)], prefixes, strength=0.0, **kw)
-    steered = fudge_generate(dec, [(disc, "sports", 1.0)], prefixes, strength=4.0, **kw)
-    assert steered == fudge_generate(dec, [(disc, "sports", 1.0)], prefixes, strength=4.0, **kw)
-    assert rate(steered) >= rate(free) + 0.5
+    steered = fudge_generate(dec, [(disc, "sports", 1.0)], prefixes, strength=20.0, **kw)
+    assert steered == fudge_generate(dec, [(disc, "sports", 1.0)], prefixes, strength=20.0, **kw)
+    assert rate(steered) >= 0.9 > rate(free)
 
 
 def test_prefix_discriminator_learns_the_class_from_the_first_tokens(dec):
