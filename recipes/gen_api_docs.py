@@ -321,7 +321,7 @@ def fields_table(cls) -> str:
                 default = "required"
             else:
                 default = _default(f.default)
-            rows.append((name, _short_type(f.annotation), default, _bounds(f.metadata), comments.get(name, "")))
+            rows.append((name, _short_type(f.annotation), default, _bounds(f.metadata), comments.get(name) or (f.description or "")))
     elif dataclasses.is_dataclass(cls):
         for f in dataclasses.fields(cls):
             if f.name.startswith("_"):
@@ -550,7 +550,7 @@ def config_blocks() -> dict[str, str]:
             rows.append(f"| `{part}.{key}` | " + " | ".join(f"`{v}`" for v in values) + " |")
     blocks["presets"] = "\n".join(rows)
     try:
-        from dglm.bench.run import BenchConfig
+        from dglm.bench.config import BenchConfig
     except ImportError as e:  # the benchmark is optional
         blocks["bench"] = f"*Not available in this installation: {e}*"
     else:

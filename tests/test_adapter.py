@@ -105,15 +105,23 @@ def test_prompt_embeds_in_user_code_use_the_adapter_like_generate(pipes):
 
 
 def test_plain_baselines_run_the_base_model(pipes):
-    """Best-of-N and the FUDGE-style baseline decode plainly: the adapter must not change their text."""
+    """Best-of-N, FUDGE and activation steering decode plainly: the adapter must not change their text."""
     from dglm import FunctionConstraint
-    from dglm.bench.baselines import best_of_n, fudge_generate
+    from dglm.bench.baselines import best_of_n, fudge_generate, steered_generate
+    from dglm.bench.fudge import PrefixDiscriminator
+    from dglm.steering import SteeringVector
 
     first = FunctionConstraint(lambda x: x[..., 0], name="first_dim_low")
     kw = dict(max_new_tokens=5, min_new_tokens=5, seed=0)
     (base, adapted) = pipes
-    assert fudge_generate(adapted.decoder, adapted.encoder, first, PREFIXES, top_k=4, **kw) == \
-        fudge_generate(base.decoder, base.encoder, first, PREFIXES, top_k=4, **kw)
+    vocab = base.decoder.model.get_output_embeddings().weight.shape[0]
+    disc = PrefixDiscriminator(torch.randn(vocab, 2, generator=torch.Generator().manual_seed(0)), torch.zeros(2),
+                               ("a", "b"))
+    assert fudge_generate(adapted.decoder, [(disc, "b", 1.0)], PREFIXES, top_k=4, **kw) == \
+        fudge_generate(base.decoder, [(disc, "b", 1.0)], PREFIXES, top_k=4, **kw)
+    vec = SteeringVector({0: torch.ones(base.decoder.hidden_size)})
+    assert steered_generate(adapted.decoder, vec, PREFIXES, 2.0, **kw) == \
+        steered_generate(base.decoder, vec, PREFIXES, 2.0, **kw)
     assert best_of_n(adapted.decoder, adapted.encoder, first, PREFIXES, n=2, **kw).continuations == \
         best_of_n(base.decoder, base.encoder, first, PREFIXES, n=2, **kw).continuations
 

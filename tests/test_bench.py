@@ -52,7 +52,7 @@ def test_plan_fidelity_is_a_cosine():
 
 
 def test_control_targets_maps_builtin_constraints_to_evaluator_labels():
-    from dglm.bench.run import control_targets
+    from dglm.bench.setup import control_targets
     from dglm.constraints import parse_constraint
 
     c = parse_constraint("toxicity.low() + sentiment.positive() + topic('sports')")
@@ -125,81 +125,131 @@ def test_best_of_n_keeps_the_candidate_the_probe_scores_best(tiny_pipe):
     assert (out.losses.max(-1).values > out.losses.min(-1).values).any()  # the choice mattered
 
 
-def test_fudge_steers_toward_the_constraint_and_is_reproducible(tiny_pipe):
-    from dglm.bench.baselines import fudge_generate
-
-    c = _first_axis()
-    prefixes = ["the game was", "a city", "the king and", "old music"] * 2
-    kw = dict(top_k=6, max_new_tokens=5, min_new_tokens=5, seed=0)
-    free = fudge_generate(tiny_pipe.decoder, tiny_pipe.encoder, c, prefixes, strength=0.0, **kw)
-    steered = fudge_generate(tiny_pipe.decoder, tiny_pipe.encoder, c, prefixes, strength=1e4, **kw)
-    assert fudge_generate(tiny_pipe.decoder, tiny_pipe.encoder, c, prefixes, strength=1e4, **kw) == steered
-    assert all(len(t.split()) == 5 for t in steered)
-
-    def loss(conts):
-        return c.loss(tiny_pipe.encoder.encode([p + t for p, t in zip(prefixes, conts, strict=True)])).mean()
-
-    assert loss(steered) < loss(free)
-
-
 # ----------------------------------------------------------------------------------------------- end to end
 
 
-def test_quick_benchmark_writes_every_system_metric_and_plot(tmp_path):
+@pytest.fixture(scope="module")
+def quick_result(tmp_path_factory):
     from dglm.bench.run import main
 
-    assert main(["--quick", "--out", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "bench-quick.json").read_text())
-    families = {s["family"] for s in result["systems"].values()}
-    assert families == {"plain", "dglm", "dglm-plan-scale", "dglm-guided", "best-of-n", "fudge"}
-    sigma2 = sorted(s["params"]["sigma2"] for s in result["systems"].values() if s["family"] == "dglm")
-    assert sigma2 == [0.05, 1.0]
-    assert result["systems"]["dglm plan_scale=2"]["params"] == {"sigma2": 0.05, "strength": 0.0, "plan_scale": 2.0}
-    assert result["systems"]["dglm sigma2=0.05"]["params"]["plan_scale"] == 1.0  # the checkpoint's default
-    assert result["systems"]["dglm-guided strength=100 plan_scale=2"]["params"]["plan_scale"] == 2.0
-    assert result["systems"]["dglm-guided strength=100 control_scale=2"]["params"] == {
-        "strength": 100.0, "sigma2": 0.05, "plan_scale": 1.0, "control_scale": 2.0}
-    for name, s in result["systems"].items():
-        for key in ("dist3", "div", "perplexity", "mauve", "control", "control_success", "probe", "wall_s"):
-            assert key in s, (name, key)
-        assert s["samples"] == 8 and s["perplexity"]["mean"] > 1
-        assert set(s["control"]) == {"toxicity", "sentiment", "topic"}
-        assert ("plan_fidelity" in s) == s["family"].startswith("dglm")
-        assert ("plan_fidelity_plain" in s) == s["family"].startswith("dglm")
-        if "plan_fidelity_gain" in s:  # the paired difference of the two fidelities above
-            assert s["plan_fidelity_gain"]["mean"] == pytest.approx(
-                s["plan_fidelity"]["mean"] - s["plan_fidelity_plain"]["mean"], abs=1e-6)
-    follows = [t["target"] for t in result["targets"] if "follows its plan better than plain decoding" in t["target"]]
-    assert [t.split(":")[0] for t in follows] == ["dglm sigma2=0.05", "dglm plan_scale=2"]
+    out = tmp_path_factory.mktemp("bench")
+    assert main(["--quick", "--out", str(out)]) == 0
+    return out, json.loads((out / "bench-quick.json").read_text())
+
+
+def test_quick_benchmark_runs_every_system_on_both_prompt_sets(quick_result):
+    out, result = quick_result
+    assert set(result["prompt_sets"]) == {"neutral", "topical"}
+    for name, s in result["prompt_sets"].items():
+        families = {m["family"] for m in s["systems"].values()}
+        assert families == {"plain", "dglm", "dglm-plan-scale", "dglm-guided", "steering", "fudge", "prompting",
+                            "best-of-n"}, name
+        samples = 8  # 4 prompts x 2 samples in both sets
+        for sys_name, m in s["systems"].items():
+            assert m["samples"] == samples and m["perplexity"]["mean"] > 1, sys_name
+            lo, hi = m["control_success_ci95"]
+            assert lo <= m["control_success"] <= hi, sys_name
+            assert ("plan_fidelity" in m) == m["family"].startswith("dglm")
+        assert ("mauve" in s["systems"]["plain"]) == (name == "topical")  # MAUVE needs reference continuations
+        bon = [m for m in s["systems"].values() if m["family"] == "best-of-n"]
+        matched = [m for m in bon if m["params"]["primary"]]
+        assert matched and all(m["params"]["matched_to"] for m in matched)  # N matched to DGLM-guided variants
+        assert any(m["params"]["n"] == 3 for m in bon)  # the fixed ceiling (matched too if a variant costs 3x)
+        assert s["frontier"]["within_ppl"]["owner"] in families
+    assert result["prompt_sets"]["topical"]["reference"].startswith("human topic-switch")
+    assert result["steering"]["layer"] in (0, 1) and len(result["steering"]["table"]) == 2
+    assert result["peers"]["topic"]["fudge"]["chosen"]["features"] in ("one-hot tokens", "mean decoder input embedding")
+
+
+def test_quick_benchmark_reports_compositions_runtime_and_plots(quick_result):
+    out, result = quick_result
+    comps = result["compositions"]
+    assert [c["control"] for c in comps] == ["topic('sports') + sentiment.positive()", "toxicity.low() + topic('sports')"]
+    for comp in comps:
+        assert {r["family"] for r in comp["systems"].values()} == {"plain", "dglm-guided", "steering"}
+        for row in comp["systems"].values():
+            assert len(row["attributes"]) == 2
+            assert row["joint"] <= min(row["attributes"].values()) + 1e-9  # both at once is rarer than either
     cells = result["runtime"]["cells"]
-    assert {(x["batch"], x["new_tokens"]) for x in cells} == {(1, 4), (1, 8), (4, 4), (4, 8)}
-    assert all("seconds" in x for x in cells)
-    assert result["machine"]["cpu"] and result["config"]["command"].startswith("dglm bench --quick")
+    assert {x["system"].split()[0] for x in cells} >= {"plain", "dglm", "dglm-guided", "fudge", "steering", "prompting"}
+    assert sorted(result["plots"])[:3] == ["bench-quick_pareto_neutral.png", "bench-quick_pareto_topical.png",
+                                           "bench-quick_runtime.png"]
     for png in result["plots"]:
-        assert (tmp_path / png).stat().st_size > 1000
-    assert len(result["plots"]) == 4
-    report = (tmp_path / "bench-quick.md").read_text()
-    assert "proxy" in report and "| plain |" in report and "Targets" in report
-    assert sum("sigma^2 sweep" in t["target"] for t in result["targets"]) == 1
-    switch = result["topic_switch"]
-    assert switch["label"] == "sports" and switch["texts"] == 8 and switch["target_rate"] == 1.0
-    assert min(switch[k]["mean"] for k in ("own", "switch", "closed")) > 1
-    assert "## Topic-switch reference (human text)" in report
+        assert (out / png).stat().st_size > 1000
+    report = (out / "bench-quick.md").read_text()
+    for heading in ("## Who owns the frontier", "### neutral prompts", "### topical prompts", "## Composition:",
+                    "## Systems: neutral prompts", "## Runtime", "## Topic-switch reference", "Activation steering"):
+        assert heading in report, heading
+    assert result["config"]["command"].startswith("dglm bench --quick")
 
 
-def test_a_sigma2_sweep_alone_runs_no_controlled_system(tmp_path):
-    from dglm.bench.run import main
+def test_quick_benchmark_writes_to_a_scratch_folder_by_default():
+    from dglm.bench.config import BenchConfig
 
-    assert main(["--quick", "--out", str(tmp_path), "--name", "sweep", "--strengths", "--bon-n", "0",
-                 "--bon-extra-n", "--fudge-strengths", "--plan-scales", "--guided-plan-scales", "--guided-control-scales",
-                 "--runtime-new-tokens", "--sigma2", "0", "0.5", "1"]) == 0
-    result = json.loads((tmp_path / "sweep.json").read_text())
-    assert list(result["systems"]) == ["plain", "dglm sigma2=0", "dglm sigma2=0.05", "dglm sigma2=0.5",
-                                       "dglm sigma2=1"]
-    assert result["runtime"] is None and result["plots"] == ["sweep_sigma2.png"]
-    (sweep, follows) = result["targets"]  # no control targets without guided systems
-    assert "sigma^2 sweep" in sweep["target"] and sweep["detail"].count("fidelity") == 4
-    assert follows["target"].startswith("dglm sigma2=0.05: the text follows its plan")
+    assert "docs" not in BenchConfig.for_quick().out_dir.parts
+    assert BenchConfig().out_dir.as_posix() == "docs/results"
+    assert BenchConfig(checkpoint="/x/ckpt", out="/y").out_dir.as_posix() == "/y"
+
+
+def test_frontier_names_the_owner_within_each_limit():
+    from dglm.bench.scoring import frontier
+
+    def system(family, success, ppl, rel):
+        return {"family": family, "control_success": success, "perplexity": {"mean": ppl}, "relative_time": rel}
+
+    systems = {"plain": system("plain", 0.05, 20, 1.0), "g1": system("dglm-guided", 0.3, 24, 1.2),
+               "g2": system("dglm-guided", 0.7, 40, 1.2), "st": system("steering", 0.5, 22, 1.0),
+               "bon": system("best-of-n", 0.6, 21, 8.0)}
+    f = frontier(systems, 20.0, 1.25, 1.5)
+    assert f["within_ppl"]["owner"] == "best-of-n"  # 0.6 at 21 <= 25, time unlimited
+    assert f["within_ppl_and_time"]["owner"] == "steering"  # best-of-8 costs 8x
+    assert f["within_ppl_and_time"]["best"]["dglm-guided"]["system"] == "g1"  # g2 is over the perplexity limit
+    assert f["pareto"] == ["plain", "bon", "g2"]
+
+
+def test_targets_file_is_read_and_evaluated(tmp_path):
+    from dglm.bench.scoring import check_targets
+
+    path = tmp_path / "targets.json"
+    path.write_text(json.dumps([
+        {"target": "sports >= 60%", "kind": "best_within", "prompt_set": "neutral", "families": ["dglm-guided"],
+         "min_success": 0.6},
+        {"target": "default only", "kind": "best_within", "prompt_set": "neutral", "families": ["dglm-guided"],
+         "params": {"control_scale": 1.0}, "min_success": 0.6},
+        {"target": "owner", "kind": "frontier_owner", "prompt_set": "neutral", "limit": "within_ppl",
+         "families": ["dglm-guided"]},
+        {"target": "fast", "kind": "runtime", "system_prefix": "dglm-guided", "batch": 16, "new_tokens": 64,
+         "max_relative": 1.5}]))
+    systems = {"plain": {"family": "plain", "params": {}, "control_success": 0.0, "perplexity": {"mean": 20}},
+               "g": {"family": "dglm-guided", "params": {"control_scale": 2.0}, "control_success": 0.65,
+                     "perplexity": {"mean": 24}},
+               "g2": {"family": "dglm-guided", "params": {"control_scale": 1.0}, "control_success": 0.9,
+                      "perplexity": {"mean": 30}}}
+    sets = {"neutral": {"systems": systems, "frontier": {"reference_perplexity": 20.0, "ppl_limit": 1.25,
+                                                         "within_ppl": {"owner": "steering"}}}}
+    runtime = {"cells": [{"system": "dglm-guided strength=20", "batch": 16, "new_tokens": 64, "relative": 1.7}]}
+    (sports, default, owner, fast) = check_targets(str(path), sets, runtime)
+    assert sports["met"] and sports["detail"] == "g: 0.650"
+    assert not default["met"] and default["detail"] == "no system within the perplexity limit"  # g2: ppl 30 > 25
+    assert not owner["met"] and owner["detail"] == "owner: steering"
+    assert not fast["met"] and fast["detail"] == "1.70x"
+    assert check_targets(None, sets, None) == []
+
+
+def test_bench_options_come_from_the_config_fields():
+    import argparse
+
+    from dglm.bench.config import BenchConfig, add_arguments, config_from_args
+
+    parser = add_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--checkpoint", "/ckpt", "--prompts", "3", "--steering-scales", "1", "2",
+                              "--prompt-styles", "header", "--fudge-top-k", "64"])
+    c = config_from_args(args, "cmd")
+    assert (c.checkpoint, c.num_prompts, c.steering_scales, c.prompt_styles, c.fudge_top_k, c.command) == \
+        ("/ckpt", 3, [1.0, 2.0], ["header"], 64, "cmd")
+    assert c.num_neutral == BenchConfig().num_neutral  # untouched fields keep their defaults
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--prompt-styles", "poem"])  # choices come from the Literal
 
 
 def _sweep_system(sigma2: float, fidelity: float, dist3: float) -> dict:
@@ -208,7 +258,7 @@ def _sweep_system(sigma2: float, fidelity: float, dist3: float) -> dict:
 
 
 def test_sigma2_target_needs_fidelity_down_and_dist3_up_at_every_step():
-    from dglm.bench.run import sigma2_sweep_target
+    from dglm.bench.scoring import sigma2_sweep_target
 
     def met(*rows):
         systems = {f"s{i}": _sweep_system(*r) for i, r in enumerate(rows)}
@@ -223,20 +273,22 @@ def test_sigma2_target_needs_fidelity_down_and_dist3_up_at_every_step():
 
 
 def test_topic_switch_reference_scores_target_topic_text_after_each_prompt():
-    from dglm.bench.run import BenchConfig, build_setup, topic_switch_reference
+    from dglm.bench.config import BenchConfig
+    from dglm.bench.scoring import topic_switch_reference
+    from dglm.bench.setup import build_setup
 
-    setup = build_setup(BenchConfig.for_quick(num_prompts=2, num_samples=3))
+    setup = build_setup(BenchConfig.for_quick(num_prompts=2, num_samples=3, prompt_sets=["topical"],
+                                              steering_scales=[], fudge_strengths=[]))
     label, texts = setup.topic_texts
+    topical = setup.prompt_sets["topical"]
     result = topic_switch_reference(setup)
-    prefixes = [setup.prompts[0]] * 3 + [setup.prompts[1]] * 3
+    prefixes = [topical.prompts[0]] * 3 + [topical.prompts[1]] * 3
     placed = [" " + texts[i] for i in range(6)]  # the target-topic texts in turn, num_samples per prompt
     for key, pre in (("switch", prefixes), ("closed", [p + "." for p in prefixes])):
         nll, n, _ = setup.evaluator_lm.score(pre, placed)
         assert result[key]["mean"] == pytest.approx(float(perplexity(nll.numpy(), n.numpy()).mean()), rel=1e-5)
-    nll, n, _ = setup.evaluator_lm.score(setup.prompts, setup.references[1][:2])
+    nll, n, _ = setup.evaluator_lm.score(topical.prompts, topical.references[1][:2])
     assert result["own"]["mean"] == pytest.approx(float(perplexity(nll.numpy(), n.numpy()).mean()), rel=1e-5)
     assert label == "sports" and result["texts"] == len(texts) == 8
-    setup.references = (setup.references[0][:1], setup.references[1][:1])  # fewer references than prompts
-    assert topic_switch_reference(setup)["own"]["n"] == 1
     setup.topic_texts = None  # no topic target: no reference
     assert topic_switch_reference(setup) is None

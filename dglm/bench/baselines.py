@@ -1,14 +1,12 @@
-"""Baselines that steer the same decoder with the same probe, without planning.
+"""The peers dglm is measured against, on the same decoder (base weights, adapter off) and prompts.
 
 - :func:`best_of_n`: sample N continuations per request with plain decoding, keep the one whose encoder
-  embedding the constraint scores best (lowest loss).
-- :func:`fudge_generate`: token-level plug-and-play control in the style of FUDGE (Yang & Klein, 2021): at
-  every step the top-k next tokens are rescored by the constraint applied to the encoder embedding of
-  prefix + continuation so far + candidate, ``log p(token) - strength * loss``, then top-p sampling over
-  the k rescored candidates.
-
-Both take a *resolved* constraint (``constraint.resolve(encoder, registry)``), whose ``loss`` on raw
-embeddings is ``-log p(target)`` for probe targets, so ``strength = 1`` is FUDGE's Bayes-rule weighting.
+  embedding the (resolved) constraint scores best (lowest loss).
+- :func:`fudge_generate`: FUDGE as published (:mod:`dglm.bench.fudge`): a prefix discriminator of the
+  continuation alone rescores the decoder's top-k tokens at every step.
+- :func:`steered_generate`: activation steering (:mod:`dglm.steering`) around plain decoding.
+- :func:`prompted_prefixes`: prompting: a topic header or a chat instruction before each prefix (the
+  evaluators then score the continuation after the original prefix, never the instruction).
 """
 
 from __future__ import annotations
@@ -18,13 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import RepetitionPenaltyLogitsProcessor
 
+from dglm.bench.fudge import FudgeProcessor, PrefixDiscriminator
 from dglm.constraints import Constraint
+from dglm.constraints.builtin import Target
 from dglm.decoder import Decoder, check_prefixes
 from dglm.encoder import SemanticEncoder
 from dglm.pipeline import DEFAULT_GENERATE_KWARGS
-from dglm.plan_guidance import cache_keyword
+from dglm.steering import SteeringVector
 
 
 @dataclass
@@ -75,96 +74,86 @@ def best_of_n(decoder: Decoder, encoder: SemanticEncoder, constraint: Constraint
     return BestOfNOutput(out, losses, {"decode": t1 - t0, "score": time.perf_counter() - t1})
 
 
-@torch.no_grad()
-def fudge_generate(decoder: Decoder, encoder: SemanticEncoder, constraint: Constraint, prefixes: Sequence[str],
-                   strength: float = 1.0, top_k: int = 8, max_new_tokens: int = 32, top_p: float = 0.9,
-                   repetition_penalty: float = 1.2, min_new_tokens: int = 0, seed: int | None = None,
-                   timings: dict | None = None) -> list[str]:
-    """FUDGE-style controlled sampling, one continuation per prefix (repeat prefixes for more samples).
-
-    Per step, for all rows at once: the decoder's next-token logits (KV cache) get HF's repetition
-    penalty over the tokens generated so far (as in ``Decoder.generate``); the top ``top_k`` tokens are
-    kept; each candidate is scored by ``constraint.loss`` on the encoder embedding of
-    ``prefix + continuation so far + candidate`` (B * top_k texts, one encoder batch);
-    the scores ``log p(token) - strength * loss`` are renormalised over the k candidates, cut to top-p and
-    sampled. Rows stop at the decoder's eos token (not before ``min_new_tokens``). ``timings``, if given,
-    receives seconds spent in ``decode`` (the decoder) and ``score`` (encoder + constraint).
+def fudge_terms(constraint: Constraint, discriminators: dict[str, PrefixDiscriminator],
+                ) -> list[tuple[PrefixDiscriminator, str, float]]:
+    """``(discriminator, label, weight)`` for each built-in target of a constraint (unresolved), as
+    :class:`~dglm.bench.fudge.FudgeProcessor` takes them.
 
     Example:
-        >>> from dglm.presets import random_pipeline
-        >>> from dglm.constraints import FunctionConstraint
-        >>> pipe = random_pipeline("tiny")
-        >>> first = FunctionConstraint(lambda x: -x[:, 0], name="first_axis")
-        >>> texts = fudge_generate(pipe.decoder, pipe.encoder, first, ["the game was"], top_k=4,
-        ...                        max_new_tokens=4, min_new_tokens=4, seed=0)
-        >>> len(texts), len(texts[0].split())
-        (1, 4)
+        >>> from dglm.constraints import parse_constraint
+        >>> d = PrefixDiscriminator(torch.zeros(4, 2), torch.zeros(2), ("negative", "positive"))
+        >>> [(label, w) for _, label, w in fudge_terms(parse_constraint("-sentiment.negative()"), {"sentiment": d})]
+        [('positive', 1.0)]
     """
-    prefixes = check_prefixes(prefixes)
-    if top_k < 1 or max_new_tokens < 1:
-        raise ValueError(f"top_k={top_k} and max_new_tokens={max_new_tokens} must be >= 1")
-    model, tok, dev = decoder.model, decoder.tokenizer, decoder.device
-    eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-    eos_ids = torch.tensor(sorted({eos} if isinstance(eos, int) else set(eos or [])), dtype=torch.long)
-    generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
-    timings = timings if timings is not None else {}
-    timings.setdefault("decode", 0.0)
-    timings.setdefault("score", 0.0)
-    penalty = RepetitionPenaltyLogitsProcessor(repetition_penalty)
+    terms = []
+    for leaf, weight in constraint.terms():
+        if not isinstance(leaf, Target) or leaf.probe not in discriminators:
+            raise ValueError(f"{leaf!r}: FUDGE needs a prefix discriminator of a built-in probe; have "
+                             f"{sorted(discriminators)}")
+        terms.append((discriminators[leaf.probe], leaf.label, weight))
+    return terms
 
-    with decoder.adapter_off():  # plain decoding is the base LM's, entered once for the whole loop
-        B = len(prefixes)
-        t0 = time.perf_counter()
-        embeds, mask, _ = decoder.embed(decoder.tokenize(prefixes))  # (B, L, h), (B, L), left padded
-        position = (mask.cumsum(-1) - 1).clamp_min(0)
-        cache_name = cache_keyword(model)
-        out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=position, use_cache=True)
-        past, logits = out[cache_name], out.logits[:, -1].float()  # (B, V)
-        next_position = position[:, -1] + 1  # (B,)
-        generated = torch.empty(B, 0, dtype=torch.long, device=dev)
-        done = torch.zeros(B, dtype=torch.bool)
-        timings["decode"] += time.perf_counter() - t0
-        for step in range(max_new_tokens):
-            t0 = time.perf_counter()
-            if generated.shape[1] and repetition_penalty != 1.0:
-                logits = penalty(generated, logits)
-            if step < min_new_tokens and eos_ids.numel():
-                logits[:, eos_ids.to(dev)] = -torch.inf
-            logp, cand = logits.log_softmax(-1).topk(min(top_k, logits.shape[-1]), dim=-1)  # (B, k)
-            logp, cand = logp.cpu(), cand.cpu()
-            k = cand.shape[1]
-            t1 = time.perf_counter()
-            active = (~done).nonzero().squeeze(1).tolist()  # finished rows need no scores
-            texts = [prefixes[i] + tok.decode(generated[i].tolist() + [int(c)], skip_special_tokens=True)
-                     for i in active for c in cand[i]]
-            loss = torch.zeros(B, k)
-            loss[active] = constraint.loss(encoder.encode(texts)).float().cpu().reshape(len(active), k)
-            t2 = time.perf_counter()
-            score = (logp - strength * loss).log_softmax(-1)
-            probs = score.exp()
-            # top-p over the rescored candidates: keep the smallest prefix of the sorted list reaching top_p.
-            sorted_p, order = probs.sort(-1, descending=True)
-            drop = (sorted_p.cumsum(-1) - sorted_p) >= top_p
-            sorted_p = sorted_p.masked_fill(drop, 0.0)
-            pick = order.gather(1, torch.multinomial(sorted_p, 1, generator=generator))  # (B, 1)
-            token = cand.gather(1, pick).squeeze(1)  # (B,)
-            token = torch.where(done, torch.full_like(token, decoder.pad_token_id), token)
-            done |= torch.isin(token, eos_ids)
-            generated = torch.cat([generated, token[:, None].to(dev)], dim=1)
-            if bool(done.all()):
-                timings["decode"] += t1 - t0
-                timings["score"] += t2 - t1
-                break
-            mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=dev)], dim=1)
-            out = model(input_ids=token[:, None].to(dev), attention_mask=mask, position_ids=next_position[:, None],
-                        use_cache=True, **{cache_name: past})
-            past, logits = out[cache_name], out.logits[:, -1].float()
-            next_position = next_position + 1
-            timings["decode"] += (t1 - t0) + (time.perf_counter() - t2)
-            timings["score"] += t2 - t1
-    # Tokens after a row's eos are padding; decode up to (excluding) the first eos.
-    texts, stops = [], set(eos_ids.tolist())
-    for row in generated.cpu().tolist():
-        cut = next((j for j, t in enumerate(row) if t in stops), len(row))
-        texts.append(tok.decode(row[:cut], skip_special_tokens=True))
-    return texts
+
+def fudge_generate(decoder: Decoder, terms: list[tuple[PrefixDiscriminator, str, float]], prefixes: Sequence[str],
+                   strength: float = 1.0, top_k: int = 50, seed: int | None = None, **generate_kwargs) -> list[str]:
+    """FUDGE: plain decoding (base LM) whose top ``top_k`` tokens per step are rescored by
+    ``strength * sum(weight * log P(label | continuation + candidate))`` (``terms``, see :func:`fudge_terms`);
+    top-p then samples among them. One continuation per prefix; ``generate_kwargs`` as for
+    :meth:`Decoder.generate` (its repetition penalty runs before the rescoring).
+
+    Example:
+        >>> from dglm.presets import TINY, random_decoder
+        >>> dec = random_decoder(TINY.decoder)
+        >>> d = PrefixDiscriminator(torch.zeros(len(dec.tokenizer), 2), torch.zeros(2), ("a", "b"))
+        >>> texts = fudge_generate(dec, [(d, "b", 1.0)], ["the game was"], max_new_tokens=3, min_new_tokens=3, seed=0)
+        >>> len(texts), len(texts[0].split())
+        (1, 3)
+    """
+    kwargs = {**DEFAULT_GENERATE_KWARGS, **generate_kwargs}
+    processors = [*kwargs.pop("logits_processor", []), FudgeProcessor(terms, strength, top_k)]
+    # top_k=0: the processor already cut to its top_k; HF's default top-k warper (50) must not cut further.
+    return decoder.generate(prefixes, None, seed=seed, logits_processor=processors, top_k=0, **kwargs)
+
+
+def steered_generate(decoder: Decoder, vector: SteeringVector, prefixes: Sequence[str], scale: float,
+                     seed: int | None = None, **generate_kwargs) -> list[str]:
+    """Plain decoding (base LM) with ``scale * vector`` added to the residual stream (hooks removed after).
+
+    Example:
+        >>> from dglm.presets import TINY, random_decoder
+        >>> dec = random_decoder(TINY.decoder)
+        >>> vec = SteeringVector({0: torch.ones(dec.hidden_size)})
+        >>> len(steered_generate(dec, vec, ["the game"], 4.0, seed=0, max_new_tokens=2))
+        1
+    """
+    kwargs = {**DEFAULT_GENERATE_KWARGS, **generate_kwargs}
+    with vector.apply(decoder.model, scale):  # plain decoding: generate switches any adapter off itself
+        return decoder.generate(prefixes, None, seed=seed, **kwargs)
+
+
+PROMPT_STYLES = ("header", "instruction", "insistent")
+
+
+def prompted_prefixes(tokenizer, prefixes: Sequence[str], subject: str, style: str) -> list[str]:
+    r"""Each prefix with a request for ``subject`` before it: ``header`` puts ``"Topic: <subject>.\n\n"``
+    first; ``instruction`` and ``insistent`` (which adds "every sentence") ask for it in a user turn of the
+    tokenizer's chat template and start the assistant's answer with the prefix (a tokenizer without a chat
+    template gets the request as plain text).
+
+    Example:
+        >>> from dglm.presets import TINY, random_decoder
+        >>> prompted_prefixes(random_decoder(TINY.decoder).tokenizer, ["The house"], "sports", "header")
+        ['Topic: sports.\n\nThe house']
+    """
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"style={style!r}; accepted: {list(PROMPT_STYLES)}")
+    if style == "header":
+        return [f"Topic: {subject}.\n\n{p}" for p in prefixes]
+    ask = f"Write a short text about {subject}." + (f" Every sentence must be about {subject}."
+                                                   if style == "insistent" else "")
+    if getattr(tokenizer, "chat_template", None):
+        head = tokenizer.apply_chat_template([{"role": "user", "content": ask}], tokenize=False,
+                                             add_generation_prompt=True)
+    else:
+        head = ask + "\n\n"
+    return [head + p for p in prefixes]

@@ -1,0 +1,223 @@
+"""The benchmark's Markdown report and JSON helpers: setup, evaluators, who owns the frontier per prompt set
+(and, when a peer does, what DGLM would need), the system tables, steering's layer sweep, compositions,
+runtime, the topic-switch reference, targets and notes.
+
+Example:
+    >>> _f(0.12345), _f(None), _clean({"a": float("nan")})
+    ('0.123', '-', {'a': None})
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DGLM_FAMILIES = ("dglm", "dglm-plan-scale", "dglm-guided")
+
+
+def machine_info(device: str) -> dict:
+    """CPU model, cores, load, platform, library versions, GPU name."""
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "device": device}
+    if hasattr(os, "getloadavg"):
+        info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    if torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def _clean(x):
+    """JSON-safe: NaN/inf -> None, tensors/arrays -> lists."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        return _clean(x.tolist())
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return _clean(x.item())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _f(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def _ci(ci, digits: int = 2) -> str:
+    return f"[{_f(ci[0], digits)}, {_f(ci[1], digits)}]" if ci else ""
+
+
+def verdict(name: str, s: dict, key: str, limit_text: str) -> list[str]:
+    """Sentences on who owns the frontier under one limit, and what DGLM would need if a peer does."""
+    f = s["frontier"]
+    part = f[key]
+    if part["owner"] is None:
+        return [f"- {limit_text}: no system with a measured control success stays within the limit."]
+    best = part["best"]
+    top = best[part["owner"]]
+    lines = [f"- {limit_text}: **{part['owner']}** owns the frontier ({top['system']}: control success "
+             f"{_f(top['control_success'])} {_ci(top['ci95'])}, perplexity {_f(top['perplexity'], 1)}, "
+             f"{_f(top['relative_time'], 2)}x plain's time). Best per family: "
+             + "; ".join(f"{fam} {_f(b['control_success'])} ({b['system']})" for fam, b in best.items()) + "."]
+    if part["owner"] not in DGLM_FAMILIES:
+        ours = [b for fam, b in best.items() if fam in DGLM_FAMILIES]
+        mine = max(ours, key=lambda b: b["control_success"], default=None)
+        need = top["control_success"] - (mine["control_success"] if mine else 0.0)
+        reach = [(m.get("perplexity", {}).get("mean"), n) for n, m in s["systems"].items()
+                 if m["family"] in DGLM_FAMILIES and (m.get("control_success") or 0) >= top["control_success"]]
+        reach = min((r for r in reach if r[0] is not None), default=None)
+        ref = f["reference_perplexity"]
+        mine_text = f"{_f(mine['control_success'])} ({mine['system']})" if mine else "none"
+        reach_text = (f"; it reaches {_f(top['control_success'])} only at perplexity {_f(reach[0], 1)} "
+                      f"({_f(reach[0] / ref, 2)}x the reference, {reach[1]})" if reach and ref else
+                      "; no DGLM system reaches that success at any perplexity measured")
+        lines.append(f"  A peer wins here: DGLM's best within the limit is {mine_text}; it would need {_f(need)} "
+                     f"more control success at this perplexity{reach_text}.")
+    return lines
+
+
+def system_table(systems: dict[str, dict]) -> list[str]:
+    lines = ["| system | control success [95% CI] | probe P | ppl mean [95% CI] / median | Dist-3 | MAUVE | "
+             "plan fid. (plain) | toxic | positive | sports | s/sample | rel. time (wall / CPU) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in systems.items():
+        ppl, mauve, ctl = s.get("perplexity", {}), s.get("mauve", {}), s["control"]
+        pf, pfp = s.get("plan_fidelity"), s.get("plan_fidelity_plain")
+        lines.append(
+            f"| {name} | {_f(s['control_success'])} {_ci(s.get('control_success_ci95'))} | {_f(s['probe']['mean_p'])} | "
+            f"{_f(ppl.get('mean'), 1)} {_ci(ppl.get('ci95'), 1)} / {_f(ppl.get('median'), 1)} | {_f(s['dist3'])} | "
+            f"{_f(mauve.get('mean'))} | {_f(pf['mean']) if pf else '-'} ({_f(pfp['mean']) if pfp else '-'}) | "
+            f"{_f(1 - ctl['toxicity']['rate'] if ctl.get('toxicity', {}).get('label') == 'non-toxic' else ctl.get('toxicity', {}).get('rate'))} | "
+            f"{_f(ctl.get('sentiment', {}).get('rate') if ctl.get('sentiment', {}).get('label') == 'positive' else None)} | "
+            f"{_f(ctl.get('topic', {}).get('sports_rate'))} | {_f(s['seconds_per_sample'], 2)} | "
+            f"{_f(s['relative_wall_time'], 2)} / {_f(s['relative_cpu_time'], 2)} |")
+    return lines
+
+
+def write_markdown(result: dict, path: Path) -> None:
+    """The human-readable report."""
+    c, m = result["config"], result["machine"]
+    lines = [f"# DGLM benchmark: DGLM and its peers{' (quick mode: tiny random models, a smoke test)' if c['quick'] else ''}",
+             "", f"- date: {result['date']}",
+             f"- machine: {m['cpu']}, {m['cpu_cores']} cores, torch threads {m['torch_threads']}, {m['platform']}"
+             + (f", GPU {m['gpu']}" if "gpu" in m else "") + f"; load average at start {m.get('load_average_at_start')}",
+             f"- torch {m['torch']}, transformers {m['transformers']}, device `{c['device']}`",
+             f"- command: `{c['command']}`", f"- checkpoint: `{c['checkpoint']}`; control: `{c['control']}`",
+             f"- {c['new_tokens']} new tokens, top-p {c['top_p']}, repetition penalty {c['repetition_penalty']}, seeds "
+             f"{c['seeds']}; every system decodes with the checkpoint's decoder (base weights; DGLM adds its adapter "
+             "with its soft prompts)", f"- total time: {result['total_s']:.0f} s", ""]
+    for name, s in result["prompt_sets"].items():
+        lines.append(f"- **{name} prompts** ({s['prompts']} x {s['samples']} samples): {s['description']}")
+    lines += ["", "## Who owns the frontier", "",
+              f"Control success = the independent evaluators' verdict on the continuation alone; perplexity = the "
+              f"evaluator LM's on the continuation given the prompt. Limits: perplexity <= {c['ppl_limit']:g}x the "
+              f"set's reference; time <= {c['time_limit']:g}x plain decoding's in this run (process CPU time on a CPU, "
+              f"which other load on a shared machine does not inflate; wall time on a GPU).", ""]
+    for name, s in result["prompt_sets"].items():
+        f = s["frontier"]
+        lines += [f"### {name} prompts (reference perplexity {_f(f['reference_perplexity'], 1)}: {s['reference']})", ""]
+        lines += verdict(name, s, "within_ppl", f"perplexity <= {c['ppl_limit']:g}x reference")
+        lines += verdict(name, s, "within_ppl_and_time", f"... and time <= {c['time_limit']:g}x plain")
+        lines += [f"- Pareto-optimal systems (success up, perplexity down): {', '.join(f['pareto'])}", ""]
+    lines += ["## Evaluators (proxies named as proxies)", ""]
+    for name, info in result["evaluators"].items():
+        if name == "prompts":
+            continue
+        if isinstance(info, dict):
+            extra = ", ".join(f"{k} {_f(v) if isinstance(v, float) else v}" for k, v in info.items()
+                              if k != "description" and not isinstance(v, dict))
+            lines.append(f"- **{name}**: {info.get('description')}" + (f" ({extra})" if extra else ""))
+        else:
+            lines.append(f"- **{name}**: {info}")
+    lines += ["", "## Peers: how each was built and tuned", ""]
+    steer = result.get("steering") or {}
+    if steer.get("table"):
+        lines += [f"**Activation steering** (dglm.steering, CAA mean difference of the decoder's residual stream, "
+                  f"target-class passages minus the others', added after one block at every position): layer "
+                  f"**{steer['layer']}** picked on {c['steering_pick_prompts']} neutral openers as the best control "
+                  f"success within {c['ppl_limit']:g}x plain perplexity:", "",
+                  "| layer | multiplier | control success | perplexity (plain) |", "|---|---|---|---|"]
+        lines += [f"| {r['layer']} | {r['scale']:g} | {_f(r['control_success'])} | {_f(r['perplexity'], 1)} "
+                  f"({_f(r['plain_perplexity'], 1)}) |" for r in steer["table"]]
+        lines.append("")
+    for probe, info in (result.get("peers") or {}).items():
+        if "fudge" in info:
+            ch = info["fudge"]["chosen"]
+            lines.append(f"**FUDGE** discriminator for `{probe}`: {ch['features']} (chosen over "
+                         f"{[d['features'] for d in info['fudge']['candidates']]} by held-out balanced accuracy), "
+                         f"logistic regression on {ch['train_prefixes']} random prefixes (1-{ch['max_tokens']} tokens) "
+                         f"of the probe's labelled passages; held-out balanced accuracy by prefix length: "
+                         f"{ch.get('held_out')}; rescoring the top {c['fudge_top_k']} tokens per step.")
+        if "steering" in info:
+            lines.append(f"Steering passages for `{probe}`: {info['steering']['per_class']}.")
+    lines += ["", "**Prompting**: the decoder given a topic header or a chat-template instruction before the prompt "
+              "(scored after the original prompt only). **Best-of-N**: N plain samples, the probe keeps the best; N "
+              "matched (rounded up) to each DGLM-guided variant's mean wall time, plus a fixed ceiling.", ""]
+    for name, s in result["prompt_sets"].items():
+        lines += [f"## Systems: {name} prompts", ""] + system_table(s["systems"]) + [""]
+    lines += ["Control success: fraction of samples every target evaluator accepts "
+              f"{result['targets_of_control']}, 95% Wilson interval (samples of one prompt counted as independent). "
+              "ppl: evaluator-LM perplexity of the continuation given the prompt, mean with 1.96 standard errors. "
+              "toxic / positive / sports: the proxy evaluators' rates. rel. time: wall and process CPU time over "
+              "plain decoding's in the same run.", ""]
+    for comp in result.get("compositions") or []:
+        names = [f"{n}={label}" for n, label in comp["targets"]]
+        lines += [f"## Composition: `{comp['control']}` (neutral openers)", "",
+                  "| system | " + " | ".join(names) + " | joint [95% CI] | ppl | s/sample |",
+                  "|---|" + "---|" * (len(names) + 3)]
+        for sysname, row in comp["systems"].items():
+            lines.append(f"| {sysname} | " + " | ".join(_f(row["attributes"].get(n)) for n in names) +
+                         f" | {_f(row['joint'])} {_ci(row['joint_ci95'])} | {_f(row.get('perplexity'), 1)} | "
+                         f"{_f(row['seconds_per_sample'], 2)} |")
+        lines.append("")
+    rt = result.get("runtime")
+    if rt:
+        lines += ["## Runtime", "", rt["note"], "", "| system | batch | new tokens | seconds | x plain | encode | "
+                  "diffusion | prompt | decode | score |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for x in rt["cells"]:
+            t = x.get("timings") or {}
+            lines.append(f"| {x['system']} | {x['batch']} | {x['new_tokens']} | {_f(x.get('seconds'), 2)} | "
+                         f"{_f(x.get('relative'), 2)} | " + " | ".join(_f(t.get(k), 3) for k in
+                                                                      ("encode", "diffusion", "prompt", "decode", "score"))
+                         + " |")
+        lines.append("")
+    ts = result.get("topic_switch")
+    if ts:
+        own = ts["own"]["mean"]
+        lines += ["## Topic-switch reference (human text, topical prompts)", "",
+                  f"Evaluator-LM perplexity (mean / median) of the prompts' own held-out continuations: {_f(own, 1)} / "
+                  f"{_f(ts['own']['median'], 1)}. The first {c['new_tokens']} tokens of the {ts['texts']} held-out "
+                  f"{ts['label']!r} documents after the same prefixes: {_f(ts['switch']['mean'], 1)} "
+                  f"({ts['switch']['mean'] / own:.2f}x) as is, {_f(ts['closed']['mean'], 1)} "
+                  f"({ts['closed']['mean'] / own:.2f}x) after a full stop closing the prefix's sentence. The topic "
+                  f"evaluator puts {ts['target_rate']:.0%} of these texts in {ts['label']!r}.", ""]
+    if result["targets"]:
+        lines += ["## Targets (reported, not asserted)", ""]
+        lines += [f"- {'met' if t['met'] else 'NOT met'}: {t['target']} ({t['detail']})" for t in result["targets"]]
+        lines.append("")
+    if result["notes"]:
+        lines += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
+    lines += ["## Plots", ""] + [f"![{p}]({p})" for p in result["plots"]]
+    for name, s in result["prompt_sets"].items():
+        first = next(iter(s["systems"].values()))["examples"][0]
+        lines += ["", f"## One sample per system ({name}, first prompt: {first['prefix']!r})", ""]
+        lines += [f"- {n}: {m['examples'][0]['continuations'][0]!r}" for n, m in s["systems"].items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,0 +1,325 @@
+"""What every system of the benchmark shares: the pipeline, the prompt sets, the control, the evaluators, and
+the peers' supervision (steering vectors' activations and FUDGE's discriminators, from the labelled passages
+the probes were trained on).
+
+Example:
+    >>> setup = build_setup(BenchConfig.for_quick())          # doctest: +SKIP
+    >>> sorted(setup.prompt_sets)                             # doctest: +SKIP
+    ['neutral', 'topical']
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from dglm.bench.config import RANDOM, BenchConfig
+from dglm.bench.evaluators import (
+    EvaluatorLM,
+    MissingEvaluatorError,
+    corpus_topic_texts,
+    default_control_evaluators,
+    quick_topic_classifier,
+    quick_topic_texts,
+    train_topic_classifier,
+)
+from dglm.bench.fudge import PrefixDiscriminator
+from dglm.bench.metrics import ControlEvaluator
+from dglm.bench.prompts import held_out_windows, neutral_openers
+from dglm.constraints import Constraint, Probe, ProbeRegistry, parse_constraint
+from dglm.constraints.builtin import BINARY_BUILTINS, Target
+from dglm.pipeline import DGLM
+from dglm.steering import LabelledActivations, mean_activations
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PromptSet:
+    """One set of prompts: ``samples`` continuations per prompt and seed; ``references`` (prefixes,
+    continuations) of held-out text for MAUVE (topical set only); ``description`` says where they come from."""
+
+    name: str
+    prompts: list[str]
+    samples: int
+    description: str
+    references: tuple[list[str], list[str]] | None = None
+
+
+@dataclass
+class Peers:
+    """The peers' supervision: per probe name, the labelled passages' mean decoder activations at the
+    candidate steering layers, and FUDGE's prefix discriminator; ``info`` records sizes and accuracies."""
+
+    banks: dict[str, LabelledActivations] = field(default_factory=dict)
+    discriminators: dict[str, PrefixDiscriminator] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Setup:
+    """What every system shares: the pipeline, the prompt sets, the control and the evaluators."""
+
+    config: BenchConfig
+    pipeline: DGLM
+    constraint: Constraint  # as parsed (unresolved)
+    resolved: Constraint  # resolved against the pipeline's encoder and probes
+    targets: list[tuple[str, str]]  # (evaluator name, label) that define control success
+    prompt_sets: dict[str, PromptSet]
+    evaluator_lm: EvaluatorLM | None
+    evaluators: dict[str, ControlEvaluator]
+    notes: list[str] = field(default_factory=list)
+    evaluator_info: dict = field(default_factory=dict)
+    topic_texts: tuple[str, list[str]] | None = None  # (target topic, human texts of it) for the switch reference
+    peers: Peers = field(default_factory=Peers)
+
+    @property
+    def generate_kwargs(self) -> dict:
+        """The decoding settings from the config (sampling, top-p, repetition penalty, token counts)."""
+        c = self.config
+        kwargs = dict(do_sample=True, top_p=c.top_p, repetition_penalty=c.repetition_penalty,
+                      max_new_tokens=c.new_tokens)
+        if c.min_new_tokens:
+            kwargs["min_new_tokens"] = c.min_new_tokens
+        return kwargs
+
+
+def load_pipeline(config: BenchConfig) -> tuple[DGLM, list[str]]:
+    """The checkpoint, or a random-weight preset with random probes "topic" (arts, society, sports),
+    "sentiment" and "toxicity"."""
+    if not config.checkpoint.startswith(RANDOM):
+        return DGLM.from_pretrained(config.checkpoint, device=config.device), []
+    from dglm.presets import random_pipeline
+
+    preset = config.checkpoint.removeprefix(RANDOM)
+    pipe = random_pipeline(preset, device=config.device)
+    g = torch.Generator().manual_seed(0)
+    labels = {"topic": ("arts", "society", "sports"), **{k: v[:2] for k, v in BINARY_BUILTINS.items()}}
+    probes = {name: Probe(torch.randn(len(ls) if len(ls) > 2 else 1, pipe.encoder.dim, generator=g) * 3,
+                          torch.zeros(len(ls) if len(ls) > 2 else 1), ls, pipe.encoder.identity, name=name)
+              for name, ls in labels.items()}
+    pipe.probes = ProbeRegistry(pipe.encoder, probes)
+    return pipe, [f"pipeline: random weights of the {preset!r} preset with random probes; every number measures "
+                  f"code paths and speed, not quality"]
+
+
+def control_targets(constraint: Constraint) -> list[tuple[str, str]]:
+    """(evaluator name, label) for each term of a built-in constraint: ``toxicity.low()`` ->
+    ``("toxicity", "non-toxic")``; terms with no independent evaluator are left out.
+
+    Example:
+        >>> control_targets(parse_constraint("toxicity.low() + topic('sports')"))
+        [('toxicity', 'non-toxic'), ('topic', 'sports')]
+    """
+    out = []
+    for leaf, weight in constraint.terms():
+        if not isinstance(leaf, Target):
+            continue
+        if weight > 0:
+            out.append((leaf.probe, leaf.label))
+        elif leaf.probe in BINARY_BUILTINS:
+            neg, pos = BINARY_BUILTINS[leaf.probe][:2]
+            out.append((leaf.probe, neg if leaf.label == pos else pos))
+    return out
+
+
+def _evaluator_lm(config: BenchConfig, pipe: DGLM, notes: list[str], info: dict) -> EvaluatorLM | None:
+    if config.evaluator_lm == "decoder":
+        notes.append("evaluator LM: the decoder itself (quick mode): perplexity and MAUVE are NOT independent")
+        lm = EvaluatorLM(pipe.decoder.model, pipe.decoder.tokenizer,
+                         f"the decoder itself ({pipe.decoder.config.name_or_path})", independent=False)
+    else:
+        try:
+            lm = EvaluatorLM.from_pretrained(config.evaluator_lm, device=config.device,
+                                             dtype=getattr(torch, config.evaluator_dtype))
+        except (MissingEvaluatorError, OSError) as e:
+            notes.append(f"evaluator LM {config.evaluator_lm!r} skipped: {e}")
+            return None
+    info["evaluator_lm"] = (f"{lm.name}: perplexity of the continuation given the prefix, and MAUVE features "
+                            f"(last-token final hidden state of prefix + continuation)"
+                            + ("; a proxy for the reference's OLMo-1B (perplexity) and GPT-2-large (MAUVE)"
+                               if lm.independent else "; NOT independent of the decoder"))
+    return lm
+
+
+def prompt_sets(config: BenchConfig, pipe: DGLM, topic_label: str | None, topic_eval) -> dict[str, PromptSet]:
+    """The configured prompt sets (see :mod:`dglm.bench.prompts`); quick mode uses random word sequences."""
+    out = {}
+    if config.quick:
+        from dglm.presets import random_texts
+
+        window = config.prefix_tokens + config.new_tokens
+        texts = random_texts(max(config.num_prompts, config.num_references), window, seed=config.seeds[0])
+        windows = [" ".join(t.split()[:config.prefix_tokens]) for t in texts]
+        conts = [" " + " ".join(t.split()[config.prefix_tokens:]) for t in texts]
+        openers = [" ".join(t.split()[:3]) for t in random_texts(config.num_neutral, 3, seed=config.seeds[0] + 1)]
+        neutral_info = topical_info = "quick mode: random word sequences"
+    else:
+        from dglm.training.corpus import load_split
+        from dglm.training.probe_data import topic_of
+
+        docs = load_split(config.corpus, "test")
+        windows, conts = held_out_windows(docs, pipe.decoder.tokenizer, max(config.num_prompts, config.num_references),
+                                          config.prefix_tokens, config.new_tokens, seed=config.seeds[0])
+        if len(windows) < config.num_prompts:
+            raise ValueError(f"num_prompts={config.num_prompts}: the test split of {config.corpus} has only "
+                             f"{len(windows)} documents long enough")
+        topical_info = (f"{config.corpus} test split: first {config.prefix_tokens + config.new_tokens}-token window "
+                        f"of {config.num_prompts} documents (seeded choice), prefix of up to {config.prefix_tokens} "
+                        f"tokens ending at a word boundary; MAUVE references: the next {config.new_tokens} tokens of "
+                        f"these and of further test documents, {min(len(windows), config.num_references)} in all")
+        openers, neutral_info = [], ""
+        if "neutral" in config.prompt_sets:
+            banned = [topic_label.rstrip("s"), *topic_label.split("_")] if topic_label else []
+
+            def flagged(texts):  # openers the topic evaluator already puts in the target topic
+                return topic_eval.score(texts, topic_label).success if topic_label and topic_eval else [False] * len(texts)
+
+            openers = neutral_openers(docs, config.num_neutral, seed=config.seeds[0],
+                                      exclude_doc=(lambda d: topic_of(d) == topic_label) if topic_label else None,
+                                      banned=banned, exclude_text=flagged)
+            neutral_info = (f"{config.corpus} test split: the first 2-5 words of documents and of their sentences "
+                            f"(seeded), at most 2 per document, deduplicated; none from a {topic_label!r} document, "
+                            f"containing {banned}, or classified {topic_label!r} by the topic evaluator"
+                            if topic_label else "first 2-5 words of test documents and sentences")
+    if "neutral" in config.prompt_sets:
+        out["neutral"] = PromptSet("neutral", openers[:config.num_neutral], config.neutral_samples, neutral_info)
+    if "topical" in config.prompt_sets:
+        out["topical"] = PromptSet("topical", windows[:config.num_prompts], config.num_samples, topical_info,
+                                   (windows[:config.num_references], conts[:config.num_references]))
+    return out
+
+
+def build_setup(config: BenchConfig, pipeline: DGLM | None = None) -> Setup:
+    """Load the pipeline (unless given), prompt sets, evaluators and peers' supervision; resolve the control."""
+    t0 = time.perf_counter()
+    if pipeline is None:
+        pipe, notes = load_pipeline(config)
+    else:
+        pipe, notes = pipeline, [f"pipeline: given in memory (config.checkpoint={config.checkpoint!r} not loaded)"]
+    constraint = parse_constraint(config.control)
+    resolved = constraint.resolve(pipe.encoder, pipe.probes)
+    targets = control_targets(constraint)
+    if not targets:
+        notes.append(f"control {config.control!r} has no independent evaluator; control success is not measured")
+    info: dict = {}
+    lm = _evaluator_lm(config, pipe, notes, info)
+    topic = None
+    try:
+        topic = quick_topic_classifier() if config.topic_classifier == "quick" else train_topic_classifier(config.corpus)
+        info["topic"] = {"description": topic.description, **topic.validation}
+    except (FileNotFoundError, ImportError) as e:
+        notes.append(f"topic evaluator skipped: {e}")
+    evaluators, skipped = default_control_evaluators(topic)
+    notes += skipped
+    for name, label in targets:
+        if name not in evaluators:
+            notes.append(f"control target {name}={label!r}: no evaluator available, not scored")
+    for name, ev in evaluators.items():
+        info.setdefault(name, {"description": ev.description})
+        info[name]["independent_of_probe"] = _independent(ev, pipe.probes, name)
+        if not info[name]["independent_of_probe"]:
+            notes.append(f"{name}: the checkpoint's {name!r} probe was trained on labels from this very evaluator "
+                         f"({ev.description}); control success for a {name} constraint is NOT independent of the "
+                         f"steering probe (nor of the peers' supervision, the same labelled texts)")
+    topic_label = dict(targets).get("topic")
+    sets = prompt_sets(config, pipe, topic_label, topic)
+    info["prompts"] = {name: s.description for name, s in sets.items()}
+    topic_texts = None
+    if topic_label is not None and lm is not None and topic is not None and "topical" in sets:
+        texts = quick_topic_texts(topic_label, 8, config.seeds[0]) if config.quick else \
+            corpus_topic_texts(config.corpus, topic_label, pipe.decoder.tokenizer, config.new_tokens)
+        if texts:
+            topic_texts = (topic_label, texts)
+        else:
+            notes.append(f"topic-switch reference skipped: no test document of topic {topic_label!r}")
+    setup = Setup(config, pipe, constraint, resolved, targets, sets, lm, evaluators, notes, info, topic_texts)
+    setup.peers = build_peers(setup)
+    logger.info("setup in %.1f s: %s, control %s -> %s", time.perf_counter() - t0,
+                {k: len(s.prompts) for k, s in sets.items()}, config.control, targets)
+    return setup
+
+
+def _independent(evaluator: ControlEvaluator, probes: ProbeRegistry | None, name: str) -> bool:
+    """False when the registry's probe of that name records this evaluator as its label source."""
+    if probes is None or name not in probes or not evaluator.label_source_keywords:
+        return True
+    provenance = json.dumps(probes.get(name).provenance).lower()
+    return not any(k in provenance for k in evaluator.label_source_keywords)
+
+
+# ----------------------------------------------------------------------------------------------- peers
+
+_QUICK_WORDS = {"sentiment": {"positive": "good great love win happy", "negative": "bad war lost sad night"},
+                "toxicity": {"toxic": "bad war lost night", "non-toxic": "good peace love song"}}
+
+
+def labelled_passages(config: BenchConfig, probe: str, split: str = "train") -> tuple[list[str], list[str]]:
+    """The labelled passages behind a shipped probe, made as recipes/train_probes.py makes them
+    (:mod:`dglm.training.probe_data`), at most ``peer_texts_per_class`` per class (quick mode: synthetic)."""
+    k = config.peer_texts_per_class
+    if config.quick:
+        import random
+
+        rng = random.Random(f"{probe}:{split}")
+        if probe == "topic":
+            pairs = [(t, label) for label in ("arts", "society", "sports") for t in quick_topic_texts(label, k // 3)]
+        else:
+            pairs = [(" ".join(rng.choices(words.split(), k=8)), label)
+                     for label, words in _QUICK_WORDS[probe].items() for _ in range(k // 2)]
+        return [t for t, _ in pairs], [label for _, label in pairs]
+    from dglm.training import probe_data as pd
+    from dglm.training.corpus import load_split
+
+    docs = load_split(config.corpus, split)
+    if probe == "topic":
+        examples = pd.topic_examples(docs, per_class=k, seed=0)
+    elif probe == "sentiment":
+        examples, _ = pd.sentiment_examples(docs, per_class=k, seed=0)
+    elif probe == "toxicity":
+        lexicons = pd.wordnet_lexicons(pd.read_wordnet_nouns())
+        examples, _ = pd.toxicity_examples(docs, lexicons, held_out=split != "train", seed=0,
+                                           sizes={"corpus": k, "template": k, "spliced": k // 2})
+    else:
+        raise ValueError(f"probe={probe!r}: labelled passages are known for topic, sentiment and toxicity")
+    return [e.text for e in examples], [e.label for e in examples]
+
+
+def build_peers(setup: Setup) -> Peers:
+    """Steering activations for every probe the control and the compositions use (when steering runs), and a
+    FUDGE discriminator for each probe of the control (when FUDGE runs): token features chosen between the
+    decoder's input embeddings and one-hot tokens by held-out balanced accuracy on 8-token prefixes."""
+    c, dec = setup.config, setup.pipeline.decoder
+    peers = Peers()
+    probes = {leaf.probe for leaf, _ in setup.constraint.terms() if isinstance(leaf, Target)}
+    steer_probes = set(probes)
+    for text in c.compositions:
+        steer_probes |= {leaf.probe for leaf, _ in parse_constraint(text).terms() if isinstance(leaf, Target)}
+    cache: dict[str, tuple[list[str], list[str]]] = {}
+    for probe in sorted(steer_probes if c.steering_scales else set()):
+        t0 = time.perf_counter()
+        texts, labels = cache.setdefault(probe, labelled_passages(c, probe))
+        acts = mean_activations(dec, texts, c.steering_layers)
+        peers.banks[probe] = LabelledActivations(acts, labels, sorted(set(c.steering_layers)))
+        peers.info.setdefault(probe, {})["steering"] = {
+            "passages": len(texts), "per_class": {k: labels.count(k) for k in sorted(set(labels))},
+            "seconds": round(time.perf_counter() - t0, 1)}
+        logger.info("steering activations of %d %s passages in %.0f s", len(texts), probe, time.perf_counter() - t0)
+    for probe in sorted(probes if c.fudge_strengths else set()):
+        t0 = time.perf_counter()
+        texts, labels = cache.setdefault(probe, labelled_passages(c, probe))
+        held = labelled_passages(c, probe, "validation")
+        vocab = dec.model.get_output_embeddings().weight.shape[0]
+        fits = [PrefixDiscriminator.fit(dec.tokenizer, texts, labels, embeddings=emb, max_tokens=c.new_tokens,
+                                        held_out=held, vocab_size=vocab)
+                for emb in (dec.embeddings.weight.detach().float().cpu(), None)]
+        best = max(fits, key=lambda d: d.info["held_out"]["first_8_tokens"])
+        peers.discriminators[probe] = best
+        peers.info.setdefault(probe, {})["fudge"] = {"chosen": best.info, "candidates": [d.info for d in fits],
+                                                     "seconds": round(time.perf_counter() - t0, 1)}
+        logger.info("FUDGE discriminator for %s: %s in %.0f s", probe, best.info, time.perf_counter() - t0)
+    return peers
