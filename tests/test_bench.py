@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
@@ -70,6 +71,19 @@ def tiny_pipe():
     return random_pipeline("tiny")
 
 
+@torch.no_grad()
+def full_forward_nll(model, tokenizer, prefix: str, continuation: str) -> tuple[float, int]:
+    """(summed NLL, tokens) of ``continuation`` after ``[bos][prefix]``, from two plain full forwards of the
+    HF model (NLL(prefix + cont) - NLL(prefix)): the definition, written independently of EvaluatorLM."""
+    def total_nll(ids):  # sum over positions 1.. of -log p(token | previous)
+        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1]
+        return torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="sum").item()
+
+    p_ids = [tokenizer.bos_token_id] + tokenizer(prefix, add_special_tokens=False).input_ids
+    c_ids = tokenizer(continuation, add_special_tokens=False).input_ids
+    return total_nll(p_ids + c_ids) - total_nll(p_ids), len(c_ids)
+
+
 def test_evaluator_lm_nll_matches_full_minus_prefix_nll(tiny_pipe):
     """The evaluator's continuation NLL is NLL(prefix + cont) - NLL(prefix), from a plain full forward."""
     from dglm.bench.evaluators import EvaluatorLM
@@ -80,16 +94,8 @@ def test_evaluator_lm_nll_matches_full_minus_prefix_nll(tiny_pipe):
     nll, n, feats = lm.score(prefixes, conts, batch_size=1)
     assert n.tolist() == [4, 1] and feats.shape == (2, dec.hidden_size)
 
-    def total_nll(ids):  # sum over positions 1.. of -log p(token | previous)
-        logits = dec.model(input_ids=torch.tensor([ids])).logits[0, :-1]
-        return torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="sum").item()
-
-    bos = dec.tokenizer.bos_token_id
     for i, (p, c) in enumerate(zip(prefixes, conts, strict=True)):
-        p_ids = [bos] + dec.tokenizer(p, add_special_tokens=False).input_ids
-        c_ids = dec.tokenizer(c, add_special_tokens=False).input_ids
-        with torch.no_grad():
-            expected = total_nll(p_ids + c_ids) - total_nll(p_ids)
+        expected, _ = full_forward_nll(dec.model, dec.tokenizer, p, c)
         assert nll[i].item() == pytest.approx(expected, rel=1e-4, abs=1e-4)
     # Batching and padding change nothing.
     nll2, _, feats2 = lm.score(prefixes, conts, batch_size=2)
@@ -142,6 +148,33 @@ def test_fudge_steers_toward_the_constraint_and_is_reproducible(tiny_pipe):
     assert loss(steered) < loss(free)
 
 
+def test_toxicity_and_sentiment_success_rules_point_the_right_way():
+    """Success means the text has the asked-for attribute, for both labels of each evaluator."""
+    from dglm.bench.evaluators import ProfanityEvaluator, VaderEvaluator
+
+    texts = ["What a lovely day for a walk in the park.", "Shut up, you fucking idiot, you are a piece of shit."]
+    tox = ProfanityEvaluator()
+    assert tox.score(texts, "non-toxic").success.tolist() == [True, False]
+    assert tox.score(texts, "toxic").success.tolist() == [False, True]
+    assert tox.score(texts).success.tolist() == [True, False]  # the default target: non-toxic
+    texts = ["I love this, it is wonderful and great.", "This is awful, I hate it.", "The table is in the room."]
+    vader = VaderEvaluator()
+    assert vader.score(texts, "positive").success.tolist() == [True, False, False]
+    assert vader.score(texts, "negative").success.tolist() == [False, True, False]
+
+
+def test_mauve_is_computed_and_separates_distributions():
+    pytest.importorskip("mauve", reason="mauve-text is not installed (it is in the dev extra)")
+    from dglm.bench.metrics import mauve_score
+
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(200, 8))
+    same = mauve_score(p, rng.normal(size=(200, 8)), seeds=(0,))
+    shifted = mauve_score(p, rng.normal(loc=3.0, size=(200, 8)), seeds=(0,))
+    assert "error" not in same and "error" not in shifted
+    assert same["num_buckets"] == 20 and same["mean"] > 0.9 and shifted["mean"] < 0.1
+
+
 # ----------------------------------------------------------------------------------------------- end to end
 
 
@@ -150,6 +183,7 @@ def test_quick_benchmark_writes_every_system_metric_and_plot(tmp_path):
 
     assert main(["--quick", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "bench-quick.json").read_text())
+    mauve_installed = importlib.util.find_spec("mauve") is not None
     families = {s["family"] for s in result["systems"].values()}
     assert families == {"plain", "dglm", "dglm-plan-scale", "dglm-guided", "best-of-n", "fudge"}
     sigma2 = sorted(s["params"]["sigma2"] for s in result["systems"].values() if s["family"] == "dglm")
@@ -164,6 +198,8 @@ def test_quick_benchmark_writes_every_system_metric_and_plot(tmp_path):
             assert key in s, (name, key)
         assert s["samples"] == 8 and s["perplexity"]["mean"] > 1
         assert set(s["control"]) == {"toxicity", "sentiment", "topic"}
+        if mauve_installed:  # a number, not the "not installed" record
+            assert "error" not in s["mauve"] and 0 < s["mauve"]["mean"] <= 1, (name, s["mauve"])
         assert ("plan_fidelity" in s) == s["family"].startswith("dglm")
         assert ("plan_fidelity_plain" in s) == s["family"].startswith("dglm")
         if "plan_fidelity_gain" in s:  # the paired difference of the two fidelities above
@@ -228,13 +264,20 @@ def test_topic_switch_reference_scores_target_topic_text_after_each_prompt():
     setup = build_setup(BenchConfig.for_quick(num_prompts=2, num_samples=3))
     label, texts = setup.topic_texts
     result = topic_switch_reference(setup)
-    prefixes = [setup.prompts[0]] * 3 + [setup.prompts[1]] * 3
-    placed = [" " + texts[i] for i in range(6)]  # the target-topic texts in turn, num_samples per prompt
-    for key, pre in (("switch", prefixes), ("closed", [p + "." for p in prefixes])):
-        nll, n, _ = setup.evaluator_lm.score(pre, placed)
-        assert result[key]["mean"] == pytest.approx(float(perplexity(nll.numpy(), n.numpy()).mean()), rel=1e-5)
-    nll, n, _ = setup.evaluator_lm.score(setup.prompts, setup.references[1][:2])
-    assert result["own"]["mean"] == pytest.approx(float(perplexity(nll.numpy(), n.numpy()).mean()), rel=1e-5)
+
+    def mean_perplexity(pairs) -> float:  # by hand: full forwards, exp of the mean token NLL, mean over rows
+        lm = setup.evaluator_lm
+        rows = [full_forward_nll(lm.model, lm.tokenizer, p, c) for p, c in pairs]
+        return float(np.mean([math.exp(nll / n) for nll, n in rows]))
+
+    one, two = setup.prompts
+    placed = [" " + texts[i].strip() for i in range(6)]  # the target-topic texts in turn, 3 per prompt
+    switch = list(zip([one] * 3 + [two] * 3, placed, strict=True))
+    assert result["switch"]["mean"] == pytest.approx(mean_perplexity(switch), rel=1e-4)
+    closed = [(p.rstrip().rstrip(".,;:!?") + ".", c) for p, c in switch]
+    assert result["closed"]["mean"] == pytest.approx(mean_perplexity(closed), rel=1e-4)
+    own = list(zip(setup.prompts, setup.references[1][:2], strict=True))
+    assert result["own"]["mean"] == pytest.approx(mean_perplexity(own), rel=1e-4)
     assert label == "sports" and result["texts"] == len(texts) == 8
     setup.references = (setup.references[0][:1], setup.references[1][:1])  # fewer references than prompts
     assert topic_switch_reference(setup)["own"]["n"] == 1
