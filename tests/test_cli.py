@@ -214,8 +214,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def dglm_env() -> dict[str, str]:
-    """The environment of the console script: this checkout's dglm, no model hub, one thread per process."""
-    return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    """The environment of the console script: this checkout's dglm, no model hub, one thread per process,
+    and no transformers progress bars on stderr (they are not dglm's output; the checks below read dglm's)."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 
 def run_dglm(*args: str, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
