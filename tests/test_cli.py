@@ -1,10 +1,15 @@
-"""The ``dglm`` console script, run in-process on a tiny real checkpoint (random weights, no network)."""
+"""The ``dglm`` console script on a tiny real checkpoint (random weights, no network): in-process, then as a
+process (exit statuses, broken pipe, Ctrl-C, ``--version``), and on the packaged ``mini`` checkpoint."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -199,3 +204,115 @@ def test_bench_without_its_module_says_so(monkeypatch, capsys):
     assert "dglm/bench/run.py is missing" in capsys.readouterr().err
     assert main(["bench", "--help"]) == 0
     assert "usage: dglm bench" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ as a process
+# The installed console script run as a user runs it. What is checked is the contract (exit status classes,
+# one stderr line without a traceback), not the wording of messages.
+SCRIPT = Path(sys.executable).with_name("dglm")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def dglm_env() -> dict[str, str]:
+    """The environment of the console script: this checkout's dglm, no model hub, one thread per process,
+    and no transformers progress bars on stderr (they are not dglm's output; the checks below read dglm's)."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
+def run_dglm(*args: str, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
+    assert SCRIPT.is_file(), f"the console script is not installed next to {sys.executable}: pip install -e ."
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=dglm_env(), cwd=cwd,
+                          timeout=timeout)
+
+
+def one_clean_line(stderr: str) -> bool:
+    return len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+
+
+def test_process_version_and_help_exit_0():
+    from dglm import __version__
+
+    version = run_dglm("--version")
+    assert version.returncode == 0 and version.stdout.split() == ["dglm", __version__] and not version.stderr
+    shown = run_dglm("generate", "--help")
+    assert shown.returncode == 0 and "usage: dglm generate" in shown.stdout and not shown.stderr
+
+
+def test_process_user_errors_exit_2_with_one_line(checkpoint_root, tmp_path):
+    bad_value = run_dglm("generate", "the game", "--sigma2", "2", "--checkpoint", "ckpt", cwd=checkpoint_root)
+    assert bad_value.returncode == 2 and one_clean_line(bad_value.stderr) and "sigma2" in bad_value.stderr
+    assert not bad_value.stdout
+    missing = run_dglm("generate", "the game", "--checkpoint", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and one_clean_line(missing.stderr) and "nowhere" in missing.stderr
+    bad_line = run_dglm("generate", "the game", "-n", "0")  # argparse: usage, then the error
+    assert bad_line.returncode == 2 and "Traceback" not in bad_line.stderr and "-n" in bad_line.stderr
+
+
+def test_process_generate_exits_0(checkpoint_root):
+    done = run_dglm("generate", "the game was", "-n", "2", "--seed", "0", "--checkpoint", "ckpt", *FAST,
+                    cwd=checkpoint_root)
+    assert done.returncode == 0, done.stderr
+    assert [(p, s) for p, s, _ in blocks(done.stdout)] == [(1, 1), (1, 2)]
+
+
+def _start_generating(checkpoint_root, tmp_path, count: int = 300) -> subprocess.Popen:
+    """A generate run over ``count`` prefixes, one per batch (so it prints between batches for a while),
+    once it has printed its first block."""
+    (tmp_path / "many.txt").write_text("".join(f"the game {i} was\n" for i in range(count)))
+    child = subprocess.Popen([str(SCRIPT), "generate", "--input", str(tmp_path / "many.txt"), "--batch-size", "1",
+                              "--seed", "0", "--checkpoint", "ckpt", *FAST], cwd=checkpoint_root, env=dglm_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert HEADER.match(child.stdout.readline().rstrip("\n")), child.stderr.read() if child.poll() else ""
+    return child
+
+
+def test_process_broken_pipe_exits_1_quietly(checkpoint_root, tmp_path):
+    """`dglm generate ... | head -n 1`: the reader goes away; dglm stops with status 1 and no traceback."""
+    child = _start_generating(checkpoint_root, tmp_path)
+    child.stdout.close()
+    try:
+        assert child.wait(timeout=300) == 1
+        assert "Traceback" not in child.stderr.read()
+    finally:
+        child.kill()
+        child.stderr.close()
+
+
+def test_process_ctrl_c_exits_130_with_one_line(checkpoint_root, tmp_path):
+    child = _start_generating(checkpoint_root, tmp_path)
+    try:
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 130 and one_clean_line(err), err
+    finally:
+        child.kill()
+
+
+def test_process_info_reads_the_default_mini_checkpoint():
+    """`dglm info` without --checkpoint reads the packaged `mini` checkpoint (its files only: no model)."""
+    done = run_dglm("info")
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert Path(info["checkpoint"]).name == "mini" and info["decoder_adapter"]["peft_type"] == "LORA"
+    assert set(info["probes"]) >= {"topic", "sentiment", "toxicity"} and "sports" in info["probes"]["topic"]
+
+
+@pytest.mark.assets
+def test_process_assets_prints_the_default_model_folders():
+    done = run_dglm("assets")
+    assert done.returncode == 0, done.stderr
+    paths = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert set(paths) == {"encoder", "decoder"} and all(Path(p).is_dir() for p in paths.values())
+    assert (Path(paths["encoder"]) / "modules.json").is_file() and (Path(paths["decoder"]) / "config.json").is_file()
+
+
+@pytest.mark.assets
+def test_process_generate_uses_the_default_mini_checkpoint():
+    """No --checkpoint: the packaged `mini` checkpoint with its packaged models writes text."""
+    done = run_dglm("generate", "The match last night", "--seed", "0", "--steps", "2", "--max-new-tokens", "6",
+                    "--no-progress", "--control", "topic('sports')")
+    assert done.returncode == 0, done.stderr
+    (prefix_number, sample, text), = blocks(done.stdout)
+    assert (prefix_number, sample) == (1, 1) and text.startswith("The match last night")
+    assert len(text) > len("The match last night")

@@ -1,5 +1,8 @@
 """The semantic diffuser learns a conditional distribution, CFG tightens it, samplers are deterministic."""
 
+import json
+import shutil
+
 import pytest
 import torch
 
@@ -34,9 +37,8 @@ def test_samples_land_near_their_own_target(trained):
     prefix, cont = synthetic_pairs(64, 1)
     x = model.sample(prefix, steps=25, generator=torch.Generator().manual_seed(0))
     dist = torch.cdist(x, cont)  # (64, 64): sample i vs every target j
-    own, others = dist.diagonal(), dist.masked_fill(torch.eye(64, dtype=torch.bool), float("inf")).min(1).values
-    assert (own < others).float().mean() > 0.9
-    assert own.mean() < 0.5 * dist.mean()
+    assert near_own_target(model) > 0.9
+    assert dist.diagonal().mean() < 0.5 * dist.mean()
 
 
 def test_cfg_tightens_samples(trained):
@@ -58,14 +60,33 @@ def test_same_seed_same_samples(trained, sampler):
     assert torch.equal(a, b)
 
 
-def test_resume_continues_from_saved_state(trained):
+def near_own_target(model: SemanticDiffuser) -> float:
+    """The share of samples closer to their own target than to any other prefix's target (64 held-out pairs)."""
+    prefix, cont = synthetic_pairs(64, 1)
+    dist = torch.cdist(model.sample(prefix, steps=25, generator=torch.Generator().manual_seed(0)), cont)  # (64, 64)
+    others = dist.masked_fill(torch.eye(64, dtype=torch.bool), float("inf")).min(1).values
+    return (dist.diagonal() < others).float().mean().item()
+
+
+def test_resume_continues_from_saved_state(trained, tmp_path):
+    """A run resumed from the trained run's last save does only the missing steps, starting from the saved
+    weights and EMA: 10 more steps keep the trained model's quality, which 10 steps from scratch are far from."""
     model, out = trained
+    shutil.copytree(out / "state", tmp_path / "state")  # the module's run folder stays as it is
     prefix, cont = synthetic_pairs(256, 5)
-    cfg = DiffusionTrainingConfig(steps=410, batch_size=32, warmup=1, save_every=5)
-    fresh = SemanticDiffuser(model.config)
-    train_diffuser(fresh, prefix, cont, cfg, out_dir=out, show_progress_bar=False)
-    lines = (out / "log.jsonl").read_text().splitlines()
-    assert '"step": 405' in lines[-2] and '"step": 410' in lines[-1]
+    cfg = DiffusionTrainingConfig(steps=410, batch_size=32, lr=2e-3, warmup=1, save_every=5)
+    torch.manual_seed(1)  # a fresh model with other weights than the trained one
+    resumed = train_diffuser(SemanticDiffuser(model.config), prefix, cont, cfg, out_dir=tmp_path,
+                             show_progress_bar=False)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == [405, 410]
+    assert json.loads((tmp_path / "state" / "state.json").read_text())["step"] == 410
+    assert near_own_target(resumed) > 0.9
+
+    torch.manual_seed(1)  # the same 10 steps without the saved state: the check above can tell the difference
+    scratch = train_diffuser(SemanticDiffuser(model.config), prefix, cont, cfg.model_copy(update={"steps": 10}),
+                             show_progress_bar=False)
+    assert near_own_target(scratch) < 0.5
 
 
 def test_save_load_round_trip(trained, tmp_path):

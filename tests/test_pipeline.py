@@ -5,6 +5,7 @@ import torch
 from transformers import RepetitionPenaltyLogitsProcessor
 
 from dglm import DGLM, Controller, FunctionConstraint
+from dglm.encoder import SemanticEncoder
 from dglm.io import CheckpointError
 from dglm.presets import random_encoder, random_pipeline
 
@@ -42,8 +43,13 @@ def test_sigma2_one_ignores_the_plan(pipe):
 
 
 def test_save_load_round_trip(pipe, tmp_path):
+    """Everything the checkpoint holds is read back from it: the encoder's standardisation statistics too (the
+    sentence-transformers model is passed in unfitted, as a user passing their own copy of the encoder would)."""
     pipe.save_pretrained(tmp_path / "ckpt")
-    loaded = DGLM.from_pretrained(tmp_path / "ckpt", encoder=pipe.encoder, decoder=pipe.decoder)
+    unfitted = SemanticEncoder(pipe.encoder.model, pipe.encoder.config.name_or_path)
+    loaded = DGLM.from_pretrained(tmp_path / "ckpt", encoder=unfitted, decoder=pipe.decoder)
+    assert torch.equal(loaded.encoder.mean, pipe.encoder.mean) and torch.equal(loaded.encoder.std, pipe.encoder.std)
+    assert not torch.equal(pipe.encoder.mean, torch.zeros_like(pipe.encoder.mean))  # fitted, not the defaults
     a = pipe.generate(PREFIXES, seed=5, **FAST)
     b = loaded.generate(PREFIXES, seed=5, **FAST)
     assert a.continuations == b.continuations and torch.equal(a.plans, b.plans)

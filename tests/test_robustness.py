@@ -183,10 +183,24 @@ def test_chunking_is_reproducible_and_unchanged_when_everything_fits(pipe):
     a = pipe.generate(prefixes, num_samples=3, seed=4, batch_size=2, **FAST)
     b = pipe.generate(prefixes, num_samples=3, seed=4, batch_size=2, **FAST)
     assert a.continuations == b.continuations and torch.equal(a.plans, b.plans)
-    ctl = Controller(first_dim_low(), pipe, strength=5.0)
-    c = ctl.generate(prefixes, num_samples=3, seed=4, batch_size=4, constraints=[None, ctl.constraint, None], **FAST)
-    assert [len(r) for r in c.continuations] == [3, 3, 3]
-    assert list(row_chunks(3, 3, 4, seed=4))[0] == (0, 1, 3, 4)
+
+
+def test_each_chunk_applies_its_own_rows_controls(pipe):
+    """Per-row constraints over several chunks (3 prefixes x 3 samples, batch_size=4: one prefix per chunk):
+    each prefix's plans are steered by its own constraint only, whichever chunk it falls in."""
+    prefixes = ["the game was", "", "a river"]
+    assert [c[:2] for c in row_chunks(3, 3, 4, seed=4)] == [(0, 1), (1, 2), (2, 3)]
+    ctl = Controller(first_dim_low(), pipe, strength=50.0)
+    free = ctl.generate(prefixes, num_samples=3, seed=4, batch_size=4, constraints=[None] * 3, **FAST)
+    for guided_rows in ([1], [0, 2]):
+        constraints = [ctl.constraint if i in guided_rows else None for i in range(3)]
+        out = ctl.generate(prefixes, num_samples=3, seed=4, batch_size=4, constraints=constraints, **FAST)
+        assert [len(r) for r in out.continuations] == [3, 3, 3]
+        for i in range(3):
+            if i in guided_rows:  # the constraint lowers the first plan dimension of every sample of the row
+                assert (out.plans[i, :, 0] < free.plans[i, :, 0] - 0.05).all(), i
+            else:  # an unguided row is the unguided call's row, bit for bit
+                assert torch.equal(out.plans[i], free.plans[i]) and out.continuations[i] == free.continuations[i], i
 
 
 # -- constraints and probes ----------------------------------------------------------------------------------
@@ -509,23 +523,52 @@ _ARGS = dict(
 )
 
 
-@_SETTINGS
-@given(**_ARGS)
-def test_generate_arguments_either_work_or_name_a_bad_one(pipe, prefixes, num_samples, max_new_tokens, batch_size,
-                                                          steps, sigma2, cfg_scale, seed, strength):
-    args = dict(prefixes=prefixes, num_samples=num_samples, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                steps=steps, sigma2=sigma2, cfg_scale=cfg_scale, seed=seed, strength=strength)
-    bad = [name for name, value in args.items() if not _valid(name, value)]
-    ctl = Controller(first_dim_low(), pipe)
-    try:
-        out = ctl.generate(**args)
-    except (ValueError, TypeError) as e:
-        assert bad, f"valid arguments were refused: {e}"
-        assert any(name in str(e) for name in bad), f"error {e} names none of {bad}"
-    else:
-        assert not bad, f"accepted bad {bad}"
-        assert [len(c) for c in out.continuations] == [num_samples] * len(prefixes)
-        assert torch.isfinite(out.plans).all()
+# Valid values of each argument, small enough to run fast.
+_GOOD = dict(
+    prefixes=st.lists(st.text(max_size=30), min_size=1, max_size=3),
+    num_samples=st.integers(1, 3),
+    max_new_tokens=st.integers(1, 3),
+    batch_size=st.integers(1, 5),
+    steps=st.one_of(st.none(), st.integers(1, 2)),
+    sigma2=st.one_of(st.none(), st.floats(0, 1), st.sampled_from([0, 1])),
+    cfg_scale=st.one_of(st.none(), st.floats(0, 10), st.integers(0, 2)),
+    seed=st.one_of(st.none(), st.integers(0, 2**63 - 1)),
+    strength=st.one_of(st.none(), st.floats(0, 1e6), st.integers(0, 10**6)),
+)
+
+
+@st.composite
+def _generate_args(draw) -> dict:
+    """About half the calls have every argument valid; the others have one invalid argument, drawn from its
+    wide strategy, so both branches of the property below are exercised."""
+    bad = draw(st.sampled_from(sorted(_ARGS))) if draw(st.booleans()) else None
+    return {name: draw(_ARGS[name].filter(lambda v, name=name: not _valid(name, v)) if name == bad
+                       else _GOOD[name]) for name in _ARGS}
+
+
+def test_generate_arguments_either_work_or_name_a_bad_one(pipe):
+    outcomes = []
+
+    @_SETTINGS
+    @given(_generate_args())
+    def check(args):
+        bad = [name for name, value in args.items() if not _valid(name, value)]
+        ctl = Controller(first_dim_low(), pipe)
+        try:
+            out = ctl.generate(**args)
+        except (ValueError, TypeError) as e:
+            assert bad, f"valid arguments were refused: {e}"
+            assert any(name in str(e) for name in bad), f"error {e} names none of {bad}"
+            outcomes.append("refused")
+        else:
+            assert not bad, f"accepted bad {bad}"
+            assert [len(c) for c in out.continuations] == [args["num_samples"]] * len(args["prefixes"])
+            assert torch.isfinite(out.plans).all()
+            outcomes.append("generated")
+
+    check()
+    # Both branches ran often enough to mean something (the earlier version never reached "generated").
+    assert outcomes.count("generated") >= 30 and outcomes.count("refused") >= 30, outcomes
 
 
 @_SETTINGS

@@ -60,7 +60,10 @@ def test_csv_probe_saves_loads_and_predicts_its_training_labels(recipe, tiny_sen
     x = tiny_sentence_encoder.encode(SPORT + FOOD)
     assert [probe.labels[i] for i in probe.predict(x).tolist()] == ["sports"] * len(SPORT) + ["food"] * len(FOOD)
     held = probe.provenance["held_out"]  # a stratified 10%: one example of each class of 12
-    assert held["n"] == 2 and held["per_class"]["sports"]["n"] == 1 and 0 <= held["accuracy"] <= 1
+    # The probe labels every text above correctly, the two held-out ones included: their metrics are perfect.
+    assert held["n"] == 2 and held["accuracy"] == held["balanced_accuracy"] == 1.0
+    assert held["per_class"] == {c: {"n": 1, "precision": 1.0, "recall": 1.0} for c in ("food", "sports")}
+    assert held["majority_baseline"] == 0.5
     assert probe.provenance["source"] == str(data) and probe.provenance["proxy"] is False
     # the probe behind topic('sports') resolves against a registry holding it
     registry = ProbeRegistry(tiny_sentence_encoder, {"topic": probe})
