@@ -56,7 +56,7 @@ class PrefixDiscriminator:
 
         Example:
             >>> d = PrefixDiscriminator(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.zeros(2), ("a", "b"))
-            >>> d.logits([[0, 0, 1], []]).round(decimals=3).tolist()
+            >>> d.logits([[0, 0, 1], []]).double().round(decimals=3).tolist()
             [[0.667, 0.333], [0.0, 0.0]]
         """
         rows = [self.table[list(r)].mean(0) if len(r) else torch.zeros(len(self.labels)) for r in ids]
