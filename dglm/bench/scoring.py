@@ -2,8 +2,8 @@
 topic-switch reference, the control-vs-perplexity frontier, the compositions, and targets read from a file.
 
 Example:
-    >>> wilson(3, 10)      # 95% Wilson interval of 3 successes in 10
-    (0.10779126740630104, 0.6032218525388546)
+    >>> [round(x, 4) for x in wilson(3, 10)]      # 95% Wilson interval of 3 successes in 10
+    [0.1078, 0.6032]
 """
 
 from __future__ import annotations
