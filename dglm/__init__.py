@@ -23,8 +23,8 @@ _LAZY = {
     "away_from": "dglm.constraints", "near": "dglm.constraints", "parse_constraint": "dglm.constraints",
     "sentiment": "dglm.constraints", "topic": "dglm.constraints", "toxicity": "dglm.constraints",
     "Controller": "dglm.controller", "Decoder": "dglm.decoder", "SemanticDiffuser": "dglm.diffusion",
-    "SemanticEncoder": "dglm.encoder", "DGLM": "dglm.pipeline", "GenerationOutput": "dglm.pipeline",
-    "Plan": "dglm.pipeline", "PromptGenerator": "dglm.prompt",
+    "SemanticEncoder": "dglm.encoder", "DGLM": "dglm.pipeline", "GenerationOutput": "dglm.outputs",
+    "Plan": "dglm.outputs", "PromptGenerator": "dglm.prompt",
 }
 
 

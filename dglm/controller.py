@@ -17,19 +17,8 @@ import torch
 
 from dglm.constraints import Constraint, ConstraintGuidance, parse_constraint
 from dglm.decoder import check_prefixes
-from dglm.pipeline import (
-    DEFAULT_BATCH_SIZE,
-    DGLM,
-    GenerationOutput,
-    Plan,
-    _sum_timings,
-    check_plan_scale,
-    check_positive_int,
-    check_seed,
-    merge_outputs,
-    merge_plans,
-    row_chunks,
-)
+from dglm.outputs import GenerationOutput, Plan, merge_outputs, merge_plans, row_chunks, sum_timings
+from dglm.pipeline import DEFAULT_BATCH_SIZE, DGLM, check_plan_scale, check_positive_int, check_seed
 
 ConstraintLike = Constraint | str | None
 _FLOAT32_MAX = torch.finfo(torch.float32).max
@@ -185,7 +174,7 @@ class Controller:
                 contrast, scale = None, plan_scale
                 if control_scale != 1.0 and guidance is not None:  # the same noise, unguided
                     contrast, scale = pipe.plan(prefixes[start:stop], n, seed=chunk_seed, **plan_kwargs), control_scale
-                    plan.timings = _sum_timings([plan, contrast])
+                    plan.timings = sum_timings([plan, contrast])
                 outputs.append((start, pipe.decode(plan, seed=chunk_seed, plan_scale=scale, contrast=contrast,
                                                    **kwargs)))
         return merge_outputs(prefixes, outputs)
