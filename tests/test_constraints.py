@@ -304,3 +304,13 @@ def test_equality_and_hash_are_by_value_for_probes():
     assert dataclasses.replace(TOX, weight=TOX.weight + 1) != TOX
     with pytest.raises(KeyError, match=r"'rude' is not one of probe 'toxicity''s labels \['non-toxic', 'toxic'\]"):
         TOX("rude")
+
+
+def test_weights_that_overflow_when_merged_raise_instead_of_dropping_the_term():
+    from dglm.constraints import near
+
+    with pytest.raises(ValueError, match="overflow the float range"):
+        (1e308 * near("a") + 1e308 * near("a")).terms()
+    with pytest.raises(ValueError, match="must be finite"):
+        1e300 * (1e300 * near("a"))  # a product out of range is refused when the scale is built
+    assert (1e307 * near("a") + 1e307 * near("a")).terms()[0][1] == pytest.approx(2e307)

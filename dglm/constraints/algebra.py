@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import math
+import sys
 import numbers
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
@@ -109,13 +110,26 @@ class Constraint:
     # -- normal form, loss, resolution ----------------------------------------------------------------
     def terms(self) -> tuple[tuple[Leaf, float], ...]:
         """The normal form: ``((leaf, weight), ...)``, leaves canonical and merged, zero weights dropped,
-        in order of first appearance."""
+        in order of first appearance. Weights whose product or sum leaves the float range raise a ValueError
+        (an infinite weight would otherwise drop the term, silently unguiding the run).
+
+        Example:
+            >>> from dglm.constraints import near
+            >>> (1e308 * near("a") + 1e308 * near("a")).terms()  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+                ...
+            ValueError: the weights of near('a') ... overflow the float range ...
+        """
         merged: dict[Hashable, list] = {}
         for leaf, weight in self._raw_terms():
             leaf, sign = leaf.canonical()
             entry = merged.setdefault(leaf.key(), [leaf, 0.0, 0.0])
             entry[1] += sign * weight
             entry[2] += abs(weight)
+            if not (math.isfinite(entry[1]) and math.isfinite(entry[2])):
+                raise ValueError(f"the weights of {entry[0]!r} in {self!r} overflow the float range (their "
+                                 f"product or sum is not finite); accepted: weights whose products and sums "
+                                 f"stay below {sys.float_info.max:.3g}")
         return tuple((leaf, w) for leaf, w, scale in merged.values() if abs(w) > _CANCEL_TOLERANCE * scale)
 
     def loss(self, raw: torch.Tensor) -> torch.Tensor:
