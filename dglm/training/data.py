@@ -199,6 +199,18 @@ def sentence_ends(tokenizer) -> np.ndarray:
                      for t in tokens])
 
 
+def sentence_cut(ids, ends: np.ndarray) -> int:
+    """Length of ``ids`` up to and including its last sentence-end token (0 when it holds none).
+
+    Example (token 1 ends sentences):
+        >>> ends = np.array([False, True, False])
+        >>> sentence_cut([2, 1, 2, 1, 2], ends), sentence_cut([2, 2], ends), sentence_cut([], ends)
+        (4, 0, 0)
+    """
+    last = np.flatnonzero(ends[np.asarray(ids, dtype=np.int64)])
+    return int(last[-1]) + 1 if len(last) else 0
+
+
 class TopicSwitches:
     """Training pairs whose plan disagrees with their prefix: the prefix of one (window, split) cut after its
     last sentence end, and the continuation of another pair that starts a sentence, with that continuation's
@@ -220,13 +232,11 @@ class TopicSwitches:
         self.data, self._s = data, s
         cut = np.zeros(data.splits.shape, dtype=np.int64)  # prefix kept up to its last sentence end (0 = none)
         starts = np.zeros(data.splits.shape, dtype=bool)  # continuation starts right after a sentence end
-        is_end = ends[data.ids]  # (N, T)
         for j in range(s):
             split = data.splits[:, j]
             for i in np.flatnonzero(split > 0):
-                last = np.flatnonzero(is_end[i, :split[i]])
-                cut[i, j] = last[-1] + 1 if len(last) else 0
-                starts[i, j] = is_end[i, split[i] - 1]
+                cut[i, j] = sentence_cut(data.ids[i, :split[i]], ends)
+                starts[i, j] = ends[data.ids[i, split[i] - 1]]
         self._prefixes = np.flatnonzero(cut.ravel() > 0)  # flat (window * S + split) indices
         self._cut = cut.ravel()
         self._continuations = np.flatnonzero(starts.ravel())

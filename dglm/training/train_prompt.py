@@ -31,7 +31,7 @@ from dglm.decoder import Decoder
 from dglm.prompt import PromptGenerator
 from dglm.schedule import add_noise, augmentation_alpha2
 from dglm.training.bag_of_words import bag_of_words_loss, pretrain_bag_of_words
-from dglm.training.data import TopicSwitches, WindowSet, sentence_ends
+from dglm.training.data import TopicSwitches, WindowSet, sentence_cut, sentence_ends
 from dglm.training.data import flat_pairs as _pairs
 from dglm.training.loop import ShardedStream, load_state, lr_at, make_accelerator, param_groups, save_state
 
@@ -132,9 +132,8 @@ def _switch_batches(data: WindowSet, ends: np.ndarray, n: int, batch_size: int, 
     usable = []
     for k in range(n):
         prefix = data.pair(k // s, k % s)[0]
-        last = np.flatnonzero(ends[prefix]) if prefix else []
-        if len(last):
-            usable.append((k, prefix[:last[-1] + 1]))
+        if cut := sentence_cut(prefix, ends):
+            usable.append((k, prefix[:cut]))
     for start in range(0, len(usable), batch_size):
         rows = usable[start:start + batch_size]
         prefixes = [p for _, p in rows]
