@@ -73,6 +73,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="also time the guided plan with the diffusion network under torch.compile "
                         "(SamplingConfig.compile; default: on with CUDA, off on the CPU)")
+    p.add_argument("--compile-modes", nargs="+", default=["default", "reduce-overhead"],
+                   help="torch.compile modes to time the guided plan under ('reduce-overhead' replays CUDA graphs)")
+    p.add_argument("--fewer-steps", type=int, nargs="*", default=[20],
+                   help="also time the guided plan at these step counts (eager and each compile mode)")
+    p.add_argument("--profile", default=None,
+                   help="folder: write torch.profiler tables of one guided plan and one plain decode (largest batch)")
     p.add_argument("--time-budget", type=float, default=270.0,
                    help="seconds from start after which remaining cells are skipped")
     p.add_argument("--seed", type=int, default=0)
@@ -172,6 +178,46 @@ def random_probe_guidance(pipe: DGLM, strength: float, num_samples: int, seed: i
     return ConstraintGuidance(probe("yes"), strength, pipe.encoder.to_raw, num_samples=num_samples)
 
 
+def tokenize_for_hf(pipe: DGLM, prefixes: list[str]) -> dict:
+    """The prefixes as transformers' generate takes them: left-padded input ids and their mask."""
+    rows = pipe.decoder.tokenize(prefixes)
+    width = max(len(r) for r in rows)
+    pad = pipe.decoder.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=pipe.device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=pipe.device)
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+def hf_generate(pipe: DGLM, ids, n: int):
+    """Plain decoding as transformers does it (input ids, its own repetition penalty): the reference for
+    :meth:`dglm.decoder.Decoder.generate`'s overhead."""
+    with pipe.decoder.adapter_off():
+        return pipe.decoder.model.generate(**ids, do_sample=True, top_p=0.9, repetition_penalty=1.2,
+                                           max_new_tokens=n, min_new_tokens=n,
+                                           pad_token_id=pipe.decoder.pad_token_id)
+
+
+def profile(folder: Path, calls: dict[str, Callable[[], object]]) -> None:
+    """One profiled call of each, written as operator tables sorted by device time (or CPU time)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    for name, fn in calls.items():
+        try:
+            with torch_profile(activities=activities) as prof:
+                fn()
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+            key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+            table = prof.key_averages().table(sort_by=key, row_limit=40)
+            (folder / f"profile_{name}.txt").write_text(table)
+            log(f"profile {name}: written ({len(prof.key_averages())} operators)")
+        except Exception:  # a profile is a bonus: never end the run for it
+            traceback.print_exc(file=sys.stdout)
+
+
 def measure(pipe: DGLM, args: argparse.Namespace, timer: Timer, report: Report, write: Callable[[], None]) -> None:
     device = pipe.device
     dtype = next(pipe.diffuser.parameters()).dtype
@@ -193,24 +239,19 @@ def measure(pipe: DGLM, args: argparse.Namespace, timer: Timer, report: Report, 
         warm = Timer(timer.device, 1, timer.deadline)  # first calls: kernel selection, caches, allocator
         warm("warm-up plan", partial(plan, prefixes, False, steps=2))
         warm("warm-up guided plan", partial(plan, prefixes, True, steps=2))
-        warm("warm-up decode", partial(pipe.decoder.generate, prefixes, seed=0, **decode_kwargs(4)))
+        warm("warm-up decode", partial(pipe.decoder.generate, prefixes, seed=0, **decode_kwargs(max(args.new_tokens))))
+        ids = tokenize_for_hf(pipe, prefixes)
 
         row = report.planning[batch] = {}
         row["encode"], _ = timer("encode", partial(pipe.encoder.encode, prefixes))
         row["plan"], the_plan = timer("plan, unguided", partial(plan, prefixes, False))
         row["plan_guided"], _ = timer("plan, guided", partial(plan, prefixes, True))
-        if args.compile:
-            eager_sampling = pipe.sampling
-            pipe.sampling = eager_sampling.model_copy(update={"compile": True})
-            try:  # the first call compiles (forward and guidance backward; shapes of this batch)
-                row["compile_s"], _ = warm("compile (first guided plan)", partial(plan, prefixes, True))
-                row["plan_guided_compiled"], _ = timer("plan, guided, torch.compile", partial(plan, prefixes, True))
-                if pipe.diffuser.compiled().failed:
-                    row["plan_guided_compiled"] = Cell(error="compile failed: ran eagerly")
-            finally:
-                pipe.sampling = eager_sampling
+        for steps in args.fewer_steps:
+            row[f"plan_guided {steps}"], _ = timer(f"plan, guided, {steps} steps", partial(plan, prefixes, True,
+                                                                                          steps=steps))
         for n in args.new_tokens:
             cells = report.decoding[(batch, n)] = {}
+            cells["hf"], _ = timer(f"HF generate on input ids, {n} tokens", partial(hf_generate, pipe, ids, n))
             cells["plain"], _ = timer(f"plain decode, {n} tokens",
                                       partial(pipe.decoder.generate, prefixes, seed=0, **decode_kwargs(n)))
             if the_plan is None:
@@ -218,6 +259,28 @@ def measure(pipe: DGLM, args: argparse.Namespace, timer: Timer, report: Report, 
             else:
                 cells["soft"], _ = timer(f"decode with soft tokens, {n} tokens",
                                          partial(pipe.decode, the_plan, seed=0, **decode_kwargs(n)))
+        write()
+        if args.profile and batch == max(args.batch_sizes):
+            profile(Path(args.profile), {
+                "guided_plan": partial(plan, prefixes, True),
+                "plain_decode": partial(pipe.decoder.generate, prefixes, seed=0, **decode_kwargs(args.new_tokens[0])),
+                "hf_decode": partial(hf_generate, pipe, ids, args.new_tokens[0])})
+        for mode in (args.compile_modes if args.compile else []):
+            pipe.diffuser.compiled(mode=None if mode == "default" else mode)  # built now, kept for the plans
+            eager_sampling = pipe.sampling
+            pipe.sampling = eager_sampling.model_copy(update={"compile": True})
+            try:  # the first call compiles (forward and guidance backward; shapes of this batch)
+                row[f"compile_s {mode}"], _ = warm(f"compile {mode} (first guided plan)", partial(plan, prefixes, True))
+                cell, _ = timer(f"plan, guided, torch.compile {mode}", partial(plan, prefixes, True))
+                if pipe.diffuser.compiled().failed:
+                    cell = Cell(error="compile failed: ran eagerly")
+                row[f"plan_guided_compiled {mode}"] = cell
+                for steps in args.fewer_steps:
+                    warm(f"warm-up {steps} steps", partial(plan, prefixes, True, steps=steps))
+                    row[f"plan_guided_compiled {mode} {steps}"], _ = timer(
+                        f"plan, guided, {steps} steps, torch.compile {mode}", partial(plan, prefixes, True, steps=steps))
+            finally:
+                pipe.sampling = eager_sampling
         write()
 
 
@@ -232,23 +295,35 @@ def render(report: Report, args: argparse.Namespace) -> str:
              f"Built in {s.get('build_s')} s; peak GPU memory {s.get('peak_memory', '-')}; "
              f"total wall time {time.perf_counter() - START:.0f} s.", "",
              "Command: `" + " ".join(["python", "recipes/gpu_check.py", *args.argv]) + "`", "",
-             "## Planning, seconds per call", "",
-             f"| batch | encode | plan, unguided ({args.steps} steps) | plan, guided ({args.steps} steps) "
-             f"| plan, guided, `torch.compile` | first compiled call (compiles) |",
-             "|---|---|---|---|---|---|"]
+             "## Planning, seconds per call", ""]
+    columns = []
+    for row in report.planning.values():
+        columns += [k for k in row if k not in columns]
+    names = {"encode": "encode", "plan": f"plan, unguided ({args.steps} steps)",
+             "plan_guided": f"plan, guided ({args.steps} steps)"}
+    heading = [names.get(k, k.replace("plan_guided_compiled", "guided, compiled").replace("plan_guided", "guided")
+                         .replace("compile_s", "first compiled call (compiles)")) for k in columns]
+    lines += ["| batch | " + " | ".join(heading) + " |", "|---" * (len(columns) + 1) + "|"]
     for batch, row in report.planning.items():
-        lines.append(f"| {batch} | {row['encode']} | {row['plan']} | {row['plan_guided']} "
-                     f"| {row.get('plan_guided_compiled', '-')} | {row.get('compile_s', '-')} |")
+        lines.append(f"| {batch} | " + " | ".join(str(row.get(k, "-")) for k in columns) + " |")
+    lines += ["", "Columns `guided, compiled MODE [STEPS]`: the guided plan with the diffusion network under "
+              "`torch.compile` in that mode (`default`, or `reduce-overhead` = CUDA graphs), at the default "
+              f"{args.steps} steps unless a step count follows."]
     lines += ["", "Plan = encode + diffusion + prompt generator. DGLM total = plan + decode with soft tokens; "
               "ratio = DGLM total / plain decode.", "",
               "## Decoding and totals, seconds per call", "",
-              "| batch | new tokens | plain decode | decode with soft tokens | DGLM unguided | ratio | DGLM guided "
-              "| ratio |", "|---|---|---|---|---|---|---|---|"]
+              "| batch | new tokens | HF generate (input ids) | plain decode | decode with soft tokens | DGLM unguided "
+              "| ratio | DGLM guided | ratio | DGLM guided, fastest compiled plan | ratio |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (batch, n), cells in report.decoding.items():
         plans = report.planning[batch]
         unguided, guided = plans["plan"] + cells["soft"], plans["plan_guided"] + cells["soft"]
-        lines.append(f"| {batch} | {n} | {cells['plain']} | {cells['soft']} | {unguided} | "
-                     f"{unguided.ratio(cells['plain'])} | {guided} | {guided.ratio(cells['plain'])} |")
+        compiled = [c for k, c in plans.items() if k.startswith("plan_guided_compiled") and k.count(" ") == 1
+                    and c.seconds is not None]
+        fast = min(compiled, key=lambda c: c.seconds) + cells["soft"] if compiled else Cell(error="-")
+        lines.append(f"| {batch} | {n} | {cells['hf']} | {cells['plain']} | {cells['soft']} | {unguided} | "
+                     f"{unguided.ratio(cells['plain'])} | {guided} | {guided.ratio(cells['plain'])} | {fast} | "
+                     f"{fast.ratio(cells['plain'])} |")
     lines += ["", "## Reference anchors for comparison", "",
               "From `dglm-reference.md` (one H200, bf16, eager PyTorch, random weights, paper-shaped models), "
               "seconds per call:", "", "| work | batch 1 | batch 25 |", "|---|---|---|"]
