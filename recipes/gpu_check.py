@@ -266,7 +266,7 @@ def measure(pipe: DGLM, args: argparse.Namespace, timer: Timer, report: Report, 
                 "plain_decode": partial(pipe.decoder.generate, prefixes, seed=0, **decode_kwargs(args.new_tokens[0])),
                 "hf_decode": partial(hf_generate, pipe, ids, args.new_tokens[0])})
         for mode in (args.compile_modes if args.compile else []):
-            pipe.diffuser.compiled(mode=None if mode == "default" else mode)  # built now, kept for the plans
+            pipe.diffuser.compiled(mode=mode)  # built now, kept for the plans
             eager_sampling = pipe.sampling
             pipe.sampling = eager_sampling.model_copy(update={"compile": True})
             try:  # the first call compiles (forward and guidance backward; shapes of this batch)
