@@ -1,10 +1,11 @@
-"""Pydantic configs, one per component, and the presets ``mini`` and ``paper``.
+"""Pydantic configs, one per component, and the registry of presets (:data:`PRESETS`: ``paper``, ``mini``,
+``tiny``).
 
 Each config is exactly what the component's ``save_pretrained`` writes as
 ``config.json``; unknown or wrongly typed fields are refused by name when loading.
 
 Example:
-    >>> cfg = DGLMConfig.preset("paper")
+    >>> cfg = preset_config("paper")
     >>> cfg.diffusion.depth, cfg.prompt.num_soft_tokens
     (12, 8)
 """
@@ -284,8 +285,9 @@ class DGLMConfig(_Config):
     """Everything that defines a DGLM pipeline.
 
     Example:
-        >>> DGLMConfig.preset("mini").decoder.hidden_size
-        576
+        >>> cfg = preset_config("tiny")
+        >>> cfg.encoder.dim == cfg.diffusion.dim == cfg.prompt.dim, cfg.prompt.out_dim == cfg.decoder.hidden_size
+        (True, True)
     """
 
     encoder: EncoderConfig
@@ -294,15 +296,13 @@ class DGLMConfig(_Config):
     decoder: DecoderConfig
     sampling: SamplingConfig = SamplingConfig()
 
-    @classmethod
-    def preset(cls, name: str) -> DGLMConfig:
-        """``"paper"``: the reference's shapes; ``"mini"``: the shipped default's shapes."""
-        if name not in PRESETS:
-            raise ValueError(f"preset={name!r} is not known; accepted: {sorted(PRESETS)}")
-        return PRESETS[name]
 
+# Prefix of an encoder or decoder id that names a random-weight stand-in of the architecture after it
+# (dglm.presets builds those); the ``tiny`` preset's parts exist only as such stand-ins.
+RANDOM_PREFIX = "random:"
 
 PRESETS: dict[str, DGLMConfig] = {
+    # The reference's shapes (Sentence-T5-XL, GPT-2-large).
     "paper": DGLMConfig(
         encoder=EncoderConfig(name_or_path="sentence-transformers/sentence-t5-xl", dim=768),
         diffusion=DiffusionConfig(dim=768, num_tokens=32, width=768, depth=12, heads=12),
@@ -310,6 +310,7 @@ PRESETS: dict[str, DGLMConfig] = {
         decoder=DecoderConfig(name_or_path="gpt2-large", hidden_size=1280),
         sampling=SamplingConfig(steps=250),
     ),
+    # The shipped default checkpoint's shapes (all-MiniLM-L6-v2, SmolLM2-135M-Instruct).
     "mini": DGLMConfig(
         encoder=EncoderConfig(name_or_path="sentence-transformers/all-MiniLM-L6-v2", dim=384),
         diffusion=DiffusionConfig(dim=384, num_tokens=8, token_features=32, width=128, depth=4, heads=4,
@@ -321,4 +322,37 @@ PRESETS: dict[str, DGLMConfig] = {
         # (+2%) and the shipped sw1 (+18%), where strength 20 reached 24% / 35% sports (docs/results/mini.md).
         sampling=SamplingConfig(strength=100.0),
     ),
+    # Two-layer models of width 32 with random weights only, built in well under a second: tests, CPU smoke runs.
+    "tiny": DGLMConfig(
+        encoder=EncoderConfig(name_or_path=RANDOM_PREFIX + "tiny-bert", dim=32),
+        diffusion=DiffusionConfig(dim=32, num_tokens=4, token_features=8, width=32, depth=2, heads=2),
+        prompt=PromptConfig(dim=32, out_dim=32, num_soft_tokens=4, width=32, depth=2, heads=2),
+        decoder=DecoderConfig(name_or_path=RANDOM_PREFIX + "tiny-gpt2", hidden_size=32),
+        sampling=SamplingConfig(steps=10),
+    ),
 }
+# A preset's name, as config fields and command-line options accept it (the registry's keys).
+PresetName = Literal[tuple(PRESETS)]
+
+
+def preset_config(preset: str | DGLMConfig) -> DGLMConfig:
+    """The config of a preset name in :data:`PRESETS`, or ``preset`` itself when it is a config already; every
+    entry point that takes a preset (:meth:`dglm.DGLM.from_config`, :func:`dglm.presets.random_pipeline`, the
+    training stages, the benchmark's ``random:<preset>``) looks it up here.
+
+    Example:
+        >>> preset_config("mini").decoder.hidden_size
+        576
+        >>> preset_config("tiny") is preset_config(PRESETS["tiny"])
+        True
+        >>> preset_config("small")
+        Traceback (most recent call last):
+            ...
+        ValueError: preset='small' is not known; accepted: 'paper', 'mini', 'tiny' or a DGLMConfig
+    """
+    if isinstance(preset, DGLMConfig):
+        return preset
+    if not isinstance(preset, str) or preset not in PRESETS:
+        names = ", ".join(map(repr, PRESETS))
+        raise ValueError(f"preset={preset!r} is not known; accepted: {names} or a DGLMConfig")
+    return PRESETS[preset]

@@ -35,6 +35,7 @@ from dglm.config import (
     EncoderConfig,
     SamplingConfig,
     check_decoding_kwargs,
+    preset_config,
 )
 from dglm.decoder import Decoder, check_prefixes
 from dglm.diffusion import SemanticDiffuser
@@ -158,11 +159,21 @@ class DGLM(torch.nn.Module):
     @classmethod
     def from_config(cls, config: DGLMConfig | str, encoder: SemanticEncoder | None = None,
                     decoder: Decoder | None = None) -> DGLM:
-        """Random-weight diffusion and prompt networks of a config or preset name, around the given (or
-        loaded-by-id) encoder and decoder."""
-        config = DGLMConfig.preset(config) if isinstance(config, str) else config
-        encoder = encoder or SemanticEncoder.from_pretrained(config.encoder.name_or_path)
-        decoder = decoder or Decoder.from_pretrained(config.decoder.name_or_path)
+        """Untrained diffusion and prompt networks (their training initialisation) of a config or a preset
+        name in :data:`dglm.config.PRESETS`, around the given (or loaded-by-id) encoder and decoder; a
+        ``random:`` id, as the ``tiny`` preset's, loads a random stand-in (:func:`dglm.presets.load_encoder`).
+
+        Example:
+            >>> pipe = DGLM.from_config("tiny")
+            >>> pipe.config.encoder == preset_config("tiny").encoder, pipe.encoder.fitted
+            (True, True)
+        """
+        # Imported here: dglm.presets builds pipelines, so it imports this module.
+        from dglm.presets import load_decoder, load_encoder
+
+        config = preset_config(config)
+        encoder = encoder or load_encoder(config.encoder)
+        decoder = decoder or load_decoder(config.decoder)
         return cls(encoder, SemanticDiffuser(config.diffusion), PromptGenerator(config.prompt), decoder,
                    config.sampling)
 
