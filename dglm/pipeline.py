@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from dglm.config import (
     MAX_CFG_SCALE,
@@ -82,17 +82,18 @@ class _PipelineFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Version of dglm that wrote the checkpoint.
-    library_version: str
-    # Hub ids of the encoder and decoder the checkpoint was trained with (never paths outside the folder).
-    encoder: str
-    decoder: str
-    # Which decoder weights it was trained with: their source and a fingerprint (absent in older checkpoints).
-    decoder_weights: DecoderWeights | None = None
-    # The decoder's hidden size, for a clear error when another decoder is passed.
-    decoder_hidden_size: int
-    # Sampling defaults the checkpoint was evaluated with.
-    sampling: SamplingConfig = SamplingConfig()
+    library_version: str = Field(description="Version of dglm that wrote the checkpoint.")
+    encoder: str = Field(description=(
+        "Hub id of the encoder the checkpoint was trained with (never a path outside the folder)."))
+    decoder: str = Field(description=(
+        "Hub id of the decoder the checkpoint was trained with (never a path outside the folder)."))
+    decoder_weights: DecoderWeights | None = Field(default=None, description=(
+        "Which decoder weights it was trained with: their source and a fingerprint (absent in older "
+        "checkpoints)."))
+    decoder_hidden_size: int = Field(description=(
+        "The decoder's hidden size, for a clear error when another decoder is passed."))
+    sampling: SamplingConfig = Field(default=SamplingConfig(), description=(
+        "Sampling defaults the checkpoint was evaluated with."))
 
 
 class DGLM(torch.nn.Module):

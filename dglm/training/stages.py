@@ -94,7 +94,8 @@ class DiffusionStageConfig(_Stage):
         "name such as mini) instead of training; its encoder must be the prepared one."))
     preset: PresetName = PRESET
     model: dict = Field(default_factory=dict, description="DiffusionConfig fields that differ from the preset's.")
-    training: DiffusionTrainingConfig = Field(default_factory=DiffusionTrainingConfig)
+    training: DiffusionTrainingConfig = Field(default_factory=DiffusionTrainingConfig, description=(
+        "Optimisation settings of the diffusion model."))
 
 
 class PromptStageConfig(_Stage):
@@ -113,7 +114,8 @@ class PromptStageConfig(_Stage):
         "vocab_mixture heads: leave out this many most frequent tokens (function words, punctuation)."))
     device: str | None = Field(default=None, description="Device of the decoder (default: accelerate's).")
     model: dict = Field(default_factory=dict, description="PromptConfig fields that differ from the preset's.")
-    training: PromptTrainingConfig = Field(default_factory=PromptTrainingConfig)
+    training: PromptTrainingConfig = Field(default_factory=PromptTrainingConfig, description=(
+        "Optimisation settings of the prompt generator (and its adapter)."))
 
 
 class EvaluateConfig(_Stage):
