@@ -329,6 +329,8 @@ PRESETS: dict[str, DGLMConfig] = {
         sampling=SamplingConfig(steps=10),
     ),
 }
+"""Every preset by name: network shapes, encoder and decoder ids and sampling defaults. Look one up with
+:func:`preset_config`; :func:`dglm.presets.random_pipeline` builds any of them with random weights."""
 # A preset's name, as config fields and command-line options accept it (the registry's keys).
 PresetName = Literal[tuple(PRESETS)]
 
