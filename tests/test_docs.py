@@ -42,6 +42,7 @@ def test_the_site_builds_in_strict_mode(tmp_path):
     assert "random_pipeline" in api
     config = (tmp_path / "configuration" / "index.html").read_text(encoding="utf-8")
     assert 'id="dglm.bench.config.BenchConfig.num_neutral"' in config
+    assert (tmp_path / "architecture" / "index.html").is_file()
 
 
 @needs_docs
