@@ -1,10 +1,11 @@
-"""Pydantic configs, one per component, and the presets ``mini`` and ``paper``.
+"""Pydantic configs, one per component, and the registry of presets (:data:`PRESETS`: ``paper``, ``mini``,
+``tiny``).
 
 Each config is exactly what the component's ``save_pretrained`` writes as
 ``config.json``; unknown or wrongly typed fields are refused by name when loading.
 
 Example:
-    >>> cfg = DGLMConfig.preset("paper")
+    >>> cfg = preset_config("paper")
     >>> cfg.diffusion.depth, cfg.prompt.num_soft_tokens
     (12, 8)
 """
@@ -71,10 +72,10 @@ class EncoderConfig(_Config):
         384
     """
 
-    # Hub id or local folder of a sentence-transformers model; also the encoder's identity for probes.
-    name_or_path: str
-    # Embedding size, read from the model when built; checked against the model when loaded.
-    dim: int = Field(gt=0, le=MAX_DIM)
+    name_or_path: str = Field(description=(
+        "Hub id or local folder of a sentence-transformers model; also the encoder's identity for probes."))
+    dim: int = Field(gt=0, le=MAX_DIM, description=(
+        "Embedding size, read from the model when built; checked against the model when loaded."))
 
 
 class DiffusionConfig(_Config):
@@ -85,24 +86,24 @@ class DiffusionConfig(_Config):
         32
     """
 
-    # Embedding size d of the encoder space the diffusion runs in.
-    dim: int = Field(gt=0, le=MAX_DIM)
-    # N: the latent (and the prefix embedding) are each mapped to N tokens.
-    num_tokens: int = Field(default=32, gt=0, le=MAX_TOKENS)
-    # c: features per token right after the input Linear (before projecting to width / 2).
-    token_features: int = Field(default=64, gt=0, le=MAX_DIM)
-    # Transformer width (channels per token after concatenating latent and prefix halves).
-    width: int = Field(default=768, gt=0, le=MAX_DIM)
-    # Number of transformer blocks; the first half feeds long skips into the second half.
-    depth: int = Field(default=12, gt=0, le=MAX_DEPTH)
-    # Attention heads; width must be divisible by heads.
-    heads: int = Field(default=12, gt=0, le=MAX_HEADS)
-    # Hidden size of the GLU MLP as a multiple of width.
-    mlp_ratio: float = Field(default=4.0, gt=0, le=MAX_MLP_RATIO)
-    # Probability of replacing the prefix embedding with the learned null embedding in training (CFG).
-    cond_dropout: float = Field(default=0.1, ge=0, le=1)
-    # Decay of the exponential moving average of weights used for sampling.
-    ema_decay: float = Field(default=0.9999, ge=0, lt=1)
+    dim: int = Field(gt=0, le=MAX_DIM, description=(
+        "Embedding size d of the encoder space the diffusion runs in."))
+    num_tokens: int = Field(default=32, gt=0, le=MAX_TOKENS, description=(
+        "N: the latent (and the prefix embedding) are each mapped to N tokens."))
+    token_features: int = Field(default=64, gt=0, le=MAX_DIM, description=(
+        "c: features per token right after the input Linear (before projecting to width / 2)."))
+    width: int = Field(default=768, gt=0, le=MAX_DIM, description=(
+        "Transformer width (channels per token after concatenating latent and prefix halves)."))
+    depth: int = Field(default=12, gt=0, le=MAX_DEPTH, description=(
+        "Number of transformer blocks; the first half feeds long skips into the second half."))
+    heads: int = Field(default=12, gt=0, le=MAX_HEADS, description=(
+        "Attention heads; width must be divisible by heads."))
+    mlp_ratio: float = Field(default=4.0, gt=0, le=MAX_MLP_RATIO, description=(
+        "Hidden size of the GLU MLP as a multiple of width."))
+    cond_dropout: float = Field(default=0.1, ge=0, le=1, description=(
+        "Probability of replacing the prefix embedding with the learned null embedding in training (CFG)."))
+    ema_decay: float = Field(default=0.9999, ge=0, lt=1, description=(
+        "Decay of the exponential moving average of weights used for sampling."))
 
 
 class PromptConfig(_Config):
@@ -113,26 +114,24 @@ class PromptConfig(_Config):
         8
     """
 
-    # Embedding size d of the encoder space.
-    dim: int = Field(gt=0, le=MAX_DIM)
-    # Hidden size of the decoder (width of each soft token).
-    out_dim: int = Field(gt=0, le=MAX_DIM)
-    # k: number of soft tokens placed after the prefix tokens.
-    num_soft_tokens: int = Field(default=8, gt=0, le=MAX_TOKENS)
-    # Transformer width.
-    width: int = Field(default=768, gt=0, le=MAX_DIM)
-    # Number of transformer blocks.
-    depth: int = Field(default=6, gt=0, le=MAX_DEPTH)
-    # Attention heads; width must be divisible by heads.
-    heads: int = Field(default=12, gt=0, le=MAX_HEADS)
-    # Hidden size of the GLU MLP as a multiple of width.
-    mlp_ratio: float = Field(default=4.0, gt=0, le=MAX_MLP_RATIO)
-    # "linear": each soft token is a Linear map to the decoder width (the reference). "vocab_mixture": each
-    # soft token is a softmax mixture of the decoder's own input embeddings of ``vocab_size`` frequent tokens,
-    # so soft tokens look like (blends of) words, which a frozen decoder reads and copies from.
-    head: Literal["linear", "vocab_mixture"] = "linear"
-    # Vocabulary rows a "vocab_mixture" head mixes (0 for "linear").
-    vocab_size: int = Field(default=0, ge=0, le=MAX_VOCAB)
+    dim: int = Field(gt=0, le=MAX_DIM, description="Embedding size d of the encoder space.")
+    out_dim: int = Field(gt=0, le=MAX_DIM, description=(
+        "Hidden size of the decoder (width of each soft token)."))
+    num_soft_tokens: int = Field(default=8, gt=0, le=MAX_TOKENS, description=(
+        "k: number of soft tokens placed after the prefix tokens."))
+    width: int = Field(default=768, gt=0, le=MAX_DIM, description="Transformer width.")
+    depth: int = Field(default=6, gt=0, le=MAX_DEPTH, description="Number of transformer blocks.")
+    heads: int = Field(default=12, gt=0, le=MAX_HEADS, description=(
+        "Attention heads; width must be divisible by heads."))
+    mlp_ratio: float = Field(default=4.0, gt=0, le=MAX_MLP_RATIO, description=(
+        "Hidden size of the GLU MLP as a multiple of width."))
+    head: Literal["linear", "vocab_mixture"] = Field(default="linear", description=(
+        '"linear": each soft token is a Linear map to the decoder width (the reference). "vocab_mixture": '
+        "each soft token is a softmax mixture of the decoder's own input embeddings of ``vocab_size`` "
+        "frequent tokens, so soft tokens look like (blends of) words, which a frozen decoder reads and "
+        "copies from."))
+    vocab_size: int = Field(default=0, ge=0, le=MAX_VOCAB, description=(
+        'Vocabulary rows a "vocab_mixture" head mixes (0 for "linear").'))
 
 
 class DecoderConfig(_Config):
@@ -143,10 +142,10 @@ class DecoderConfig(_Config):
         1280
     """
 
-    # Hub id or local folder of a Hugging Face causal LM (and its tokenizer).
-    name_or_path: str
-    # Hidden size of the LM's input embeddings, read from the model.
-    hidden_size: int = Field(gt=0, le=MAX_DIM)
+    name_or_path: str = Field(description=(
+        "Hub id or local folder of a Hugging Face causal LM (and its tokenizer)."))
+    hidden_size: int = Field(gt=0, le=MAX_DIM, description=(
+        "Hidden size of the LM's input embeddings, read from the model."))
 
 
 class AdapterConfig(BaseModel):
@@ -160,16 +159,15 @@ class AdapterConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
-    # Only LoRA adapters are loaded.
-    peft_type: Literal["LORA"]
-    # The adapter's rank (every targeted module's A is (r, in), its B (out, r)).
-    r: int = Field(ge=1, le=MAX_ADAPTER_RANK)
-    # Scale numerator of the LoRA update (alpha / r).
-    lora_alpha: float = Field(default=8, gt=0, le=1e6)
-    # Names (last path component) of the modules the adapter wraps.
-    target_modules: list[str] | str
-    # Per-module ranks overriding r (peft's rank_pattern), bounded like r.
-    rank_pattern: dict[str, Annotated[int, Field(ge=1, le=MAX_ADAPTER_RANK)]] = {}
+    peft_type: Literal["LORA"] = Field(description="Only LoRA adapters are loaded.")
+    r: int = Field(ge=1, le=MAX_ADAPTER_RANK, description=(
+        "The adapter's rank (every targeted module's A is (r, in), its B (out, r))."))
+    lora_alpha: float = Field(default=8, gt=0, le=1e6, description=(
+        "Scale numerator of the LoRA update (alpha / r)."))
+    target_modules: list[str] | str = Field(description=(
+        "Names (last path component) of the modules the adapter wraps."))
+    rank_pattern: dict[str, Annotated[int, Field(ge=1, le=MAX_ADAPTER_RANK)]] = Field(default={}, description=(
+        "Per-module ranks overriding r (peft's rank_pattern), bounded like r."))
 
 
 # Largest accepted decoder-side contrast weight (plan_scale, control_scale), in configs and per call.
@@ -230,14 +228,14 @@ class DecodingOptions(_Config):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
-    # New tokens per continuation (the decoder's context may allow fewer; that is checked when it is loaded).
-    max_new_tokens: int = Field(default=32, ge=1, le=MAX_NEW_TOKENS)
-    # Nucleus sampling mass, in (0, 1] (1 = off).
-    top_p: float = Field(default=0.9, gt=0, le=1)
-    # Sampling temperature (None: the decoder's generation config's).
-    temperature: float | None = Field(default=None, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE)
-    # Repetition penalty on every generated token, > 0 (1 = off; < 1 favours repeats).
-    repetition_penalty: float = Field(default=1.2, gt=0, le=MAX_REPETITION_PENALTY)
+    max_new_tokens: int = Field(default=32, ge=1, le=MAX_NEW_TOKENS, description=(
+        "New tokens per continuation (the decoder's context may allow fewer; that is checked when it is "
+        "loaded)."))
+    top_p: float = Field(default=0.9, gt=0, le=1, description="Nucleus sampling mass, in (0, 1] (1 = off).")
+    temperature: float | None = Field(default=None, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description=(
+        "Sampling temperature (None: the decoder's generation config's)."))
+    repetition_penalty: float = Field(default=1.2, gt=0, le=MAX_REPETITION_PENALTY, description=(
+        "Repetition penalty on every generated token, > 0 (1 = off; < 1 favours repeats)."))
 
 
 def describe_errors(error, names: dict[str, str] | None = None) -> str:
@@ -284,25 +282,25 @@ class DGLMConfig(_Config):
     """Everything that defines a DGLM pipeline.
 
     Example:
-        >>> DGLMConfig.preset("mini").decoder.hidden_size
-        576
+        >>> cfg = preset_config("tiny")
+        >>> cfg.encoder.dim == cfg.diffusion.dim == cfg.prompt.dim, cfg.prompt.out_dim == cfg.decoder.hidden_size
+        (True, True)
     """
 
-    encoder: EncoderConfig
-    diffusion: DiffusionConfig
-    prompt: PromptConfig
-    decoder: DecoderConfig
-    sampling: SamplingConfig = SamplingConfig()
+    encoder: EncoderConfig = Field(description="The frozen sentence encoder the plans live in.")
+    diffusion: DiffusionConfig = Field(description="The diffusion network that samples plans.")
+    prompt: PromptConfig = Field(description="The prompt generator that turns a plan into soft tokens.")
+    decoder: DecoderConfig = Field(description="The pretrained causal LM that writes the text.")
+    sampling: SamplingConfig = Field(default=SamplingConfig(), description=(
+        "Default inference settings (each can be overridden per call)."))
 
-    @classmethod
-    def preset(cls, name: str) -> DGLMConfig:
-        """``"paper"``: the reference's shapes; ``"mini"``: the shipped default's shapes."""
-        if name not in PRESETS:
-            raise ValueError(f"preset={name!r} is not known; accepted: {sorted(PRESETS)}")
-        return PRESETS[name]
 
+# Prefix of an encoder or decoder id that names a random-weight stand-in of the architecture after it
+# (dglm.presets builds those); the ``tiny`` preset's parts exist only as such stand-ins.
+RANDOM_PREFIX = "random:"
 
 PRESETS: dict[str, DGLMConfig] = {
+    # The reference's shapes (Sentence-T5-XL, GPT-2-large).
     "paper": DGLMConfig(
         encoder=EncoderConfig(name_or_path="sentence-transformers/sentence-t5-xl", dim=768),
         diffusion=DiffusionConfig(dim=768, num_tokens=32, width=768, depth=12, heads=12),
@@ -310,6 +308,7 @@ PRESETS: dict[str, DGLMConfig] = {
         decoder=DecoderConfig(name_or_path="gpt2-large", hidden_size=1280),
         sampling=SamplingConfig(steps=250),
     ),
+    # The shipped default checkpoint's shapes (all-MiniLM-L6-v2, SmolLM2-135M-Instruct).
     "mini": DGLMConfig(
         encoder=EncoderConfig(name_or_path="sentence-transformers/all-MiniLM-L6-v2", dim=384),
         diffusion=DiffusionConfig(dim=384, num_tokens=8, token_features=32, width=128, depth=4, heads=4,
@@ -321,4 +320,39 @@ PRESETS: dict[str, DGLMConfig] = {
         # (+2%) and the shipped sw1 (+18%), where strength 20 reached 24% / 35% sports (docs/results/mini.md).
         sampling=SamplingConfig(strength=100.0),
     ),
+    # Two-layer models of width 32 with random weights only, built in well under a second: tests, CPU smoke runs.
+    "tiny": DGLMConfig(
+        encoder=EncoderConfig(name_or_path=RANDOM_PREFIX + "tiny-bert", dim=32),
+        diffusion=DiffusionConfig(dim=32, num_tokens=4, token_features=8, width=32, depth=2, heads=2),
+        prompt=PromptConfig(dim=32, out_dim=32, num_soft_tokens=4, width=32, depth=2, heads=2),
+        decoder=DecoderConfig(name_or_path=RANDOM_PREFIX + "tiny-gpt2", hidden_size=32),
+        sampling=SamplingConfig(steps=10),
+    ),
 }
+"""Every preset by name: network shapes, encoder and decoder ids and sampling defaults. Look one up with
+:func:`preset_config`; :func:`dglm.presets.random_pipeline` builds any of them with random weights."""
+# A preset's name, as config fields and command-line options accept it (the registry's keys).
+PresetName = Literal[tuple(PRESETS)]
+
+
+def preset_config(preset: str | DGLMConfig) -> DGLMConfig:
+    """The config of a preset name in :data:`PRESETS`, or ``preset`` itself when it is a config already; every
+    entry point that takes a preset (:meth:`dglm.DGLM.from_config`, :func:`dglm.presets.random_pipeline`, the
+    training stages, the benchmark's ``random:<preset>``) looks it up here.
+
+    Example:
+        >>> preset_config("mini").decoder.hidden_size
+        576
+        >>> preset_config("tiny") is preset_config(PRESETS["tiny"])
+        True
+        >>> preset_config("small")
+        Traceback (most recent call last):
+            ...
+        ValueError: preset='small' is not known; accepted: 'paper', 'mini', 'tiny' or a DGLMConfig
+    """
+    if isinstance(preset, DGLMConfig):
+        return preset
+    if not isinstance(preset, str) or preset not in PRESETS:
+        names = ", ".join(map(repr, PRESETS))
+        raise ValueError(f"preset={preset!r} is not known; accepted: {names} or a DGLMConfig")
+    return PRESETS[preset]

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from dglm.config import (
     MAX_CFG_SCALE,
@@ -35,6 +35,7 @@ from dglm.config import (
     EncoderConfig,
     SamplingConfig,
     check_decoding_kwargs,
+    preset_config,
 )
 from dglm.decoder import Decoder, check_prefixes
 from dglm.diffusion import SemanticDiffuser
@@ -81,17 +82,18 @@ class _PipelineFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Version of dglm that wrote the checkpoint.
-    library_version: str
-    # Hub ids of the encoder and decoder the checkpoint was trained with (never paths outside the folder).
-    encoder: str
-    decoder: str
-    # Which decoder weights it was trained with: their source and a fingerprint (absent in older checkpoints).
-    decoder_weights: DecoderWeights | None = None
-    # The decoder's hidden size, for a clear error when another decoder is passed.
-    decoder_hidden_size: int
-    # Sampling defaults the checkpoint was evaluated with.
-    sampling: SamplingConfig = SamplingConfig()
+    library_version: str = Field(description="Version of dglm that wrote the checkpoint.")
+    encoder: str = Field(description=(
+        "Hub id of the encoder the checkpoint was trained with (never a path outside the folder)."))
+    decoder: str = Field(description=(
+        "Hub id of the decoder the checkpoint was trained with (never a path outside the folder)."))
+    decoder_weights: DecoderWeights | None = Field(default=None, description=(
+        "Which decoder weights it was trained with: their source and a fingerprint (absent in older "
+        "checkpoints)."))
+    decoder_hidden_size: int = Field(description=(
+        "The decoder's hidden size, for a clear error when another decoder is passed."))
+    sampling: SamplingConfig = Field(default=SamplingConfig(), description=(
+        "Sampling defaults the checkpoint was evaluated with."))
 
 
 class DGLM(torch.nn.Module):
@@ -158,11 +160,21 @@ class DGLM(torch.nn.Module):
     @classmethod
     def from_config(cls, config: DGLMConfig | str, encoder: SemanticEncoder | None = None,
                     decoder: Decoder | None = None) -> DGLM:
-        """Random-weight diffusion and prompt networks of a config or preset name, around the given (or
-        loaded-by-id) encoder and decoder."""
-        config = DGLMConfig.preset(config) if isinstance(config, str) else config
-        encoder = encoder or SemanticEncoder.from_pretrained(config.encoder.name_or_path)
-        decoder = decoder or Decoder.from_pretrained(config.decoder.name_or_path)
+        """Untrained diffusion and prompt networks (their training initialisation) of a config or a preset
+        name in :data:`dglm.config.PRESETS`, around the given (or loaded-by-id) encoder and decoder; a
+        ``random:`` id, as the ``tiny`` preset's, loads a random stand-in (:func:`dglm.presets.load_encoder`).
+
+        Example:
+            >>> pipe = DGLM.from_config("tiny")
+            >>> pipe.config.encoder == preset_config("tiny").encoder, pipe.encoder.fitted
+            (True, True)
+        """
+        # Imported here: dglm.presets builds pipelines, so it imports this module.
+        from dglm.presets import load_decoder, load_encoder
+
+        config = preset_config(config)
+        encoder = encoder or load_encoder(config.encoder)
+        decoder = decoder or load_decoder(config.decoder)
         return cls(encoder, SemanticDiffuser(config.diffusion), PromptGenerator(config.prompt), decoder,
                    config.sampling)
 
