@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import typing
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -266,8 +267,10 @@ class GenerationConfig(_Config):
 
     def merge(self, **overrides) -> GenerationConfig:
         """This config with ``overrides`` (field names) applied, validated once; a bad value raises a
-        ValueError naming each bad field, its value and what is accepted."""
-        return validated(GenerationConfig, {**self.model_dump(), **overrides})
+        ValueError naming each bad field, its value and what is accepted. None for a field that cannot be
+        None (``steps=None``) keeps this config's value."""
+        given = {k: v for k, v in overrides.items() if v is not None or _nullable(k)}
+        return validated(GenerationConfig, {**self.model_dump(), **given})
 
     def decoding_kwargs(self) -> dict:
         """The keywords of Hugging Face ``generate`` these settings give (``temperature`` only when set).
@@ -277,6 +280,12 @@ class GenerationConfig(_Config):
             {'max_new_tokens': 32, 'do_sample': True, 'top_p': 0.9, 'repetition_penalty': 1.2}
         """
         return {k: getattr(self, k) for k in DECODING_FIELDS if getattr(self, k) is not None}
+
+
+def _nullable(field: str) -> bool:
+    """Whether None is a value of GenerationConfig's ``field`` (unknown fields pass, to be refused by name)."""
+    info = GenerationConfig.model_fields.get(field)
+    return info is None or type(None) in typing.get_args(info.annotation)
 
 
 # The name of GenerationConfig in checkpoints' ``dglm.json`` ("sampling") and in earlier versions of dglm.

@@ -48,10 +48,10 @@ class Controller:
 
     def __init__(self, constraint: ConstraintLike = None, pipeline: DGLM | None = None, *,
                  strength: float | None = None, guidance_samples: int | None = None, max_x0_shift: float = 1.0):
-        if isinstance(constraint, Sequence) and not isinstance(constraint, str):
-            raise TypeError(f"constraint={constraint!r:.100} must be one Constraint, a constraint expression string "
-                            f"or None; per-prefix constraints go to generate(constraints=[...])")
-        if isinstance(strength, Sequence):
+        if not (constraint is None or isinstance(constraint, (Constraint, str))):
+            raise TypeError(f"constraint={constraint!r:.100} must be a Constraint, a constraint expression string "
+                            f"or None (per-prefix constraints go to generate(constraints=[...]))")
+        if isinstance(strength, Sequence) and not isinstance(strength, str):
             raise TypeError(f"strength={strength!r:.100} must be one number or None; per-prefix strengths go to "
                             f"generate(strength=[...])")
         self.defaults = Control(constraint, strength, guidance_samples, max_x0_shift)

@@ -87,6 +87,18 @@ class _PipelineFile(BaseModel):
     sampling: GenerationConfig = GenerationConfig()
 
 
+def checkpoint_settings(folder: str | os.PathLike) -> GenerationConfig:
+    """The generation defaults a checkpoint folder records (``dglm.json``'s ``"sampling"``), read without
+    loading any model.
+
+    Example:
+        >>> from dglm.hub import PACKAGED
+        >>> checkpoint_settings(PACKAGED / "mini").strength
+        100.0
+    """
+    return read_config(Path(folder) / PIPELINE_FILE, _PipelineFile).sampling
+
+
 class DGLM(torch.nn.Module):
     """Diffusion Guided Language Model: plans a continuation embedding, then decodes text that follows it.
 
@@ -217,7 +229,6 @@ class DGLM(torch.nn.Module):
         decoder already carries one."""
         folder = resolve_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
         meta = read_config(folder / PIPELINE_FILE, _PipelineFile)
-        sampling = meta.sampling
         if encoder is None:
             saved = read_config(folder / "encoder" / "config.json", EncoderConfig)
             check_recorded_id(saved.name_or_path, "encoder", folder / "encoder" / "config.json")
@@ -243,7 +254,7 @@ class DGLM(torch.nn.Module):
 
             probes = ProbeRegistry.load(folder / "probes")
         pipe = cls(encoder, SemanticDiffuser.from_pretrained(folder / "diffusion"),
-                   PromptGenerator.from_pretrained(folder / "prompt"), decoder, sampling, probes)
+                   PromptGenerator.from_pretrained(folder / "prompt"), decoder, meta.sampling, probes)
         return pipe.to(device) if device is not None else pipe
 
     # ------------------------------------------------------------------------------------------- inference

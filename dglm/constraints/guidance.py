@@ -45,7 +45,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from dglm.config import GenerationConfig, check_field
+from dglm.config import MAX_STRENGTH, GenerationConfig, check_field
 from dglm.constraints.algebra import Constraint
 from dglm.constraints.parse import parse_constraint
 from dglm.sampling import Denoise, Prediction
@@ -298,10 +298,19 @@ class Control:
                                  f"{value!r:.200}")
             return value
 
-        return replace(self, constraints=per_prefix(self.constraints, "constraints", "one constraint (or None)"),
-                       strength=per_prefix(strength if self.strength is None else self.strength, "strength",
-                                           "one number"),
-                       guidance_samples=self.guidance_samples or guidance_samples)
+        laid_out = replace(self, constraints=per_prefix(self.constraints, "constraints", "one constraint (or None)"),
+                           strength=per_prefix(strength if self.strength is None else self.strength, "strength",
+                                               "one number"),
+                           guidance_samples=self.guidance_samples or guidance_samples)
+        for c, s in set(zip(laid_out.constraints, laid_out.strength, strict=True)):
+            # Weights times the strength beyond float32 overflow the guidance (or merge to inf, which drops the
+            # term), so guidance would silently stop: bound their sum (the unmerged terms bound every merged one).
+            worst = sum(abs(w) for _, w in c._raw_terms()) * s if c is not None else 0.0
+            if not math.isfinite(worst) or worst > MAX_STRENGTH:
+                raise ValueError(f"constraint {c!r:.80} at strength {s:g}: its weights x strength add up to "
+                                 f"{worst:.3g}; the limit is {MAX_STRENGTH:.3g} (float32), beyond it guidance "
+                                 f"would overflow")
+        return laid_out
 
     def resolve(self, encoder, registry=None) -> Control:
         """This control with its constraints resolved (:meth:`Constraint.resolve`; each distinct one once)."""
