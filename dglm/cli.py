@@ -210,20 +210,26 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _generate_all(args, prefixes, control, settings, device, folder) -> list[dict]:
+    from dglm.outputs import merge_outputs
     from dglm.pipeline import DGLM
 
     show_progress = _show_progress(args)
     with third_party_output(show_progress):
         pipe = DGLM.from_pretrained(folder, device=device)
-        out = pipe.generate(prefixes, control=control, show_progress_bar=show_progress, **settings)
-    logger.info("%d prefixes: %s", len(prefixes), ", ".join(f"{k} {v:.2f} s" for k, v in out.timings.items()))
-    results = []
-    for i, (prefix, continuations) in enumerate(zip(out.prefixes, out.continuations, strict=True)):
-        for j, text in enumerate(continuations):
-            print(f"--- prefix {i + 1}, sample {j + 1} ---")
-            print(prefix + text, flush=True)
-        results.append({"prefix": prefix, "continuations": continuations})
-    return results
+        chunks = []
+        printed = [0] * len(prefixes)  # samples printed per prefix (a prefix's samples may span chunks)
+        for start, out in pipe.generate_chunks(prefixes, control=control, show_progress_bar=show_progress,
+                                               **settings):
+            logger.info("prefixes %d-%d: %s", start + 1, start + len(out.prefixes),
+                        ", ".join(f"{k} {v:.2f} s" for k, v in out.timings.items()))
+            for i, (prefix, continuations) in enumerate(zip(out.prefixes, out.continuations, strict=True), start):
+                for text in continuations:
+                    printed[i] += 1
+                    print(f"--- prefix {i + 1}, sample {printed[i]} ---")
+                    print(prefix + text, flush=True)
+            chunks.append((start, out))
+    out = merge_outputs(prefixes, chunks)
+    return [{"prefix": p, "continuations": c} for p, c in zip(out.prefixes, out.continuations, strict=True)]
 
 
 def _assets(args: argparse.Namespace) -> int:

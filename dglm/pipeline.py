@@ -20,14 +20,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from dglm.config import DECODING_FIELDS, DGLMConfig, EncoderConfig, GenerationConfig
-from dglm.constraints.guidance import Control
+from dglm.constraints.guidance import ConstraintGuidance, Control
 from dglm.decoder import Decoder, check_prefixes
 from dglm.diffusion import SemanticDiffuser
 from dglm.encoder import SemanticEncoder
@@ -295,23 +295,25 @@ class DGLM(torch.nn.Module):
         self.decoder.prefix_budget(k, settings.max_new_tokens)  # refuses what cannot fit the context
         return settings, extras
 
-    def _chunks(self, prefixes: list[str], settings: GenerationConfig, control: Control | None):
+    def _chunks(self, prefixes: list[str], settings: GenerationConfig,
+                control: Control | None) -> list[tuple[int, int, int, int, ConstraintGuidance | None]]:
         """``(start, stop, samples, seed, guidance)`` of each :func:`row_chunks` chunk: the control laid out
-        and resolved once, its denoiser wrapper per chunk (None where no row is guided)."""
+        and resolved once (checked before any chunk runs), its denoiser wrapper per chunk (None where no row
+        is guided). A call without a seed draws one per chunk."""
         if control is not None:
             if not isinstance(control, Control):
                 raise TypeError(f"control={control!r:.100} must be a dglm.constraints.Control or None")
             control = control.for_prefixes(len(prefixes), settings.strength, settings.guidance_samples)
             with self.lock:  # resolving may run the encoder (and its tokenizer), shared with other threads
                 control = control.resolve(self.encoder, self.probes)
+        chunks = []
         for start, stop, n, seed in row_chunks(len(prefixes), settings.num_samples, settings.batch_size,
                                                settings.seed):
             seed = int(torch.randint(2**62, ()).item()) if seed is None else seed
-            guidance = None
-            if control is not None:
-                generator = torch.Generator(self.device).manual_seed(seed)
-                guidance = control.guidance(start, stop, n, self.encoder.to_raw, generator)
-            yield start, stop, n, seed, guidance
+            guidance = None if control is None else control.guidance(
+                start, stop, n, self.encoder.to_raw, torch.Generator(self.device).manual_seed(seed))
+            chunks.append((start, stop, n, seed, guidance))
+        return chunks
 
     @torch.no_grad()
     def plan(self, prefixes: Sequence[str], num_samples: int = 1, *, control: Control | None = None,
@@ -371,17 +373,37 @@ class DGLM(torch.nn.Module):
         in a guided chunk is its own contrast, so its text is unchanged.
         """
         prefixes = check_prefixes(prefixes)
+        return merge_outputs(prefixes, list(self.generate_chunks(prefixes, num_samples, control=control, **settings)))
+
+    def generate_chunks(self, prefixes: Sequence[str], num_samples: int = 1, *, control: Control | None = None,
+                        **settings) -> Iterator[tuple[int, GenerationOutput]]:
+        """:meth:`generate`, one chunk of rows at a time, as each is done: ``(start, output)``, where
+        ``output`` holds prefixes ``start, start + 1, ...`` with some of their samples (all of them while
+        ``num_samples <= batch_size``); :func:`~dglm.outputs.merge_outputs` of all of them is what
+        :meth:`generate` returns. Everything is checked before the first chunk runs.
+
+        Example:
+            >>> from dglm.presets import random_pipeline
+            >>> chunks = random_pipeline("tiny").generate_chunks(["a", "b", "c"], 2, batch_size=4, steps=2,
+            ...                                                  max_new_tokens=2, seed=0)
+            >>> [(start, len(out.prefixes)) for start, out in chunks]
+            [(0, 2), (2, 1)]
+        """
+        prefixes = check_prefixes(prefixes)
         s, extras = self._settings({**settings, "num_samples": num_samples})
-        outputs = []
-        for start, stop, n, seed, guidance in self._chunks(prefixes, s, control):
-            with self.lock:
+        chunks = self._chunks(prefixes, s, control)
+        return self._generate_chunks(prefixes, s, extras, chunks)
+
+    def _generate_chunks(self, prefixes, s, extras, chunks) -> Iterator[tuple[int, GenerationOutput]]:
+        for start, stop, n, seed, guidance in chunks:
+            with torch.no_grad(), self.lock:
                 plan = self._plan(prefixes[start:stop], n, s, seed, guidance)
                 contrast, scale = None, s.plan_scale
                 if s.control_scale != 1.0 and guidance is not None:  # the same noise, unguided
                     contrast, scale = self._plan(prefixes[start:stop], n, s, seed, None), s.control_scale
                     plan.timings = sum_timings([plan, contrast])
-                outputs.append((start, self._decode(plan, s, extras, seed, scale, contrast)))
-        return merge_outputs(prefixes, outputs)
+                output = self._decode(plan, s, extras, seed, scale, contrast)
+            yield start, output
 
     def decode(self, plan: Plan, contrast: Plan | None = None, **settings) -> GenerationOutput:
         """Decode the text of a :class:`Plan` (one continuation per planned row); ``settings`` as for
