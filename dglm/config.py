@@ -196,10 +196,10 @@ class GenerationConfig(_Config):
         >>> call = defaults.merge(sigma2=0.1, top_p=0.8)
         >>> call.steps, call.sigma2, call.top_p, call.batch_size
         (20, 0.1, 0.8, 256)
-        >>> defaults.merge(top_p=1.5, steps=0)
+        >>> defaults.merge(top_p=1.5)
         Traceback (most recent call last):
             ...
-        ValueError: steps=0: Input should be greater than or equal to 1; top_p=1.5: Input should be less than or equal to 1
+        ValueError: top_p=1.5: Input should be less than or equal to 1
     """
 
     # Strict: a bool is not a number of steps and "0.9" is not a float; ints are accepted for floats.
@@ -331,7 +331,7 @@ def check_field(model: type[BaseModel], field: str, value, name: str | None = No
 @functools.cache
 def _field_adapter(model: type[BaseModel], field: str) -> TypeAdapter:
     info = model.model_fields[field]
-    return TypeAdapter(Annotated[info.annotation, *info.metadata],
+    return TypeAdapter(Annotated[(info.annotation, *info.metadata)],
                        config=ConfigDict(strict=True, allow_inf_nan=False))
 
 

@@ -16,8 +16,9 @@ Two implementations of the same contrast:
 - :class:`PairedPlanGuidance` (what :meth:`dglm.DGLM.generate` passes to :meth:`dglm.Decoder.generate` as a
   ``logits_processor``): the null branch runs in the same forward as the guided one. While attached to the
   LM it doubles every forward of the guided batch, the guided rows first and the null rows after them, so
-  the two KV caches sit side by side in one cache and one forward per token serves both; the guided half of the logits goes on to ``generate`` (which samples
-  the guided rows exactly as without guidance), the null half to this processor.
+  the two KV caches sit side by side in one cache and one forward per token serves both; the guided half
+  of the logits goes on to ``generate`` (which samples the guided rows exactly as without guidance), the
+  null half to this processor.
 - :class:`PlanGuidance`: a plain ``LogitsProcessor`` that runs the null branch as a second forward with its
   own KV cache, for user code that calls ``generate`` on a model it does not want hooked.
 
@@ -118,9 +119,9 @@ class PairedPlanGuidance(LogitsProcessor):
     ``num_return_sequences``) runs ``[guided rows; null rows]``: for the prompt, the null rows are the guided
     rows' ``inputs_embeds`` with their last k positions (dglm's layout puts the soft tokens there) replaced by
     ``null_soft``; then each new token the guided rows chose for both halves, with the same mask and
-    positions (the two halves share their layout). :meth:`dglm.Decoder.generate` attaches it for the call. ``generate`` sees the guided half only; this processor reads the
-    null half. Hooks act only in the attaching thread and are removed on exit; one instance serves one
-    ``generate`` call. Its output equals :class:`PlanGuidance`'s within float tolerance.
+    positions (the two halves share their layout). ``generate`` sees the guided half only; this processor
+    reads the null half. Hooks act only in the attaching thread and are removed on exit; one instance serves
+    one ``generate`` call (:meth:`dglm.Decoder.generate` attaches it for the call). Its output equals :class:`PlanGuidance`'s within float tolerance.
 
     Example (the same call as :class:`PlanGuidance`'s example, with half the forwards):
         >>> from dglm.presets import TINY, random_decoder
@@ -176,8 +177,8 @@ class PairedPlanGuidance(LogitsProcessor):
         embeds = kwargs.get("inputs_embeds")  # (B, T, h)
         if embeds is not None:  # the prompt: the null rows get the null plan's soft tokens, in the last k places
             k = min(self.null_soft.shape[1], embeds.shape[1])
-            null = torch.cat([embeds[:, :embeds.shape[1] - k], self.null_soft[:, self.null_soft.shape[1] - k:].to(embeds)],
-                             dim=1)  # (B, T, h)
+            soft = self.null_soft[:, self.null_soft.shape[1] - k:].to(embeds)  # (B, k, h)
+            null = torch.cat([embeds[:, :embeds.shape[1] - k], soft], dim=1)  # (B, T, h)
             kwargs["inputs_embeds"] = torch.cat([embeds, null])  # (2B, T, h)
         for name in _BATCHED_INPUTS:  # the same tokens, mask and positions for both halves
             value = kwargs.get(name)
