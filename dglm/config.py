@@ -272,6 +272,16 @@ class GenerationConfig(_Config):
         given = {k: v for k, v in overrides.items() if v is not None or _nullable(k)}
         return validated(GenerationConfig, {**self.model_dump(), **given})
 
+    def saved(self) -> dict:
+        """The fields a checkpoint's ``dglm.json`` records: the decoding ones only where they were set, so
+        that a loaded checkpoint keeps taking the others from its decoder's ``generation_config``.
+
+        Example:
+            >>> "top_p" in GenerationConfig().saved(), GenerationConfig(top_p=0.5).saved()["top_p"]
+            (False, 0.5)
+        """
+        return self.model_dump(mode="json", exclude={k for k in DECODING_FIELDS if k not in self.model_fields_set})
+
     def decoding_kwargs(self) -> dict:
         """The keywords of Hugging Face ``generate`` these settings give (``temperature`` only when set).
 

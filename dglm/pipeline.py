@@ -7,8 +7,11 @@ Example:
     >>> out.continuations[0]                                                   # doctest: +SKIP
     [' was ...', ' ended ...']
 
-Serving untrusted requests: every argument is checked and a bad one raises an error naming it, its value
-and what is accepted. Rows (``len(prefixes) * num_samples``) are planned and decoded ``batch_size`` at a
+Every per-call setting is a :class:`~dglm.config.GenerationConfig` field: a call's keywords are merged into
+the pipeline's defaults and validated once, so a bad one raises an error naming it, its value and what is
+accepted. What steers the plans is a :class:`~dglm.constraints.Control` (per-prefix constraints and
+strengths), which the pipeline lays out over its chunks of rows; the decoder-side contrasts
+(:mod:`dglm.plan_guidance`) are built here and passed to the decoder as logits processors. Rows (``len(prefixes) * num_samples``) are planned and decoded ``batch_size`` at a
 time, so working memory is bounded for any ``num_samples`` (the output itself, one string and one plan
 per row, is not). A pipeline may be shared between threads: planning and decoding hold ``DGLM.lock``, so
 concurrent calls run one after the other and give exactly what sequential calls give.
@@ -195,14 +198,8 @@ class DGLM(torch.nn.Module):
                                              "decoder": self.decoder.config.name_or_path,
                                              "decoder_weights": DecoderWeights.of(self.decoder).model_dump(),
                                              "decoder_hidden_size": self.decoder.hidden_size,
-                                             "sampling": self._saved_sampling()})
+                                             "sampling": self.sampling.saved()})
             (tmp / MODEL_CARD).write_text(card, encoding="utf-8")
-
-    def _saved_sampling(self) -> dict:
-        """``self.sampling`` as ``dglm.json`` records it: decoding settings only where they were set, so that a
-        loaded checkpoint keeps taking the others from its decoder's ``generation_config``."""
-        unset = {k for k in DECODING_FIELDS if k not in self.sampling.model_fields_set}
-        return self.sampling.model_dump(mode="json", exclude=unset)
 
     def push_to_hub(self, repo_id: str, *, revision: str | None = None, private: bool | None = None,
                     token: str | bool | None = None, commit_message: str = "Upload dglm checkpoint", api=None,
@@ -372,8 +369,8 @@ class DGLM(torch.nn.Module):
         fluency; a second diffusion run and decoder pass). Chunks without guided rows skip it; an unguided row
         in a guided chunk is its own contrast, so its text is unchanged.
         """
-        prefixes = check_prefixes(prefixes)
-        return merge_outputs(prefixes, list(self.generate_chunks(prefixes, num_samples, control=control, **settings)))
+        prefixes, s, extras, chunks = self._prepare(prefixes, num_samples, control, settings)
+        return merge_outputs(prefixes, list(self._generated(prefixes, s, extras, chunks)))
 
     def generate_chunks(self, prefixes: Sequence[str], num_samples: int = 1, *, control: Control | None = None,
                         **settings) -> Iterator[tuple[int, GenerationOutput]]:
@@ -389,12 +386,15 @@ class DGLM(torch.nn.Module):
             >>> [(start, len(out.prefixes)) for start, out in chunks]
             [(0, 2), (2, 1)]
         """
+        return self._generated(*self._prepare(prefixes, num_samples, control, settings))
+
+    def _prepare(self, prefixes, num_samples, control, settings) -> tuple[list[str], GenerationConfig, dict, list]:
+        """Everything a generate call checks, once: (prefixes, settings, HF extras, :meth:`_chunks`)."""
         prefixes = check_prefixes(prefixes)
         s, extras = self._settings({**settings, "num_samples": num_samples})
-        chunks = self._chunks(prefixes, s, control)
-        return self._generate_chunks(prefixes, s, extras, chunks)
+        return prefixes, s, extras, self._chunks(prefixes, s, control)
 
-    def _generate_chunks(self, prefixes, s, extras, chunks) -> Iterator[tuple[int, GenerationOutput]]:
+    def _generated(self, prefixes, s, extras, chunks) -> Iterator[tuple[int, GenerationOutput]]:
         for start, stop, n, seed, guidance in chunks:
             with torch.no_grad(), self.lock:
                 plan = self._plan(prefixes[start:stop], n, s, seed, guidance)
