@@ -11,9 +11,9 @@ Every per-call setting is a :class:`~dglm.config.GenerationConfig` field: a call
 the pipeline's defaults and validated once, so a bad one raises an error naming it, its value and what is
 accepted. What steers the plans is a :class:`~dglm.constraints.Control` (per-prefix constraints and
 strengths), which the pipeline lays out over its chunks of rows; the decoder-side contrasts
-(:mod:`dglm.plan_guidance`) are built here and passed to the decoder as logits processors. Rows (``len(prefixes) * num_samples``) are planned and decoded ``batch_size`` at a
-time, so working memory is bounded for any ``num_samples`` (the output itself, one string and one plan
-per row, is not). A pipeline may be shared between threads: planning and decoding hold ``DGLM.lock``, so
+(:mod:`dglm.plan_guidance`) are built here and passed to the decoder as logits processors. Rows
+(``len(prefixes) * num_samples``) are planned and decoded ``batch_size`` at a time, so working memory is
+bounded for any ``num_samples`` (the output itself, one string and one plan per row, is not). A pipeline may be shared between threads: planning and decoding hold ``DGLM.lock``, so
 concurrent calls run one after the other and give exactly what sequential calls give.
 """
 
@@ -349,7 +349,6 @@ class DGLM(torch.nn.Module):
         timings["prompt"] = time.perf_counter() - t2
         return Plan(prefixes, num_samples, self.encoder.to_raw(plans.float()), soft, timings)
 
-    @torch.no_grad()
     def generate(self, prefixes: Sequence[str], num_samples: int = 1, *, control: Control | None = None,
                  **settings) -> GenerationOutput:
         """Generate ``num_samples`` continuations per prefix, their plans steered by ``control`` (see
