@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
+from pydantic.fields import FieldInfo
 
 from dglm.bench.evaluators import EVALUATOR_ID
+from dglm.config import GenerationConfig
 
 RANDOM = "random:"  # checkpoint prefix: a random-weight preset (shapes and timing only)
 COMPOSITIONS = ["topic('sports') + sentiment.positive()", "toxicity.low() + topic('sports')"]
@@ -27,6 +29,11 @@ COMPOSITIONS = ["topic('sports') + sentiment.positive()", "toxicity.low() + topi
 
 def _f(default, description: str, **kw):
     return Field(default=default, description=description, **kw)
+
+
+def _generation(field: str, description: str):
+    """GenerationConfig's ``field`` (its default and bounds, declared there) with the benchmark's description."""
+    return FieldInfo.merge_field_infos(GenerationConfig.model_fields[field], description=description)
 
 
 class BenchConfig(BaseModel):
@@ -55,11 +62,11 @@ class BenchConfig(BaseModel):
     num_references: int = _f(128, "reference continuations for MAUVE (topical set)", ge=1)
     seeds: list[int] = _f([0], "sampling seeds; every system runs once per seed")
     prefix_tokens: int = _f(32, "topical prefix length in decoder tokens", ge=1)
-    new_tokens: int = _f(32, "new tokens per continuation", ge=1)
+    new_tokens: int = _generation("max_new_tokens", "new tokens per continuation")
     min_new_tokens: int | None = _f(None, "suppress eos before this many new tokens (None: the decoder may stop)")
     batch_prompts: int = _f(8, "prompts per generation call", ge=1)
-    top_p: float = _f(0.9, "top-p of every system's sampling", gt=0, le=1)
-    repetition_penalty: float = _f(1.2, "repetition penalty of every system", gt=0)
+    top_p: float = _generation("top_p", "top-p of every system's sampling")
+    repetition_penalty: float = _generation("repetition_penalty", "repetition penalty of every system")
     control: str = _f("topic('sports')", "the control, in the constraint syntax")
     strengths: list[float] = _f([20.0, 100.0, 300.0], "DGLM guidance strengths (none: no guided systems)")
     sigma2: list[float] = _f([], "further re-noising levels of unguided DGLM (the checkpoint's is always run)")
