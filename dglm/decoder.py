@@ -45,7 +45,7 @@ from transformers import (
     RepetitionPenaltyLogitsProcessor,
 )
 
-from dglm.config import DecoderConfig
+from dglm.config import DecoderConfig, GenerationConfig, check_field
 from dglm.io import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -440,8 +440,6 @@ class Decoder(nn.Module):
         first tokens (see the module docstring). With soft prompts the call runs with the adapter merged
         (:meth:`adapter_merged`); without, on the base LM.
         """
-        from dglm.config import GenerationConfig, check_field
-
         prefixes = check_prefixes(prefixes)
         new = check_field(GenerationConfig, "max_new_tokens", generate_kwargs.get("max_new_tokens", 1))
         budget = self.prefix_budget(0 if soft is None else soft.shape[1], new)

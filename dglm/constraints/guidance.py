@@ -114,10 +114,9 @@ class ConstraintGuidance:
         if not callable(to_raw):
             raise TypeError(f"to_raw={to_raw!r} must be callable: standardised (..., d) -> raw (..., d)")
         num_samples = check_field(GenerationConfig, "guidance_samples", num_samples, "num_samples")
-        if not max_x0_shift > 0 or not math.isfinite(max_x0_shift):
-            raise ValueError(f"max_x0_shift={max_x0_shift!r} must be a finite number > 0")
-        if max_grad_norm is not None and (not max_grad_norm > 0 or not math.isfinite(max_grad_norm)):
-            raise ValueError(f"max_grad_norm={max_grad_norm!r} must be None or a finite number > 0")
+        _check_bound(max_x0_shift, "max_x0_shift")
+        if max_grad_norm is not None:
+            _check_bound(max_grad_norm, "max_grad_norm")
         self.to_raw, self.num_samples, self.generator = to_raw, num_samples, generator
         self.max_x0_shift, self.max_grad_norm = float(max_x0_shift), max_grad_norm
 
@@ -227,6 +226,12 @@ def _alpha_sigma(alpha2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return a2.sqrt().clamp_min(1e-12), (1 - a2).sqrt().clamp_min(1e-12)
 
 
+def _check_bound(value, name: str) -> None:
+    """A clip bound of the guided update (``max_x0_shift``, ``max_grad_norm``): a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{name}={value!r:.60} must be a finite number > 0")
+
+
 def _check_resolved(constraint: Constraint | None, name: str) -> None:
     if constraint is not None and not constraint.is_resolved:
         pending = [repr(leaf) for leaf in constraint.leaves() if not leaf.is_resolved]
@@ -281,8 +286,7 @@ class Control:
         samples = self.guidance_samples
         if samples is not None:
             samples = check_field(GenerationConfig, "guidance_samples", samples, "guidance_samples")
-        if not self.max_x0_shift > 0 or not math.isfinite(self.max_x0_shift):
-            raise ValueError(f"max_x0_shift={self.max_x0_shift!r} must be a finite number > 0")
+        _check_bound(self.max_x0_shift, "max_x0_shift")
         object.__setattr__(self, "constraints", c)
         object.__setattr__(self, "strength", s)
         object.__setattr__(self, "guidance_samples", samples)
