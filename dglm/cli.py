@@ -174,14 +174,6 @@ def _generate(args: argparse.Namespace) -> int:
     prefixes = read_prefixes(args.prefix, args.input)
     settings = {k: getattr(args, k) for k in GenerationConfig.model_fields if hasattr(args, k)}
     flags = {k: "--" + k.replace("_", "-") for k in settings}
-    try:
-        validated(GenerationConfig, settings, flags)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    num_samples = settings.get("num_samples", 1)
-    if len(prefixes) * num_samples > MAX_ROWS:
-        raise UserError(f"{len(prefixes)} prefixes x -n {num_samples} = {len(prefixes) * num_samples} "
-                        f"continuations; the limit of one run is {MAX_ROWS}")
     if args.control is None:
         for name, what in (("strength", "guidance strength"), ("control_scale", "control contrast")):
             if name in settings:
@@ -192,11 +184,15 @@ def _generate(args: argparse.Namespace) -> int:
     control = Control(args.control)  # parsed here: a malformed expression is refused before loading
     device = _device(args.device)
     folder = _checkpoint_folder(args.checkpoint)
-    try:  # the request against the checkpoint's defaults (not yet the decoder's), still before loading
-        call = checkpoint_settings(folder).merge(**settings)
+    try:  # the options over the checkpoint's defaults (the decoder's come later), before any model loads
+        call = validated(GenerationConfig, {**checkpoint_settings(folder).model_dump(), **settings}, flags)
         control.for_prefixes(len(prefixes), call.strength, call.guidance_samples)
     except ValueError as e:
         raise UserError(str(e)) from None
+    num_samples = call.num_samples
+    if len(prefixes) * num_samples > MAX_ROWS:
+        raise UserError(f"{len(prefixes)} prefixes x -n {num_samples} = {len(prefixes) * num_samples} "
+                        f"continuations; the limit of one run is {MAX_ROWS}")
     output = JsonOutput(args.json, args.input) if args.json is not None else None
     try:
         results = _generate_all(args, prefixes, control, settings, device, folder)
