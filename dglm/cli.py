@@ -174,12 +174,7 @@ def _generate(args: argparse.Namespace) -> int:
     prefixes = read_prefixes(args.prefix, args.input)
     settings = {k: getattr(args, k) for k in GenerationConfig.model_fields if hasattr(args, k)}
     flags = {k: "--" + k.replace("_", "-") for k in settings}
-    if args.control is None:
-        for name, what in (("strength", "guidance strength"), ("control_scale", "control contrast")):
-            if name in settings:
-                raise UserError(f"{flags[name]} {settings[name]:g}: {what} needs a --control (without one it would "
-                                f"do nothing)")
-    else:
+    if args.control is not None:
         check_utf8(args.control, "--control")
     control = Control(args.control)  # parsed here: a malformed expression is refused before loading
     device = _device(args.device)
@@ -189,6 +184,10 @@ def _generate(args: argparse.Namespace) -> int:
         control.for_prefixes(len(prefixes), call.strength, call.guidance_samples)
     except ValueError as e:
         raise UserError(str(e)) from None
+    for name, what in (("strength", "guidance strength"), ("control_scale", "control contrast")):
+        if args.control is None and name in settings:
+            raise UserError(f"{flags[name]} {settings[name]:g}: {what} needs a --control (without one it would do "
+                            f"nothing)")
     num_samples = call.num_samples
     if len(prefixes) * num_samples > MAX_ROWS:
         raise UserError(f"{len(prefixes)} prefixes x -n {num_samples} = {len(prefixes) * num_samples} "
