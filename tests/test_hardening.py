@@ -27,9 +27,10 @@ from test_cli import FAST, blocks, checkpoint, checkpoint_root  # noqa: F401
 
 from dglm.cli import main
 from dglm.cli_support import JsonOutput, UserError, read_prefixes
-from dglm.config import MAX_INPUT_BYTES, MAX_PREFIX_CHARS, MAX_STEPS, GenerationConfig
+from dglm.config import MAX_INPUT_BYTES, MAX_PREFIX_CHARS, MAX_STEPS
+from dglm.hub import PACKAGED
 from dglm.io import CheckpointError, read_json
-from dglm.pipeline import DGLM
+from dglm.pipeline import DGLM, checkpoint_settings
 from dglm.presets import preset_config, random_decoder, random_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -484,7 +485,7 @@ def test_property_cli_options_never_leave_a_traceback(monkeypatch, capsys, optio
     assert "Traceback" not in err
     if status == 0:
         ((a, given),) = reached
-        merged = GenerationConfig(strength=100.0).merge(**given)  # the packaged mini's defaults, then the flags
+        merged = checkpoint_settings(PACKAGED / "mini").merge(**given)  # the checkpoint's defaults, then the flags
         assert 0 < merged.top_p <= 1 and merged.repetition_penalty > 0 and merged.max_new_tokens >= 1
         assert merged.seed is None or 0 <= merged.seed < 2**63
         assert a.control is not None or not {"strength", "control_scale"} & set(given)
