@@ -331,9 +331,9 @@ class Control:
         constraints = self.constraints[start:stop]
         if all(c is None for c in constraints):
             return None
-        rows = [c for c in constraints for _ in range(num_samples)]
+        rows = [c for c in constraints for _ in range(num_samples)]  # row-major: prefix i's samples together
         strength = torch.tensor([s for s in self.strength[start:stop] for _ in range(num_samples)],
-                                dtype=torch.float32)
+                                dtype=torch.float32)  # (rows,)
         return ConstraintGuidance(rows, strength, to_raw, num_samples=self.guidance_samples, generator=generator,
                                   max_x0_shift=self.max_x0_shift)
 
