@@ -18,11 +18,18 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
+from pydantic.fields import FieldInfo
 
 from dglm.bench.evaluators import EVALUATOR_ID
+from dglm.config import GenerationConfig
 
 RANDOM = "random:"  # checkpoint prefix: a random-weight preset (shapes and timing only)
 COMPOSITIONS = ["topic('sports') + sentiment.positive()", "toxicity.low() + topic('sports')"]
+
+
+def _generation(field: str, description: str):
+    """GenerationConfig's ``field`` (its default and bounds, declared there) with the benchmark's description."""
+    return FieldInfo.merge_field_infos(GenerationConfig.model_fields[field], description=description)
 
 
 class BenchConfig(BaseModel):
@@ -56,12 +63,12 @@ class BenchConfig(BaseModel):
         "Reference continuations for MAUVE (topical set)."))
     seeds: list[int] = Field(default=[0], description="Sampling seeds; every system runs once per seed.")
     prefix_tokens: int = Field(default=32, ge=1, description="Topical prefix length in decoder tokens.")
-    new_tokens: int = Field(default=32, ge=1, description="New tokens per continuation.")
+    new_tokens: int = _generation("max_new_tokens", "New tokens per continuation.")
     min_new_tokens: int | None = Field(default=None, description=(
         "Suppress eos before this many new tokens (None: the decoder may stop)."))
     batch_prompts: int = Field(default=8, ge=1, description="Prompts per generation call.")
-    top_p: float = Field(default=0.9, gt=0, le=1, description="Top-p of every system's sampling.")
-    repetition_penalty: float = Field(default=1.2, gt=0, description="Repetition penalty of every system.")
+    top_p: float = _generation("top_p", "Top-p of every system's sampling.")
+    repetition_penalty: float = _generation("repetition_penalty", "Repetition penalty of every system.")
     control: str = Field(default="topic('sports')", description="The control, in the constraint syntax.")
     strengths: list[float] = Field(default=[20.0, 100.0, 300.0], description=(
         "DGLM guidance strengths (none: no guided systems)."))

@@ -46,8 +46,11 @@ def _none_or(kind):
 
 
 def add_config_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, model: type[BaseModel],
-                       exclude: typing.Iterable[str] = (), defaults_from: str | None = None) -> None:
-    """Add ``--field-name`` for every field of ``model`` except ``exclude``.
+                       exclude: typing.Iterable[str] = (), defaults_from: str | None = None,
+                       include: typing.Iterable[str] | None = None,
+                       aliases: dict[str, list[str]] | None = None) -> None:
+    """Add ``--field-name`` for every field of ``model`` (or of ``include``, in its order) except ``exclude``;
+    ``aliases`` gives a field more option strings (``{"num_samples": ["-n"]}``).
 
     ``int``, ``float`` and ``str`` fields take one value, ``Literal`` fields a choice, ``bool`` fields
     ``--name`` / ``--no-name``, ``list[...]`` fields one or more values; ``X | None`` fields also accept
@@ -55,7 +58,8 @@ def add_config_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup
     namespace, so the config's default applies; with ``defaults_from`` the help says that text supplies it
     instead (a preset's value).
     """
-    for name, field in model.model_fields.items():
+    for name in model.model_fields if include is None else include:
+        field = model.model_fields[name]
         if name in exclude:
             continue
         annotation, optional = _unwrap_optional(field.annotation)
@@ -82,7 +86,7 @@ def add_config_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup
             kwargs |= {"type": _none_or(annotation) if optional else annotation, "metavar": name.upper()}
         else:
             raise TypeError(f"{model.__name__}.{name}: no command-line form for {field.annotation!r}")
-        parser.add_argument("--" + name.replace("_", "-"), required=required, **kwargs)
+        parser.add_argument(*(aliases or {}).get(name, []), "--" + name.replace("_", "-"), required=required, **kwargs)
 
 
 def config_from_args(model: type[BaseModel], args: argparse.Namespace, base: dict | None = None,
