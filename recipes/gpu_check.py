@@ -72,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "carry: decoding with soft tokens then runs with it merged (Decoder.adapter_merged)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="also time the guided plan with the diffusion network under torch.compile "
-                        "(SamplingConfig.compile; default: on with CUDA, off on the CPU)")
+                        "(GenerationConfig.compile; default: on with CUDA, off on the CPU)")
     p.add_argument("--compile-modes", nargs="+", default=["default", "reduce-overhead"],
                    help="torch.compile modes to time the guided plan under ('reduce-overhead' replays CUDA graphs)")
     p.add_argument("--fewer-steps", type=int, nargs="*", default=[20],

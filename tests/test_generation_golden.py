@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from dglm import DGLM, Controller, FunctionConstraint
-from dglm.config import DGLMConfig, SamplingConfig
+from dglm.config import DGLMConfig, GenerationConfig
 from dglm.constraints import near
 from dglm.diffusion import SemanticDiffuser
 from dglm.presets import random_decoder, random_encoder, random_texts
@@ -47,7 +47,7 @@ def tiny_pipeline() -> DGLM:
             if not p.any():  # the output layer, the null prefix and the blocks' adaptive-norm gates
                 p.normal_(0, 0.2)
     encoder.fit_standardization(random_texts(32, 24, seed=11))
-    return DGLM(encoder, diffuser, prompt, decoder, SamplingConfig(steps=6))
+    return DGLM(encoder, diffuser, prompt, decoder, GenerationConfig(steps=6))
 
 
 def _first_dim_low():
