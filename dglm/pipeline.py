@@ -343,15 +343,21 @@ class DGLM(torch.nn.Module):
                 plans.append(self._plan(prefixes[start:stop], n, s, seed, guidance))
         return merge_plans(prefixes, s.num_samples, plans)
 
+    def _encode(self, prefixes: list[str], num_samples: int) -> torch.Tensor:
+        """Standardised prefix embeddings, each repeated for its samples: (B*n, d) in the diffuser's dtype."""
+        prefix = self.encoder.standardize(self.encoder.encode(prefixes).to(self.device))
+        check_finite_rows(prefix, "the encoder's embeddings", "run the encoder in float32")
+        return prefix.repeat_interleave(num_samples, dim=0).to(next(self.diffuser.parameters()).dtype)  # (B*n, d)
+
     def _plan(self, prefixes: list[str], num_samples: int, s: GenerationConfig, seed: int,
-              guidance: Callable[[Denoise], Denoise] | None) -> Plan:
+              guidance: Callable[[Denoise], Denoise] | None, prefix: torch.Tensor | None = None) -> Plan:
+        """One chunk's plan; ``prefix``: the chunk's prefixes already encoded by :meth:`_encode` (control
+        contrast plans the same rows twice)."""
         generator = torch.Generator(self.device)
         generator.manual_seed(seed)
         timings = {}
         t0 = time.perf_counter()
-        prefix = self.encoder.standardize(self.encoder.encode(prefixes).to(self.device))
-        check_finite_rows(prefix, "the encoder's embeddings", "run the encoder in float32")
-        prefix = prefix.repeat_interleave(num_samples, dim=0).to(next(self.diffuser.parameters()).dtype)  # (B*n, d)
+        prefix = self._encode(prefixes, num_samples) if prefix is None else prefix
         timings["encode"] = (t1 := time.perf_counter()) - t0
         plans = self.diffuser.sample(prefix, steps=s.steps, sampler=s.sampler, cfg_scale=s.cfg_scale,
                                      generator=generator, wrap=guidance, show_progress_bar=s.show_progress_bar,
@@ -408,11 +414,17 @@ class DGLM(torch.nn.Module):
     def _generated(self, prefixes, s, extras, chunks) -> Iterator[tuple[int, GenerationOutput]]:
         for start, stop, n, seed, guidance in chunks:
             with torch.no_grad(), self.lock:
-                plan = self._plan(prefixes[start:stop], n, s, seed, guidance)
+                chunk = prefixes[start:stop]
+                contrasted = s.control_scale != 1.0 and guidance is not None
+                t0 = time.perf_counter()
+                encoded = self._encode(chunk, n) if contrasted else None  # shared by both plans
+                encode_s = time.perf_counter() - t0
+                plan = self._plan(chunk, n, s, seed, guidance, encoded)
                 contrast, scale = None, s.plan_scale
-                if s.control_scale != 1.0 and guidance is not None:  # the same noise, unguided
-                    contrast, scale = self._plan(prefixes[start:stop], n, s, seed, None), s.control_scale
+                if contrasted:  # the same noise and prefixes, unguided
+                    contrast, scale = self._plan(chunk, n, s, seed, None, encoded), s.control_scale
                     plan.timings = sum_timings([plan, contrast])
+                    plan.timings["encode"] += encode_s
                 output = self._decode(plan, s, extras, seed, scale, contrast)
             yield start, output
 
