@@ -445,8 +445,12 @@ class Decoder(nn.Module):
         budget = self.prefix_budget(0 if soft is None else soft.shape[1], new)
         inputs_embeds, mask, _ = self.embed(self.tokenize(prefixes, budget), soft)
         generate_kwargs.setdefault("pad_token_id", self.pad_token_id)
-        penalty = generate_kwargs.pop("repetition_penalty", None) or self.model.generation_config.repetition_penalty
-        processors = [RepetitionPenaltyLogitsProcessor(penalty)] if penalty and penalty != 1.0 else []
+        penalty = generate_kwargs.pop("repetition_penalty", None)
+        if penalty is None:
+            penalty = self.model.generation_config.repetition_penalty
+        if penalty is not None:  # 0 or a negative penalty is refused, not silently read as "off"
+            penalty = check_field(GenerationConfig, "repetition_penalty", penalty)
+        processors = [RepetitionPenaltyLogitsProcessor(penalty)] if penalty is not None and penalty != 1.0 else []
         processors += generate_kwargs.get("logits_processor") or []
         generate_kwargs["logits_processor"] = LogitsProcessorList(processors)
         with contextlib.ExitStack() as stack:
