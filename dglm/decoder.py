@@ -89,6 +89,10 @@ def check_prefixes(prefixes: Sequence[str]) -> list[str]:
         Traceback (most recent call last):
             ...
         TypeError: prefixes must be a list of str, got a single str 'The match'; wrap it in a list
+        >>> check_prefixes([bytes([99, 97, 102, 233]).decode("utf-8", "surrogateescape")])
+        Traceback (most recent call last):
+            ...
+        ValueError: prefixes[0] is not valid Unicode text (character 3: '\udce9'); decode input bytes as UTF-8 first
     """
     if isinstance(prefixes, str):
         raise TypeError(f"prefixes must be a list of str, got a single str {prefixes[:40]!r}; wrap it in a list")
@@ -97,6 +101,11 @@ def check_prefixes(prefixes: Sequence[str]) -> list[str]:
     for i, p in enumerate(prefixes):
         if not isinstance(p, str):
             raise TypeError(f"prefixes[{i}] must be a str, got {type(p).__name__} ({p!r:.40})")
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError as e:  # lone surrogates, e.g. undecodable bytes read with surrogateescape
+            raise ValueError(f"prefixes[{i}] is not valid Unicode text (character {e.start}: "
+                             f"{p[e.start:e.end]!r}); decode input bytes as UTF-8 first") from None
     return list(prefixes)
 
 
