@@ -13,7 +13,6 @@ import dglm
 from dglm.config import DiffusionConfig
 
 
-
 def pydantic_configs() -> list[type[BaseModel]]:
     found = []
     for info in pkgutil.walk_packages(dglm.__path__, "dglm."):
