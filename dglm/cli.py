@@ -24,7 +24,6 @@ import argparse
 import importlib
 import json
 import logging
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -130,6 +129,9 @@ def _common_options() -> argparse.ArgumentParser:
 
 
 def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    from dglm.config import CONTROL_FIELDS, DECODING_FIELDS, PLANNING_FIELDS, RUN_FIELDS, GenerationConfig
+    from dglm.options import add_config_options
+
     p.add_argument("prefix", nargs="*", metavar="PREFIX", help="text(s) to continue (or use --input)")
     p.add_argument("--input", metavar="FILE",
                    help="read prefixes from FILE, one per line ('-' for stdin; UTF-8, lines end at \\n only, "
@@ -137,43 +139,19 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE",
                    help='also write [{"prefix": ..., "continuations": [...]}, ...] to FILE (atomically; FILE must '
                         'be a regular file or not exist, and not the --input file)')
-    p.add_argument("-n", "--num-samples", type=_positive_int, default=1, metavar="N",
-                   help="continuations per prefix (default: %(default)s)")
-    p.add_argument("--batch-size", type=_positive_int, default=64, metavar="B",
-                   help="prefixes per batched run (default: %(default)s)")
-
+    # One option per GenerationConfig field (its description, its bounds); unset, the checkpoint's value applies.
+    checkpoint = "the checkpoint's"
+    add_config_options(p, GenerationConfig, include=RUN_FIELDS, exclude={"show_progress_bar"},
+                       defaults_from=checkpoint, aliases={"num_samples": ["-n"]})
     control = p.add_argument_group("control")
     control.add_argument("--control", metavar="EXPR",
                          help="constraint expression, e.g. \"toxicity.low() + topic('sports')\"; "
                               "without it, generation is unguided")
-    control.add_argument("--strength", type=float, metavar="LAMBDA",
-                         help="guidance strength, with --control (default: the checkpoint's, 20 for mini)")
-
-    plan = p.add_argument_group("planning (semantic diffusion)")
-    plan.add_argument("--steps", type=_positive_int, metavar="K", help="denoising steps (default: the checkpoint's)")
-    plan.add_argument("--sampler", choices=("ddpm", "ddim"), help="diffusion sampler (default: the checkpoint's)")
-    plan.add_argument("--cfg-scale", type=float, metavar="W",
-                      help="classifier-free guidance weight, 1 = off (default: the checkpoint's)")
-    plan.add_argument("--sigma2", type=float, metavar="S2",
-                      help="noise added to the plan before prompting, 0 = follow it strictly, 1 = ignore it "
-                           "(default: the checkpoint's, 0.05 for mini)")
-    plan.add_argument("--seed", type=int, help="random seed; the same seed gives the same output")
-
-    decode = p.add_argument_group("decoding")
-    decode.add_argument("--max-new-tokens", type=_positive_int, default=32, metavar="T",
-                        help="tokens per continuation (default: %(default)s)")
-    decode.add_argument("--top-p", type=float, default=0.9, metavar="P",
-                        help="nucleus sampling mass in (0, 1] (default: %(default)s)")
-    decode.add_argument("--temperature", type=float, metavar="TEMP", help="sampling temperature (default: the decoder's)")
-    decode.add_argument("--repetition-penalty", type=float, default=1.2, metavar="R",
-                        help="repetition penalty on the generated tokens, > 0, 1 = off (default: %(default)s)")
-    decode.add_argument("--plan-scale", type=float, metavar="W",
-                        help="plan guidance in the decoder, 1 = off; > 1 follows the plan more closely at the cost "
-                             "of a second decoder pass per token (default: the checkpoint's)")
-    decode.add_argument("--control-scale", type=float, metavar="W",
-                        help="control contrast in the decoder (with --control), 1 = off; > 1 weights what the control "
-                             "changed in the plan by W: stronger control at some fluency, a second diffusion run "
-                             "and decoder pass (default: the checkpoint's)")
+    add_config_options(control, GenerationConfig, include=CONTROL_FIELDS, defaults_from=checkpoint)
+    add_config_options(p.add_argument_group("planning (semantic diffusion)"), GenerationConfig,
+                       include=PLANNING_FIELDS, defaults_from=checkpoint)
+    add_config_options(p.add_argument_group("decoding"), GenerationConfig, include=DECODING_FIELDS,
+                       defaults_from="the checkpoint's, else the decoder's generation config's")
 
     run = p.add_argument_group("model")
     run.add_argument("--checkpoint", default="mini", metavar="NAME_OR_PATH",
@@ -188,79 +166,65 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from dglm.config import MAX_ROWS, MAX_STRENGTH, DecodingOptions, SamplingConfig
+    from dglm.config import MAX_ROWS, GenerationConfig, validated
+    from dglm.constraints import Control
+    from dglm.pipeline import checkpoint_settings
 
     # Everything that can be checked without the models is checked before loading them.
     prefixes = read_prefixes(args.prefix, args.input)
-    if len(prefixes) * args.num_samples > MAX_ROWS:
-        raise UserError(f"{len(prefixes)} prefixes x -n {args.num_samples} = {len(prefixes) * args.num_samples} "
-                        f"continuations; the limit of one run is {MAX_ROWS}")
-    flags = {"steps": args.steps, "sampler": args.sampler, "cfg_scale": args.cfg_scale, "sigma2": args.sigma2,
-             "strength": args.strength, "plan_scale": args.plan_scale, "control_scale": args.control_scale}
-    _validate(SamplingConfig, {k: v for k, v in flags.items() if v is not None})
-    decode_kwargs = {"max_new_tokens": args.max_new_tokens, "top_p": args.top_p,
-                     "repetition_penalty": args.repetition_penalty, "temperature": args.temperature}
-    _validate(DecodingOptions, decode_kwargs)
-    if args.temperature is None:
-        del decode_kwargs["temperature"]
-    if args.seed is not None and not 0 <= args.seed < 2**63:
-        raise UserError(f"--seed {args.seed}: accepted: an integer in [0, 2**63)")
-    if args.control is None:
-        for flag, value, what in (("--strength", args.strength, "guidance strength"),
-                                  ("--control-scale", args.control_scale, "control contrast")):
-            if value is not None:
-                raise UserError(f"{flag} {value:g}: {what} needs a --control (without one it would do nothing)")
-    elif args.control_scale not in (None, 1) and args.plan_scale not in (None, 1):
-        raise UserError(f"--control-scale {args.control_scale:g} and --plan-scale {args.plan_scale:g}: use one "
-                        f"decoder-side contrast at a time")
-    constraint = _parse_control(args.control, args.strength)
-    if constraint is not None:
-        # Weights times the strength beyond float32 overflow the guidance (or merge to inf, which drops the
-        # term), so guidance would silently stop: bound their sum (the unmerged terms bound every merged one).
-        strength = SamplingConfig().strength if args.strength is None else args.strength
-        worst = sum(abs(w) for _, w in constraint._raw_terms()) * strength
-        if not math.isfinite(worst) or worst > MAX_STRENGTH:
-            raise UserError(f"--control {args.control!r:.80}: its weights x strength add up to {worst:.3g}; the "
-                            f"limit is {MAX_STRENGTH:.3g} (float32), beyond it guidance would overflow")
+    settings = {k: getattr(args, k) for k in GenerationConfig.model_fields if hasattr(args, k)}
+    flags = {k: "--" + k.replace("_", "-") for k in settings}
+    if args.control is not None:
+        check_utf8(args.control, "--control")
+    control = Control(args.control)  # parsed here: a malformed expression is refused before loading
     device = _device(args.device)
     folder = _checkpoint_folder(args.checkpoint)
+    try:  # the options over the checkpoint's defaults (the decoder's come later), before any model loads
+        call = validated(GenerationConfig, {**checkpoint_settings(folder).model_dump(), **settings}, flags)
+        control.for_prefixes(len(prefixes), call.strength, call.guidance_samples)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    for name, what in (("strength", "guidance strength"), ("control_scale", "control contrast")):
+        if args.control is None and name in settings:
+            raise UserError(f"{flags[name]} {settings[name]:g}: {what} needs a --control (without one it would do "
+                            f"nothing)")
+    num_samples = call.num_samples
+    if len(prefixes) * num_samples > MAX_ROWS:
+        raise UserError(f"{len(prefixes)} prefixes x -n {num_samples} = {len(prefixes) * num_samples} "
+                        f"continuations; the limit of one run is {MAX_ROWS}")
     output = JsonOutput(args.json, args.input) if args.json is not None else None
     try:
-        results = _generate_all(args, prefixes, constraint, device, folder, decode_kwargs)
+        results = _generate_all(args, prefixes, control, settings, device, folder)
         if output is not None:
             output.write(results)
-            print(f"wrote {len(results)} prefixes x {args.num_samples} continuations to {args.json}", file=sys.stderr)
+            print(f"wrote {len(results)} prefixes x {num_samples} continuations to {args.json}", file=sys.stderr)
     finally:
         if output is not None:
             output.discard()
     return 0
 
 
-def _generate_all(args, prefixes, constraint, device, folder, decode_kwargs) -> list[dict]:
-    from dglm.controller import Controller
+def _generate_all(args, prefixes, control, settings, device, folder) -> list[dict]:
+    from dglm.outputs import merge_outputs
     from dglm.pipeline import DGLM
 
     show_progress = _show_progress(args)
     with third_party_output(show_progress):
         pipe = DGLM.from_pretrained(folder, device=device)
-        controller = Controller(constraint, pipe, strength=args.strength)
-        results = []
-        for start in range(0, len(prefixes), args.batch_size):
-            batch = prefixes[start:start + args.batch_size]
-            # Each batch gets its own seed, so batches never share noise and reruns stay identical.
-            seed = None if args.seed is None else (args.seed + start // args.batch_size) % 2**63
-            out = controller.generate(batch, args.num_samples, seed=seed, steps=args.steps, sampler=args.sampler,
-                                      cfg_scale=args.cfg_scale, sigma2=args.sigma2, plan_scale=args.plan_scale,
-                                      control_scale=args.control_scale, show_progress_bar=show_progress,
-                                      **decode_kwargs)
-            logger.info("batch of %d prefixes: %s", len(batch),
+        chunks = []
+        printed = [0] * len(prefixes)  # samples printed per prefix (a prefix's samples may span chunks)
+        for start, out in pipe.generate_chunks(prefixes, control=control, show_progress_bar=show_progress,
+                                               **settings):
+            logger.info("prefixes %d-%d: %s", start + 1, start + len(out.prefixes),
                         ", ".join(f"{k} {v:.2f} s" for k, v in out.timings.items()))
-            for i, (prefix, continuations) in enumerate(zip(out.prefixes, out.continuations, strict=True)):
-                for j, text in enumerate(continuations):
-                    print(f"--- prefix {start + i + 1}, sample {j + 1} ---")
+            for i, (prefix, continuations) in enumerate(zip(out.prefixes, out.continuations, strict=True), start):
+                for text in continuations:
+                    printed[i] += 1
+                    print(f"--- prefix {i + 1}, sample {printed[i]} ---")
                     print(prefix + text, flush=True)
-                results.append({"prefix": prefix, "continuations": continuations})
-    return results
+            chunks.append((start, out))
+    out = merge_outputs(prefixes, chunks)
+    return [{"prefix": p, "continuations": c} for p, c in zip(out.prefixes, out.continuations, strict=True)]
 
 
 def _assets(args: argparse.Namespace) -> int:
@@ -279,8 +243,8 @@ def _info(args: argparse.Namespace) -> int:
         DGLMConfig,
         DiffusionConfig,
         EncoderConfig,
+        GenerationConfig,
         PromptConfig,
-        SamplingConfig,
     )
     from dglm.io import CONFIG_NAME, read_config, read_json
     from dglm.pipeline import ADAPTER_FOLDER, PIPELINE_FILE
@@ -293,7 +257,7 @@ def _info(args: argparse.Namespace) -> int:
                         prompt=read_config(folder / "prompt" / CONFIG_NAME, PromptConfig),
                         decoder=DecoderConfig.model_validate({"name_or_path": meta.get("decoder"),
                                                               "hidden_size": meta.get("decoder_hidden_size")}),
-                        sampling=SamplingConfig.model_validate(meta.get("sampling", {})))
+                        sampling=GenerationConfig.model_validate(meta.get("sampling", {})))
     probes = {}
     if (folder / "probes").is_dir():
         from dglm.constraints import ProbeRegistry
@@ -370,28 +334,6 @@ def _run(handler, args: argparse.Namespace, debug: bool) -> int:
     return status if isinstance(status, int) else 0
 
 
-def _validate(model, values: dict) -> None:
-    """Validate request settings with a config model (the single source of their bounds), naming flags."""
-    from pydantic import ValidationError
-
-    from dglm.config import describe_errors
-
-    try:
-        model.model_validate(values)
-    except ValidationError as e:
-        raise UserError(describe_errors(e, {k: "--" + k.replace("_", "-") for k in values})) from None
-
-
-def _parse_control(control: str | None, strength: float | None):
-    """The parsed constraint (or None), with the strength checked; loads nothing (a Controller without a
-    pipeline loads one only when first used)."""
-    from dglm.controller import Controller
-
-    if control is not None:
-        check_utf8(control, "--control")
-    return Controller(control, strength=strength).constraint
-
-
 def _show_progress(args: argparse.Namespace) -> bool:
     progress = getattr(args, "progress", None)
     return sys.stderr.isatty() if progress is None else progress
@@ -431,16 +373,6 @@ def _device(name: str):
     if device.type not in ("cpu", "cuda"):
         raise UserError(f"--device {name!r}: dglm runs on cpu or cuda; accepted: auto, cpu, cuda, cuda:N")
     return device
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
 
 
 def _one_line(error: BaseException) -> str:

@@ -1,19 +1,22 @@
-"""Pydantic configs, one per component, and the presets ``mini`` and ``paper``.
+"""Pydantic configs, one per component, and the registry of presets (:data:`PRESETS`: ``paper``, ``mini``,
+``tiny``).
 
 Each config is exactly what the component's ``save_pretrained`` writes as
 ``config.json``; unknown or wrongly typed fields are refused by name when loading.
 
 Example:
-    >>> cfg = DGLMConfig.preset("paper")
+    >>> cfg = preset_config("paper")
     >>> cfg.diffusion.depth, cfg.prompt.num_soft_tokens
     (12, 8)
 """
 
 from __future__ import annotations
 
+import functools
+import typing
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 # Limits on what a config (read from an untrusted checkpoint) or one request may ask for. Every size is
 # checked against these before anything is allocated, and a component's shapes are checked against its
@@ -71,10 +74,10 @@ class EncoderConfig(_Config):
         384
     """
 
-    # Hub id or local folder of a sentence-transformers model; also the encoder's identity for probes.
-    name_or_path: str
-    # Embedding size, read from the model when built; checked against the model when loaded.
-    dim: int = Field(gt=0, le=MAX_DIM)
+    name_or_path: str = Field(description=(
+        "Hub id or local folder of a sentence-transformers model; also the encoder's identity for probes."))
+    dim: int = Field(gt=0, le=MAX_DIM, description=(
+        "Embedding size, read from the model when built; checked against the model when loaded."))
 
 
 class DiffusionConfig(_Config):
@@ -85,24 +88,24 @@ class DiffusionConfig(_Config):
         32
     """
 
-    # Embedding size d of the encoder space the diffusion runs in.
-    dim: int = Field(gt=0, le=MAX_DIM)
-    # N: the latent (and the prefix embedding) are each mapped to N tokens.
-    num_tokens: int = Field(default=32, gt=0, le=MAX_TOKENS)
-    # c: features per token right after the input Linear (before projecting to width / 2).
-    token_features: int = Field(default=64, gt=0, le=MAX_DIM)
-    # Transformer width (channels per token after concatenating latent and prefix halves).
-    width: int = Field(default=768, gt=0, le=MAX_DIM)
-    # Number of transformer blocks; the first half feeds long skips into the second half.
-    depth: int = Field(default=12, gt=0, le=MAX_DEPTH)
-    # Attention heads; width must be divisible by heads.
-    heads: int = Field(default=12, gt=0, le=MAX_HEADS)
-    # Hidden size of the GLU MLP as a multiple of width.
-    mlp_ratio: float = Field(default=4.0, gt=0, le=MAX_MLP_RATIO)
-    # Probability of replacing the prefix embedding with the learned null embedding in training (CFG).
-    cond_dropout: float = Field(default=0.1, ge=0, le=1)
-    # Decay of the exponential moving average of weights used for sampling.
-    ema_decay: float = Field(default=0.9999, ge=0, lt=1)
+    dim: int = Field(gt=0, le=MAX_DIM, description=(
+        "Embedding size d of the encoder space the diffusion runs in."))
+    num_tokens: int = Field(default=32, gt=0, le=MAX_TOKENS, description=(
+        "N: the latent (and the prefix embedding) are each mapped to N tokens."))
+    token_features: int = Field(default=64, gt=0, le=MAX_DIM, description=(
+        "c: features per token right after the input Linear (before projecting to width / 2)."))
+    width: int = Field(default=768, gt=0, le=MAX_DIM, description=(
+        "Transformer width (channels per token after concatenating latent and prefix halves)."))
+    depth: int = Field(default=12, gt=0, le=MAX_DEPTH, description=(
+        "Number of transformer blocks; the first half feeds long skips into the second half."))
+    heads: int = Field(default=12, gt=0, le=MAX_HEADS, description=(
+        "Attention heads; width must be divisible by heads."))
+    mlp_ratio: float = Field(default=4.0, gt=0, le=MAX_MLP_RATIO, description=(
+        "Hidden size of the GLU MLP as a multiple of width."))
+    cond_dropout: float = Field(default=0.1, ge=0, le=1, description=(
+        "Probability of replacing the prefix embedding with the learned null embedding in training (CFG)."))
+    ema_decay: float = Field(default=0.9999, ge=0, lt=1, description=(
+        "Decay of the exponential moving average of weights used for sampling."))
 
 
 class PromptConfig(_Config):
@@ -113,26 +116,24 @@ class PromptConfig(_Config):
         8
     """
 
-    # Embedding size d of the encoder space.
-    dim: int = Field(gt=0, le=MAX_DIM)
-    # Hidden size of the decoder (width of each soft token).
-    out_dim: int = Field(gt=0, le=MAX_DIM)
-    # k: number of soft tokens placed after the prefix tokens.
-    num_soft_tokens: int = Field(default=8, gt=0, le=MAX_TOKENS)
-    # Transformer width.
-    width: int = Field(default=768, gt=0, le=MAX_DIM)
-    # Number of transformer blocks.
-    depth: int = Field(default=6, gt=0, le=MAX_DEPTH)
-    # Attention heads; width must be divisible by heads.
-    heads: int = Field(default=12, gt=0, le=MAX_HEADS)
-    # Hidden size of the GLU MLP as a multiple of width.
-    mlp_ratio: float = Field(default=4.0, gt=0, le=MAX_MLP_RATIO)
-    # "linear": each soft token is a Linear map to the decoder width (the reference). "vocab_mixture": each
-    # soft token is a softmax mixture of the decoder's own input embeddings of ``vocab_size`` frequent tokens,
-    # so soft tokens look like (blends of) words, which a frozen decoder reads and copies from.
-    head: Literal["linear", "vocab_mixture"] = "linear"
-    # Vocabulary rows a "vocab_mixture" head mixes (0 for "linear").
-    vocab_size: int = Field(default=0, ge=0, le=MAX_VOCAB)
+    dim: int = Field(gt=0, le=MAX_DIM, description="Embedding size d of the encoder space.")
+    out_dim: int = Field(gt=0, le=MAX_DIM, description=(
+        "Hidden size of the decoder (width of each soft token)."))
+    num_soft_tokens: int = Field(default=8, gt=0, le=MAX_TOKENS, description=(
+        "k: number of soft tokens placed after the prefix tokens."))
+    width: int = Field(default=768, gt=0, le=MAX_DIM, description="Transformer width.")
+    depth: int = Field(default=6, gt=0, le=MAX_DEPTH, description="Number of transformer blocks.")
+    heads: int = Field(default=12, gt=0, le=MAX_HEADS, description=(
+        "Attention heads; width must be divisible by heads."))
+    mlp_ratio: float = Field(default=4.0, gt=0, le=MAX_MLP_RATIO, description=(
+        "Hidden size of the GLU MLP as a multiple of width."))
+    head: Literal["linear", "vocab_mixture"] = Field(default="linear", description=(
+        '"linear": each soft token is a Linear map to the decoder width (the reference). "vocab_mixture": '
+        "each soft token is a softmax mixture of the decoder's own input embeddings of ``vocab_size`` "
+        "frequent tokens, so soft tokens look like (blends of) words, which a frozen decoder reads and "
+        "copies from."))
+    vocab_size: int = Field(default=0, ge=0, le=MAX_VOCAB, description=(
+        'Vocabulary rows a "vocab_mixture" head mixes (0 for "linear").'))
 
 
 class DecoderConfig(_Config):
@@ -143,10 +144,10 @@ class DecoderConfig(_Config):
         1280
     """
 
-    # Hub id or local folder of a Hugging Face causal LM (and its tokenizer).
-    name_or_path: str
-    # Hidden size of the LM's input embeddings, read from the model.
-    hidden_size: int = Field(gt=0, le=MAX_DIM)
+    name_or_path: str = Field(description=(
+        "Hub id or local folder of a Hugging Face causal LM (and its tokenizer)."))
+    hidden_size: int = Field(gt=0, le=MAX_DIM, description=(
+        "Hidden size of the LM's input embeddings, read from the model."))
 
 
 class AdapterConfig(BaseModel):
@@ -160,84 +161,186 @@ class AdapterConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
-    # Only LoRA adapters are loaded.
-    peft_type: Literal["LORA"]
-    # The adapter's rank (every targeted module's A is (r, in), its B (out, r)).
-    r: int = Field(ge=1, le=MAX_ADAPTER_RANK)
-    # Scale numerator of the LoRA update (alpha / r).
-    lora_alpha: float = Field(default=8, gt=0, le=1e6)
-    # Names (last path component) of the modules the adapter wraps.
-    target_modules: list[str] | str
-    # Per-module ranks overriding r (peft's rank_pattern), bounded like r.
-    rank_pattern: dict[str, Annotated[int, Field(ge=1, le=MAX_ADAPTER_RANK)]] = {}
+    peft_type: Literal["LORA"] = Field(description="Only LoRA adapters are loaded.")
+    r: int = Field(ge=1, le=MAX_ADAPTER_RANK, description=(
+        "The adapter's rank (every targeted module's A is (r, in), its B (out, r))."))
+    lora_alpha: float = Field(default=8, gt=0, le=1e6, description=(
+        "Scale numerator of the LoRA update (alpha / r)."))
+    target_modules: list[str] | str = Field(description=(
+        "Names (last path component) of the modules the adapter wraps."))
+    rank_pattern: dict[str, Annotated[int, Field(ge=1, le=MAX_ADAPTER_RANK)]] = Field(default={}, description=(
+        "Per-module ranks overriding r (peft's rank_pattern), bounded like r."))
 
 
-# Largest accepted decoder-side contrast weight (plan_scale, control_scale), in configs and per call.
+# Largest accepted decoder-side contrast weight (plan_scale, control_scale).
 MAX_PLAN_SCALE = 10.0
 
-
-class SamplingConfig(_Config):
-    """Default inference settings; every one can be overridden per call.
-
-    Example:
-        >>> SamplingConfig().sigma2
-        0.05
-    """
-
-    # Sampler for the semantic diffusion.
-    sampler: Literal["ddpm", "ddim"] = "ddpm"
-    # Number of denoising steps.
-    steps: int = Field(default=50, gt=0, le=MAX_STEPS)
-    # Classifier-free guidance weight w (1 = off).
-    cfg_scale: float = Field(default=1.0, ge=0, le=MAX_CFG_SCALE)
-    # Noise level sigma^2 the sampled plan is re-noised to before the prompt generator (0 = follow it
-    # strictly, 1 = ignore it).
-    sigma2: float = Field(default=0.05, ge=0, le=1)
-    # Monte-Carlo samples around x0_hat per row for constraint guidance.
-    guidance_samples: int = Field(default=32, gt=0, le=MAX_GUIDANCE_SAMPLES)
-    # Default constraint-guidance strength lambda.
-    strength: float = Field(default=20.0, ge=0, le=MAX_STRENGTH)
-    # Plan guidance w on the decoder's side (dglm.plan_guidance): next-token log-probs are
-    # null + w * (plan - null), null from a pure-noise plan's soft tokens; 1 = off, > 1 follows the plan
-    # more closely at the cost of a second decoder pass per token.
-    plan_scale: float = Field(default=1.0, ge=1, le=MAX_PLAN_SCALE)
-    # Control contrast w on the decoder's side (guided generation only): the same contrast, against the
-    # unguided plan sampled from the same noise instead of a null plan, so only what the constraint changed
-    # in the plan is weighted by w; 1 = off. Costs a second diffusion run and decoder pass. Exclusive with
-    # plan_scale > 1.
-    control_scale: float = Field(default=1.0, ge=1, le=MAX_PLAN_SCALE)
-    # Run the diffusion network through torch.compile when planning (its forward and the guidance backward;
-    # built once per pipeline). The first plan pays the compile time (tens of seconds on a CPU), so it suits
-    # long-running processes, GPUs most. Where compilation fails (e.g. no C++ compiler for the CPU backend) it
-    # logs a warning and runs eagerly, with the same results. A setting of the pipeline, not of a call.
-    compile: bool = False
+# The fields of GenerationConfig by stage (the CLI's option groups, and which fields HF generate receives).
+PLANNING_FIELDS = ("sampler", "steps", "cfg_scale", "sigma2", "compile")
+CONTROL_FIELDS = ("strength", "guidance_samples", "plan_scale", "control_scale")
+DECODING_FIELDS = ("max_new_tokens", "do_sample", "top_p", "temperature", "repetition_penalty")
+RUN_FIELDS = ("num_samples", "batch_size", "seed", "show_progress_bar")
 
 
-class DecodingOptions(_Config):
-    """The decoder's sampling settings one request may set, with their bounds (checked before anything runs;
-    :meth:`DGLM.generate` checks the same keywords of HF ``generate``).
+class GenerationConfig(_Config):
+    """Every per-call setting of :meth:`DGLM.plan` and :meth:`DGLM.generate` (diffusion, guidance, decoding,
+    chunking), each with its bounds, declared once. A pipeline holds one as its defaults (``DGLM.sampling``,
+    saved in its checkpoint's ``dglm.json`` under ``"sampling"``); each call's keywords are merged into it and
+    validated once (:meth:`merge`). The command line's ``dglm generate`` options are generated from these
+    fields.
 
     Example:
-        >>> DecodingOptions(top_p=1.0).repetition_penalty
-        1.2
-        >>> DecodingOptions(top_p=1.5)  # doctest: +ELLIPSIS
+        >>> defaults = GenerationConfig(steps=20)
+        >>> call = defaults.merge(sigma2=0.1, top_p=0.8)
+        >>> call.steps, call.sigma2, call.top_p, call.batch_size
+        (20, 0.1, 0.8, 256)
+        >>> defaults.merge(top_p=1.5)
         Traceback (most recent call last):
             ...
-        pydantic_core._pydantic_core.ValidationError: 1 validation error for DecodingOptions
-        top_p
-          Input should be less than or equal to 1 ...
+        ValueError: top_p=1.5: Input should be less than or equal to 1
     """
 
+    # Strict: a bool is not a number of steps and "0.9" is not a float; ints are accepted for floats.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
-    # New tokens per continuation (the decoder's context may allow fewer; that is checked when it is loaded).
-    max_new_tokens: int = Field(default=32, ge=1, le=MAX_NEW_TOKENS)
-    # Nucleus sampling mass, in (0, 1] (1 = off).
-    top_p: float = Field(default=0.9, gt=0, le=1)
-    # Sampling temperature (None: the decoder's generation config's).
-    temperature: float | None = Field(default=None, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE)
-    # Repetition penalty on every generated token, > 0 (1 = off; < 1 favours repeats).
-    repetition_penalty: float = Field(default=1.2, gt=0, le=MAX_REPETITION_PENALTY)
+    sampler: Literal["ddpm", "ddim"] = Field(
+        default="ddpm", description="Sampler of the semantic diffusion.")
+    steps: int = Field(default=50, ge=1, le=MAX_STEPS, description="Denoising steps per plan.")
+    cfg_scale: float = Field(
+        default=1.0, ge=0, le=MAX_CFG_SCALE,
+        description="Classifier-free guidance weight w of the diffusion (1 = off).")
+    sigma2: float = Field(
+        default=0.05, ge=0, le=1,
+        description="Noise level sigma^2 the sampled plan is re-noised to before the prompt generator "
+                    "(0 = follow the plan strictly, 1 = ignore it).")
+    compile: bool = Field(
+        default=False,
+        description="Run the diffusion network through torch.compile (built once per pipeline; the first plan "
+                    "pays the compile time, so it suits long-running processes, GPUs most). Where compilation "
+                    "fails it logs a warning and runs eagerly, with the same results.")
+    strength: float = Field(
+        default=20.0, ge=0, le=MAX_STRENGTH,
+        description="Constraint-guidance strength lambda (of rows whose Control gives none).")
+    guidance_samples: int = Field(
+        default=32, ge=1, le=MAX_GUIDANCE_SAMPLES,
+        description="Monte-Carlo samples around x0_hat per row for constraint guidance.")
+    plan_scale: float = Field(
+        default=1.0, ge=1, le=MAX_PLAN_SCALE,
+        description="Plan guidance w in the decoder: next-token log-probs are null + w * (plan - null), null "
+                    "from a pure-noise plan's soft tokens; 1 = off, > 1 follows the plan more closely at the "
+                    "cost of a second decoder pass per token.")
+    control_scale: float = Field(
+        default=1.0, ge=1, le=MAX_PLAN_SCALE,
+        description="Control contrast w in the decoder (guided rows only): the same contrast against the "
+                    "unguided plan sampled from the same noise, so only what the constraint changed in the plan "
+                    "is weighted by w; 1 = off. Costs a second diffusion run and decoder pass. Exclusive with "
+                    "plan_scale > 1.")
+    max_new_tokens: int = Field(
+        default=32, ge=1, le=MAX_NEW_TOKENS,
+        description="New tokens per continuation (the decoder's context may allow fewer).")
+    do_sample: bool = Field(default=True, description="Sample the next token (else greedy decoding).")
+    top_p: float = Field(default=0.9, gt=0, le=1, description="Nucleus sampling mass (1 = off).")
+    temperature: float | None = Field(
+        default=None, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE,
+        description="Sampling temperature (None: the decoder's generation config's).")
+    repetition_penalty: float = Field(
+        default=1.2, gt=0, le=MAX_REPETITION_PENALTY,
+        description="Repetition penalty on every generated token (1 = off; < 1 favours repeats).")
+    num_samples: int = Field(default=1, ge=1, le=MAX_ROWS, description="Continuations (plans) per prefix.")
+    batch_size: int = Field(
+        default=256, ge=1, le=MAX_ROWS,
+        description="Rows (prefixes x samples) planned and decoded at once: bounds memory for any request. "
+                    "Chunk c > 0 of a call uses a seed derived from seed and c.")
+    seed: int | None = Field(
+        default=None, ge=0, lt=2**63,
+        description="Random seed: the same seed (and batch_size) gives the same output; None: a fresh one.")
+    show_progress_bar: bool = Field(default=False, description="Show a progress bar over the diffusion steps.")
+
+    @model_validator(mode="after")
+    def _one_contrast(self) -> GenerationConfig:
+        if self.plan_scale != 1.0 and self.control_scale != 1.0:
+            raise ValueError(f"control_scale={self.control_scale:g} and plan_scale={self.plan_scale:g}: use one "
+                             f"decoder-side contrast at a time (the other must be 1)")
+        return self
+
+    def merge(self, **overrides) -> GenerationConfig:
+        """This config with ``overrides`` (field names) applied, validated once; a bad value raises a
+        ValueError naming each bad field, its value and what is accepted. None for a field that cannot be
+        None (``steps=None``) keeps this config's value."""
+        given = {k: v for k, v in overrides.items() if v is not None or _nullable(k)}
+        return validated(GenerationConfig, {**self.model_dump(), **given})
+
+    def saved(self) -> dict:
+        """The fields a checkpoint's ``dglm.json`` records: the decoding ones only where they were set, so
+        that a loaded checkpoint keeps taking the others from its decoder's ``generation_config``.
+
+        Example:
+            >>> "top_p" in GenerationConfig().saved(), GenerationConfig(top_p=0.5).saved()["top_p"]
+            (False, 0.5)
+        """
+        return self.model_dump(mode="json", exclude={k for k in DECODING_FIELDS if k not in self.model_fields_set})
+
+    def decoding_kwargs(self) -> dict:
+        """The keywords of Hugging Face ``generate`` these settings give (``temperature`` only when set).
+
+        Example:
+            >>> GenerationConfig().decoding_kwargs()
+            {'max_new_tokens': 32, 'do_sample': True, 'top_p': 0.9, 'repetition_penalty': 1.2}
+        """
+        return {k: getattr(self, k) for k in DECODING_FIELDS if getattr(self, k) is not None}
+
+
+def _nullable(field: str) -> bool:
+    """Whether None is a value of GenerationConfig's ``field`` (unknown fields pass, to be refused by name)."""
+    info = GenerationConfig.model_fields.get(field)
+    return info is None or type(None) in typing.get_args(info.annotation)
+
+
+# The name of GenerationConfig in checkpoints' ``dglm.json`` ("sampling") and in earlier versions of dglm.
+SamplingConfig = GenerationConfig
+
+
+def validated(model: type[BaseModel], values: dict, names: dict[str, str] | None = None):
+    """``model.model_validate(values)``, with a bad value raised as one ValueError naming each bad field
+    (renamed by ``names``), its value and what is accepted (:func:`describe_errors`).
+
+    Example:
+        >>> validated(GenerationConfig, {"sigma2": 2}, {"sigma2": "--sigma2"})
+        Traceback (most recent call last):
+            ...
+        ValueError: --sigma2=2: Input should be less than or equal to 1
+    """
+    try:
+        return model.model_validate(values)
+    except ValidationError as e:
+        raise ValueError(describe_errors(e, names)) from None
+
+
+def check_field(model: type[BaseModel], field: str, value, name: str | None = None):
+    """``value`` checked against the type and bounds of ``model``'s ``field`` alone (strictly: no bool for a
+    number, no text for a number), or a ValueError naming it (as ``name``, default the field), its value and
+    what is accepted.
+
+    Example:
+        >>> check_field(GenerationConfig, "strength", 30)
+        30.0
+        >>> check_field(GenerationConfig, "strength", -1, "strength[2]")
+        Traceback (most recent call last):
+            ...
+        ValueError: strength[2]=-1: Input should be greater than or equal to 0
+    """
+    try:
+        return _field_adapter(model, field).validate_python(value)
+    except ValidationError as e:
+        why = "; ".join(err["msg"] for err in e.errors())
+        raise ValueError(f"{name or field}={value!r:.60}: {why}") from None
+
+
+@functools.cache
+def _field_adapter(model: type[BaseModel], field: str) -> TypeAdapter:
+    info = model.model_fields[field]
+    return TypeAdapter(Annotated[(info.annotation, *info.metadata)],
+                       config=ConfigDict(strict=True, allow_inf_nan=False))
 
 
 def describe_errors(error, names: dict[str, str] | None = None) -> str:
@@ -247,69 +350,52 @@ def describe_errors(error, names: dict[str, str] | None = None) -> str:
     Example:
         >>> from pydantic import ValidationError
         >>> try:
-        ...     SamplingConfig(steps=0, sigma2=2)
+        ...     GenerationConfig(steps=0, sigma2=2)
         ... except ValidationError as e:
         ...     print(describe_errors(e, {"steps": "--steps"}))
-        --steps=0: Input should be greater than 0; sigma2=2: Input should be less than or equal to 1
+        --steps=0: Input should be greater than or equal to 1; sigma2=2: Input should be less than or equal to 1
     """
     parts = []
     for err in error.errors():
         loc = ".".join(str(x) for x in err["loc"])
         name = (names or {}).get(loc, loc)
         value = err.get("input")
-        shown = f"={value!r:.60}" if not isinstance(value, dict) else ""
-        parts.append(f"{name}{shown}: {err['msg']}")
+        shown = f"={value!r:.60}" if not isinstance(value, dict) and loc else ""
+        parts.append(f"{name}{shown}: {err['msg']}" if name else err["msg"].removeprefix("Value error, "))
     return "; ".join(parts)
-
-
-def check_decoding_kwargs(kwargs: dict) -> None:
-    """Check the decoder settings among HF ``generate`` keywords against :class:`~dglm.config.DecodingOptions`
-    (``top_p`` in (0, 1], ``repetition_penalty`` > 0, ``temperature`` in [0.01, 100], ...).
-
-    Example:
-        >>> check_decoding_kwargs({"top_p": 0.9, "do_sample": True})
-        >>> check_decoding_kwargs({"repetition_penalty": 0})
-        Traceback (most recent call last):
-            ...
-        ValueError: repetition_penalty=0: Input should be greater than 0
-    """
-    given = {k: kwargs[k] for k in DecodingOptions.model_fields if kwargs.get(k) is not None}
-    try:
-        DecodingOptions.model_validate(given)
-    except ValidationError as e:
-        raise ValueError(describe_errors(e)) from None
 
 
 class DGLMConfig(_Config):
     """Everything that defines a DGLM pipeline.
 
     Example:
-        >>> DGLMConfig.preset("mini").decoder.hidden_size
-        576
+        >>> cfg = preset_config("tiny")
+        >>> cfg.encoder.dim == cfg.diffusion.dim == cfg.prompt.dim, cfg.prompt.out_dim == cfg.decoder.hidden_size
+        (True, True)
     """
 
-    encoder: EncoderConfig
-    diffusion: DiffusionConfig
-    prompt: PromptConfig
-    decoder: DecoderConfig
-    sampling: SamplingConfig = SamplingConfig()
+    encoder: EncoderConfig = Field(description="The frozen sentence encoder the plans live in.")
+    diffusion: DiffusionConfig = Field(description="The diffusion network that samples plans.")
+    prompt: PromptConfig = Field(description="The prompt generator that turns a plan into soft tokens.")
+    decoder: DecoderConfig = Field(description="The pretrained causal LM that writes the text.")
+    sampling: GenerationConfig = Field(default=GenerationConfig(), description=(
+        "Default generation settings (each can be overridden per call)."))
 
-    @classmethod
-    def preset(cls, name: str) -> DGLMConfig:
-        """``"paper"``: the reference's shapes; ``"mini"``: the shipped default's shapes."""
-        if name not in PRESETS:
-            raise ValueError(f"preset={name!r} is not known; accepted: {sorted(PRESETS)}")
-        return PRESETS[name]
 
+# Prefix of an encoder or decoder id that names a random-weight stand-in of the architecture after it
+# (dglm.presets builds those); the ``tiny`` preset's parts exist only as such stand-ins.
+RANDOM_PREFIX = "random:"
 
 PRESETS: dict[str, DGLMConfig] = {
+    # The reference's shapes (Sentence-T5-XL, GPT-2-large).
     "paper": DGLMConfig(
         encoder=EncoderConfig(name_or_path="sentence-transformers/sentence-t5-xl", dim=768),
         diffusion=DiffusionConfig(dim=768, num_tokens=32, width=768, depth=12, heads=12),
         prompt=PromptConfig(dim=768, out_dim=1280, num_soft_tokens=8, width=768, depth=6, heads=12),
         decoder=DecoderConfig(name_or_path="gpt2-large", hidden_size=1280),
-        sampling=SamplingConfig(steps=250),
+        sampling=GenerationConfig(steps=250),
     ),
+    # The shipped default checkpoint's shapes (all-MiniLM-L6-v2, SmolLM2-135M-Instruct).
     "mini": DGLMConfig(
         encoder=EncoderConfig(name_or_path="sentence-transformers/all-MiniLM-L6-v2", dim=384),
         diffusion=DiffusionConfig(dim=384, num_tokens=8, token_features=32, width=128, depth=4, heads=4,
@@ -319,6 +405,41 @@ PRESETS: dict[str, DGLMConfig] = {
         decoder=DecoderConfig(name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct", hidden_size=576),
         # Strength 100: on 100 neutral openers it kept perplexity within +25% of plain decoding for both lora3
         # (+2%) and the shipped sw1 (+18%), where strength 20 reached 24% / 35% sports (docs/results/mini.md).
-        sampling=SamplingConfig(strength=100.0),
+        sampling=GenerationConfig(strength=100.0),
+    ),
+    # Two-layer models of width 32 with random weights only, built in well under a second: tests, CPU smoke runs.
+    "tiny": DGLMConfig(
+        encoder=EncoderConfig(name_or_path=RANDOM_PREFIX + "tiny-bert", dim=32),
+        diffusion=DiffusionConfig(dim=32, num_tokens=4, token_features=8, width=32, depth=2, heads=2),
+        prompt=PromptConfig(dim=32, out_dim=32, num_soft_tokens=4, width=32, depth=2, heads=2),
+        decoder=DecoderConfig(name_or_path=RANDOM_PREFIX + "tiny-gpt2", hidden_size=32),
+        sampling=GenerationConfig(steps=10),
     ),
 }
+"""Every preset by name: network shapes, encoder and decoder ids and sampling defaults. Look one up with
+:func:`preset_config`; :func:`dglm.presets.random_pipeline` builds any of them with random weights."""
+# A preset's name, as config fields and command-line options accept it (the registry's keys).
+PresetName = Literal[tuple(PRESETS)]
+
+
+def preset_config(preset: str | DGLMConfig) -> DGLMConfig:
+    """The config of a preset name in :data:`PRESETS`, or ``preset`` itself when it is a config already; every
+    entry point that takes a preset (:meth:`dglm.DGLM.from_config`, :func:`dglm.presets.random_pipeline`, the
+    training stages, the benchmark's ``random:<preset>``) looks it up here.
+
+    Example:
+        >>> preset_config("mini").decoder.hidden_size
+        576
+        >>> preset_config("tiny") is preset_config(PRESETS["tiny"])
+        True
+        >>> preset_config("small")
+        Traceback (most recent call last):
+            ...
+        ValueError: preset='small' is not known; accepted: 'paper', 'mini', 'tiny' or a DGLMConfig
+    """
+    if isinstance(preset, DGLMConfig):
+        return preset
+    if not isinstance(preset, str) or preset not in PRESETS:
+        names = ", ".join(map(repr, PRESETS))
+        raise ValueError(f"preset={preset!r} is not known; accepted: {names} or a DGLMConfig")
+    return PRESETS[preset]

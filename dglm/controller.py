@@ -15,23 +15,21 @@ from collections.abc import Sequence
 
 import torch
 
-from dglm.constraints import Constraint, ConstraintGuidance, parse_constraint
-from dglm.decoder import check_prefixes
-from dglm.outputs import GenerationOutput, Plan, merge_outputs, merge_plans, row_chunks, sum_timings
-from dglm.pipeline import DEFAULT_BATCH_SIZE, DGLM, check_plan_scale, check_positive_int, check_seed
-
-ConstraintLike = Constraint | str | None
-_FLOAT32_MAX = torch.finfo(torch.float32).max
+from dglm.constraints import Constraint, Control
+from dglm.constraints.guidance import ConstraintLike
+from dglm.outputs import GenerationOutput, Plan
+from dglm.pipeline import DGLM
 
 
 class Controller:
     """A constraint (``toxicity.low() + topic('sports')``, a string in the same syntax, or None for unguided
     generation) with a guidance strength, bound to a :class:`DGLM` pipeline (default: ``DGLM.from_pretrained
-    ("mini")``, loaded on first use).
+    ("mini")``, loaded on first use): the friendly front of a :class:`~dglm.constraints.Control`.
 
     Every call may override the constraint and strength for each prefix (``constraints=[...]``,
-    ``strength=[...]``), so one batch can serve requests with different controls. Calls are checked,
-    chunked and thread-safe like :meth:`DGLM.generate` (each chunk holds the pipeline's ``lock``).
+    ``strength=[...]``), so one batch can serve requests with different controls; the call becomes a
+    ``Control`` that :meth:`DGLM.generate` lays out over its chunks (checks, chunking and thread safety are
+    the pipeline's). Other keywords are :meth:`DGLM.generate`'s.
 
     Example (a random-weight pipeline and a zero-shot constraint, which needs no shipped probes):
         >>> from dglm.constraints import near
@@ -50,15 +48,18 @@ class Controller:
 
     def __init__(self, constraint: ConstraintLike = None, pipeline: DGLM | None = None, *,
                  strength: float | None = None, guidance_samples: int | None = None, max_x0_shift: float = 1.0):
-        self._constraint = _as_constraint(constraint, "constraint")
+        if not (constraint is None or isinstance(constraint, (Constraint, str))):
+            raise TypeError(f"constraint={constraint!r:.100} must be a Constraint, a constraint expression string "
+                            f"or None (per-prefix constraints go to generate(constraints=[...]))")
+        if isinstance(strength, Sequence) and not isinstance(strength, str):
+            raise TypeError(f"strength={strength!r:.100} must be one number or None; per-prefix strengths go to "
+                            f"generate(strength=[...])")
+        self.defaults = Control(constraint, strength, guidance_samples, max_x0_shift)
         self._pipeline = pipeline
-        self.strength = None if strength is None else _check_strength(strength, "strength")
-        self.guidance_samples = guidance_samples
-        self.max_x0_shift = max_x0_shift
         self._load_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Controller({self._constraint!r}, strength={self.strength})"
+        return f"Controller({self.constraint!r}, strength={self.defaults.strength})"
 
     @property
     def pipeline(self) -> DGLM:
@@ -71,113 +72,33 @@ class Controller:
     @property
     def constraint(self) -> Constraint | None:
         """The default constraint (a parsed :class:`~dglm.constraints.Constraint`), or None for unguided."""
-        return self._constraint
+        return self.defaults.constraints
 
-    def guidance(self, prefixes: Sequence[str], num_samples: int = 1,
-                 constraints: Sequence[ConstraintLike] | None = None,
-                 strength: float | Sequence[float] | None = None, seed: int | None = None) -> ConstraintGuidance | None:
-        """The denoiser hook for a batch of ``len(prefixes) * num_samples`` rows (None if nothing is guided)."""
-        per_prefix, strengths = self._controls(prefixes, constraints, strength)
-        return self._guidance(per_prefix, strengths, num_samples, seed)
+    def control(self, constraints: ConstraintLike | Sequence[ConstraintLike] | None = None,
+                strength: float | Sequence[float] | None = None) -> Control:
+        """The :class:`~dglm.constraints.Control` of a call: this controller's constraint and strength, or
+        ``constraints`` / ``strength`` (one, or one per prefix) where given.
 
-    def _controls(self, prefixes: Sequence[str], constraints: Sequence[ConstraintLike] | None,
-                  strength: float | Sequence[float] | None) -> tuple[list[Constraint | None], list[float]]:
-        """Checked per-prefix resolved constraints and strengths."""
-        pipe = self.pipeline
-        if constraints is None:
-            per_prefix = [self._constraint] * len(prefixes)
-        else:
-            if not isinstance(constraints, Sequence) or isinstance(constraints, str) \
-                    or len(constraints) != len(prefixes):
-                raise ValueError(f"constraints must be a list with one constraint (or None) per prefix "
-                                 f"({len(prefixes)}), got {constraints!r:.200}")
-            per_prefix = [_as_constraint(c, f"constraints[{i}]") for i, c in enumerate(constraints)]
-        default = self.strength if self.strength is not None else pipe.sampling.strength
-        if strength is None:
-            strengths = [default] * len(prefixes)
-        elif isinstance(strength, (int, float)):
-            strengths = [_check_strength(strength, "strength")] * len(prefixes)
-        else:
-            if not isinstance(strength, Sequence) or isinstance(strength, str) or len(strength) != len(prefixes):
-                raise ValueError(f"strength must be a number or a list with one number per prefix "
-                                 f"({len(prefixes)}), got {strength!r:.200}")
-            strengths = [_check_strength(s, f"strength[{i}]") for i, s in enumerate(strength)]
-        with pipe.lock:  # resolving may run the encoder (and its tokenizer), shared with other threads
-            resolved = {c: c.resolve(pipe.encoder, pipe.probes) for c in set(per_prefix) if c is not None}
-        return [resolved[c] if c is not None else None for c in per_prefix], strengths
-
-    def _guidance(self, per_prefix: list[Constraint | None], strengths: list[float], num_samples: int,
-                  seed: int | None) -> ConstraintGuidance | None:
-        if all(c is None for c in per_prefix):
-            return None
-        pipe = self.pipeline
-        rows = [c for c in per_prefix for _ in range(num_samples)]
-        row_strength = torch.tensor([s for s in strengths for _ in range(num_samples)], dtype=torch.float32)
-        generator = torch.Generator(pipe.device).manual_seed(seed if seed is not None else 0)
-        return ConstraintGuidance(rows, row_strength, pipe.encoder.to_raw,
-                                  num_samples=self.guidance_samples or pipe.sampling.guidance_samples,
-                                  generator=generator, max_x0_shift=self.max_x0_shift)
+        Example:
+            >>> Controller("topic('sports')", strength=30).control(strength=[10, 0]).strength
+            (10.0, 0.0)
+        """
+        return Control(self.defaults.constraints if constraints is None else constraints,
+                       self.defaults.strength if strength is None else strength,
+                       self.defaults.guidance_samples, self.defaults.max_x0_shift)
 
     def plan(self, prefixes: Sequence[str], num_samples: int = 1, *,
              constraints: Sequence[ConstraintLike] | None = None, strength: float | Sequence[float] | None = None,
-             seed: int | None = None, **plan_kwargs) -> Plan:
-        """Guided plans and soft prompts (see :meth:`DGLM.plan` for ``plan_kwargs``)."""
-        prefixes = check_prefixes(prefixes)
-        num_samples = check_positive_int("num_samples", num_samples)
-        batch_size = check_positive_int("batch_size", plan_kwargs.pop("batch_size", DEFAULT_BATCH_SIZE))
-        check_seed(seed)
-        per_prefix, strengths = self._controls(prefixes, constraints, strength)
-        pipe, plans = self.pipeline, []
-        for start, stop, n, chunk_seed in row_chunks(len(prefixes), num_samples, batch_size, seed):
-            with pipe.lock:
-                guidance = self._guidance(per_prefix[start:stop], strengths[start:stop], n, chunk_seed)
-                plans.append(pipe.plan(prefixes[start:stop], n, seed=chunk_seed, guidance=guidance,
-                                       batch_size=batch_size, **plan_kwargs))
-        return merge_plans(prefixes, num_samples, plans)
+             **settings) -> Plan:
+        """Guided plans and soft prompts (see :meth:`DGLM.plan` for ``settings``)."""
+        return self.pipeline.plan(prefixes, num_samples, control=self.control(constraints, strength), **settings)
 
     def generate(self, prefixes: Sequence[str], num_samples: int = 1, *,
                  constraints: Sequence[ConstraintLike] | None = None, strength: float | Sequence[float] | None = None,
-                 seed: int | None = None, steps: int | None = None, sampler: str | None = None,
-                 cfg_scale: float | None = None, sigma2: float | None = None, show_progress_bar: bool = False,
-                 batch_size: int = DEFAULT_BATCH_SIZE, plan_scale: float | None = None,
-                 control_scale: float | None = None, **generate_kwargs) -> GenerationOutput:
-        """Controlled continuations: ``output.continuations[i][j]`` is sample j of prefix i. Prefixes,
-        long prefixes, ``batch_size`` and ``plan_scale`` are handled as in :meth:`DGLM.generate`.
-
-        ``control_scale`` > 1 (default ``pipeline.sampling.control_scale``) is control contrast: each guided
-        plan is decoded against the unguided plan of the same noise (:meth:`DGLM.decode`'s ``contrast``), so
-        the decoder weights by ``control_scale`` what the constraint changed in the plan (stronger control,
-        at some fluency; a second diffusion run and decoder pass). Chunks without guided rows skip it; an
-        unguided row in a guided chunk is its own contrast, so its text is unchanged (the repetition penalty
-        applies to both branches alike). It excludes ``plan_scale`` > 1.
-        """
-        prefixes = check_prefixes(prefixes)
-        num_samples = check_positive_int("num_samples", num_samples)
-        batch_size = check_positive_int("batch_size", batch_size)
-        check_seed(seed)
-        pipe = self.pipeline
-        kwargs = pipe.generate_kwargs(generate_kwargs)
-        plan_scale = pipe.sampling.plan_scale if plan_scale is None else check_plan_scale(plan_scale)
-        control_scale = pipe.sampling.control_scale if control_scale is None \
-            else check_plan_scale(control_scale, "control_scale")
-        if control_scale != 1.0 and plan_scale != 1.0:
-            raise ValueError(f"control_scale={control_scale:g} and plan_scale={plan_scale:g}: use one decoder-side "
-                             f"contrast at a time (the other must be 1)")
-        per_prefix, strengths = self._controls(prefixes, constraints, strength)
-        plan_kwargs = dict(steps=steps, sampler=sampler, cfg_scale=cfg_scale, sigma2=sigma2,
-                           show_progress_bar=show_progress_bar, batch_size=batch_size)
-        outputs = []
-        for start, stop, n, chunk_seed in row_chunks(len(prefixes), num_samples, batch_size, seed):
-            with pipe.lock:
-                guidance = self._guidance(per_prefix[start:stop], strengths[start:stop], n, chunk_seed)
-                plan = pipe.plan(prefixes[start:stop], n, seed=chunk_seed, guidance=guidance, **plan_kwargs)
-                contrast, scale = None, plan_scale
-                if control_scale != 1.0 and guidance is not None:  # the same noise, unguided
-                    contrast, scale = pipe.plan(prefixes[start:stop], n, seed=chunk_seed, **plan_kwargs), control_scale
-                    plan.timings = sum_timings([plan, contrast])
-                outputs.append((start, pipe.decode(plan, seed=chunk_seed, plan_scale=scale, contrast=contrast,
-                                                   **kwargs)))
-        return merge_outputs(prefixes, outputs)
+                 **settings) -> GenerationOutput:
+        """Controlled continuations: ``output.continuations[i][j]`` is sample j of prefix i (see
+        :meth:`DGLM.generate` for ``settings``, ``control_scale`` among them)."""
+        return self.pipeline.generate(prefixes, num_samples, control=self.control(constraints, strength), **settings)
 
     def prompt_embeds(self, prefixes: Sequence[str], num_samples: int = 1, *, dtype: torch.dtype | None = None,
                       device: str | torch.device | None = None, max_new_tokens: int = 0,
@@ -200,16 +121,3 @@ class Controller:
         return embeds.to(device=device, dtype=dtype), mask.to(device=device)
 
 
-def _as_constraint(value: ConstraintLike, name: str) -> Constraint | None:
-    if value is None or isinstance(value, Constraint):
-        return value
-    if isinstance(value, str):
-        return parse_constraint(value)
-    raise TypeError(f"{name}={value!r:.100} must be a Constraint, a constraint expression string or None")
-
-
-def _check_strength(value, name: str) -> float:
-    # Strengths become float32 tensors: beyond float32's range they would turn into inf.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value <= _FLOAT32_MAX):
-        raise ValueError(f"{name}={value!r:.100} must be a finite number >= 0 (at most {_FLOAT32_MAX:.3g})")
-    return float(value)

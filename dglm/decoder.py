@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -44,9 +45,8 @@ from transformers import (
     RepetitionPenaltyLogitsProcessor,
 )
 
-from dglm.config import DecoderConfig
+from dglm.config import DecoderConfig, GenerationConfig, check_field
 from dglm.io import ModelLoadError
-from dglm.plan_guidance import PairedPlanGuidance
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,10 @@ def check_prefixes(prefixes: Sequence[str]) -> list[str]:
         Traceback (most recent call last):
             ...
         TypeError: prefixes must be a list of str, got a single str 'The match'; wrap it in a list
+        >>> check_prefixes([bytes([99, 97, 102, 233]).decode("utf-8", "surrogateescape")])
+        Traceback (most recent call last):
+            ...
+        ValueError: prefixes[0] is not valid Unicode text (character 3: '\udce9'); decode input bytes as UTF-8 first
     """
     if isinstance(prefixes, str):
         raise TypeError(f"prefixes must be a list of str, got a single str {prefixes[:40]!r}; wrap it in a list")
@@ -97,6 +101,11 @@ def check_prefixes(prefixes: Sequence[str]) -> list[str]:
     for i, p in enumerate(prefixes):
         if not isinstance(p, str):
             raise TypeError(f"prefixes[{i}] must be a str, got {type(p).__name__} ({p!r:.40})")
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError as e:  # lone surrogates, e.g. undecodable bytes read with surrogateescape
+            raise ValueError(f"prefixes[{i}] is not valid Unicode text (character {e.start}: "
+                             f"{p[e.start:e.end]!r}); decode input bytes as UTF-8 first") from None
     return list(prefixes)
 
 
@@ -426,7 +435,7 @@ class Decoder(nn.Module):
 
     @torch.no_grad()
     def generate(self, prefixes: Sequence[str], soft: torch.Tensor | None = None, seed: int | None = None,
-                 null_soft: torch.Tensor | None = None, plan_scale: float = 1.0, **generate_kwargs) -> list[str]:
+                 **generate_kwargs) -> list[str]:
         """Continuations of ``prefixes`` (one per row, or ``num_return_sequences`` per row, row-major).
 
         ``generate_kwargs`` go to ``model.generate`` untouched (``max_new_tokens``, ``top_p``,
@@ -434,44 +443,49 @@ class Decoder(nn.Module):
         becomes a ``RepetitionPenaltyLogitsProcessor`` ahead of any ``logits_processor`` given, over every
         generated token of every row. (transformers' own penalty, given ``inputs_embeds`` and left padding,
         exempts a padded row's first generated tokens, one per padding position, so a prefix's text would
-        depend on the other prefixes of its batch.) ``seed`` makes sampling reproducible without touching
-        the global RNG. Prefixes too long for the context lose their first tokens (see the module
-        docstring). With ``plan_scale`` > 1, ``null_soft`` (a null plan's soft tokens, the shape of ``soft``)
-        drives :class:`~dglm.plan_guidance.PairedPlanGuidance` (both branches in one forward per token),
-        appended last, with the same repetition penalty on its null branch. With soft prompts the call runs
-        with the adapter merged (:meth:`adapter_merged`); without, on the base LM.
+        depend on the other prefixes of its batch.) A processor with an ``attached(model)`` context manager
+        (:class:`~dglm.plan_guidance.PairedPlanGuidance`) runs attached to the LM for the call. ``seed`` makes
+        sampling reproducible without touching the global RNG. Prefixes too long for the context lose their
+        first tokens (see the module docstring). With soft prompts the call runs with the adapter merged
+        (:meth:`adapter_merged`); without, on the base LM.
         """
         prefixes = check_prefixes(prefixes)
-        new = generate_kwargs.get("max_new_tokens", 1)
-        if isinstance(new, bool) or not isinstance(new, int) or new < 1:
-            raise ValueError(f"max_new_tokens={new!r} must be an integer >= 1")
+        new = check_field(GenerationConfig, "max_new_tokens", generate_kwargs.get("max_new_tokens", 1))
         budget = self.prefix_budget(0 if soft is None else soft.shape[1], new)
-        ids = self.tokenize(prefixes, budget)
-        inputs_embeds, mask, _ = self.embed(ids, soft)
+        inputs_embeds, mask, _ = self.embed(self.tokenize(prefixes, budget), soft)
         generate_kwargs.setdefault("pad_token_id", self.pad_token_id)
-        penalty = generate_kwargs.pop("repetition_penalty", None) or self.model.generation_config.repetition_penalty
-        processors = [RepetitionPenaltyLogitsProcessor(penalty)] if penalty and penalty != 1.0 else []
+        penalty = generate_kwargs.pop("repetition_penalty", None)
+        if penalty is None:
+            penalty = self.model.generation_config.repetition_penalty
+        if penalty is not None:  # 0 or a negative penalty is refused, not silently read as "off"
+            penalty = check_field(GenerationConfig, "repetition_penalty", penalty)
+        processors = [RepetitionPenaltyLogitsProcessor(penalty)] if penalty is not None and penalty != 1.0 else []
         processors += generate_kwargs.get("logits_processor") or []
-        guide = None
-        if plan_scale != 1.0:
-            if soft is None or null_soft is None or null_soft.shape != soft.shape:
-                raise ValueError(f"plan_scale={plan_scale} needs soft prompts and null_soft prompts of the same "
-                                 f"shape, got {None if soft is None else tuple(soft.shape)} and "
-                                 f"{None if null_soft is None else tuple(null_soft.shape)}")
-            # Both branches in one forward per token (same layout: only the soft tokens differ).
-            guide = PairedPlanGuidance(self.embed(ids, null_soft)[0], plan_scale, repetition_penalty=penalty or 1.0)
-            processors.append(guide)
         generate_kwargs["logits_processor"] = LogitsProcessorList(processors)
         with contextlib.ExitStack() as stack:
             # Soft prompts: the adapter merged for the whole call; none: the base LM.
             stack.enter_context(self.adapter_off() if soft is None else self.adapter_merged())
-            if guide is not None:
-                stack.enter_context(guide.attached(self.model))
+            for processor in processors:
+                if hasattr(processor, "attached"):
+                    stack.enter_context(processor.attached(self.model))
             stack.enter_context(torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []))
             if seed is not None:
                 torch.manual_seed(seed)
             out = self.model.generate(inputs_embeds=inputs_embeds, attention_mask=mask, **generate_kwargs)
         return self.tokenizer.batch_decode(out, skip_special_tokens=True)
+
+
+def cache_keyword(model) -> str:
+    """The name of a causal LM's KV-cache argument and output: transformers >= 5.2x says ``cache``, older
+    versions ``past_key_values`` (a peft wrapper is looked through).
+
+    Example:
+        >>> from dglm.presets import TINY, random_decoder
+        >>> cache_keyword(random_decoder(TINY.decoder).model) in ("cache", "past_key_values")
+        True
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _mergeable_lora_layers(model: nn.Module) -> list:

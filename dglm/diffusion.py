@@ -28,7 +28,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from dglm.config import DiffusionConfig
+from dglm.config import DiffusionConfig, GenerationConfig, check_field
 from dglm.io import load_component, load_state, save_component
 from dglm.nn import AdaTransformer
 from dglm.sampling import Denoise, Prediction, get_sampler
@@ -98,8 +98,7 @@ class SemanticDiffuser(nn.Module):
         is differentiable in z (constraint guidance wraps it and takes gradients). ``compile``: run the
         network through :meth:`compiled` (``torch.compile``, built once per diffuser; eager where it fails).
         """
-        if not cfg_scale >= 0:  # also catches NaN
-            raise ValueError(f"cfg_scale={cfg_scale} must be a number >= 0 (1 = off)")
+        cfg_scale = check_field(GenerationConfig, "cfg_scale", cfg_scale)
         net = self.compiled() if compile else self
 
         def denoise(z: torch.Tensor, alpha2: torch.Tensor) -> Prediction:

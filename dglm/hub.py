@@ -258,7 +258,7 @@ out = Controller("{example_control}", pipe).generate(["The match last night"], n
 | prompt generator | `PromptGenerator`: {prompt_params} parameters, head `{head}`, {num_soft_tokens} soft tokens of width {hidden} | `prompt/` |
 | probes | {probes} | {probes_folder} |
 
-Sampling defaults (`SamplingConfig`): {sampling}.
+Generation defaults (`GenerationConfig`, as `dglm.json` records them): {sampling}.
 
 Weights are safetensors, configs JSON; nothing is pickled. Loading checks the decoder against a fingerprint
 of the weights this checkpoint was trained with (`decoder_weights` in `dglm.json`) and logs a warning when
@@ -316,7 +316,7 @@ def model_card(pipe, name: str, license: str | None = None, card_text: str | Non
         diffusion_shape=f"{d.depth} blocks of width {d.width}, {d.num_tokens} latent tokens",
         prompt_params=count(pipe.prompt_generator), head=pipe.prompt_generator.config.head,
         hidden=pipe.decoder.hidden_size, probes=labels, probes_folder="`probes/`" if probes is not None else "-",
-        sampling=", ".join(f"{k}={v}" for k, v in pipe.sampling.model_dump().items()),
+        sampling=", ".join(f"{k}={v}" for k, v in pipe.sampling.saved().items()),
         card_text=f"\n{card_text.strip()}\n" if card_text else "")
     return f"---\n{data.to_yaml()}\n---\n\n{body}"
 

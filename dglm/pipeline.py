@@ -7,35 +7,30 @@ Example:
     >>> out.continuations[0]                                                   # doctest: +SKIP
     [' was ...', ' ended ...']
 
-Serving untrusted requests: every argument is checked and a bad one raises an error naming it, its value
-and what is accepted. Rows (``len(prefixes) * num_samples``) are planned and decoded ``batch_size`` at a
-time, so working memory is bounded for any ``num_samples`` (the output itself, one string and one plan
-per row, is not). A pipeline may be shared between threads: planning and decoding hold ``DGLM.lock``, so
+Every per-call setting is a :class:`~dglm.config.GenerationConfig` field: a call's keywords are merged into
+the pipeline's defaults and validated once, so a bad one raises an error naming it, its value and what is
+accepted. What steers the plans is a :class:`~dglm.constraints.Control` (per-prefix constraints and
+strengths), which the pipeline lays out over its chunks of rows; the decoder-side contrasts
+(:mod:`dglm.plan_guidance`) are built here and passed to the decoder as logits processors. Rows
+(``len(prefixes) * num_samples``) are planned and decoded ``batch_size`` at a time, so working memory is
+bounded for any ``num_samples`` (the output itself, one string and one plan per row, is not). A pipeline may be shared between threads: planning and decoding hold ``DGLM.lock``, so
 concurrent calls run one after the other and give exactly what sequential calls give.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from dglm.config import (
-    MAX_CFG_SCALE,
-    MAX_PLAN_SCALE,
-    MAX_STEPS,
-    DGLMConfig,
-    EncoderConfig,
-    SamplingConfig,
-    check_decoding_kwargs,
-)
+from dglm.config import DECODING_FIELDS, DGLMConfig, EncoderConfig, GenerationConfig, preset_config
+from dglm.constraints.guidance import ConstraintGuidance, Control
 from dglm.decoder import Decoder, check_prefixes
 from dglm.diffusion import SemanticDiffuser
 from dglm.encoder import SemanticEncoder
@@ -51,16 +46,17 @@ from dglm.hub import (
     resolve_checkpoint,
 )
 from dglm.io import atomic_directory, read_config, write_json
-from dglm.outputs import GenerationOutput, Plan, merge_outputs, merge_plans, row_chunks
-from dglm.prompt import PromptGenerator, check_sigma2
-from dglm.sampling import Denoise, get_sampler
+from dglm.outputs import GenerationOutput, Plan, merge_outputs, merge_plans, row_chunks, sum_timings
+from dglm.plan_guidance import PairedPlanGuidance
+from dglm.prompt import PromptGenerator
+from dglm.sampling import Denoise
 
 logger = logging.getLogger(__name__)
 
-# Generation defaults of the reference (nucleus sampling with a repetition penalty).
-DEFAULT_GENERATE_KWARGS = {"do_sample": True, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 32}
-# Rows planned and decoded at once by default: bounds memory for any number of prefixes x samples.
-DEFAULT_BATCH_SIZE = 256
+# The HF generate keywords of GenerationConfig's defaults (the reference's nucleus sampling with a repetition
+# penalty), and its rows per chunk: derived from the config, where each default is declared.
+DEFAULT_GENERATE_KWARGS = GenerationConfig().decoding_kwargs()
+DEFAULT_BATCH_SIZE = GenerationConfig().batch_size
 
 
 def library_version() -> str:
@@ -81,17 +77,31 @@ class _PipelineFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Version of dglm that wrote the checkpoint.
-    library_version: str
-    # Hub ids of the encoder and decoder the checkpoint was trained with (never paths outside the folder).
-    encoder: str
-    decoder: str
-    # Which decoder weights it was trained with: their source and a fingerprint (absent in older checkpoints).
-    decoder_weights: DecoderWeights | None = None
-    # The decoder's hidden size, for a clear error when another decoder is passed.
-    decoder_hidden_size: int
-    # Sampling defaults the checkpoint was evaluated with.
-    sampling: SamplingConfig = SamplingConfig()
+    library_version: str = Field(description="Version of dglm that wrote the checkpoint.")
+    encoder: str = Field(description=(
+        "Hub id of the encoder the checkpoint was trained with (never a path outside the folder)."))
+    decoder: str = Field(description=(
+        "Hub id of the decoder the checkpoint was trained with (never a path outside the folder)."))
+    decoder_weights: DecoderWeights | None = Field(default=None, description=(
+        "Which decoder weights it was trained with: their source and a fingerprint (absent in older "
+        "checkpoints)."))
+    decoder_hidden_size: int = Field(description=(
+        "The decoder's hidden size, for a clear error when another decoder is passed."))
+    sampling: GenerationConfig = Field(default=GenerationConfig(), description=(
+        "Generation defaults the checkpoint was evaluated with (decoding ones only where set: else the "
+        "decoder's)."))
+
+
+def checkpoint_settings(folder: str | os.PathLike) -> GenerationConfig:
+    """The generation defaults a checkpoint folder records (``dglm.json``'s ``"sampling"``), read without
+    loading any model.
+
+    Example:
+        >>> from dglm.hub import PACKAGED
+        >>> checkpoint_settings(PACKAGED / "mini").strength
+        100.0
+    """
+    return read_config(Path(folder) / PIPELINE_FILE, _PipelineFile).sampling
 
 
 class DGLM(torch.nn.Module):
@@ -118,7 +128,7 @@ class DGLM(torch.nn.Module):
     """
 
     def __init__(self, encoder: SemanticEncoder, diffuser: SemanticDiffuser, prompt_generator: PromptGenerator,
-                 decoder: Decoder, sampling: SamplingConfig | None = None, probes=None):
+                 decoder: Decoder, sampling: GenerationConfig | None = None, probes=None):
         super().__init__()
         if diffuser.dim != encoder.dim or prompt_generator.config.dim != encoder.dim:
             raise ValueError(f"encoder dimension {encoder.dim} does not match the diffuser's {diffuser.dim} / the "
@@ -128,7 +138,7 @@ class DGLM(torch.nn.Module):
                              f"out_dim {prompt_generator.config.out_dim}; pass the decoder it was trained with")
         self.encoder, self.diffuser, self.prompt_generator, self.decoder = encoder, diffuser, prompt_generator, decoder
         prompt_generator.bind(decoder.embeddings.weight)
-        self.sampling = sampling or SamplingConfig()
+        self.sampling = sampling or GenerationConfig()
         self.probes = probes
         self.lock = threading.RLock()
 
@@ -158,11 +168,21 @@ class DGLM(torch.nn.Module):
     @classmethod
     def from_config(cls, config: DGLMConfig | str, encoder: SemanticEncoder | None = None,
                     decoder: Decoder | None = None) -> DGLM:
-        """Random-weight diffusion and prompt networks of a config or preset name, around the given (or
-        loaded-by-id) encoder and decoder."""
-        config = DGLMConfig.preset(config) if isinstance(config, str) else config
-        encoder = encoder or SemanticEncoder.from_pretrained(config.encoder.name_or_path)
-        decoder = decoder or Decoder.from_pretrained(config.decoder.name_or_path)
+        """Untrained diffusion and prompt networks (their training initialisation) of a config or a preset
+        name in :data:`dglm.config.PRESETS`, around the given (or loaded-by-id) encoder and decoder; a
+        ``random:`` id, as the ``tiny`` preset's, loads a random stand-in (:func:`dglm.presets.load_encoder`).
+
+        Example:
+            >>> pipe = DGLM.from_config("tiny")
+            >>> pipe.config.encoder == preset_config("tiny").encoder, pipe.encoder.fitted
+            (True, True)
+        """
+        # Imported here: dglm.presets builds pipelines, so it imports this module.
+        from dglm.presets import load_decoder, load_encoder
+
+        config = preset_config(config)
+        encoder = encoder or load_encoder(config.encoder)
+        decoder = decoder or load_decoder(config.decoder)
         return cls(encoder, SemanticDiffuser(config.diffusion), PromptGenerator(config.prompt), decoder,
                    config.sampling)
 
@@ -190,7 +210,7 @@ class DGLM(torch.nn.Module):
                                              "decoder": self.decoder.config.name_or_path,
                                              "decoder_weights": DecoderWeights.of(self.decoder).model_dump(),
                                              "decoder_hidden_size": self.decoder.hidden_size,
-                                             "sampling": self.sampling.model_dump(mode="json")})
+                                             "sampling": self.sampling.saved()})
             (tmp / MODEL_CARD).write_text(card, encoding="utf-8")
 
     def push_to_hub(self, repo_id: str, *, revision: str | None = None, private: bool | None = None,
@@ -218,7 +238,6 @@ class DGLM(torch.nn.Module):
         decoder already carries one."""
         folder = resolve_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
         meta = read_config(folder / PIPELINE_FILE, _PipelineFile)
-        sampling = meta.sampling
         if encoder is None:
             saved = read_config(folder / "encoder" / "config.json", EncoderConfig)
             check_recorded_id(saved.name_or_path, "encoder", folder / "encoder" / "config.json")
@@ -244,130 +263,200 @@ class DGLM(torch.nn.Module):
 
             probes = ProbeRegistry.load(folder / "probes")
         pipe = cls(encoder, SemanticDiffuser.from_pretrained(folder / "diffusion"),
-                   PromptGenerator.from_pretrained(folder / "prompt"), decoder, sampling, probes)
+                   PromptGenerator.from_pretrained(folder / "prompt"), decoder, meta.sampling, probes)
         return pipe.to(device) if device is not None else pipe
 
     # ------------------------------------------------------------------------------------------- inference
 
-    @torch.no_grad()
-    def plan(self, prefixes: Sequence[str], num_samples: int = 1, *, steps: int | None = None,
-             sampler: str | None = None, cfg_scale: float | None = None, sigma2: float | None = None,
-             seed: int | None = None, guidance: Callable[[Denoise], Denoise] | None = None,
-             show_progress_bar: bool = False, batch_size: int = DEFAULT_BATCH_SIZE) -> Plan:
-        """Sample ``num_samples`` continuation embeddings per prefix and turn them into soft prompts.
+    def generation_config(self, **overrides) -> GenerationConfig:
+        """The settings of a call, validated once: ``self.sampling`` (the checkpoint's defaults), with the
+        decoding settings that the decoder's own ``generation_config`` sets where ``self.sampling`` does not
+        set them, then ``overrides`` (:class:`~dglm.config.GenerationConfig` fields).
 
-        ``guidance(denoise) -> denoise`` wraps the denoiser at every step (constraint guidance, see
-        :class:`dglm.Controller`). Every setting defaults to ``self.sampling``. Rows are sampled
-        ``batch_size`` at a time (see :func:`row_chunks`; ``guidance`` then sees each chunk's rows).
+        Example:
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> pipe.generation_config(top_p=0.5).top_p, pipe.generation_config().steps
+            (0.5, 10)
+        """
+        unset = {k: getattr(self.sampling, k) for k in DECODING_FIELDS
+                 if k not in self.sampling.model_fields_set and getattr(self.sampling, k) is not None}
+        return self.sampling.merge(**{**self.decoder.generation_defaults(unset), **overrides})
+
+    def generate_kwargs(self, overrides: dict, num_soft_tokens: int | None = None) -> dict:
+        """The Hugging Face ``generate`` keywords a decode with ``overrides`` uses, checked: the decoding
+        settings of :meth:`generation_config`, then the keywords that are not ``GenerationConfig`` fields
+        (``min_new_tokens``, ``no_repeat_ngram_size``, ..., passed through)."""
+        settings, extras = self._settings(overrides, num_soft_tokens)
+        return {**settings.decoding_kwargs(), **extras}
+
+    def _settings(self, overrides: dict, num_soft_tokens: int | None = None) -> tuple[GenerationConfig, dict]:
+        """(the call's validated settings, the other HF ``generate`` keywords)."""
+        extras = {k: v for k, v in overrides.items() if k not in GenerationConfig.model_fields}
+        settings = self.generation_config(**{k: v for k, v in overrides.items() if k not in extras})
+        if extras.get("num_return_sequences", 1) != 1:
+            raise ValueError(f"num_return_sequences={extras['num_return_sequences']!r} is not supported with "
+                             f"plans; use num_samples (one plan each)")
+        if extras.get("return_dict_in_generate"):
+            raise ValueError("return_dict_in_generate=True is not supported: generate returns a GenerationOutput; "
+                             "for HF's output, call pipe.decoder.model.generate on Controller.prompt_embeds(...)")
+        k = self.prompt_generator.config.num_soft_tokens if num_soft_tokens is None else num_soft_tokens
+        self.decoder.prefix_budget(k, settings.max_new_tokens)  # refuses what cannot fit the context
+        return settings, extras
+
+    def _chunks(self, prefixes: list[str], settings: GenerationConfig,
+                control: Control | None) -> list[tuple[int, int, int, int, ConstraintGuidance | None]]:
+        """``(start, stop, samples, seed, guidance)`` of each :func:`row_chunks` chunk: the control laid out
+        and resolved once (checked before any chunk runs), its denoiser wrapper per chunk (None where no row
+        is guided). A call without a seed draws one per chunk."""
+        if control is not None:
+            if not isinstance(control, Control):
+                raise TypeError(f"control={control!r:.100} must be a dglm.constraints.Control or None")
+            control = control.for_prefixes(len(prefixes), settings.strength, settings.guidance_samples)
+            with self.lock:  # resolving may run the encoder (and its tokenizer), shared with other threads
+                control = control.resolve(self.encoder, self.probes)
+        chunks = []
+        for start, stop, n, seed in row_chunks(len(prefixes), settings.num_samples, settings.batch_size,
+                                               settings.seed):
+            seed = int(torch.randint(2**62, ()).item()) if seed is None else seed
+            guidance = None if control is None else control.guidance(
+                start, stop, n, self.encoder.to_raw, torch.Generator(self.device).manual_seed(seed))
+            chunks.append((start, stop, n, seed, guidance))
+        return chunks
+
+    @torch.no_grad()
+    def plan(self, prefixes: Sequence[str], num_samples: int = 1, *, control: Control | None = None,
+             **settings) -> Plan:
+        """Sample ``num_samples`` continuation embeddings per prefix, steered by ``control`` (a
+        :class:`~dglm.constraints.Control`: constraints and strengths per prefix; None: unguided), and turn
+        them into soft prompts.
+
+        ``settings`` are :class:`~dglm.config.GenerationConfig` fields (``steps``, ``sampler``, ``cfg_scale``,
+        ``sigma2``, ``seed``, ``batch_size``, ...), each defaulting to :meth:`generation_config`'s. Rows are
+        sampled ``batch_size`` at a time (see :func:`row_chunks`).
         """
         prefixes = check_prefixes(prefixes)
-        num_samples = check_positive_int("num_samples", num_samples)
-        batch_size = check_positive_int("batch_size", batch_size)
-        s = self.sampling
-        steps = s.steps if steps is None else check_positive_int("steps", steps, MAX_STEPS)
-        sampler = s.sampler if sampler is None else sampler
-        get_sampler(sampler)
-        cfg_scale = s.cfg_scale if cfg_scale is None else check_finite("cfg_scale", cfg_scale, MAX_CFG_SCALE)
-        sigma2 = check_sigma2(s.sigma2 if sigma2 is None else sigma2)
-        check_seed(seed)
+        s = self.generation_config(num_samples=num_samples, **settings)
         plans = []
-        for start, stop, n, chunk_seed in row_chunks(len(prefixes), num_samples, batch_size, seed):
+        for start, stop, n, seed, guidance in self._chunks(prefixes, s, control):
             with self.lock:
-                plans.append(self._plan(prefixes[start:stop], n, steps, sampler, cfg_scale, sigma2, chunk_seed,
-                                        guidance, show_progress_bar))
-        return merge_plans(prefixes, num_samples, plans)
+                plans.append(self._plan(prefixes[start:stop], n, s, seed, guidance))
+        return merge_plans(prefixes, s.num_samples, plans)
 
-    def _plan(self, prefixes: list[str], num_samples: int, steps: int, sampler: str, cfg_scale: float,
-              sigma2: float, seed: int | None, guidance, show_progress_bar: bool) -> Plan:
-        generator = torch.Generator(self.device)
-        generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
-        timings = {}
-        t0 = time.perf_counter()
+    def _encode(self, prefixes: list[str], num_samples: int) -> torch.Tensor:
+        """Standardised prefix embeddings, each repeated for its samples: (B*n, d) in the diffuser's dtype."""
         prefix = self.encoder.standardize(self.encoder.encode(prefixes).to(self.device))
         check_finite_rows(prefix, "the encoder's embeddings", "run the encoder in float32")
-        prefix = prefix.repeat_interleave(num_samples, dim=0).to(next(self.diffuser.parameters()).dtype)  # (B*n, d)
+        return prefix.repeat_interleave(num_samples, dim=0).to(next(self.diffuser.parameters()).dtype)  # (B*n, d)
+
+    def _plan(self, prefixes: list[str], num_samples: int, s: GenerationConfig, seed: int,
+              guidance: Callable[[Denoise], Denoise] | None, prefix: torch.Tensor | None = None) -> Plan:
+        """One chunk's plan; ``prefix``: the chunk's prefixes already encoded by :meth:`_encode` (control
+        contrast plans the same rows twice)."""
+        generator = torch.Generator(self.device)
+        generator.manual_seed(seed)
+        timings = {}
+        t0 = time.perf_counter()
+        prefix = self._encode(prefixes, num_samples) if prefix is None else prefix
         timings["encode"] = (t1 := time.perf_counter()) - t0
-        plans = self.diffuser.sample(prefix, steps=steps, sampler=sampler, cfg_scale=cfg_scale, generator=generator,
-                                     wrap=guidance, show_progress_bar=show_progress_bar,
-                                     compile=self.sampling.compile)
+        plans = self.diffuser.sample(prefix, steps=s.steps, sampler=s.sampler, cfg_scale=s.cfg_scale,
+                                     generator=generator, wrap=guidance, show_progress_bar=s.show_progress_bar,
+                                     compile=s.compile)
         timings["diffusion"] = (t2 := time.perf_counter()) - t1
-        soft = self.prompt_generator.prompt(plans, sigma2, generator)
+        soft = self.prompt_generator.prompt(plans, s.sigma2, generator)
         timings["prompt"] = time.perf_counter() - t2
         return Plan(prefixes, num_samples, self.encoder.to_raw(plans.float()), soft, timings)
 
-    @torch.no_grad()
-    def generate(self, prefixes: Sequence[str], num_samples: int = 1, *, steps: int | None = None,
-                 sampler: str | None = None, cfg_scale: float | None = None, sigma2: float | None = None,
-                 seed: int | None = None, guidance: Callable[[Denoise], Denoise] | None = None,
-                 show_progress_bar: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
-                 plan_scale: float | None = None, **generate_kwargs) -> GenerationOutput:
-        """Generate ``num_samples`` continuations per prefix. ``generate_kwargs`` go to the decoder's HF
-        ``generate`` (defaults: what the decoder's ``generation_config`` sets, else top-p 0.9, repetition
-        penalty 1.2, 32 new tokens).
+    def generate(self, prefixes: Sequence[str], num_samples: int = 1, *, control: Control | None = None,
+                 **settings) -> GenerationOutput:
+        """Generate ``num_samples`` continuations per prefix, their plans steered by ``control`` (see
+        :meth:`plan`). ``settings`` are :class:`~dglm.config.GenerationConfig` fields (planning, guidance,
+        decoding: ``max_new_tokens``, ``top_p``, ``plan_scale``, ``control_scale``, ...); other keywords go
+        to the decoder's HF ``generate`` untouched (``min_new_tokens``, ``logits_processor``, ...).
 
         An empty or whitespace-only prefix means no context. A prefix longer than the decoder's context keeps
         its last tokens (with a logged warning) so that the soft tokens and ``max_new_tokens`` fit; a
         ``max_new_tokens`` that cannot fit is refused. At most ``batch_size`` rows are planned and decoded
         at once; with more, chunk ``c > 0`` uses a seed derived from ``seed`` and ``c`` (see :func:`row_chunks`),
-        so outputs depend on ``batch_size`` but are reproducible for a fixed one. ``plan_scale`` (default
-        ``self.sampling.plan_scale``) is the decoder-side plan guidance of :meth:`decode`.
+        so outputs depend on ``batch_size`` but are reproducible for a fixed one.
+
+        ``plan_scale`` > 1 is plan guidance in the decoder (:meth:`decode`). ``control_scale`` > 1 is control
+        contrast: each guided plan is decoded against the unguided plan of the same noise, so the decoder
+        weights by ``control_scale`` what the constraint changed in the plan (stronger control, at some
+        fluency; a second diffusion run and decoder pass). Chunks without guided rows skip it; an unguided row
+        in a guided chunk is its own contrast, so its text is unchanged.
         """
+        prefixes, s, extras, chunks = self._prepare(prefixes, num_samples, control, settings)
+        return merge_outputs(prefixes, list(self._generated(prefixes, s, extras, chunks)))
+
+    def generate_chunks(self, prefixes: Sequence[str], num_samples: int = 1, *, control: Control | None = None,
+                        **settings) -> Iterator[tuple[int, GenerationOutput]]:
+        """:meth:`generate`, one chunk of rows at a time, as each is done: ``(start, output)``, where
+        ``output`` holds prefixes ``start, start + 1, ...`` with some of their samples (all of them while
+        ``num_samples <= batch_size``); :func:`~dglm.outputs.merge_outputs` of all of them is what
+        :meth:`generate` returns. Everything is checked before the first chunk runs.
+
+        Example:
+            >>> from dglm.presets import random_pipeline
+            >>> chunks = random_pipeline("tiny").generate_chunks(["a", "b", "c"], 2, batch_size=4, steps=2,
+            ...                                                  max_new_tokens=2, seed=0)
+            >>> [(start, len(out.prefixes)) for start, out in chunks]
+            [(0, 2), (2, 1)]
+        """
+        return self._generated(*self._prepare(prefixes, num_samples, control, settings))
+
+    def _prepare(self, prefixes, num_samples, control, settings) -> tuple[list[str], GenerationConfig, dict, list]:
+        """Everything a generate call checks, once: (prefixes, settings, HF extras, :meth:`_chunks`)."""
         prefixes = check_prefixes(prefixes)
-        num_samples = check_positive_int("num_samples", num_samples)
-        batch_size = check_positive_int("batch_size", batch_size)
-        kwargs = self.generate_kwargs(generate_kwargs)
-        check_seed(seed)
-        outputs = []
-        for start, stop, n, chunk_seed in row_chunks(len(prefixes), num_samples, batch_size, seed):
-            with self.lock:
-                plan = self.plan(prefixes[start:stop], n, steps=steps, sampler=sampler, cfg_scale=cfg_scale,
-                                 sigma2=sigma2, seed=chunk_seed, guidance=guidance,
-                                 show_progress_bar=show_progress_bar, batch_size=batch_size)
-                outputs.append((start, self.decode(plan, seed=chunk_seed, plan_scale=plan_scale, **kwargs)))
-        return merge_outputs(prefixes, outputs)
+        s, extras = self._settings({**settings, "num_samples": num_samples})
+        return prefixes, s, extras, self._chunks(prefixes, s, control)
 
-    def generate_kwargs(self, generate_kwargs: dict, num_soft_tokens: int | None = None) -> dict:
-        """The HF ``generate`` keywords a decode uses, checked: ``generate_kwargs``, then what the decoder's own
-        ``generation_config`` sets, then dglm's defaults (:data:`DEFAULT_GENERATE_KWARGS`)."""
-        kwargs = {**self.decoder.generation_defaults(DEFAULT_GENERATE_KWARGS), **generate_kwargs}
-        if "num_return_sequences" in kwargs and kwargs["num_return_sequences"] != 1:
-            raise ValueError(f"num_return_sequences={kwargs['num_return_sequences']!r} is not supported with plans; "
-                             f"use num_samples (one plan each)")
-        check_positive_int("max_new_tokens", kwargs["max_new_tokens"])
-        if kwargs.get("return_dict_in_generate"):
-            raise ValueError("return_dict_in_generate=True is not supported: generate returns a GenerationOutput; "
-                             "for HF's output, call pipe.decoder.model.generate on Controller.prompt_embeds(...)")
-        check_decoding_kwargs(kwargs)
-        k = self.prompt_generator.config.num_soft_tokens if num_soft_tokens is None else num_soft_tokens
-        self.decoder.prefix_budget(k, kwargs["max_new_tokens"])  # refuses what cannot fit the context
-        return kwargs
+    def _generated(self, prefixes, s, extras, chunks) -> Iterator[tuple[int, GenerationOutput]]:
+        for start, stop, n, seed, guidance in chunks:
+            with torch.no_grad(), self.lock:
+                chunk = prefixes[start:stop]
+                contrasted = s.control_scale != 1.0 and guidance is not None
+                t0 = time.perf_counter()
+                encoded = self._encode(chunk, n) if contrasted else None  # shared by both plans
+                encode_s = time.perf_counter() - t0
+                plan = self._plan(chunk, n, s, seed, guidance, encoded)
+                contrast, scale = None, s.plan_scale
+                if contrasted:  # the same noise and prefixes, unguided
+                    contrast, scale = self._plan(chunk, n, s, seed, None, encoded), s.control_scale
+                    plan.timings = sum_timings([plan, contrast])
+                    plan.timings["encode"] += encode_s
+                output = self._decode(plan, s, extras, seed, scale, contrast)
+            yield start, output
 
-    def decode(self, plan: Plan, seed: int | None = None, plan_scale: float | None = None,
-               contrast: Plan | None = None, **generate_kwargs) -> GenerationOutput:
-        """Decode the text of a :class:`Plan` (one continuation per planned row). ``plan_scale`` > 1 adds
-        plan guidance (:class:`~dglm.plan_guidance.PlanGuidance`) against :meth:`null_prompts`, or against
-        ``contrast``, a plan of the same rows (e.g. the unguided plan of a guided one, as
-        :meth:`Controller.generate`'s ``control_scale`` does)."""
-        kwargs = self.generate_kwargs(generate_kwargs, plan.soft_prompts.shape[1])
-        check_seed(seed)
-        scale = self.sampling.plan_scale if plan_scale is None else check_plan_scale(plan_scale)
-        t0 = time.perf_counter()
-        rows = [p for p in plan.prefixes for _ in range(plan.num_samples)]
-        check_finite_rows(plan.soft_prompts, "the plan's soft prompts", "sample the diffusion and prompt networks "
-                          "in float32 or bfloat16")
+    def decode(self, plan: Plan, contrast: Plan | None = None, **settings) -> GenerationOutput:
+        """Decode the text of a :class:`Plan` (one continuation per planned row); ``settings`` as for
+        :meth:`generate`. ``plan_scale`` > 1 adds plan guidance (:class:`~dglm.plan_guidance.PairedPlanGuidance`)
+        against :meth:`null_prompts`; with ``contrast``, a plan of the same rows (e.g. the unguided plan of a
+        guided one), the decoder contrasts with it instead, weighted by ``control_scale``."""
+        s, extras = self._settings(settings, plan.soft_prompts.shape[1])
         if contrast is not None and (contrast.prefixes != plan.prefixes or contrast.num_samples != plan.num_samples
                                      or contrast.soft_prompts.shape != plan.soft_prompts.shape):
             raise ValueError(f"contrast must be a plan of the same rows as plan ({len(plan.prefixes)} prefixes x "
                              f"{plan.num_samples} samples, soft prompts {tuple(plan.soft_prompts.shape)}), got "
                              f"{len(contrast.prefixes)} x {contrast.num_samples}, "
                              f"{tuple(contrast.soft_prompts.shape)}")
+        scale = s.plan_scale if contrast is None else s.control_scale
+        return self._decode(plan, s, extras, s.seed, scale, contrast)
+
+    def _decode(self, plan: Plan, s: GenerationConfig, extras: dict, seed: int | None, scale: float,
+                contrast: Plan | None) -> GenerationOutput:
+        t0 = time.perf_counter()
+        rows = [p for p in plan.prefixes for _ in range(plan.num_samples)]
+        check_finite_rows(plan.soft_prompts, "the plan's soft prompts", "sample the diffusion and prompt networks "
+                          "in float32 or bfloat16")
+        kwargs = {**s.decoding_kwargs(), **extras}
+        processors = list(kwargs.pop("logits_processor", None) or [])
         with self.lock:
-            if scale == 1.0:
-                null = None
-            else:
+            if scale != 1.0:
                 null = self.null_prompts(len(rows), seed) if contrast is None else contrast.soft_prompts
-            texts = self.decoder.generate(rows, plan.soft_prompts, seed=seed, null_soft=null, plan_scale=scale,
-                                          **kwargs)
+                # Last, after the repetition penalty, which it applies to the null branch alike.
+                processors.append(PairedPlanGuidance(null, scale, repetition_penalty=s.repetition_penalty))
+            texts = self.decoder.generate(rows, plan.soft_prompts, seed=seed, logits_processor=processors, **kwargs)
         n = plan.num_samples
         timings = {**plan.timings, "decode": time.perf_counter() - t0}
         return GenerationOutput(plan.prefixes, [texts[i * n:(i + 1) * n] for i in range(len(plan.prefixes))],
@@ -388,75 +477,6 @@ class DGLM(torch.nn.Module):
         param = next(self.prompt_generator.parameters())
         return self.prompt_generator.prompt(torch.zeros(rows, self.encoder.dim, device=param.device,
                                                         dtype=param.dtype), 1.0, generator)
-
-
-def check_plan_scale(value, name: str = "plan_scale") -> float:
-    """Validate a decoder-side guidance weight (``plan_scale``, ``control_scale``): a finite number in
-    [1, 10] (1 = off).
-
-    Example:
-        >>> check_plan_scale(2)
-        2.0
-        >>> check_plan_scale(0.5, "control_scale")
-        Traceback (most recent call last):
-            ...
-        ValueError: control_scale=0.5 must be a finite number in [1, 10] (1 = off)
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (1 <= value <= MAX_PLAN_SCALE):
-        raise ValueError(f"{name}={value!r:.100} must be a finite number in [1, {MAX_PLAN_SCALE:g}] (1 = off)")
-    return float(value)
-
-
-def check_positive_int(name: str, value, maximum: int | None = None) -> int:
-    """Validate a positive integer argument (at most ``maximum``, if given).
-
-    Example:
-        >>> check_positive_int("steps", 20)
-        20
-        >>> check_positive_int("steps", 0)
-        Traceback (most recent call last):
-            ...
-        ValueError: steps=0 must be an integer >= 1
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r:.100} must be an integer >= 1")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name}={value} is more than the limit of {maximum}")
-    return value
-
-
-def check_finite(name: str, value, maximum: float = math.inf) -> float:
-    """Validate a finite number in [0, maximum].
-
-    Example:
-        >>> check_finite("cfg_scale", 2)
-        2.0
-        >>> check_finite("cfg_scale", float("nan"), MAX_CFG_SCALE)
-        Traceback (most recent call last):
-            ...
-        ValueError: cfg_scale=nan must be a finite number in [0, 100]
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= maximum \
-            or not math.isfinite(value):
-        bound = f"in [0, {maximum:g}]" if math.isfinite(maximum) else ">= 0"
-        raise ValueError(f"{name}={value!r:.100} must be a finite number {bound}")
-    return float(value)
-
-
-def check_seed(seed) -> int | None:
-    """Validate a seed: None (random) or an integer in [0, 2**63).
-
-    Example:
-        >>> check_seed(0), check_seed(None)
-        (0, None)
-        >>> check_seed(-1)
-        Traceback (most recent call last):
-            ...
-        ValueError: seed=-1 must be None or an integer in [0, 2**63)
-    """
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
-        raise ValueError(f"seed={seed!r:.100} must be None or an integer in [0, 2**63)")
-    return seed
 
 
 class NonFiniteError(ValueError, FloatingPointError):

@@ -13,11 +13,12 @@ own disturbance).
 
 Two implementations of the same contrast:
 
-- :class:`PairedPlanGuidance` (what :meth:`dglm.Decoder.generate` uses): the null branch runs in the same
-  forward as the guided one. While attached to the LM it doubles every forward of the guided batch, the
-  guided rows first and the null rows after them, so the two KV caches sit side by side in one cache and
-  one forward per token serves both; the guided half of the logits goes on to ``generate`` (which samples
-  the guided rows exactly as without guidance), the null half to this processor.
+- :class:`PairedPlanGuidance` (what :meth:`dglm.DGLM.generate` passes to :meth:`dglm.Decoder.generate` as a
+  ``logits_processor``): the null branch runs in the same forward as the guided one. While attached to the
+  LM it doubles every forward of the guided batch, the guided rows first and the null rows after them, so
+  the two KV caches sit side by side in one cache and one forward per token serves both; the guided half
+  of the logits goes on to ``generate`` (which samples the guided rows exactly as without guidance), the
+  null half to this processor.
 - :class:`PlanGuidance`: a plain ``LogitsProcessor`` that runs the null branch as a second forward with its
   own KV cache, for user code that calls ``generate`` on a model it does not want hooked.
 
@@ -35,25 +36,13 @@ pass it to its own ``generate`` call; ``DGLM.generate(..., plan_scale=w)`` does 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import threading
 from collections.abc import Iterator
 
 import torch
 from transformers import LogitsProcessor, RepetitionPenaltyLogitsProcessor
 
-
-def cache_keyword(model) -> str:
-    """The name of a causal LM's KV-cache argument and output: transformers >= 5.2x says ``cache``, older
-    versions ``past_key_values`` (a peft wrapper is looked through).
-
-    Example:
-        >>> from dglm.presets import TINY, random_decoder
-        >>> cache_keyword(random_decoder(TINY.decoder).model) in ("cache", "past_key_values")
-        True
-    """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+from dglm.decoder import cache_keyword
 
 
 class PlanGuidance(LogitsProcessor):
@@ -125,14 +114,14 @@ _BATCHED_INPUTS = ("input_ids", "attention_mask", "position_ids", "token_type_id
 class PairedPlanGuidance(LogitsProcessor):
     """Plan guidance with the null branch batched into the guided call's own forward (one forward per token).
 
-    ``null_embeds`` (B, T, h): the null branch's ``inputs_embeds``, laid out exactly like the guided call's
-    (same prefixes, padding and attention mask; the null plan's soft tokens in place of the plan's). Inside
-    ``with guide.attached(model):`` every forward of ``model`` on the guided batch (B rows, or B x
-    ``num_return_sequences``) runs ``[guided rows; null rows]``: the prompt with ``null_embeds`` for the
-    null rows, then each new token the guided rows chose for both halves, with the same mask and positions
-    (the two halves share their layout). ``generate`` sees the guided half only; this processor reads the
-    null half. Hooks act only in the attaching thread and are removed on exit; one instance serves one
-    ``generate`` call. Its output equals :class:`PlanGuidance`'s within float tolerance.
+    ``null_soft`` (B, k, h): the null branch's soft tokens (a null plan's, or another plan's of the same rows).
+    Inside ``with guide.attached(model):`` every forward of ``model`` on the guided batch (B rows, or B x
+    ``num_return_sequences``) runs ``[guided rows; null rows]``: for the prompt, the null rows are the guided
+    rows' ``inputs_embeds`` with their last k positions (dglm's layout puts the soft tokens there) replaced by
+    ``null_soft``; then each new token the guided rows chose for both halves, with the same mask and
+    positions (the two halves share their layout). ``generate`` sees the guided half only; this processor
+    reads the null half. Hooks act only in the attaching thread and are removed on exit; one instance serves
+    one ``generate`` call (:meth:`dglm.Decoder.generate` attaches it for the call). Its output equals :class:`PlanGuidance`'s within float tolerance.
 
     Example (the same call as :class:`PlanGuidance`'s example, with half the forwards):
         >>> from dglm.presets import TINY, random_decoder
@@ -140,7 +129,7 @@ class PairedPlanGuidance(LogitsProcessor):
         >>> ids = dec.tokenize(["the game was"])
         >>> soft, null = torch.randn(1, 2, dec.hidden_size), torch.randn(1, 2, dec.hidden_size)
         >>> embeds, mask, _ = dec.embed(ids, soft)
-        >>> guide = PairedPlanGuidance(dec.embed(ids, null)[0], scale=2.0)
+        >>> guide = PairedPlanGuidance(null, scale=2.0)
         >>> with guide.attached(dec.model):
         ...     out = dec.model.generate(inputs_embeds=embeds, attention_mask=mask, logits_processor=[guide],
         ...                              max_new_tokens=3, min_new_tokens=3, do_sample=False,
@@ -149,10 +138,10 @@ class PairedPlanGuidance(LogitsProcessor):
         (torch.Size([1, 3]), 3)
     """
 
-    def __init__(self, null_embeds: torch.Tensor, scale: float, repetition_penalty: float = 1.0):
-        if null_embeds.dim() != 3:
-            raise ValueError(f"null_embeds must have shape (batch, length, hidden), got {tuple(null_embeds.shape)}")
-        self.null_embeds, self.scale = null_embeds, float(scale)
+    def __init__(self, null_soft: torch.Tensor, scale: float, repetition_penalty: float = 1.0):
+        if null_soft.dim() != 3:
+            raise ValueError(f"null_soft must have shape (batch, k, hidden), got {tuple(null_soft.shape)}")
+        self.null_soft, self.scale = null_soft, float(scale)
         self.penalty = RepetitionPenaltyLogitsProcessor(repetition_penalty) if repetition_penalty != 1.0 else None
         self.null_logits: torch.Tensor | None = None  # (B, V), the null rows' last logits of the latest forward
         self.forwards = 0  # paired forwards run so far
@@ -180,14 +169,16 @@ class PairedPlanGuidance(LogitsProcessor):
 
     def _double(self, module, args, kwargs):
         rows = self._rows(kwargs)
-        if args or threading.get_ident() != self._thread or rows is None or rows % self.null_embeds.shape[0]:
+        if args or threading.get_ident() != self._thread or rows is None or rows % self.null_soft.shape[0]:
             return None  # not the guided call's forward (another thread, or positional inputs)
-        if rows != self.null_embeds.shape[0]:  # num_return_sequences expanded the guided batch
-            self.null_embeds = self.null_embeds.repeat_interleave(rows // self.null_embeds.shape[0], dim=0)
+        if rows != self.null_soft.shape[0]:  # num_return_sequences expanded the guided batch
+            self.null_soft = self.null_soft.repeat_interleave(rows // self.null_soft.shape[0], dim=0)
         kwargs = dict(kwargs)
-        embeds = kwargs.get("inputs_embeds")
-        if embeds is not None:  # the prompt: the null rows get the null plan's soft tokens
-            null = self.null_embeds[:, self.null_embeds.shape[1] - embeds.shape[1]:].to(embeds)
+        embeds = kwargs.get("inputs_embeds")  # (B, T, h)
+        if embeds is not None:  # the prompt: the null rows get the null plan's soft tokens, in the last k places
+            k = min(self.null_soft.shape[1], embeds.shape[1])
+            soft = self.null_soft[:, self.null_soft.shape[1] - k:].to(embeds)  # (B, k, h)
+            null = torch.cat([embeds[:, :embeds.shape[1] - k], soft], dim=1)  # (B, T, h)
             kwargs["inputs_embeds"] = torch.cat([embeds, null])  # (2B, T, h)
         for name in _BATCHED_INPUTS:  # the same tokens, mask and positions for both halves
             value = kwargs.get(name)

@@ -1,7 +1,8 @@
 """Random-weight DGLM pipelines built from configs alone, for shape and speed checks without real weights.
 
-A preset's :class:`~dglm.config.DGLMConfig` names its encoder and decoder by id and size only; this module
-knows the architecture behind each id and builds it with random weights, with nothing downloaded:
+A preset's :class:`~dglm.config.DGLMConfig` (the registry is :data:`dglm.config.PRESETS`) names its encoder
+and decoder by id and size only; this module knows the architecture behind each id and builds it with random
+weights, with nothing downloaded:
 
 - ``paper``: a Sentence-T5-XL-shaped encoder (T5-XL encoder: width 2048, 24 layers, 32 heads, gated-GELU
   MLP 5120; mean pooling, Dense 2048 -> 768, L2 normalisation) and a GPT-2-large-shaped decoder (1280 x 36
@@ -13,7 +14,9 @@ knows the architecture behind each id and builds it with random weights, with no
 The tokenizers are synthetic word-level tokenizers over the models' full vocabularies (a few English
 words, then filler tokens ``<w123>``): any text maps to valid ids and every id decodes to something. The
 encoder's standardisation statistics are fitted on the random encoder's embeddings of random texts, so
-the pipeline runs end to end; its outputs carry no meaning.
+the pipeline runs end to end; its outputs carry no meaning. The layers that training starts at zero (the
+diffusion network's output, every block's noise-level modulation) are drawn randomly too, so that every
+knob (cfg_scale, sigma2, strength, plan_scale, ...) changes the output, as it would on trained weights.
 
 Example:
     >>> pipe = random_pipeline("tiny")
@@ -30,6 +33,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
+from torch import nn
 from transformers import (
     AutoModelForCausalLM,
     BertConfig,
@@ -40,17 +44,11 @@ from transformers import (
     T5Config,
 )
 
-from dglm.config import (
-    DecoderConfig,
-    DGLMConfig,
-    DiffusionConfig,
-    EncoderConfig,
-    PromptConfig,
-    SamplingConfig,
-)
+from dglm.config import PRESETS, RANDOM_PREFIX, DecoderConfig, DGLMConfig, EncoderConfig, preset_config
 from dglm.decoder import Decoder
 from dglm.diffusion import SemanticDiffuser
 from dglm.encoder import SemanticEncoder
+from dglm.nn import AdaBlock
 from dglm.pipeline import DGLM
 from dglm.prompt import PromptGenerator
 
@@ -63,16 +61,8 @@ WORDS = tuple(sorted(set(
     "player ball goal score season league coach won lost win city river music art science history king queen "
     "war peace love good bad great small big old new night day last first people world life time year man "
     "woman children school house water food book story film song".split()))) + tuple(".,!?'")
-# Prefix that marks an encoder or decoder as a random stand-in for the model it is named after.
-RANDOM_PREFIX = "random:"
-
-TINY = DGLMConfig(
-    encoder=EncoderConfig(name_or_path="tiny-bert", dim=32),
-    diffusion=DiffusionConfig(dim=32, num_tokens=4, token_features=8, width=32, depth=2, heads=2),
-    prompt=PromptConfig(dim=32, out_dim=32, num_soft_tokens=4, width=32, depth=2, heads=2),
-    decoder=DecoderConfig(name_or_path="tiny-gpt2", hidden_size=32),
-    sampling=SamplingConfig(steps=10),
-)
+# The ``tiny`` preset's config, the one most examples build.
+TINY = PRESETS["tiny"]
 
 # Backbone architecture of each encoder id: a transformers config, mean-pooled (then projected to the
 # EncoderConfig's dim when the widths differ, as Sentence-T5 does).
@@ -103,29 +93,11 @@ DECODER_BACKBONES: dict[str, Callable[[], PretrainedConfig]] = {
 }
 
 
-def preset_config(preset: str | DGLMConfig) -> DGLMConfig:
-    """The config of a preset name (``"paper"``, ``"mini"``, ``"tiny"``), or ``preset`` itself.
-
-    Example:
-        >>> preset_config("tiny").encoder.name_or_path, preset_config("paper").decoder.name_or_path
-        ('tiny-bert', 'gpt2-large')
-        >>> preset_config(TINY) is TINY
-        True
-    """
-    if isinstance(preset, DGLMConfig):
-        return preset
-    if preset == "tiny":
-        return TINY
-    if preset in ("paper", "mini"):
-        return DGLMConfig.preset(preset)
-    raise ValueError(f"preset={preset!r} is not known; accepted: 'paper', 'mini', 'tiny' or a DGLMConfig")
-
-
 def random_pipeline(preset: str | DGLMConfig, device: str | torch.device | None = None,
                     dtype: torch.dtype | None = None, seed: int = 0) -> DGLM:
     """A :class:`~dglm.pipeline.DGLM` with every component randomly initialised from ``preset``'s shapes.
 
-    ``preset``: ``"paper"``, ``"mini"``, ``"tiny"``, or a DGLMConfig whose encoder and decoder ids are ones
+    ``preset``: a name in :data:`dglm.config.PRESETS`, or a DGLMConfig whose encoder and decoder ids are ones
     of theirs (the ids pick the architectures, see :data:`ENCODER_BACKBONES` and :data:`DECODER_BACKBONES`).
     Weights are created directly on ``device`` (default CPU) in ``dtype`` (default float32). The
     diffusion and prompt networks in bfloat16 need ``torch.autocast`` around sampling.
@@ -142,12 +114,71 @@ def random_pipeline(preset: str | DGLMConfig, device: str | torch.device | None 
     encoder = random_encoder(config.encoder, device, dtype)
     decoder = random_decoder(config.decoder, device, dtype)
     with torch.device(device):
-        diffuser = SemanticDiffuser(config.diffusion).to(dtype).eval()
-        prompt_generator = PromptGenerator(config.prompt).to(dtype).eval()
-    # A few dozen embeddings of random texts, enough for a mean and std per dimension (the std of 32
-    # samples is noisy, which does not matter for random weights).
+        diffuser = randomize(SemanticDiffuser(config.diffusion)).to(dtype).eval()
+        prompt_generator = randomize(PromptGenerator(config.prompt)).to(dtype).eval()
+    return DGLM(fit_random(encoder, seed), diffuser, prompt_generator, decoder, config.sampling)
+
+
+def load_encoder(config: EncoderConfig) -> SemanticEncoder:
+    """The encoder ``config`` names: for a ``random:`` id a random stand-in (:func:`random_encoder`, fitted by
+    :func:`fit_random`), else the pretrained model (:meth:`SemanticEncoder.from_pretrained`).
+
+    Example:
+        >>> load_encoder(TINY.encoder).fitted
+        True
+    """
+    if config.name_or_path.startswith(RANDOM_PREFIX):
+        return fit_random(random_encoder(config))
+    return SemanticEncoder.from_pretrained(config.name_or_path)
+
+
+def load_decoder(config: DecoderConfig) -> Decoder:
+    """The decoder ``config`` names: for a ``random:`` id a random stand-in (:func:`random_decoder`), else the
+    pretrained model (:meth:`Decoder.from_pretrained`).
+
+    Example:
+        >>> load_decoder(TINY.decoder).hidden_size
+        32
+    """
+    if config.name_or_path.startswith(RANDOM_PREFIX):
+        return random_decoder(config)
+    return Decoder.from_pretrained(config.name_or_path)
+
+
+def fit_random(encoder: SemanticEncoder, seed: int = 0) -> SemanticEncoder:
+    """Fit ``encoder``'s standardisation on a few dozen random texts (:func:`random_texts`): enough for a mean
+    and std per dimension (the std of 32 samples is noisy, which does not matter for random weights).
+
+    Example:
+        >>> fit_random(random_encoder(TINY.encoder)).fitted
+        True
+    """
     encoder.fit_standardization(random_texts(32, 24, seed=seed))
-    return DGLM(encoder, diffuser, prompt_generator, decoder, config.sampling)
+    return encoder
+
+
+def randomize(network: nn.Module) -> nn.Module:
+    """Draw the layers that training deliberately starts at zero, in place, with PyTorch's default ``Linear``
+    initialisation: every :class:`~dglm.nn.AdaBlock`'s noise-level modulation (zero: each block is the
+    identity and ignores the noise level) and a :class:`~dglm.diffusion.SemanticDiffuser`'s output layer
+    (zero: v = 0 whatever the prefix, so classifier-free guidance and the prefix do nothing) and null prefix.
+    Returns ``network``.
+
+    Example:
+        >>> diffuser = SemanticDiffuser(TINY.diffusion)
+        >>> z, alpha2, prefix = torch.randn(2, 32), torch.full((2,), 0.5), torch.randn(2, 32)
+        >>> diffuser(z, alpha2, prefix).abs().max().item()  # training's initialisation: v = 0
+        0.0
+        >>> randomize(diffuser)(z, alpha2, prefix).abs().max().item() > 0
+        True
+    """
+    for module in network.modules():
+        if isinstance(module, AdaBlock):
+            module.ada.reset_parameters()
+    if isinstance(network, SemanticDiffuser):
+        network.out.reset_parameters()
+        nn.init.normal_(network.null_prefix)
+    return network
 
 
 def random_encoder(config: EncoderConfig, device: str | torch.device = "cpu",
@@ -183,7 +214,7 @@ def random_encoder(config: EncoderConfig, device: str | torch.device = "cpu",
     if width != config.dim:
         modules.append(Dense(width, config.dim, bias=False, activation_function=torch.nn.Identity()))
     model = SentenceTransformer(modules=[*modules, Normalize()], device=str(device)).to(dtype)
-    return SemanticEncoder(model, RANDOM_PREFIX + config.name_or_path).to(device)
+    return SemanticEncoder(model, _random_id(config.name_or_path)).to(device)
 
 
 def random_decoder(config: DecoderConfig, device: str | torch.device = "cpu",
@@ -199,7 +230,7 @@ def random_decoder(config: DecoderConfig, device: str | torch.device = "cpu",
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(backbone, dtype=dtype)
     decoder = Decoder(model.eval().requires_grad_(False), synthetic_tokenizer(backbone.vocab_size),
-                      RANDOM_PREFIX + config.name_or_path)
+                      _random_id(config.name_or_path))
     if decoder.hidden_size != config.hidden_size:
         raise ValueError(f"decoder {config.name_or_path!r} has hidden size {decoder.hidden_size}, but the config "
                          f"says hidden_size={config.hidden_size}")
@@ -236,6 +267,10 @@ def random_texts(n: int, num_words: int, seed: int = 0) -> list[str]:
     """
     rng = random.Random(seed)
     return [" ".join(rng.choices(WORDS, k=num_words)) for _ in range(n)]
+
+
+def _random_id(name_or_path: str) -> str:
+    return RANDOM_PREFIX + name_or_path.removeprefix(RANDOM_PREFIX)
 
 
 def _lookup(table: dict[str, Callable[[], PretrainedConfig]], name_or_path: str, what: str):

@@ -7,7 +7,7 @@ sigma^2 = 1 carries no information about it and behaves like plain decoding.
 
 Example:
     >>> import torch
-    >>> from dglm.config import PromptConfig
+    >>> from dglm.config import GenerationConfig, PromptConfig, check_field
     >>> gen = PromptGenerator(PromptConfig(dim=8, out_dim=16, num_soft_tokens=4, width=32, depth=2, heads=2))
     >>> gen.prompt(torch.randn(3, 8), sigma2=0.05, generator=torch.Generator().manual_seed(0)).shape
     torch.Size([3, 4, 16])
@@ -22,26 +22,10 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from dglm.config import PromptConfig
+from dglm.config import GenerationConfig, PromptConfig, check_field
 from dglm.io import load_component, load_state, save_component
 from dglm.nn import AdaTransformer
 from dglm.schedule import add_noise
-
-
-def check_sigma2(sigma2: float) -> float:
-    """Validate a noise level sigma^2 in [0, 1].
-
-    Example:
-        >>> check_sigma2(0), check_sigma2(0.05)
-        (0.0, 0.05)
-        >>> check_sigma2(1.5)
-        Traceback (most recent call last):
-            ...
-        ValueError: sigma2=1.5 must be a number in [0, 1] (0 = follow the plan, 1 = ignore it)
-    """
-    if not isinstance(sigma2, (int, float)) or isinstance(sigma2, bool) or not 0 <= sigma2 <= 1:
-        raise ValueError(f"sigma2={sigma2!r} must be a number in [0, 1] (0 = follow the plan, 1 = ignore it)")
-    return float(sigma2)
 
 
 class PromptGenerator(nn.Module):
@@ -105,7 +89,7 @@ class PromptGenerator(nn.Module):
 
     def prompt(self, x: torch.Tensor, sigma2: float = 0.05, generator: torch.Generator | None = None) -> torch.Tensor:
         """Re-noise a clean standardised embedding x (B, d) to ``sigma2`` and map it to soft tokens."""
-        sigma2 = check_sigma2(sigma2)
+        sigma2 = check_field(GenerationConfig, "sigma2", sigma2)
         alpha2 = torch.full((x.shape[0],), 1 - sigma2, device=x.device)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         param = next(self.parameters())

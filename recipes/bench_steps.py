@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from dglm import Controller, DGLM
+from dglm import DGLM, Controller
 from dglm.bench.metrics import plan_fidelity, summarize
 from dglm.bench.prompts import held_out_windows
 from dglm.bench.scoring import wilson

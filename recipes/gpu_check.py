@@ -33,7 +33,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from dglm.constraints import ConstraintGuidance, Probe  # noqa: E402
+from dglm.constraints import Control, Probe  # noqa: E402
 from dglm.pipeline import DEFAULT_GENERATE_KWARGS, DGLM  # noqa: E402
 from dglm.presets import random_pipeline, random_texts  # noqa: E402
 
@@ -72,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "carry: decoding with soft tokens then runs with it merged (Decoder.adapter_merged)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="also time the guided plan with the diffusion network under torch.compile "
-                        "(SamplingConfig.compile; default: on with CUDA, off on the CPU)")
+                        "(GenerationConfig.compile; default: on with CUDA, off on the CPU)")
     p.add_argument("--compile-modes", nargs="+", default=["default", "reduce-overhead"],
                    help="torch.compile modes to time the guided plan under ('reduce-overhead' replays CUDA graphs)")
     p.add_argument("--fewer-steps", type=int, nargs="*", default=[20],
@@ -170,12 +170,12 @@ class Report:
         return [c.error for c in cells if c.error and c.error.startswith("failed")]
 
 
-def random_probe_guidance(pipe: DGLM, strength: float, num_samples: int, seed: int) -> ConstraintGuidance:
+def random_probe_control(pipe: DGLM, strength: float, num_samples: int, seed: int) -> Control:
     """Constraint guidance toward the "yes" side of a random linear probe on the raw embedding space."""
     gen = torch.Generator().manual_seed(seed)
     weight = torch.randn(1, pipe.encoder.dim, generator=gen) * pipe.encoder.dim ** -0.5
     probe = Probe(weight, torch.zeros(1), ("no", "yes"), pipe.encoder.identity, name="random_probe")
-    return ConstraintGuidance(probe("yes"), strength, pipe.encoder.to_raw, num_samples=num_samples)
+    return Control(probe("yes"), strength, guidance_samples=num_samples)
 
 
 def tokenize_for_hf(pipe: DGLM, prefixes: list[str]) -> dict:
@@ -223,12 +223,12 @@ def measure(pipe: DGLM, args: argparse.Namespace, timer: Timer, report: Report, 
     dtype = next(pipe.diffuser.parameters()).dtype
     # The diffusion and prompt networks' noise-level MLP takes float32 input: run them under autocast.
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
-    guidance = random_probe_guidance(pipe, args.strength, args.mc_samples, args.seed)
+    control = random_probe_control(pipe, args.strength, args.mc_samples, args.seed)
     plan_kwargs = dict(steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale, seed=args.seed)
 
     def plan(prefixes, guided: bool, **overrides):
         with autocast:
-            return pipe.plan(prefixes, **{**plan_kwargs, **overrides}, guidance=guidance if guided else None)
+            return pipe.plan(prefixes, **{**plan_kwargs, **overrides}, control=control if guided else None)
 
     def decode_kwargs(n: int) -> dict:
         return {**DEFAULT_GENERATE_KWARGS, "max_new_tokens": n, "min_new_tokens": n}

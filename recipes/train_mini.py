@@ -24,9 +24,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from dglm.config import DGLMConfig
+from dglm.config import preset_config
 
-CONFIG = DGLMConfig.preset("mini")
+CONFIG = preset_config("mini")
 WORK = "cache/mini"
 # Per stage: this recipe's defaults, placed before the user's arguments (a later option wins in argparse).
 DEFAULTS = {

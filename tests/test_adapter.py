@@ -95,7 +95,9 @@ def test_prompt_embeds_in_user_code_use_the_adapter_like_generate(pipes):
 
     _, adapted = pipes
     ctl = Controller(FunctionConstraint(lambda x: x[..., 0], name="first_dim_low"), adapted, strength=10.0)
-    kw = dict(do_sample=True, top_p=0.9, max_new_tokens=6, pad_token_id=adapted.decoder.pad_token_id)
+    # Every decoding setting given: user code's model.generate has no dglm defaults (repetition penalty 1.2).
+    kw = dict(do_sample=True, top_p=0.9, repetition_penalty=1.2, max_new_tokens=6,
+              pad_token_id=adapted.decoder.pad_token_id)
     ours = ctl.generate(PREFIXES, num_samples=2, seed=11, steps=4, **kw)
     embeds, mask = ctl.prompt_embeds(PREFIXES, num_samples=2, seed=11, steps=4)
     torch.manual_seed(11)

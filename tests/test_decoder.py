@@ -84,3 +84,9 @@ def test_tokenizer_without_pad_token_uses_eos():
     dec = Decoder(make_gpt2(len(tok)), tok)
     assert dec.pad_token_id == tok.eos_token_id
     assert len(dec.generate(["the game", "a"], **GREEDY)) == 2
+
+
+def test_a_zero_or_negative_repetition_penalty_is_refused_not_read_as_off(tiny_decoder):
+    for penalty in (0, 0.0, -1.2):
+        with pytest.raises(ValueError, match=r"repetition_penalty=.*greater than 0"):
+            tiny_decoder.generate(PREFIXES, None, max_new_tokens=2, repetition_penalty=penalty)

@@ -78,12 +78,13 @@ def test_recipe_cpu_fallback_runs_the_tiny_check_and_exits_0(gpu_check, tmp_path
 
 
 def test_recipe_reports_a_failing_cell_instead_of_aborting(gpu_check, tmp_path, monkeypatch):
-    def broken_guidance(*args, **kwargs):
-        def wrap(denoise):
-            raise RuntimeError("guidance exploded")
-        return wrap
+    from dglm.constraints import Control, FunctionConstraint
 
-    monkeypatch.setattr(gpu_check, "random_probe_guidance", broken_guidance)
+    def explode(x):
+        raise RuntimeError("guidance exploded")
+
+    monkeypatch.setattr(gpu_check, "random_probe_control",
+                        lambda *args: Control(FunctionConstraint(explode, name="explode"), 1.0))
     out = tmp_path / "check.md"
     code = gpu_check.main(["--device", "cpu", "--preset", "tiny", "--dtype", "float32", "--batch-sizes", "1",
                            "--new-tokens", "4", "--steps", "2", "--repeats", "1", "--out", str(out)])

@@ -214,7 +214,7 @@ def test_guidance_refuses_what_it_cannot_do(diffuser):
     z, alpha2 = torch.randn(2, D), torch.full((2,), 0.5)
     with pytest.raises(ValueError, match=r"toxicity.low\(\).*resolve\(encoder, registry\)"):
         ConstraintGuidance(toxicity.low(), 1.0, F.normalize)
-    with pytest.raises(ValueError, match="strength=-1.0 must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="strength=-1.0: Input should be greater than or equal to 0"):
         ConstraintGuidance(U, -1.0, F.normalize)
     with pytest.raises(ValueError, match="got 3 per-row constraints but the sampling batch has 2 rows"):
         ConstraintGuidance([U, V, None], 1.0, F.normalize)(denoise)(z, alpha2)

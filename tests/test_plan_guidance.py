@@ -48,12 +48,20 @@ def test_null_branch_matches_a_full_forward_at_every_step(pipe):
 
 
 def test_a_null_plan_equal_to_the_plan_changes_nothing(pipe):
+    """Passed to the decoder as a logits processor (attached to the LM for the call by Decoder.generate)."""
     dec = pipe.decoder
     soft = torch.randn(2, 4, dec.hidden_size)
     kw = dict(max_new_tokens=6, min_new_tokens=6, do_sample=True, top_p=0.9, repetition_penalty=1.3)
     plain = dec.generate(PREFIXES, soft, seed=3, **kw)
-    assert dec.generate(PREFIXES, soft, seed=3, null_soft=soft.clone(), plan_scale=4.0, **kw) == plain
-    assert dec.generate(PREFIXES, soft, seed=3, null_soft=torch.randn_like(soft), plan_scale=4.0, **kw) != plain
+
+    def guided(null):
+        guide = PairedPlanGuidance(null, 4.0, repetition_penalty=1.3)
+        texts = dec.generate(PREFIXES, soft, seed=3, logits_processor=[guide], **kw)
+        assert guide.forwards == 6  # paired: one forward per token
+        return texts
+
+    assert guided(soft.clone()) == plain
+    assert guided(torch.randn_like(soft)) != plain
 
 
 def test_the_repetition_penalty_applies_to_both_branches_alike(pipe):
@@ -88,10 +96,9 @@ def test_bad_plan_scale_is_refused_by_name(pipe, bad):
         pipe.generate(PREFIXES, seed=0, plan_scale=bad, **FAST)
 
 
-def test_decoder_refuses_plan_scale_without_null_prompts(pipe):
-    with pytest.raises(ValueError, match="plan_scale=2.0 needs soft prompts and null_soft prompts"):
-        pipe.decoder.generate(PREFIXES, torch.zeros(2, 4, pipe.decoder.hidden_size), plan_scale=2.0,
-                              max_new_tokens=2)
+def test_paired_guidance_refuses_null_prompts_of_another_shape():
+    with pytest.raises(ValueError, match=r"null_soft must have shape \(batch, k, hidden\), got \(4, 32\)"):
+        PairedPlanGuidance(torch.zeros(4, 32), 2.0)
 
 
 # ----------------------------------------------------------------------------------------------- control contrast
@@ -118,19 +125,19 @@ def test_control_contrast_changes_guided_rows_only_and_is_seeded(pipe):
 def test_decode_contrasts_against_a_given_plan(pipe):
     plan = pipe.plan(PREFIXES, 2, steps=4, seed=0)
     kw = dict(seed=3, max_new_tokens=6, min_new_tokens=6, repetition_penalty=1.2)
-    same = pipe.decode(plan, plan_scale=4.0, contrast=plan, **kw)
+    same = pipe.decode(plan, control_scale=4.0, contrast=plan, **kw)
     assert same.continuations == pipe.decode(plan, **kw).continuations
     other = pipe.plan(PREFIXES, 2, steps=4, seed=1)
-    assert pipe.decode(plan, plan_scale=4.0, contrast=other, **kw).continuations != same.continuations
+    assert pipe.decode(plan, control_scale=4.0, contrast=other, **kw).continuations != same.continuations
     with pytest.raises(ValueError, match="contrast must be a plan of the same rows"):
-        pipe.decode(plan, plan_scale=2.0, contrast=pipe.plan(PREFIXES, 1, steps=4, seed=0), **kw)
+        pipe.decode(plan, control_scale=2.0, contrast=pipe.plan(PREFIXES, 1, steps=4, seed=0), **kw)
 
 
 def test_control_scale_is_checked_by_name_and_excludes_plan_scale(pipe):
     from dglm import Controller
 
     ctl = Controller("near('a song')", pipe)
-    with pytest.raises(ValueError, match="control_scale=0.5 must be a finite number in"):
+    with pytest.raises(ValueError, match="control_scale=0.5: Input should be greater than or equal to 1"):
         ctl.generate(PREFIXES, control_scale=0.5, **FAST)
     with pytest.raises(ValueError, match="control_scale=2 and plan_scale=3: use one decoder-side contrast"):
         ctl.generate(PREFIXES, control_scale=2, plan_scale=3, **FAST)
@@ -150,7 +157,7 @@ def _both(dec, guide_kind, scale=2.5, penalty=1.3, **kw):
         guide = PlanGuidance(dec.model, null_embeds, null_mask, scale=scale, repetition_penalty=penalty)
         out = dec.model.generate(logits_processor=[first, guide], **args)
     else:
-        guide = PairedPlanGuidance(null_embeds, scale=scale, repetition_penalty=penalty)
+        guide = PairedPlanGuidance(null, scale=scale, repetition_penalty=penalty)
         with guide.attached(dec.model):
             out = dec.model.generate(logits_processor=[first, guide], **args)
         assert guide.forwards == 6  # one (doubled) forward per new token: the prompt, then 5 tokens

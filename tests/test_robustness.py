@@ -118,7 +118,7 @@ def test_long_prefix_runs_end_to_end_and_prompt_embeds_fit(pipe, caplog):
     assert embeds.shape[1] == pipe.decoder.max_length - 10
 
 
-@pytest.mark.parametrize("value", [0, -1, 1.5, True, "8", None, 10**9])
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "8", 10**9])
 def test_bad_max_new_tokens(pipe, value):
     with pytest.raises(ValueError, match=f"max_new_tokens={value!r}"):
         pipe.generate(["a"], steps=1, max_new_tokens=value)
@@ -132,7 +132,7 @@ def test_max_new_tokens_larger_than_the_context_says_what_fits(pipe):
 
 # -- numbers -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, values", [
-    ("num_samples", [0, -1, 2.5, True, "3", None]),
+    ("num_samples", [0, -1, 2.5, True, "3"]),
     ("steps", [0, -1, 1.5, "10"]),
     ("cfg_scale", [float("nan"), float("inf"), -1.0, "2", 1e308]),
     ("sigma2", [-0.1, 1.5, float("nan"), float("inf"), True, "0.1"]),
@@ -144,19 +144,21 @@ def test_bad_numbers_name_argument_value_and_what_is_accepted(pipe, name, values
     for value in values:
         with pytest.raises(ValueError, match=re.escape(f"{name}={value!r}")) as e:
             pipe.generate(["a"], **{**FAST, name: value})
-        assert "must" in str(e.value) or "accepted" in str(e.value)
+        assert "Input should be" in str(e.value)  # what is accepted
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), -1.0, "1", True])
 def test_bad_strength(pipe, value):
-    with pytest.raises(ValueError, match="strength=.* must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="strength=.*: Input should be"):
         Controller(first_dim_low(), pipe, strength=value)
     ctl = Controller(first_dim_low(), pipe)
     with pytest.raises(ValueError, match="strength"):
         ctl.generate(["a", "b"], strength=value, **FAST)
-    with pytest.raises(ValueError, match=r"strength\[1\]=.* must be a finite number >= 0"):
+    with pytest.raises(ValueError, match=r"strength\[1\]=.*: Input should be"):
         ctl.generate(["a", "b"], strength=[1.0, value], **FAST)
     with pytest.raises(ValueError, match="one number per prefix"):
+        ctl.generate(["a", "b"], strength=[1.0], **FAST)
+    with pytest.raises(ValueError, match="strength={'a': 1.0}: Input should be a valid number"):
         ctl.generate(["a", "b"], strength={"a": 1.0}, **FAST)
 
 
@@ -493,8 +495,8 @@ def _valid(name, value) -> bool:
     is_num = isinstance(value, (int, float)) and not isinstance(value, bool)
     if name == "prefixes":
         return isinstance(value, list) and len(value) > 0 and all(isinstance(p, str) for p in value)
-    if name in ("num_samples", "max_new_tokens", "batch_size"):
-        return is_int and value >= 1 and (name != "max_new_tokens" or value <= 200)
+    if name in ("num_samples", "max_new_tokens", "batch_size"):  # None: the pipeline's default
+        return value is None or is_int and value >= 1 and (name != "max_new_tokens" or value <= 200)
     if name in ("steps",):
         return value is None or (is_int and value >= 1)
     if name == "sigma2":

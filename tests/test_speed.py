@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dglm import Controller, FunctionConstraint
-from dglm.config import SamplingConfig
+from dglm.config import GenerationConfig
 from dglm.presets import random_pipeline
 
 PREFIXES = ["the game was", "a river of water in the city today"]
@@ -27,7 +27,7 @@ def test_a_compiled_denoiser_plans_what_the_eager_one_plans():
     guided = True
     eager = random_pipeline("tiny")
     compiled = random_pipeline("tiny")
-    compiled.sampling = SamplingConfig(**{**compiled.sampling.model_dump(), "compile": True})
+    compiled.sampling = GenerationConfig(**{**compiled.sampling.model_dump(), "compile": True})
     net = compiled.diffuser.compiled(backend="aot_eager")  # traced forward and backward, no code generation
     assert torch.allclose(_plans(compiled, guided), _plans(eager, guided), atol=1e-5)
     assert not net.failed and compiled.diffuser.compiled() is net  # built once, then reused
@@ -37,7 +37,7 @@ def test_a_compiled_denoiser_plans_what_the_eager_one_plans():
 def test_a_failing_compiler_falls_back_to_eager_with_one_warning(caplog):
     eager = random_pipeline("tiny")
     broken = random_pipeline("tiny")
-    broken.sampling = SamplingConfig(**{**broken.sampling.model_dump(), "compile": True})
+    broken.sampling = GenerationConfig(**{**broken.sampling.model_dump(), "compile": True})
     net = broken.diffuser.compiled(backend=_broken)
     with caplog.at_level(logging.WARNING, logger="dglm.diffusion"):
         assert torch.equal(_plans(broken, True), _plans(eager, True))
@@ -49,6 +49,6 @@ def test_inductor_compiles_the_guided_plan_on_this_machine():
     """The default backend (C++ code on a CPU: needs a compiler; tens of seconds)."""
     eager = random_pipeline("tiny")
     compiled = random_pipeline("tiny")
-    compiled.sampling = SamplingConfig(**{**compiled.sampling.model_dump(), "compile": True})
+    compiled.sampling = GenerationConfig(**{**compiled.sampling.model_dump(), "compile": True})
     assert torch.allclose(_plans(compiled, True), _plans(eager, True), atol=1e-4)
     assert not compiled.diffuser.compiled().failed

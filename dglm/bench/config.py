@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import typing
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
+from pydantic.fields import FieldInfo
 
 from dglm.bench.evaluators import EVALUATOR_ID
+from dglm.config import GenerationConfig
+from dglm.options import add_config_options
 
 RANDOM = "random:"  # checkpoint prefix: a random-weight preset (shapes and timing only)
 COMPOSITIONS = ["topic('sports') + sentiment.positive()", "toxicity.low() + topic('sports')"]
 
 
-def _f(default, description: str, **kw):
-    return Field(default=default, description=description, **kw)
+def _generation(field: str, description: str):
+    """GenerationConfig's ``field`` (its default and bounds, declared there) with the benchmark's description."""
+    return FieldInfo.merge_field_infos(GenerationConfig.model_fields[field], description=description)
 
 
 class BenchConfig(BaseModel):
@@ -37,70 +40,96 @@ class BenchConfig(BaseModel):
         '/ckpt/new'
     """
 
-    quick: bool = _f(False, "smoke test: tiny random models, the decoder as its own evaluator LM, synthetic "
-                            "prompts, output to a scratch folder")
-    checkpoint: str = _f("mini", "DGLM checkpoint folder or packaged name; random:<preset> for random weights "
-                                 "(timing only)")
-    device: str = _f("cpu", "torch device for every model (cpu, cuda, cuda:1)")
-    out: str | None = _f(None, "output folder (default: docs/results, or a scratch folder with --quick)")
-    name: str = _f("bench", "file stem of the outputs: <out>/<name>.json, .md, _*.png")
-    corpus: str = _f("cache/corpus", "corpus folder (test.jsonl, train.jsonl) for prompts, classifier, peers")
-    prompt_sets: list[Literal["neutral", "topical"]] = _f(
-        ["neutral", "topical"], "prompt sets: neutral openers (2-5 words of test documents and sentences) "
-                                "and topical 32-token prefixes")
-    num_neutral: int = _f(100, "neutral openers", ge=1)
-    neutral_samples: int = _f(1, "samples per neutral opener and seed", ge=1)
-    num_prompts: int = _f(24, "topical prefixes (one window per test document)", ge=1)
-    num_samples: int = _f(2, "samples per topical prefix and seed", ge=1)
-    num_references: int = _f(128, "reference continuations for MAUVE (topical set)", ge=1)
-    seeds: list[int] = _f([0], "sampling seeds; every system runs once per seed")
-    prefix_tokens: int = _f(32, "topical prefix length in decoder tokens", ge=1)
-    new_tokens: int = _f(32, "new tokens per continuation", ge=1)
-    min_new_tokens: int | None = _f(None, "suppress eos before this many new tokens (None: the decoder may stop)")
-    batch_prompts: int = _f(8, "prompts per generation call", ge=1)
-    top_p: float = _f(0.9, "top-p of every system's sampling", gt=0, le=1)
-    repetition_penalty: float = _f(1.2, "repetition penalty of every system", gt=0)
-    control: str = _f("topic('sports')", "the control, in the constraint syntax")
-    strengths: list[float] = _f([20.0, 100.0, 300.0], "DGLM guidance strengths (none: no guided systems)")
-    sigma2: list[float] = _f([], "further re-noising levels of unguided DGLM (the checkpoint's is always run)")
-    plan_scales: list[float] = _f([2.0], "plan-guidance weights of further unguided DGLM systems")
-    guided_plan_scales: list[float] = _f([2.0], "plan-guidance weights of further guided systems, at every strength")
-    guided_control_scales: list[float] = _f([2.0], "control-contrast weights of further guided systems, at "
-                                                  "every strength (plan_scale 1)")
-    steps: int | None = _f(None, "diffusion steps (None: the checkpoint's)")
-    steering_layers: list[int] = _f([6, 12, 18], "candidate decoder blocks of activation steering; the bench "
-                                                "picks one by a small sweep on neutral openers")
-    steering_scales: list[float] = _f([1.0, 2.0, 4.0, 8.0, 16.0], "activation-steering multipliers (of the "
-                                                            "mean-difference vector; none: no steering)")
-    steering_pick_prompts: int = _f(24, "neutral openers of the layer-picking sweep", ge=1)
-    peer_texts_per_class: int = _f(300, "labelled passages per class for steering vectors and FUDGE", ge=2)
-    fudge_strengths: list[float] = _f([1.0, 2.0, 4.0], "FUDGE strengths (1 = Bayes rule; none: no FUDGE)")
-    fudge_top_k: int = _f(50, "candidates FUDGE rescores per step", ge=1)
-    prompt_styles: list[Literal["header", "instruction", "insistent"]] = _f(
-        ["header", "instruction", "insistent"], "prompting systems: a topic header, a chat instruction, an "
-                                                "insistent chat instruction (none: no prompting)")
-    bon_n: int | None = _f(None, "best-of-N candidates: None matches each DGLM variant's wall time; 0: none")
-    bon_extra_n: list[int] = _f([8], "further best-of-N with these fixed N (a ceiling)")
-    compositions: list[str] = _f(COMPOSITIONS, "composed controls, DGLM vs activation steering on neutral "
-                                               "openers (none: skip)")
-    composition_strengths: list[float] = _f([20.0, 100.0], "DGLM strengths of the composition runs")
-    composition_scales: list[float] = _f([4.0, 8.0], "steering multipliers of the composition runs")
-    ppl_limit: float = _f(1.25, "frontier: perplexity at most this times the set's reference (plain decoding "
-                                "for neutral openers, the human topic-switch text for topical prefixes)", gt=0)
-    time_limit: float = _f(1.5, "frontier: wall time at most this times plain decoding's", gt=0)
-    targets: str | None = _f(None, "JSON file of acceptance targets to evaluate in the report (e.g. "
-                                   "recipes/bench_targets.json)")
-    evaluator_lm: str = _f(EVALUATOR_ID, "evaluator LM id or folder; 'decoder' = the decoder itself (not "
-                                         "independent)")
-    evaluator_dtype: Literal["float32", "bfloat16"] = _f("float32", "evaluator LM dtype")
-    topic_classifier: Literal["corpus", "quick"] = _f("corpus", "topic evaluator training data")
-    mauve_seeds: list[int] = _f([0, 1, 2], "k-means seeds of MAUVE (topical set; none: no MAUVE)")
-    runtime_new_tokens: list[int] = _f([64], "runtime table lengths (none: no runtime table)")
-    runtime_batch_sizes: list[int] = _f([16], "runtime table batch sizes (none: no runtime table)")
-    runtime_repeats: int = _f(1, "timed calls per runtime cell (median)", ge=0)
-    runtime_cell_limit_s: float = _f(240.0, "seconds; a system's longer cells are skipped once one takes over "
-                                            "half of it")
-    command: str = _f("", "the command line that produced this config (for the report)")
+    quick: bool = Field(default=False, description=(
+        "Smoke test: tiny random models, the decoder as its own evaluator LM, synthetic prompts, output to "
+        "a scratch folder."))
+    checkpoint: str = Field(default="mini", description=(
+        "DGLM checkpoint folder or packaged name; `random:<preset>` for random weights (timing only)."))
+    device: str = Field(default="cpu", description="Torch device for every model (cpu, cuda, cuda:1).")
+    out: str | None = Field(default=None, description=(
+        "Output folder (default: docs/results, or a scratch folder with --quick)."))
+    name: str = Field(default="bench", description=(
+        "File stem of the outputs: `<out>/<name>.json`, `.md`, `_*.png`."))
+    corpus: str = Field(default="cache/corpus", description=(
+        "Corpus folder (test.jsonl, train.jsonl) for prompts, classifier, peers."))
+    prompt_sets: list[Literal["neutral", "topical"]] = Field(default=["neutral", "topical"], description=(
+        "Prompt sets: neutral openers (2-5 words of test documents and sentences) and topical 32-token "
+        "prefixes."))
+    num_neutral: int = Field(default=100, ge=1, description="Neutral openers.")
+    neutral_samples: int = Field(default=1, ge=1, description="Samples per neutral opener and seed.")
+    num_prompts: int = Field(default=24, ge=1, description="Topical prefixes (one window per test document).")
+    num_samples: int = Field(default=2, ge=1, description="Samples per topical prefix and seed.")
+    num_references: int = Field(default=128, ge=1, description=(
+        "Reference continuations for MAUVE (topical set)."))
+    seeds: list[int] = Field(default=[0], description="Sampling seeds; every system runs once per seed.")
+    prefix_tokens: int = Field(default=32, ge=1, description="Topical prefix length in decoder tokens.")
+    new_tokens: int = _generation("max_new_tokens", "New tokens per continuation.")
+    min_new_tokens: int | None = Field(default=None, description=(
+        "Suppress eos before this many new tokens (None: the decoder may stop)."))
+    batch_prompts: int = Field(default=8, ge=1, description="Prompts per generation call.")
+    top_p: float = _generation("top_p", "Top-p of every system's sampling.")
+    repetition_penalty: float = _generation("repetition_penalty", "Repetition penalty of every system.")
+    control: str = Field(default="topic('sports')", description="The control, in the constraint syntax.")
+    strengths: list[float] = Field(default=[20.0, 100.0, 300.0], description=(
+        "DGLM guidance strengths (none: no guided systems)."))
+    sigma2: list[float] = Field(default=[], description=(
+        "Further re-noising levels of unguided DGLM (the checkpoint's is always run)."))
+    plan_scales: list[float] = Field(default=[2.0], description=(
+        "Plan-guidance weights of further unguided DGLM systems."))
+    guided_plan_scales: list[float] = Field(default=[2.0], description=(
+        "Plan-guidance weights of further guided systems, at every strength."))
+    guided_control_scales: list[float] = Field(default=[2.0], description=(
+        "Control-contrast weights of further guided systems, at every strength (plan_scale 1)."))
+    steps: int | None = Field(default=None, description="Diffusion steps (None: the checkpoint's).")
+    steering_layers: list[int] = Field(default=[6, 12, 18], description=(
+        "Candidate decoder blocks of activation steering; the bench picks one by a small sweep on neutral "
+        "openers."))
+    steering_scales: list[float] = Field(default=[1.0, 2.0, 4.0, 8.0, 16.0], description=(
+        "Activation-steering multipliers (of the mean-difference vector; none: no steering)."))
+    steering_pick_prompts: int = Field(default=24, ge=1, description=(
+        "Neutral openers of the layer-picking sweep."))
+    peer_texts_per_class: int = Field(default=300, ge=2, description=(
+        "Labelled passages per class for steering vectors and FUDGE."))
+    fudge_strengths: list[float] = Field(default=[1.0, 2.0, 4.0], description=(
+        "FUDGE strengths (1 = Bayes rule; none: no FUDGE)."))
+    fudge_top_k: int = Field(default=50, ge=1, description="Candidates FUDGE rescores per step.")
+    prompt_styles: list[Literal["header", "instruction", "insistent"]] = Field(default=["header", "instruction", "insistent"], description=(
+        "Prompting systems: a topic header, a chat instruction, an insistent chat instruction (none: no "
+        "prompting)."))
+    bon_n: int | None = Field(default=None, description=(
+        "Best-of-N candidates: None matches each DGLM variant's wall time; 0: none."))
+    bon_extra_n: list[int] = Field(default=[8], description=(
+        "Further best-of-N with these fixed N (a ceiling)."))
+    compositions: list[str] = Field(default=COMPOSITIONS, description=(
+        "Composed controls, DGLM vs activation steering on neutral openers (none: skip)."))
+    composition_strengths: list[float] = Field(default=[20.0, 100.0], description=(
+        "DGLM strengths of the composition runs."))
+    composition_scales: list[float] = Field(default=[4.0, 8.0], description=(
+        "Steering multipliers of the composition runs."))
+    ppl_limit: float = Field(default=1.25, gt=0, description=(
+        "Frontier: perplexity at most this times the set's reference (plain decoding for neutral openers, "
+        "the human topic-switch text for topical prefixes)."))
+    time_limit: float = Field(default=1.5, gt=0, description=(
+        "Frontier: wall time at most this times plain decoding's."))
+    targets: str | None = Field(default=None, description=(
+        "JSON file of acceptance targets to evaluate in the report (e.g. recipes/bench_targets.json)."))
+    evaluator_lm: str = Field(default=EVALUATOR_ID, description=(
+        "Evaluator LM id or folder; 'decoder' = the decoder itself (not independent)."))
+    evaluator_dtype: Literal["float32", "bfloat16"] = Field(default="float32", description=(
+        "Evaluator LM dtype."))
+    topic_classifier: Literal["corpus", "quick"] = Field(default="corpus", description=(
+        "Topic evaluator training data."))
+    mauve_seeds: list[int] = Field(default=[0, 1, 2], description=(
+        "K-means seeds of MAUVE (topical set; none: no MAUVE)."))
+    runtime_new_tokens: list[int] = Field(default=[64], description=(
+        "Runtime table lengths (none: no runtime table)."))
+    runtime_batch_sizes: list[int] = Field(default=[16], description=(
+        "Runtime table batch sizes (none: no runtime table)."))
+    runtime_repeats: int = Field(default=1, ge=0, description="Timed calls per runtime cell (median).")
+    runtime_cell_limit_s: float = Field(default=240.0, description=(
+        "Seconds; a system's longer cells are skipped once one takes over half of it."))
+    command: str = Field(default="", description=(
+        "The command line that produced this config (for the report)."))
 
     @property
     def out_dir(self) -> Path:
@@ -124,47 +153,23 @@ class BenchConfig(BaseModel):
         return cls(**{**quick, **overrides})
 
 
-# Historic option names kept: field -> flag.
+# Historic option names, kept beside the generated ones: field -> flag.
 ALIASES = {"num_prompts": "--prompts", "num_samples": "--samples", "num_references": "--references",
            "runtime_cell_limit_s": "--runtime-cell-limit"}
 
 
-def _kind(annotation) -> tuple[type, bool, list | None]:
-    """(element type, is a list, choices) of a field's annotation."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    origin = typing.get_origin(annotation)
-    if origin is list:
-        inner, _, choices = _kind(args[0])
-        return inner, True, choices
-    if origin is Literal:
-        return type(args[0]), False, list(args)
-    if args and origin is not None:  # Optional[X]
-        return _kind(args[0])
-    return annotation, False, None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The ``dglm bench`` options, one per :class:`BenchConfig` field (``command`` excepted); defaults are left
-    to the config (or its ``--quick`` values).
+    """The ``dglm bench`` options, one per :class:`BenchConfig` field (``command`` excepted), generated by
+    :func:`dglm.options.add_config_options`; a list option given with no values is an empty list (that
+    family of systems is skipped). Defaults are left to the config (or its ``--quick`` values).
 
     Example:
         >>> args = add_arguments(argparse.ArgumentParser()).parse_args(["--strengths", "--num-neutral", "7"])
-        >>> args.strengths, args.num_neutral, args.checkpoint
-        ([], 7, None)
+        >>> args.strengths, args.num_neutral, hasattr(args, "checkpoint")
+        ([], 7, False)
     """
-    for name, info in BenchConfig.model_fields.items():
-        if name == "command":
-            continue
-        flag = ALIASES.get(name, "--" + name.replace("_", "-"))
-        kind, many, choices = _kind(info.annotation)
-        default = info.default
-        help_ = f"{info.description} (default: {default if default not in (None, '') else 'none'})"
-        if kind is bool:
-            parser.add_argument(flag, dest=name, action="store_true", default=None, help=info.description)
-        elif many:
-            parser.add_argument(flag, dest=name, type=kind, nargs="*", choices=choices, help=help_)
-        else:
-            parser.add_argument(flag, dest=name, type=kind, choices=choices, help=help_)
+    add_config_options(parser, BenchConfig, exclude=("command",), list_nargs="*",
+                       aliases={name: [flag] for name, flag in ALIASES.items()})
     return parser
 
 
@@ -177,6 +182,6 @@ def config_from_args(args: argparse.Namespace, command: str = "") -> BenchConfig
         >>> c.quick, c.num_samples, c.checkpoint
         (True, 3, 'random:tiny')
     """
-    given = {k: v for k, v in vars(args).items() if k in BenchConfig.model_fields and k != "quick" and v is not None}
+    given = {k: v for k, v in vars(args).items() if k in BenchConfig.model_fields and k != "quick"}
     given["command"] = command
-    return BenchConfig.for_quick(**given) if args.quick else BenchConfig(**given)
+    return BenchConfig.for_quick(**given) if getattr(args, "quick", False) else BenchConfig(**given)

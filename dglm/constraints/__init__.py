@@ -5,7 +5,8 @@
   :class:`ProbeRegistry` (the probes a checkpoint ships).
 - :mod:`~dglm.constraints.builtin`: ``toxicity``, ``sentiment``, ``topic``, ``near``, ``away_from``.
 - :mod:`~dglm.constraints.parse`: :func:`parse_constraint`, the string form.
-- :mod:`~dglm.constraints.guidance`: :class:`ConstraintGuidance`, the denoiser wrapper.
+- :mod:`~dglm.constraints.guidance`: :class:`ConstraintGuidance`, the denoiser wrapper, and :class:`Control`,
+  the per-prefix constraints and strengths of one call that the pipeline lays out into those wrappers.
 
 Example:
     >>> c = parse_constraint("toxicity.low() + 2*topic('sports') - sentiment.negative()")
@@ -22,7 +23,7 @@ from dglm.constraints.algebra import (
     UnresolvedConstraintError,
 )
 from dglm.constraints.builtin import Target, TextTarget, away_from, near, sentiment, target, topic, toxicity
-from dglm.constraints.guidance import ConstraintGuidance
+from dglm.constraints.guidance import ConstraintGuidance, Control
 from dglm.constraints.parse import ConstraintSyntaxError, parse_constraint
 from dglm.constraints.probes import Probe, ProbeRegistry, ProbeTarget
 
@@ -30,6 +31,7 @@ __all__ = [
     "Constraint",
     "ConstraintGuidance",
     "ConstraintSyntaxError",
+    "Control",
     "FunctionConstraint",
     "Leaf",
     "Probe",

@@ -31,8 +31,8 @@ Example:
 from __future__ import annotations
 
 import math
-import sys
 import numbers
+import sys
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 

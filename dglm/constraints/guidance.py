@@ -41,10 +41,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 
+from dglm.config import MAX_STRENGTH, GenerationConfig, check_field
 from dglm.constraints.algebra import Constraint
+from dglm.constraints.parse import parse_constraint
 from dglm.sampling import Denoise, Prediction
 
 logger = logging.getLogger(__name__)
@@ -103,21 +106,17 @@ class ConstraintGuidance:
         if isinstance(strength, torch.Tensor):
             if strength.dim() != 1:
                 raise ValueError(f"strength must be a float or a (batch,) tensor, got shape {tuple(strength.shape)}")
-            if not bool(torch.isfinite(strength).all()) or bool((strength < 0).any()):
-                raise ValueError(f"strength={strength.tolist()} must be finite and >= 0")
+            for i, value in enumerate(strength.tolist()):
+                check_field(GenerationConfig, "strength", value, f"strength[{i}]")
             self.strength = strength.detach().float().cpu()
         else:
-            if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength < math.inf:
-                raise ValueError(f"strength={strength!r} must be a finite number >= 0 or a (batch,) tensor")
-            self.strength = float(strength)
+            self.strength = check_field(GenerationConfig, "strength", strength)
         if not callable(to_raw):
             raise TypeError(f"to_raw={to_raw!r} must be callable: standardised (..., d) -> raw (..., d)")
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples={num_samples!r} must be a positive int")
-        if not max_x0_shift > 0 or not math.isfinite(max_x0_shift):
-            raise ValueError(f"max_x0_shift={max_x0_shift!r} must be a finite number > 0")
-        if max_grad_norm is not None and (not max_grad_norm > 0 or not math.isfinite(max_grad_norm)):
-            raise ValueError(f"max_grad_norm={max_grad_norm!r} must be None or a finite number > 0")
+        num_samples = check_field(GenerationConfig, "guidance_samples", num_samples, "num_samples")
+        _check_bound(max_x0_shift, "max_x0_shift")
+        if max_grad_norm is not None:
+            _check_bound(max_grad_norm, "max_grad_norm")
         self.to_raw, self.num_samples, self.generator = to_raw, num_samples, generator
         self.max_x0_shift, self.max_grad_norm = float(max_x0_shift), max_grad_norm
 
@@ -227,8 +226,121 @@ def _alpha_sigma(alpha2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return a2.sqrt().clamp_min(1e-12), (1 - a2).sqrt().clamp_min(1e-12)
 
 
+def _check_bound(value, name: str) -> None:
+    """A clip bound of the guided update (``max_x0_shift``, ``max_grad_norm``): a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{name}={value!r:.60} must be a finite number > 0")
+
+
 def _check_resolved(constraint: Constraint | None, name: str) -> None:
     if constraint is not None and not constraint.is_resolved:
         pending = [repr(leaf) for leaf in constraint.leaves() if not leaf.is_resolved]
         raise ValueError(f"{name}={constraint!r} is not resolved ({', '.join(pending)} still name probes or "
                          f"texts): call constraint.resolve(encoder, registry) first")
+
+
+ConstraintLike = Constraint | str | None
+
+
+@dataclass(frozen=True)
+class Control:
+    """What steers the plans of one call: a constraint and a strength for every prefix (or one for all), and
+    the Monte-Carlo samples of its guidance. :meth:`dglm.DGLM.plan` and :meth:`dglm.DGLM.generate` take one
+    and lay it out over their row chunks (one :class:`ConstraintGuidance` per chunk); :class:`dglm.Controller`
+    is the friendly front that builds it.
+
+    ``constraints``: a :class:`Constraint`, a constraint expression string, None (unguided), or a sequence
+    with one of those per prefix. ``strength``: lambda, one number or one per prefix (None: the call's
+    ``GenerationConfig.strength``). ``guidance_samples`` (None: the call's ``GenerationConfig
+    .guidance_samples``) and ``max_x0_shift``: see :class:`ConstraintGuidance`. Checked when made.
+
+    Example:
+        >>> from dglm.constraints import near
+        >>> control = Control([near("the game"), None, "near('old music')"], strength=[30, 0, 10])
+        >>> control.constraints
+        (near('the game'), None, near('old music'))
+        >>> Control("topic('sports')").for_prefixes(2, strength=20.0, guidance_samples=32).strength
+        (20.0, 20.0)
+        >>> Control([None], strength=-1)
+        Traceback (most recent call last):
+            ...
+        ValueError: strength=-1: Input should be greater than or equal to 0
+    """
+
+    constraints: ConstraintLike | Sequence[ConstraintLike] = None
+    strength: float | Sequence[float] | None = None
+    guidance_samples: int | None = None
+    max_x0_shift: float = 1.0
+
+    def __post_init__(self):
+        c = self.constraints
+        if isinstance(c, Sequence) and not isinstance(c, str):
+            c = tuple(_as_constraint(x, f"constraints[{i}]") for i, x in enumerate(c))
+        else:
+            c = _as_constraint(c, "constraints")
+        s = self.strength
+        if isinstance(s, Sequence) and not isinstance(s, str):
+            s = tuple(check_field(GenerationConfig, "strength", x, f"strength[{i}]") for i, x in enumerate(s))
+        elif s is not None:
+            s = check_field(GenerationConfig, "strength", s)
+        samples = self.guidance_samples
+        if samples is not None:
+            samples = check_field(GenerationConfig, "guidance_samples", samples, "guidance_samples")
+        _check_bound(self.max_x0_shift, "max_x0_shift")
+        object.__setattr__(self, "constraints", c)
+        object.__setattr__(self, "strength", s)
+        object.__setattr__(self, "guidance_samples", samples)
+
+    def for_prefixes(self, num_prefixes: int, strength: float, guidance_samples: int) -> Control:
+        """This control laid out over ``num_prefixes`` prefixes: one constraint and one strength each, and
+        the call's ``strength`` and ``guidance_samples`` where it gives none."""
+        def per_prefix(value, name: str, what: str) -> tuple:
+            if not isinstance(value, tuple):
+                return (value,) * num_prefixes
+            if len(value) != num_prefixes:
+                raise ValueError(f"{name} must have {what} per prefix ({num_prefixes}), got {len(value)}: "
+                                 f"{value!r:.200}")
+            return value
+
+        laid_out = replace(self, constraints=per_prefix(self.constraints, "constraints", "one constraint (or None)"),
+                           strength=per_prefix(strength if self.strength is None else self.strength, "strength",
+                                               "one number"),
+                           guidance_samples=self.guidance_samples or guidance_samples)
+        for c, s in set(zip(laid_out.constraints, laid_out.strength, strict=True)):
+            # Weights times the strength beyond float32 overflow the guidance (or merge to inf, which drops the
+            # term), so guidance would silently stop: bound their sum (the unmerged terms bound every merged one).
+            worst = sum(abs(w) for _, w in c._raw_terms()) * s if c is not None else 0.0
+            if not math.isfinite(worst) or worst > MAX_STRENGTH:
+                raise ValueError(f"constraint {c!r:.80} at strength {s:g}: its weights x strength add up to "
+                                 f"{worst:.3g}; the limit is {MAX_STRENGTH:.3g} (float32), beyond it guidance "
+                                 f"would overflow")
+        return laid_out
+
+    def resolve(self, encoder, registry=None) -> Control:
+        """This control with its constraints resolved (:meth:`Constraint.resolve`; each distinct one once)."""
+        if not isinstance(self.constraints, tuple):
+            return replace(self, constraints=None if self.constraints is None
+                           else self.constraints.resolve(encoder, registry))
+        resolved = {c: c.resolve(encoder, registry) for c in set(self.constraints) if c is not None}
+        return replace(self, constraints=tuple(None if c is None else resolved[c] for c in self.constraints))
+
+    def guidance(self, start: int, stop: int, num_samples: int, to_raw: Callable[[torch.Tensor], torch.Tensor],
+                 generator: torch.Generator | None = None) -> ConstraintGuidance | None:
+        """The denoiser wrapper of prefixes ``[start, stop)`` with ``num_samples`` rows each (row-major), or
+        None if none of them has a constraint; needs a control laid out by :meth:`for_prefixes` and resolved."""
+        constraints = self.constraints[start:stop]
+        if all(c is None for c in constraints):
+            return None
+        rows = [c for c in constraints for _ in range(num_samples)]  # row-major: prefix i's samples together
+        strength = torch.tensor([s for s in self.strength[start:stop] for _ in range(num_samples)],
+                                dtype=torch.float32)  # (rows,)
+        return ConstraintGuidance(rows, strength, to_raw, num_samples=self.guidance_samples, generator=generator,
+                                  max_x0_shift=self.max_x0_shift)
+
+
+def _as_constraint(value: ConstraintLike, name: str) -> Constraint | None:
+    if value is None or isinstance(value, Constraint):
+        return value
+    if isinstance(value, str):
+        return parse_constraint(value)
+    raise TypeError(f"{name}={value!r:.100} must be a Constraint, a constraint expression string or None")

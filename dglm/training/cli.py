@@ -1,5 +1,5 @@
 """``dglm train``: the training stages (:mod:`dglm.training.stages`) as a command, with options generated from
-each stage's pydantic config fields (:mod:`dglm.training.options`), so every default is declared once.
+each stage's pydantic config fields (:mod:`dglm.options`), so every default is declared once.
 
 Run it as one process, or data-parallel with ``accelerate launch`` (the training stages shard their batches
 over the processes; see docs/training.md)::
@@ -25,7 +25,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from dglm.training.options import add_config_options, config_from_args
+from dglm.options import add_config_options, config_from_args
 
 PROG = "dglm train"
 

@@ -30,23 +30,22 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from dglm.config import PresetName, preset_config
 from dglm.io import CheckpointError, load_component, read_config, save_component, write_json
 from dglm.training.train_diffusion import DiffusionTrainingConfig
 from dglm.training.train_prompt import PromptTrainingConfig
 
 logger = logging.getLogger(__name__)
 
-Preset = Literal["mini", "paper", "tiny"]
 WORK = Field(default="cache/dglm", description="Working folder of the stages (data, runs and trained parts).")
 PRESET = Field(default="mini", description=(
-    "Preset whose network shapes are used (dimensions always come from the encoder and decoder): mini, paper "
-    "or tiny."))
+    "Preset whose network shapes are used (dimensions always come from the encoder and decoder), a name in "
+    "dglm.config.PRESETS."))
 
 
 class _Stage(BaseModel):
@@ -93,9 +92,10 @@ class DiffusionStageConfig(_Stage):
     from_checkpoint: str | None = Field(default=None, description=(
         "Reuse this DGLM checkpoint's diffusion model and standardisation statistics (a folder or a packaged "
         "name such as mini) instead of training; its encoder must be the prepared one."))
-    preset: Preset = PRESET
+    preset: PresetName = PRESET
     model: dict = Field(default_factory=dict, description="DiffusionConfig fields that differ from the preset's.")
-    training: DiffusionTrainingConfig = Field(default_factory=DiffusionTrainingConfig)
+    training: DiffusionTrainingConfig = Field(default_factory=DiffusionTrainingConfig, description=(
+        "Optimisation settings of the diffusion model."))
 
 
 class PromptStageConfig(_Stage):
@@ -105,7 +105,7 @@ class PromptStageConfig(_Stage):
     run: str = Field(default="prompt", description="Name of the run folder under WORK/runs.")
     decoder: str | None = Field(default=None, description=(
         "Decoder to train for: a hub id or folder with the prepared tokenizer (default: the prepared one)."))
-    preset: Preset = PRESET
+    preset: PresetName = PRESET
     init_from: str | None = Field(default=None, description=(
         "Start the generator from WORK/runs/INIT_FROM/prompt (a new run with its own optimizer)."))
     init_from_checkpoint: str | None = Field(default=None, description=(
@@ -114,7 +114,8 @@ class PromptStageConfig(_Stage):
         "vocab_mixture heads: leave out this many most frequent tokens (function words, punctuation)."))
     device: str | None = Field(default=None, description="Device of the decoder (default: accelerate's).")
     model: dict = Field(default_factory=dict, description="PromptConfig fields that differ from the preset's.")
-    training: PromptTrainingConfig = Field(default_factory=PromptTrainingConfig)
+    training: PromptTrainingConfig = Field(default_factory=PromptTrainingConfig, description=(
+        "Optimisation settings of the prompt generator (and its adapter)."))
 
 
 class EvaluateConfig(_Stage):
@@ -139,7 +140,7 @@ class ExportConfig(_Stage):
     work: str = WORK
     run: str = Field(default="prompt", description="Prompt run whose latest state is exported.")
     decoder: str | None = Field(default=None, description="Decoder (default: the prepared one).")
-    preset: Preset = Field(default="mini", description=(
+    preset: PresetName = Field(default="mini", description=(
         "For a run without prompt_config.json (started before dglm train): the preset of its generator's shape."))
     model: dict = Field(default_factory=dict, description="... and the PromptConfig fields it changed.")
 
@@ -152,7 +153,7 @@ class AssembleConfig(_Stage):
     out: str | None = Field(default=None, description="Checkpoint folder to write (default: WORK/checkpoint).")
     decoder: str | None = Field(default=None, description="Decoder id recorded in the checkpoint (default: the prepared one).")
     probes: str | None = Field(default=None, description="Probe registry folder to ship (default: WORK/probes if present).")
-    preset: Preset = Field(default="mini", description="Preset whose sampling defaults the checkpoint records.")
+    preset: PresetName = Field(default="mini", description="Preset whose sampling defaults the checkpoint records.")
     license: str | None = Field(default=None, description="Licence in the model card's metadata (default: unknown).")
     card: str | None = Field(default=None, description="A Markdown file appended to the model card (e.g. results).")
 
@@ -249,7 +250,6 @@ def diffusion(c: DiffusionStageConfig) -> None:
     """Train the diffusion model on the prepared pairs, or reuse a checkpoint's (same encoder)."""
     from dglm.config import DiffusionConfig, EncoderConfig
     from dglm.diffusion import SemanticDiffuser
-    from dglm.presets import preset_config
     from dglm.training.train_diffusion import train_diffuser
 
     work = Path(c.work)
@@ -288,7 +288,6 @@ def prompt(c: PromptStageConfig) -> dict:
     plan-use evaluation (``{}`` on processes other than the main one)."""
     from dglm.config import PromptConfig
     from dglm.decoder import Decoder
-    from dglm.presets import preset_config
     from dglm.prompt import PromptGenerator
     from dglm.training.train_prompt import train_prompt_generator
 
@@ -359,7 +358,6 @@ def export(c: ExportConfig) -> None:
     from dglm.config import PromptConfig
     from dglm.decoder import Decoder
     from dglm.io import load_state, load_tensors, read_json
-    from dglm.presets import preset_config
     from dglm.prompt import PromptGenerator
 
     run = Path(c.work) / "runs" / c.run
@@ -389,7 +387,6 @@ def assemble(c: AssembleConfig) -> Path:
     from dglm.diffusion import SemanticDiffuser
     from dglm.encoder import SemanticEncoder
     from dglm.pipeline import DGLM
-    from dglm.presets import preset_config
     from dglm.prompt import PromptGenerator
     from dglm.training.model_card import training_report
 

@@ -63,7 +63,7 @@ class PromptTrainingConfig(BaseModel):
     grad_clip: float = Field(default=1.0, gt=0, description=(
         "Gradient-norm clip."))
     prefix_dropout: float = Field(default=0.0, ge=0, le=1, description=(
-        "Probability of training an example without its prefix ([soft tokens][continuation] only), so the "
+        "Probability of training an example without its prefix (`[soft tokens][continuation]` only), so the "
         "soft tokens must carry the continuation's content."))
     switch_fraction: float = Field(default=0.0, ge=0, le=1, description=(
         "Fraction of each batch made of topic switches (:class:`~dglm.training.data.TopicSwitches`): a "

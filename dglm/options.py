@@ -46,16 +46,21 @@ def _none_or(kind):
 
 
 def add_config_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, model: type[BaseModel],
-                       exclude: typing.Iterable[str] = (), defaults_from: str | None = None) -> None:
-    """Add ``--field-name`` for every field of ``model`` except ``exclude``.
+                       exclude: typing.Iterable[str] = (), defaults_from: str | None = None,
+                       include: typing.Iterable[str] | None = None,
+                       aliases: dict[str, list[str]] | None = None, list_nargs: str = "+") -> None:
+    """Add ``--field-name`` for every field of ``model`` (or of ``include``, in its order) except ``exclude``;
+    ``aliases`` gives a field more option strings (``{"num_samples": ["-n"]}``).
 
     ``int``, ``float`` and ``str`` fields take one value, ``Literal`` fields a choice, ``bool`` fields
-    ``--name`` / ``--no-name``, ``list[...]`` fields one or more values; ``X | None`` fields also accept
+    ``--name`` / ``--no-name``, ``list[...]`` fields one or more values (``list_nargs="*"``: zero or more, so
+    that ``--name`` alone gives an empty list); ``X | None`` fields also accept
     ``none``. A field without a default is a required option. An option not given is left out of the parsed
     namespace, so the config's default applies; with ``defaults_from`` the help says that text supplies it
     instead (a preset's value).
     """
-    for name, field in model.model_fields.items():
+    for name in model.model_fields if include is None else include:
+        field = model.model_fields[name]
         if name in exclude:
             continue
         annotation, optional = _unwrap_optional(field.annotation)
@@ -77,12 +82,16 @@ def add_config_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup
                        "metavar": "{" + ",".join(map(str, choices)) + "}"}
         elif origin in (list, tuple):
             item = typing.get_args(annotation)[0]
-            kwargs |= {"nargs": "+", "type": item, "metavar": name.upper()}
+            if typing.get_origin(item) is Literal:
+                choices = list(typing.get_args(item))
+                kwargs |= {"nargs": list_nargs, "type": type(choices[0]), "choices": choices}
+            else:
+                kwargs |= {"nargs": list_nargs, "type": item, "metavar": name.upper()}
         elif annotation in (int, float, str):
             kwargs |= {"type": _none_or(annotation) if optional else annotation, "metavar": name.upper()}
         else:
             raise TypeError(f"{model.__name__}.{name}: no command-line form for {field.annotation!r}")
-        parser.add_argument("--" + name.replace("_", "-"), required=required, **kwargs)
+        parser.add_argument(*(aliases or {}).get(name, []), "--" + name.replace("_", "-"), required=required, **kwargs)
 
 
 def config_from_args(model: type[BaseModel], args: argparse.Namespace, base: dict | None = None,
