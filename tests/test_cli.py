@@ -262,7 +262,10 @@ def _start_generating(checkpoint_root, tmp_path, count: int = 300) -> subprocess
     (tmp_path / "many.txt").write_text("".join(f"the game {i} was\n" for i in range(count)))
     child = subprocess.Popen([str(SCRIPT), "generate", "--input", str(tmp_path / "many.txt"), "--batch-size", "1",
                               "--seed", "0", "--checkpoint", "ckpt", *FAST], cwd=checkpoint_root, env=dglm_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             # a shell's background job (`pytest &`, CI under nohup) ignores SIGINT, and a child
+                             # inherits that: give it the default Ctrl-C behaviour a terminal user has
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
     assert HEADER.match(child.stdout.readline().rstrip("\n")), child.stderr.read() if child.poll() else ""
     return child
 
