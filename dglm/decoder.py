@@ -455,11 +455,10 @@ class Decoder(nn.Module):
         inputs_embeds, mask, _ = self.embed(self.tokenize(prefixes, budget), soft)
         generate_kwargs.setdefault("pad_token_id", self.pad_token_id)
         penalty = generate_kwargs.pop("repetition_penalty", None)
-        if penalty is None:
-            penalty = self.model.generation_config.repetition_penalty
+        penalty = self.model.generation_config.repetition_penalty if penalty is None else penalty
         if penalty is not None:  # 0 or a negative penalty is refused, not silently read as "off"
             penalty = check_field(GenerationConfig, "repetition_penalty", penalty)
-        processors = [RepetitionPenaltyLogitsProcessor(penalty)] if penalty is not None and penalty != 1.0 else []
+        processors = [RepetitionPenaltyLogitsProcessor(penalty)] if penalty not in (None, 1.0) else []
         processors += generate_kwargs.get("logits_processor") or []
         generate_kwargs["logits_processor"] = LogitsProcessorList(processors)
         with contextlib.ExitStack() as stack:
