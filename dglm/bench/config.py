@@ -96,6 +96,9 @@ class BenchConfig(BaseModel):
     prompt_styles: list[Literal["header", "instruction", "insistent"]] = Field(default=["header", "instruction", "insistent"], description=(
         "Prompting systems: a topic header, a chat instruction, an insistent chat instruction (none: no "
         "prompting)."))
+    guided_prompt_styles: list[Literal["header", "instruction", "insistent"]] = Field(default=[], description=(
+        "DGLM and prompting together: guided systems (checkpoint defaults, every strength) whose prompts are "
+        "also wrapped in these prompting styles (none: no such systems)."))
     bon_n: int | None = Field(default=None, description=(
         "Best-of-N candidates: None matches each DGLM variant's wall time; 0: none."))
     bon_extra_n: list[int] = Field(default=[8], description=(

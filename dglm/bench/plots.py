@@ -9,7 +9,8 @@ from pathlib import Path
 # Marker and colour per family; DGLM-guided variants share the marker and differ in colour.
 STYLE = {"plain": ("X", "black"), "dglm": ("o", "tab:gray"), "dglm-plan-scale": ("o", "tab:brown"),
          "dglm-guided": ("o", "tab:blue"), "steering": ("^", "tab:red"), "fudge": ("s", "tab:green"),
-         "prompting": ("D", "tab:purple"), "best-of-n": ("v", "tab:orange")}
+         "prompting": ("D", "tab:purple"), "best-of-n": ("v", "tab:orange"),
+         "dglm-guided+prompting": ("P", "tab:olive")}
 VARIANT_COLOURS = ["tab:blue", "tab:cyan", "navy", "tab:pink"]
 
 

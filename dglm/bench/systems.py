@@ -4,7 +4,8 @@ Families: ``plain`` (the decoder alone), ``dglm`` / ``dglm-plan-scale`` (unguide
 (constraint guidance over strengths, also with plan guidance or control contrast), and the peers
 (:mod:`dglm.bench.baselines`): ``steering`` (activation steering over multipliers, at the layer a small sweep
 picks), ``fudge`` (over strengths), ``prompting`` (over wordings), ``best-of-n`` (N matched to each DGLM
-variant's wall time, and a fixed ceiling). Every system runs on the same prompts, decoder, sampling
+variant's wall time, and a fixed ceiling); and ``dglm-guided+prompting`` (guided DGLM on prompts wrapped in a
+prompting style: the plan and the request together). Every system runs on the same prompts, decoder, sampling
 settings and seeds (seed of batch b under seed s: ``1000 * s + b``).
 """
 
@@ -96,10 +97,14 @@ class Factory:
         return run
 
     def guided(self, strength: float, plan_scale: float | None = None, control_scale: float | None = None,
-               constraint=None) -> GenerateFn:
+               constraint=None, style: str | None = None) -> GenerateFn:
+        """Guided DGLM; with a prompting ``style``, on the prompts that style wraps (plan and request together)."""
         controller = Controller(constraint or self.setup.constraint, self.pipe, strength=strength)
+        what = subject(self.setup) if style else None
 
         def run(prefixes, n, seed, kw):
+            if style:
+                prefixes = prompted_prefixes(self.pipe.decoder.tokenizer, prefixes, what, style)
             out = controller.generate(prefixes, n, seed=seed, steps=self.c.steps, plan_scale=plan_scale,
                                       control_scale=control_scale, **kw)
             return out.continuations, out.plans, out.timings
@@ -237,6 +242,11 @@ def run_systems(setup: Setup, prompts: PromptSet, layer: int | None) -> list[Sys
             go(f"fudge strength={lam:g}", "fudge", {"strength": lam, "top_k": c.fudge_top_k}, make.fudge(lam))
     for style in c.prompt_styles:
         go(f"prompting {style}", "prompting", {"style": style, "subject": subject(setup)}, make.prompting(style))
+    for style in c.guided_prompt_styles:
+        for lam in c.strengths:
+            go(f"dglm-guided strength={lam:g} + prompting {style}", "dglm-guided+prompting",
+               {"strength": lam, "sigma2": s2, "style": style, "subject": subject(setup)},
+               make.guided(lam, style=style))
     plain_wall = cost(runs[0], c.device)
     matched: dict[int, list[str]] = {}
     if c.bon_n is None:
