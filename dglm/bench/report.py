@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DGLM_FAMILIES = ("dglm", "dglm-plan-scale", "dglm-guided")
+DGLM_FAMILIES = ("dglm", "dglm-plan-scale", "dglm-guided", "dglm-guided+prompting")
 
 
 def machine_info(device: str) -> dict:
