@@ -180,12 +180,8 @@ def random_probe_control(pipe: DGLM, strength: float, num_samples: int, seed: in
 
 def tokenize_for_hf(pipe: DGLM, prefixes: list[str]) -> dict:
     """The prefixes as transformers' generate takes them: left-padded input ids and their mask."""
-    rows = pipe.decoder.tokenize(prefixes)
-    width = max(len(r) for r in rows)
-    pad = pipe.decoder.pad_token_id
-    input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=pipe.device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=pipe.device)
-    return {"input_ids": input_ids, "attention_mask": mask}
+    ids = pipe.decoder._pad(pipe.decoder.tokenize(prefixes), "left")  # (B, T), -1 where padded
+    return {"input_ids": ids.masked_fill(ids < 0, pipe.decoder.pad_token_id), "attention_mask": (ids >= 0).long()}
 
 
 def hf_generate(pipe: DGLM, ids, n: int):
