@@ -113,3 +113,50 @@ def test_topic_switches_teach_the_decoder_to_follow_a_plan_against_its_prefix(ti
     # Trained on switches, the decoder takes the continuation from the plan even when the prefix names another.
     assert switched["switch_true"] < natural["switch_true"] - 0.5
     assert switched["switch_gap"] > natural["switch_gap"] + 0.5
+
+
+def opener_dataset(decoder, n_per_class: int = 16):
+    """K classes whose first sentence announces the continuation, followed by the same two-word opener: the
+    whole prefix never needs the plan, the opener alone always does."""
+    prefixes = [f"{p} and the" for p in ["the game of the season .", "the river of the city .",
+                                          "the king of the war .", "the music of the night ."]]
+    data = switch_dataset(decoder, n_per_class)
+    rows = [decoder.tokenize([p + " " + w])[0] for p, w in
+            zip(prefixes, ["the team won the match", "water in the old house", "a queen and peace",
+                           "song and art for children"], strict=True)]
+    length = max(len(r) for r in rows)
+    ids = [(r + [decoder.tokenizer.eos_token_id] * length)[:length] for r in rows for _ in range(n_per_class)]
+    splits = [len(decoder.tokenize([p])[0]) for p in prefixes for _ in range(n_per_class)]
+    return WindowSet(np.array(ids), np.array(splits)[:, None], cont_emb=data.cont_emb)
+
+
+def test_sentence_openers_teach_the_plan_after_a_short_prompt(tiny_llama_decoder, tmp_path):
+    from dglm.training.data import SentenceOpeners, sentence_ends, word_starts
+
+    dec = tiny_llama_decoder
+    data = opener_dataset(dec)
+    ends, starts = sentence_ends(dec.tokenizer), word_starts(dec.tokenizer)
+    openers = SentenceOpeners(data, ends, starts, max_words=2)
+    assert len(openers.index) == len(data)
+    assert {dec.tokenizer.decode(p).strip() for p in openers.take(openers.index)[0]} == {"and the"}
+    mean, std = torch.zeros(16), torch.full((16,), 0.25)
+    results = {}
+    for fraction in (0.0, 1.0):
+        torch.manual_seed(0)
+        gen = PromptGenerator(PromptConfig(dim=16, out_dim=dec.hidden_size, num_soft_tokens=4, width=64, depth=2,
+                                           heads=4))
+        cfg = PromptTrainingConfig(steps=120, batch_size=16, lr=3e-3, warmup=10, eval_every=1000, save_every=1000,
+                                   mixed_precision="no", opener_fraction=fraction, opener_words=2)
+        train_prompt_generator(gen, dec, data, data, mean, std, cfg, tmp_path / str(fraction), show_progress_bar=False)
+        results[fraction] = evaluate_plan_use(gen, dec, data, mean, std, batch_size=64, ends=ends, starts=starts,
+                                              opener_words=2)
+    natural, opened = results[0.0], results[1.0]
+    assert opened["opener_n"] == len(data)
+    # Trained on openers, two words are enough for the plan to decide the continuation.
+    assert opened["opener_true"] < natural["opener_true"] - 0.5
+    assert opened["opener_gap"] > natural["opener_gap"] + 0.5
+
+
+def test_example_fractions_are_checked_together():
+    with pytest.raises(ValueError, match=r"switch_fraction=0.6 \+ opener_fraction=0.5 must not exceed 1"):
+        PromptTrainingConfig(switch_fraction=0.6, opener_fraction=0.5)

@@ -255,6 +255,54 @@ class TopicSwitches:
         return prefixes, conts, self.data.cont_emb.reshape(-1, self.data.cont_emb.shape[-1])[b].float()
 
 
+class SentenceOpeners:
+    """Natural pairs whose prefix is cut back to the first words of a sentence: the prefix of a (window, split)
+    kept only from its last sentence end on, when that leaves 1 to ``max_words`` words (e.g. "The house",
+    "In 1923 the"); the continuation and its embedding (the plan) are the pair's own. These are the short
+    prompts users type, where soft tokens right after two words must not cost fluency, and which random
+    mid-window splits rarely produce.
+
+    Example (token 1 ends sentences, tokens 6-9 start words; only window 0's split leaves a short opener):
+        >>> ids = np.array([[5, 1, 6, 7, 2], [6, 7, 8, 9, 2]])
+        >>> data = WindowSet(ids, np.array([[4], [4]]), cont_emb=torch.arange(4.0).reshape(2, 1, 2))
+        >>> starts = np.isin(np.arange(10), [6, 7, 8, 9])
+        >>> openers = SentenceOpeners(data, np.arange(10) == 1, starts, max_words=2)
+        >>> openers.sample(1, np.random.default_rng(0))
+        ([[6, 7]], [[2]], tensor([[0., 1.]]))
+    """
+
+    def __init__(self, data: WindowSet, ends: np.ndarray, starts: np.ndarray, max_words: int = 5):
+        if max_words < 1:
+            raise ValueError(f"max_words={max_words} must be >= 1")
+        s = data.splits.shape[1]
+        self.data, self._s = data, s
+        begin = np.zeros(data.splits.shape, dtype=np.int64)  # where the opener starts in its window
+        usable = np.zeros(data.splits.shape, dtype=bool)
+        for j in range(s):
+            for i in np.flatnonzero(data.splits[:, j] > 0):
+                prefix = data.ids[i, :data.splits[i, j]]
+                cut = sentence_cut(prefix, ends)
+                begin[i, j] = cut
+                usable[i, j] = 0 < cut < len(prefix) and starts[prefix[cut:]].sum() <= max_words
+        self._begin = begin.ravel()
+        self.index = np.flatnonzero(usable.ravel())  # flat (window * S + split) indices of the usable pairs
+        if not len(self.index):
+            raise ValueError(f"no sentence openers of at most {max_words} words among the training splits (check "
+                             "the sentence-end and word-start masks against the tokenizer)")
+        logger.info("sentence openers: %d pairs with a prefix of at most %d words after a sentence end",
+                    len(self.index), max_words)
+
+    def take(self, index: np.ndarray) -> tuple[list[list[int]], list[list[int]], torch.Tensor]:
+        """The opener pairs of flat indices from :attr:`index`: prefix ids, continuation ids and the
+        continuations' raw embeddings (n, d)."""
+        prefixes, conts, emb = flat_pairs(self.data, index)
+        return [p[b:] for p, b in zip(prefixes, self._begin[index])], conts, emb
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[list[list[int]], list[list[int]], torch.Tensor]:
+        """``n`` opener pairs drawn at random (with replacement), as :meth:`take` returns them."""
+        return self.take(rng.choice(self.index, n))
+
+
 def flat_pairs(data: WindowSet, index: np.ndarray) -> tuple[list[list[int]], list[list[int]], torch.Tensor]:
     """Prefix ids, continuation ids and raw continuation embeddings (n, d) of flat (window * S + split) indices.
 

@@ -328,7 +328,7 @@ def evaluate(c: EvaluateConfig) -> dict:
     topic switches; with several ``sigma2``, the noise-knob curve), written as JSON and returned."""
     from dglm.decoder import Decoder
     from dglm.prompt import PromptGenerator
-    from dglm.training.data import sentence_ends
+    from dglm.training.data import sentence_ends, word_starts
     from dglm.training.train_prompt import evaluate_plan_use, noise_knob_curve
 
     work = Path(c.work)
@@ -342,7 +342,7 @@ def evaluate(c: EvaluateConfig) -> dict:
         decoder.load_adapter(c.checkpoint_adapter)
     generator.bind(decoder.embeddings.weight)
     result = evaluate_plan_use(generator, decoder, val, mean, std, sigma2=c.sigma2[0], limit=c.eval_limit,
-                               ends=sentence_ends(decoder.tokenizer))
+                               ends=sentence_ends(decoder.tokenizer), starts=word_starts(decoder.tokenizer))
     if len(c.sigma2) > 1:
         result["noise_knob"] = noise_knob_curve(generator, decoder, val, mean, std, sorted(c.sigma2),
                                                 limit=c.eval_limit)

@@ -24,14 +24,14 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from dglm.decoder import Decoder
 from dglm.prompt import PromptGenerator
 from dglm.schedule import add_noise, augmentation_alpha2
 from dglm.training.bag_of_words import bag_of_words_loss, pretrain_bag_of_words
-from dglm.training.data import TopicSwitches, WindowSet, sentence_cut, sentence_ends
+from dglm.training.data import SentenceOpeners, TopicSwitches, WindowSet, sentence_cut, sentence_ends, word_starts
 from dglm.training.data import flat_pairs as _pairs
 from dglm.training.loop import ShardedStream, load_state, lr_at, make_accelerator, param_groups, save_state
 
@@ -70,6 +70,12 @@ class PromptTrainingConfig(BaseModel):
         "prefix cut after a sentence end, the continuation of another document and *its* embedding as the "
         "plan, so the decoder learns to follow a plan that disagrees with the prefix (natural pairs never "
         "ask for that)."))
+    opener_fraction: float = Field(default=0.0, ge=0, le=1, description=(
+        "Fraction of each batch made of sentence openers (:class:`~dglm.training.data.SentenceOpeners`): a "
+        "natural pair whose prefix is cut back to the few words after its last sentence end, the short "
+        "prompts users type; switch_fraction + opener_fraction must not exceed 1."))
+    opener_words: int = Field(default=5, ge=1, description=(
+        "Longest sentence opener, in words, that opener examples keep as the prefix."))
     max_continuation: int = Field(default=0, ge=0, description=(
         "Continuation tokens scored per example at most (0 = all): shorter sequences make a step cheaper; "
         "the plan is still the embedding of the whole continuation."))
@@ -109,6 +115,13 @@ class PromptTrainingConfig(BaseModel):
         "records the time trained so far): the learning-rate schedule follows whichever of steps and time "
         "is further along, and training stops when the budget is spent. To train longer, resume with a "
         "larger budget."))
+
+    @model_validator(mode="after")
+    def _fractions(self) -> PromptTrainingConfig:
+        if self.switch_fraction + self.opener_fraction > 1:
+            raise ValueError(f"switch_fraction={self.switch_fraction} + opener_fraction={self.opener_fraction} "
+                             "must not exceed 1 (the rest of each batch is natural pairs)")
+        return self
 
 
 def _held_out_batches(data: WindowSet, n: int, batch_size: int, seed: int):
@@ -154,7 +167,8 @@ def _soft_prompts(generator: PromptGenerator, emb: torch.Tensor, mean: torch.Ten
 @torch.no_grad()
 def evaluate_plan_use(generator: PromptGenerator, decoder: Decoder, data: WindowSet, mean: torch.Tensor,
                       std: torch.Tensor, sigma2: float = 0.05, batch_size: int = 16, limit: int = 200,
-                      seed: int = 0, ends: np.ndarray | None = None) -> dict[str, float]:
+                      seed: int = 0, ends: np.ndarray | None = None,
+                      starts: np.ndarray | None = None, opener_words: int = 5) -> dict[str, float]:
     """Held-out continuation NLL per token: plain (no soft tokens), soft tokens from the true continuation
     embedding, from a shuffled one (another window's), and the same two with the prefix removed.
 
@@ -210,6 +224,9 @@ def evaluate_plan_use(generator: PromptGenerator, decoder: Decoder, data: Window
         switch = {"switch_plain": t["plain"].mean().item(), "switch_true": t["true"].mean().item(),
                   "switch_shuffled": t["shuffled"].mean().item(), "switch_gap": switch_gap.mean().item(),
                   "switch_gap_se": (switch_gap.std() / len(switch_gap) ** 0.5).item(), "switch_n": len(switch_gap)}
+    if ends is not None and starts is not None:
+        switch |= _opener_use(generator, decoder, data, mean, std, sigma2, ends, starts, opener_words,
+                              batch_size, n, seed)
     generator.train(was_training)
     return switch | {"plain": r["plain"].mean().item(), "true": r["true"].mean().item(),
             "shuffled": r["shuffled"].mean().item(), "gap": gap.mean().item(),
@@ -218,6 +235,31 @@ def evaluate_plan_use(generator: PromptGenerator, decoder: Decoder, data: Window
             "no_prefix_gap_se": (np_gap.std() / len(np_gap) ** 0.5).item(),
             "prompt_pairwise_cosine": cos.item(), "soft_token_norm": torch.cat(prompts).norm(dim=-1).mean().item()
             / generator.config.num_soft_tokens ** 0.5, "n": n}
+
+
+def _opener_use(generator, decoder, data, mean, std, sigma2, ends, starts, words, batch_size, n, seed) -> dict:
+    """``evaluate_plan_use``'s sentence-opener numbers (``{"opener_n": 0}`` when no held-out pair has one)."""
+    try:
+        openers = SentenceOpeners(data, ends, starts, words)
+    except ValueError:
+        return {"opener_n": 0}
+    index = openers.index[:n]
+    other = np.roll(index, len(index) // 2)  # another opener pair's plan as the shuffled one
+    g = torch.Generator().manual_seed(seed + 2)
+    rows: dict[str, list[torch.Tensor]] = {"plain": [], "true": [], "shuffled": []}
+    for start in range(0, len(index), batch_size):
+        prefixes, conts, emb = openers.take(index[start:start + batch_size])
+        shuffled = openers.take(other[start:start + batch_size])[2]
+        noise = torch.randn(emb.shape, generator=g)
+        rows["plain"].append(decoder.continuation_nll(prefixes, conts).cpu())
+        for name, x in (("true", emb), ("shuffled", shuffled)):
+            soft = _soft_prompts(generator, x, mean, std, sigma2, noise)
+            rows[name].append(decoder.continuation_nll(prefixes, conts, soft).cpu())
+    t = {k: torch.cat(v) for k, v in rows.items()}
+    gap = t["shuffled"] - t["true"]
+    return {"opener_plain": t["plain"].mean().item(), "opener_true": t["true"].mean().item(),
+            "opener_shuffled": t["shuffled"].mean().item(), "opener_gap": gap.mean().item(),
+            "opener_gap_se": (gap.std() / len(gap) ** 0.5).item(), "opener_n": len(gap)}
 
 
 @torch.no_grad()
@@ -308,21 +350,28 @@ class PromptObjective(torch.nn.Module):
         return loss, nll
 
 
-def _shard_batch(train, switches, shard, step, config, device, mean, std):
-    """A shard's prefixes, continuations, standardised plans, noise levels and noise, and its switch count."""
+def _shard_batch(train, extras, shard, step, config, device, mean, std):
+    """A shard's prefixes, continuations, standardised plans, noise levels and noise, and its switch count.
+
+    ``extras`` maps each example kind drawn from its own source (``"switch"``: topic switches, ``"opener"``:
+    sentence openers) to ``(source, fraction)``; the rest of the shard is natural pairs, whose prefix is
+    dropped with probability ``prefix_dropout``."""
     rng, g = shard.rng(), shard.generator(device)
     b = len(shard.index)
-    n_switch = int(rng.binomial(b, config.switch_fraction)) if switches else 0
-    prefixes, conts, emb = _pairs(train, shard.index[:b - n_switch])
+    kinds = list(extras)
+    counts = rng.multinomial(b, [extras[k][1] for k in kinds] + [1 - sum(extras[k][1] for k in kinds)])
+    prefixes, conts, emb = _pairs(train, shard.index[:counts[-1]])
     p_drop = 1.0 if step < config.prefix_free_steps else config.prefix_dropout
     prefixes = [[] if rng.random() < p_drop else p for p in prefixes]
-    if n_switch:  # plans that disagree with their prefix (the prefix is always kept)
-        sw_prefixes, sw_conts, sw_emb = switches.sample(n_switch, rng)
-        prefixes, conts, emb = prefixes + sw_prefixes, conts + sw_conts, torch.cat([emb, sw_emb])
+    for kind, n in zip(kinds, counts):  # their prefixes are always kept
+        if n:
+            more = extras[kind][0].sample(int(n), rng)
+            prefixes, conts, emb = prefixes + more[0], conts + more[1], torch.cat([emb, more[2]])
     if config.max_continuation:
         conts = [c[:config.max_continuation] for c in conts]
     x = (emb.to(device) - mean) / std
     alpha2 = augmentation_alpha2(torch.rand(len(x), generator=g, device=device))
+    n_switch = int(counts[kinds.index("switch")]) if "switch" in extras else 0
     return prefixes, conts, x, alpha2, torch.randn(x.shape, generator=g, device=device), n_switch
 
 
@@ -386,7 +435,12 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
         step, trained_s = meta["step"], meta.get("trained_s", 0.0)
         logger.info("resumed from step %d after %.0f s of training", step, trained_s)
     ends = sentence_ends(decoder.tokenizer)
-    switches = TopicSwitches(train, ends) if config.switch_fraction else None
+    starts, extras = word_starts(decoder.tokenizer), {}
+    if config.switch_fraction:
+        extras["switch"] = (TopicSwitches(train, ends), config.switch_fraction)
+    if config.opener_fraction:
+        extras["opener"] = (SentenceOpeners(train, ends, starts, config.opener_words),
+                            config.opener_fraction)
     bar = tqdm(total=config.steps, initial=step, disable=not (show_progress_bar and main), desc="prompt generator")
     t0, result = time.perf_counter() - trained_s, {}
     params = [p for grp in optimizer.param_groups for p in grp["params"]]
@@ -404,7 +458,7 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
             group["lr"] = lr_at(at, config.lora_lr if group.get("lora") else config.lr, config.warmup, config.steps)
         totals = torch.zeros(3, device=device)  # loss, nll, switches summed over this process's shards
         for shard in stream.shards(step):  # one per accumulation micro-step
-            *batch, n_switch = _shard_batch(train, switches, shard, step, config, device, mean, std)
+            *batch, n_switch = _shard_batch(train, extras, shard, step, config, device, mean, std)
             with accelerator.accumulate(objective):
                 with accelerator.autocast():
                     loss, nll = objective(*batch)
@@ -424,7 +478,8 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
                   "switches": int(totals[2].item())}
         if main and (step % config.eval_every == 0 or last):
             result = evaluate_plan_use(generator, decoder, evaluation, mean.cpu(), std.cpu(), config.eval_sigma2,
-                                       limit=config.eval_limit, ends=ends)
+                                       limit=config.eval_limit, ends=ends, starts=starts,
+                                       opener_words=config.opener_words)
             record["eval"] = result
             logger.info("step %d eval %s", step, result)
             bar.set_postfix(gap=f"{result['gap']:.4f}", switch_gap=f"{result.get('switch_gap', float('nan')):.3f}")
