@@ -118,7 +118,9 @@ class PairedPlanGuidance(LogitsProcessor):
     Inside ``with guide.attached(model):`` every forward of ``model`` on the guided batch (B rows, or B x
     ``num_return_sequences``) runs ``[guided rows; null rows]``: for the prompt, the null rows are the guided
     rows' ``inputs_embeds`` with their last k positions (dglm's layout puts the soft tokens there) replaced by
-    ``null_soft``; then each new token the guided rows chose for both halves, with the same mask and
+    ``null_soft``, and the positions before them, the same in both halves, run once for the B guided rows and
+    enter the KV cache as both halves' (``shared_positions``; where the cache cannot select rows, the whole
+    prompt runs doubled); then each new token the guided rows chose for both halves, with the same mask and
     positions (the two halves share their layout). ``generate`` sees the guided half only; this processor
     reads the null half. Hooks act only in the attaching thread and are removed on exit; one instance serves
     one ``generate`` call (:meth:`dglm.Decoder.generate` attaches it for the call). Its output equals :class:`PlanGuidance`'s within float tolerance.
@@ -147,12 +149,15 @@ class PairedPlanGuidance(LogitsProcessor):
         self.forwards = 0  # paired forwards run so far
         self._thread: int | None = None
         self._pending: int | None = None  # guided rows of the forward in flight, set by the pre-hook
+        self.shared_positions = 0  # prompt positions run once for both halves (the prefix before the soft tokens)
+        self._inner = False  # True while the shared prefix runs (its forward is neither doubled nor split)
+        self._cache_name = "cache"
 
     @contextlib.contextmanager
     def attached(self, model) -> Iterator[PairedPlanGuidance]:
         """Pair the branches in every forward of ``model`` (a peft wrapper is looked through) inside the block."""
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self._thread = threading.get_ident()
+        self._thread, self._cache_name = threading.get_ident(), cache_keyword(base)
         handles = [base.register_forward_pre_hook(self._double, with_kwargs=True),
                    base.register_forward_hook(self._split, with_kwargs=True)]
         try:
@@ -169,23 +174,54 @@ class PairedPlanGuidance(LogitsProcessor):
 
     def _double(self, module, args, kwargs):
         rows = self._rows(kwargs)
-        if args or threading.get_ident() != self._thread or rows is None or rows % self.null_soft.shape[0]:
-            return None  # not the guided call's forward (another thread, or positional inputs)
+        if self._inner or args or threading.get_ident() != self._thread or rows is None \
+                or rows % self.null_soft.shape[0]:
+            return None  # not the guided call's forward (the shared prefix's, another thread's, positional inputs)
         if rows != self.null_soft.shape[0]:  # num_return_sequences expanded the guided batch
             self.null_soft = self.null_soft.repeat_interleave(rows // self.null_soft.shape[0], dim=0)
         kwargs = dict(kwargs)
         embeds = kwargs.get("inputs_embeds")  # (B, T, h)
+        shared = 0
         if embeds is not None:  # the prompt: the null rows get the null plan's soft tokens, in the last k places
             k = min(self.null_soft.shape[1], embeds.shape[1])
             soft = self.null_soft[:, self.null_soft.shape[1] - k:].to(embeds)  # (B, k, h)
-            null = torch.cat([embeds[:, :embeds.shape[1] - k], soft], dim=1)  # (B, T, h)
-            kwargs["inputs_embeds"] = torch.cat([embeds, null])  # (2B, T, h)
+            shared = self._prefill_shared_prefix(module, kwargs, embeds.shape[1] - k)
+            tail = embeds[:, shared:]  # (B, T - shared, h)
+            null = torch.cat([tail[:, :tail.shape[1] - k], soft], dim=1)
+            kwargs["inputs_embeds"] = torch.cat([tail, null])  # (2B, T - shared, h)
         for name in _BATCHED_INPUTS:  # the same tokens, mask and positions for both halves
             value = kwargs.get(name)
             if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == rows:
                 kwargs[name] = torch.cat([value, value])
+        if shared:  # positions (and cache positions) of the uncached tail only; the mask stays whole
+            for name in ("position_ids", "cache_position"):
+                if isinstance(kwargs.get(name), torch.Tensor):
+                    kwargs[name] = kwargs[name][..., shared:]
         self._pending = rows
         return args, kwargs
+
+    def _prefill_shared_prefix(self, module, kwargs, length: int) -> int:
+        """Run the prompt's first ``length`` positions (the prefix, identical in both halves) once, for the B
+        guided rows, into the call's KV cache, then give the cache's rows to both halves ([rows; rows]).
+        Returns the number of positions now cached (0 where the cache cannot be shared: no cache object that
+        selects rows, nothing before the soft tokens, or no position ids to slice)."""
+        cache = kwargs.get(self._cache_name)
+        positions = kwargs.get("position_ids")
+        if length <= 0 or not hasattr(cache, "batch_select_indices") or cache.get_seq_length() \
+                or not isinstance(positions, torch.Tensor) or "cache_position" in kwargs:
+            return 0
+        mask = kwargs.get("attention_mask")
+        self._inner = True
+        try:
+            module(inputs_embeds=kwargs["inputs_embeds"][:, :length], position_ids=positions[:, :length],
+                   attention_mask=None if mask is None else mask[:, :length], use_cache=True,
+                   **{self._cache_name: cache}, **({"logits_to_keep": 1} if "logits_to_keep" in kwargs else {}))
+        finally:
+            self._inner = False
+        rows = kwargs["inputs_embeds"].shape[0]
+        cache.batch_select_indices(torch.arange(rows, device=positions.device).repeat(2))  # (2B, ...) per layer
+        self.shared_positions = length
+        return length
 
     def _split(self, module, args, kwargs, output):
         rows, self._pending = self._pending, None

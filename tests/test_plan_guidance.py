@@ -161,6 +161,7 @@ def _both(dec, guide_kind, scale=2.5, penalty=1.3, **kw):
         with guide.attached(dec.model):
             out = dec.model.generate(logits_processor=[first, guide], **args)
         assert guide.forwards == 6  # one (doubled) forward per new token: the prompt, then 5 tokens
+        assert guide.shared_positions == embeds.shape[1] - 4  # the prefix ran once, for both halves
     return out.sequences, torch.stack(out.scores)
 
 
