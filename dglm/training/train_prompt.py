@@ -359,7 +359,8 @@ def _shard_batch(train, extras, shard, step, config, device, mean, std):
     rng, g = shard.rng(), shard.generator(device)
     b = len(shard.index)
     kinds = list(extras)
-    counts = rng.multinomial(b, [extras[k][1] for k in kinds] + [1 - sum(extras[k][1] for k in kinds)])
+    fractions = [extras[k][1] for k in kinds]
+    counts = rng.multinomial(b, fractions + [max(0.0, 1 - sum(fractions))])  # per kind, then natural pairs
     prefixes, conts, emb = _pairs(train, shard.index[:counts[-1]])
     p_drop = 1.0 if step < config.prefix_free_steps else config.prefix_dropout
     prefixes = [[] if rng.random() < p_drop else p for p in prefixes]
