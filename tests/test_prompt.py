@@ -7,7 +7,8 @@ import torch
 from dglm.config import PromptConfig
 from dglm.prompt import PromptGenerator
 from dglm.training.data import WindowSet
-from dglm.training.train_prompt import PromptTrainingConfig, evaluate_plan_use, train_prompt_generator
+from dglm.training.plan_use import evaluate_plan_use
+from dglm.training.train_prompt import PromptTrainingConfig, train_prompt_generator
 
 K = 4  # distinct plans
 

@@ -296,7 +296,7 @@ class SentenceOpeners:
         """The opener pairs of flat indices from :attr:`index`: prefix ids, continuation ids and the
         continuations' raw embeddings (n, d)."""
         prefixes, conts, emb = flat_pairs(self.data, index)
-        return [p[b:] for p, b in zip(prefixes, self._begin[index])], conts, emb
+        return [p[b:] for p, b in zip(prefixes, self._begin[index], strict=True)], conts, emb
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[list[list[int]], list[list[int]], torch.Tensor]:
         """``n`` opener pairs drawn at random (with replacement), as :meth:`take` returns them."""

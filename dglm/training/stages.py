@@ -329,7 +329,7 @@ def evaluate(c: EvaluateConfig) -> dict:
     from dglm.decoder import Decoder
     from dglm.prompt import PromptGenerator
     from dglm.training.data import sentence_ends, word_starts
-    from dglm.training.train_prompt import evaluate_plan_use, noise_knob_curve
+    from dglm.training.plan_use import evaluate_plan_use, noise_knob_curve
 
     work = Path(c.work)
     mean, std, _, val = _load(work)
