@@ -51,9 +51,9 @@ def human_continuations(docs, openers: list[str], tokenizer, new_tokens: int) ->
     Example (a stand-in document and the synthetic tokenizer):
         >>> from types import SimpleNamespace
         >>> from dglm.presets import synthetic_tokenizer
-        >>> docs = [SimpleNamespace(text="the game was won by the team")]
+        >>> docs = [SimpleNamespace(text="the game was won by the team")]  # (a word-level tokenizer: no spaces kept)
         >>> human_continuations(docs, ["the game"], synthetic_tokenizer(100), 3)
-        [' was won by']
+        ['was won by']
     """
     out = []
     for opener in openers:
