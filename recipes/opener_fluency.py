@@ -100,6 +100,7 @@ def run(args) -> dict:
     kw = dict(do_sample=True, top_p=config.top_p, repetition_penalty=config.repetition_penalty,
               max_new_tokens=args.new_tokens)
     n, rows = args.samples, [o for o in openers for _ in range(args.samples)]
+    cfg = {} if args.cfg_scale is None else {"cfg_scale": args.cfg_scale}
     human_raw = pipe.encoder.encode(humans).float()  # (B, d)
     oracle = pipe.encoder.standardize(human_raw).repeat_interleave(n, dim=0)  # (B * n, d)
     texts: dict[str, list[str]] = {}
@@ -109,7 +110,7 @@ def run(args) -> dict:
         if name == "plain":
             texts[name] = pipe.decoder.generate(rows, None, seed=args.seed, **kw)
         elif name == "dglm":
-            out = pipe.generate(openers, n, seed=args.seed, **kw)
+            out = pipe.generate(openers, n, seed=args.seed, **cfg, **kw)
             texts[name] = [c for cs in out.continuations for c in cs]
             dglm_plans = out.plans.reshape(len(rows), -1)
         else:
@@ -123,7 +124,8 @@ def run(args) -> dict:
     texts["human"] = [h for h in humans for _ in range(n)]
     lm = EvaluatorLM.from_pretrained(config.evaluator_lm, device=config.device)
     result = {"command": args.command, "machine": machine_info(config.device), "checkpoint": args.checkpoint,
-              "prompt_set": args.prompt_set, "openers": len(openers), "samples": n, "new_tokens": args.new_tokens, "seed": args.seed,
+              "prompt_set": args.prompt_set, "cfg_scale": pipe.generation_config(**cfg).cfg_scale,
+              "openers": len(openers), "samples": n, "new_tokens": args.new_tokens, "seed": args.seed,
               "human_found": sum(bool(h.strip()) for h in humans), "systems": {}}
     log_ppl = {}
     for name in SYSTEMS:
@@ -148,7 +150,8 @@ def markdown(r: dict) -> str:
              f"- command: `{r['command']}`", f"- checkpoint: `{r['checkpoint']}`; machine: {r['machine']['cpu']}, {r['machine']['cpu_cores']} cores, "
              f"torch threads {r['machine']['torch_threads']}, torch {r['machine']['torch']}",
              f"- {r['openers']} {r['prompt_set']} prompts (the benchmark's set) x {r['samples']} samples, {r['new_tokens']} new "
-             f"tokens, seed {r['seed']}; human continuations found for {r['human_found']}",
+             f"tokens, seed {r['seed']}; human continuations found for {r['human_found']}; dglm's diffusion CFG "
+             f"scale {r['cfg_scale']:g}",
              "- perplexity: the evaluator LM's (Gemma-3-270M), a **proxy** for fluency; fidelity: cosine between "
              "the continuation's encoder embedding and the human continuation's (or the plan's)", "",
              "| system | ppl mean / median | ppl ratio to plain, per prompt (geometric mean [95% CI]) | fidelity to "
@@ -175,6 +178,8 @@ def main(argv=None) -> dict:
     p.add_argument("--samples", type=int, default=2, help="samples per prompt and system")
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cfg-scale", type=float, default=None,
+                   help="the diffusion's classifier-free guidance scale for dglm's plans (default: the checkpoint's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="docs/results/plan-conditioning/opener-fluency.json",
                    help="JSON path; the Markdown report goes beside it (.md)")
