@@ -131,7 +131,15 @@ def make_accelerator(mixed_precision: str | None = None):
 
 @dataclass(frozen=True)
 class Shard:
-    """One process's part of one optimizer step: flat example indices and the seed of its random draws."""
+    """One process's part of one optimizer step: flat example indices and the seed of its random draws.
+
+    Example:
+        >>> shard = Shard(index=np.array([4, 6]), seed=7)
+        >>> shard.rng().integers(0, 100, 3).tolist() == np.random.default_rng(7).integers(0, 100, 3).tolist()
+        True
+        >>> torch.rand(2, generator=shard.generator()).tolist() == torch.rand(2, generator=shard.generator()).tolist()
+        True
+    """
 
     index: np.ndarray
     seed: int
