@@ -86,8 +86,9 @@ def sum_timings(parts) -> dict[str, float]:
     """Seconds per stage summed over ``parts`` (anything with a ``timings`` dict: plans, outputs).
 
     Example:
-        >>> sum_timings([Plan(["a"], 1, torch.zeros(1, 8), torch.zeros(1, 2, 4), {"diffusion": 1.0}),
-        ...              Plan(["b"], 1, torch.zeros(1, 8), torch.zeros(1, 2, 4), {"diffusion": 0.5, "prompt": 0.1})])
+        >>> one = Plan(["a"], 1, torch.zeros(1, 8), torch.zeros(1, 2, 4), {"diffusion": 1.0})
+        >>> two = Plan(["b"], 1, torch.zeros(1, 8), torch.zeros(1, 2, 4), {"prompt": 0.1, "diffusion": 0.5})
+        >>> sum_timings([one, two])
         {'diffusion': 1.5, 'prompt': 0.1}
     """
     timings: dict[str, float] = {}

@@ -136,8 +136,9 @@ class SteeringVector:
         Example:
             >>> from dglm.presets import TINY, random_decoder
             >>> dec = random_decoder(TINY.decoder)
-            >>> texts = ["the team won the match", "a goal in the game", "a song and a film", "the book of art"]
-            >>> vec = SteeringVector.fit(dec, texts, ["sports", "sports", "arts", "arts"], "arts", layers=[0, 1])
+            >>> texts = ["the team won the match", "a goal in the game", "a song and a film", "the book"]
+            >>> labels = ["sports", "sports", "arts", "arts"]
+            >>> vec = SteeringVector.fit(dec, texts, labels, "arts", layers=[0, 1])
             >>> vec.name, vec.layers, vec.provenance["target_texts"], tuple(vec.directions[1].shape)
             ('arts', [0, 1], 2, (32,))
         """
@@ -211,7 +212,8 @@ class SteeringVector:
             >>> vec = SteeringVector({0: torch.ones(dec.hidden_size)})
             >>> with vec.apply(dec, scale=4.0) as model:
             ...     steered = model.model(input_ids=ids).logits
-            >>> bool((steered - before).abs().max() > 0), bool(torch.equal(dec.model(input_ids=ids).logits, before))
+            >>> after = dec.model(input_ids=ids).logits  # the hooks are gone
+            >>> bool((steered - before).abs().max() > 0), bool(torch.equal(after, before))
             (True, True)
         """
         blocks = decoder_layers(model)

@@ -78,8 +78,9 @@ class Setup:
     """What every system shares: the pipeline, the prompt sets, the control and the evaluators.
 
     Example (usually made by :func:`build_setup`):
-        >>> setup = build_setup(BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
-        ...                                           num_prompts=2, new_tokens=4, min_new_tokens=4))
+        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
+        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+        >>> setup = build_setup(config)
         >>> setup.targets, sorted(setup.prompt_sets), setup.generate_kwargs["max_new_tokens"]
         ([('topic', 'sports')], ['neutral', 'topical'], 4)
     """
@@ -102,10 +103,12 @@ class Setup:
         """The decoding settings from the config (sampling, top-p, repetition penalty, token counts).
 
         Example:
-            >>> setup = build_setup(BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
-            ...                                           num_prompts=2, new_tokens=4, min_new_tokens=4))
-            >>> setup.generate_kwargs
-            {'do_sample': True, 'top_p': 0.9, 'repetition_penalty': 1.2, 'max_new_tokens': 4, 'min_new_tokens': 4}
+            >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
+            ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+            >>> setup = build_setup(config)
+            >>> kwargs = setup.generate_kwargs
+            >>> kwargs["do_sample"], kwargs["top_p"], kwargs["max_new_tokens"], kwargs["min_new_tokens"]
+            (True, 0.9, 4, 4)
         """
         c = self.config
         kwargs = dict(do_sample=True, top_p=c.top_p, repetition_penalty=c.repetition_penalty,
@@ -185,7 +188,8 @@ def prompt_sets(config: BenchConfig, pipe: DGLM, topic_label: str | None, topic_
     """The configured prompt sets (see :mod:`dglm.bench.prompts`); quick mode uses random word sequences.
 
     Example (quick mode reads neither the pipeline nor a topic evaluator):
-        >>> sets = prompt_sets(BenchConfig.for_quick(num_neutral=3, num_prompts=2, prefix_tokens=4), None, None, None)
+        >>> config = BenchConfig.for_quick(num_neutral=3, num_prompts=2, prefix_tokens=4)
+        >>> sets = prompt_sets(config, None, None, None)
         >>> {name: (len(s.prompts), s.samples) for name, s in sets.items()}
         {'neutral': (3, 2), 'topical': (2, 2)}
         >>> [len(p.split()) for p in sets["topical"].prompts], len(sets["topical"].references[0])
@@ -241,8 +245,9 @@ def build_setup(config: BenchConfig, pipeline: DGLM | None = None) -> Setup:
     """Load the pipeline (unless given), prompt sets, evaluators and peers' supervision; resolve the control.
 
     Example (the ``--quick`` settings, without steering and FUDGE):
-        >>> setup = build_setup(BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
-        ...                                           num_prompts=2, new_tokens=4, min_new_tokens=4))
+        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
+        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+        >>> setup = build_setup(config)
         >>> setup.targets, list(setup.evaluators), setup.evaluator_lm.independent
         ([('topic', 'sports')], ['toxicity', 'sentiment', 'topic'], False)
         >>> setup.topic_texts[0], len(setup.topic_texts[1]), setup.peers.banks
@@ -353,7 +358,8 @@ def build_peers(setup: Setup) -> Peers:
     decoder's input embeddings and one-hot tokens by held-out balanced accuracy on 8-token prefixes.
 
     Example (steering activations at decoder blocks 0 and 1 for the control's probe, no FUDGE):
-        >>> setup = build_setup(BenchConfig.for_quick(fudge_strengths=[], peer_texts_per_class=12))
+        >>> config = BenchConfig.for_quick(fudge_strengths=[], peer_texts_per_class=12)
+        >>> setup = build_setup(config)
         >>> peers = build_peers(setup)
         >>> bank = peers.banks["topic"]
         >>> tuple(bank.activations.shape), bank.layers, peers.info["topic"]["steering"]["per_class"]

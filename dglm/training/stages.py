@@ -453,7 +453,8 @@ def export(c: ExportConfig) -> None:
         ...                                          heads=2))
         >>> with tempfile.TemporaryDirectory() as work:
         ...     run = Path(work, "runs", "r1")
-        ...     save_state(run / "state", {"generator": generator}, torch.optim.AdamW(generator.parameters()), 7)
+        ...     optimizer = torch.optim.AdamW(generator.parameters())
+        ...     save_state(run / "state", {"generator": generator}, optimizer, step=7)
         ...     write_json(run / "prompt_config.json", generator.config.model_dump(mode="json"))
         ...     export(ExportConfig(work=work, run="r1"))
         ...     exported = PromptGenerator.from_pretrained(run / "prompt")
