@@ -38,6 +38,12 @@ class PrefixDiscriminator:
 
     ``table`` (V, C) and ``bias`` (C,) over decoder token ids; ``labels`` names the C classes; ``info`` says
     how it was trained and how well it does on held-out prefixes.
+
+    Example (usually made by :meth:`fit`):
+        >>> table = torch.tensor([[2.0, 0.0], [0.0, 2.0], [0.0, 0.0]])  # (V=3 tokens, C=2 classes)
+        >>> d = PrefixDiscriminator(table, torch.zeros(2), ("a", "b"))
+        >>> d.index("b"), d.logits([[1, 2]]).tolist()
+        (1, [[0.0, 1.0]])
     """
 
     table: torch.Tensor
@@ -145,6 +151,15 @@ class FudgeProcessor(LogitsProcessor):
     ``input_ids`` must hold the generated tokens only (as ``generate`` passes them with ``inputs_embeds``;
     pass ``prompt_length`` when the prompt's ids come first). Pad tokens after a row's end are scored too,
     harmlessly: that row is finished.
+
+    Example (only the top 3 tokens survive; the discriminator lifts token 2 above the decoder's favourite):
+        >>> disc = PrefixDiscriminator(torch.zeros(5, 2), torch.zeros(2), ("other", "target"))
+        >>> disc.table[2] = torch.tensor([-4.0, 4.0])
+        >>> fudge = FudgeProcessor([(disc, "target", 1.0)], strength=2.0, top_k=3)
+        >>> scores = torch.tensor([[3.0, 2.5, 2.0, 0.0, -1.0]])
+        >>> out = fudge(torch.zeros(1, 0, dtype=torch.long), scores)
+        >>> int(out.argmax()), torch.isinf(out).tolist()
+        (2, [[False, False, False, True, True]])
     """
 
     def __init__(self, terms: Sequence[tuple[PrefixDiscriminator, str, float]], strength: float = 1.0,
