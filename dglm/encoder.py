@@ -87,6 +87,13 @@ class SemanticEncoder(nn.Module):
 
         A text with no tokens at all (an empty or blank text, with a tokenizer that adds no special tokens)
         embeds to the zero vector, which is what mean pooling over no tokens gives inside a batch.
+
+        Example:
+            >>> from dglm.presets import TINY, random_encoder
+            >>> enc = random_encoder(TINY.encoder)
+            >>> x = enc.encode(["the game was", "a new song", ""])
+            >>> x.shape, x.norm(dim=-1).round(decimals=4).tolist()
+            (torch.Size([3, 32]), [1.0, 1.0, 0.0])
         """
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise TypeError("texts must be a sequence of str")
@@ -122,11 +129,29 @@ class SemanticEncoder(nn.Module):
         self.fitted = True
 
     def standardize(self, raw: torch.Tensor) -> torch.Tensor:
-        """Raw (.., d) -> standardised (.., d)."""
+        """Raw (.., d) -> standardised (.., d).
+
+        Example (after fitting, the fitted embeddings have mean 0 and std 1 in every dimension):
+            >>> from dglm.presets import TINY, random_encoder, random_texts
+            >>> enc = random_encoder(TINY.encoder)
+            >>> raw = enc.encode(random_texts(16, 6))
+            >>> enc.fit_standardization(raw)
+            >>> z = enc.standardize(raw)
+            >>> z.shape, z.mean(0).abs().max().item() < 1e-5, z.std(0).sub(1).abs().max().item() < 1e-4
+            (torch.Size([16, 32]), True, True)
+        """
         return (raw - self.mean) / self.std
 
     def to_raw(self, standardized: torch.Tensor) -> torch.Tensor:
-        """Standardised (.., d) -> raw: un-standardise, then L2-normalise (differentiable)."""
+        """Standardised (.., d) -> raw: un-standardise, then L2-normalise (differentiable).
+
+        Example (any standardised vector, e.g. a diffusion sample, maps onto the unit sphere):
+            >>> from dglm.presets import TINY, fit_random, random_encoder
+            >>> enc = fit_random(random_encoder(TINY.encoder))
+            >>> raw = enc.to_raw(torch.randn(3, enc.dim))
+            >>> raw.shape, raw.norm(dim=-1).allclose(torch.ones(3))
+            (torch.Size([3, 32]), True)
+        """
         return F.normalize(standardized * self.std.to(standardized.dtype) + self.mean.to(standardized.dtype), dim=-1)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:

@@ -179,23 +179,49 @@ class Probe:
         return self._on_device[raw.device]
 
     def logits(self, raw: torch.Tensor) -> torch.Tensor:
-        """raw (..., d) -> logits (..., K), computed in float32 (K = 1 for a binary probe)."""
+        """raw (..., d) -> logits (..., K), computed in float32 (K = 1 for a binary probe).
+
+        Example:
+            >>> probe = Probe(torch.tensor([[4.0, 0.0]]), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> probe.logits(torch.tensor([[0.5, 0.5], [-1.0, 0.0]])).tolist()
+            [[2.0], [-4.0]]
+        """
         weight, bias = self._params(raw)
         return raw.float() @ weight.T + bias
 
     def log_probs(self, raw: torch.Tensor) -> torch.Tensor:
-        """raw (..., d) -> log-probabilities of each label (..., len(labels)), float32."""
+        """raw (..., d) -> log-probabilities of each label (..., len(labels)), float32.
+
+        Example (a binary probe still gives one column per label):
+            >>> probe = Probe(torch.tensor([[4.0, 0.0]]), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> lp = probe.log_probs(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+            >>> lp.shape, lp.exp().round(decimals=4)
+            (torch.Size([2, 2]), tensor([[0.5000, 0.5000],
+                    [0.0180, 0.9820]]))
+        """
         logits = self.logits(raw)
         if self.binary:
             return torch.cat([F.logsigmoid(-logits), F.logsigmoid(logits)], dim=-1)
         return logits.log_softmax(dim=-1)
 
     def probs(self, raw: torch.Tensor) -> torch.Tensor:
-        """raw (..., d) -> probabilities of each label (..., len(labels))."""
+        """raw (..., d) -> probabilities of each label (..., len(labels)).
+
+        Example:
+            >>> topics = Probe(torch.eye(3, 4) * 5, torch.zeros(3), ("sports", "food", "world"), "toy:4")
+            >>> topics.probs(torch.tensor([0.0, 1.0, 0.0, 0.0])).round(decimals=3)
+            tensor([0.0070, 0.9870, 0.0070])
+        """
         return self.log_probs(raw).exp()
 
     def predict(self, raw: torch.Tensor) -> torch.Tensor:
-        """raw (..., d) -> index of the most likely label (...,), int64."""
+        """raw (..., d) -> index of the most likely label (...,), int64.
+
+        Example:
+            >>> topics = Probe(torch.eye(3, 4), torch.zeros(3), ("sports", "food", "world"), "toy:4")
+            >>> [topics.labels[i] for i in topics.predict(torch.tensor([[0.0, 0, 1, 0], [1.0, 0, 0, 0]]))]
+            ['world', 'sports']
+        """
         return self.log_probs(raw).argmax(dim=-1)
 
     def __call__(self, label: str) -> ProbeTarget:
@@ -443,7 +469,20 @@ class ProbeRegistry:
             self.add(name, probe)
 
     def add(self, name: str, probe: Probe) -> None:
-        """Register ``probe`` under ``name`` (a plain folder-safe name); replaces a probe of that name."""
+        """Register ``probe`` under ``name`` (a plain folder-safe name); replaces a probe of that name.
+
+        Example (a probe of another encoder is refused):
+            >>> reg = ProbeRegistry("toy:2")
+            >>> reg.add("sentiment", Probe(torch.ones(1, 2), torch.zeros(1), ("neg", "pos"), "toy:2"))
+            >>> reg.add("topic", Probe(torch.ones(1, 2), torch.zeros(1), ("arts", "sports"), "other:2"))
+            Traceback (most recent call last):
+                ...
+            ValueError: probe 'probe' was trained on encoder 'other:2', but the pipeline's encoder is \
+'toy:2'; its weights mean nothing in another embedding space: fit the probe on this encoder \
+(Probe.fit(texts, labels, encoder=...))
+            >>> reg.names
+            ('sentiment',)
+        """
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"name={name!r} must be 1-100 letters, digits, '_', '.' or '-' (it becomes a folder)")
         if not isinstance(probe, Probe):
@@ -452,7 +491,19 @@ class ProbeRegistry:
         self._probes[name] = probe
 
     def get(self, name: str) -> Probe:
-        """The probe called ``name``; an unknown name raises a KeyError listing the known ones."""
+        """The probe called ``name``; an unknown name raises a KeyError listing the known ones.
+
+        Example:
+            >>> reg = ProbeRegistry("toy:2", {"sentiment": Probe(torch.ones(1, 2), torch.zeros(1),
+            ...                                                  ("negative", "positive"), "toy:2")})
+            >>> reg.get("sentiment").labels
+            ('negative', 'positive')
+            >>> reg.get("topic")
+            Traceback (most recent call last):
+                ...
+            KeyError: "no probe named 'topic' for encoder 'toy:2'; this registry holds ['sentiment'] \
+(add one with registry.add(name, Probe.fit(...)))"
+        """
         if name not in self._probes:
             raise KeyError(f"no probe named {name!r} for encoder {self.encoder!r}; this registry holds "
                            f"{list(self.names) or 'none'} (add one with registry.add(name, Probe.fit(...)))")
@@ -460,7 +511,13 @@ class ProbeRegistry:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The registered probe names, sorted."""
+        """The registered probe names, sorted.
+
+        Example:
+            >>> binary = Probe(torch.ones(1, 2), torch.zeros(1), ("no", "yes"), "toy:2")
+            >>> ProbeRegistry("toy:2", {"toxicity": binary, "sentiment": binary}).names
+            ('sentiment', 'toxicity')
+        """
         return tuple(sorted(self._probes))
 
     def __contains__(self, name) -> bool:
