@@ -122,6 +122,23 @@ class SemanticDiffuser(nn.Module):
 
         ``wrap(denoise) -> denoise`` changes the prediction at every step (the constraint-guidance hook).
         ``compile``: see :meth:`denoiser`.
+
+        Example (a seeded sample repeats; ``wrap`` sees every one of the ``steps`` predictions):
+            >>> from dglm.presets import TINY, randomize
+            >>> diffuser = randomize(SemanticDiffuser(TINY.diffusion))
+            >>> prefix = torch.randn(2, diffuser.dim)
+            >>> calls = []
+            >>> def wrap(denoise):
+            ...     def counted(*args, **kwargs):
+            ...         calls.append(1)
+            ...         return denoise(*args, **kwargs)
+            ...     return counted
+            >>> x = diffuser.sample(prefix, 5, "ddim", generator=torch.Generator().manual_seed(0), wrap=wrap)
+            >>> x.shape, len(calls)
+            (torch.Size([2, 32]), 5)
+            >>> again = diffuser.sample(prefix, 5, "ddim", generator=torch.Generator().manual_seed(0))
+            >>> torch.equal(x, again)
+            True
         """
         if prefix.dim() != 2 or prefix.shape[1] != self.dim:
             raise ValueError(f"prefix must have shape (batch, {self.dim}), got {tuple(prefix.shape)}")

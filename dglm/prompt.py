@@ -88,7 +88,19 @@ class PromptGenerator(nn.Module):
         return (mix @ table.float()).to(table.dtype)  # (B, k, out_dim)
 
     def prompt(self, x: torch.Tensor, sigma2: float = 0.05, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Re-noise a clean standardised embedding x (B, d) to ``sigma2`` and map it to soft tokens."""
+        """Re-noise a clean standardised embedding x (B, d) to ``sigma2`` and map it to soft tokens.
+
+        Example (k = 2 soft tokens of the decoder's width 16 per plan; the noise is seeded):
+            >>> config = PromptConfig(dim=8, out_dim=16, num_soft_tokens=2, width=16, depth=2, heads=2)
+            >>> gen, x = PromptGenerator(config), torch.randn(3, 8)
+            >>> soft = gen.prompt(x, sigma2=0.1, generator=torch.Generator().manual_seed(0))
+            >>> soft.shape, torch.equal(soft, gen.prompt(x, 0.1, torch.Generator().manual_seed(0)))
+            (torch.Size([3, 2, 16]), True)
+            >>> gen.prompt(x, sigma2=1.5)
+            Traceback (most recent call last):
+                ...
+            ValueError: sigma2=1.5: Input should be less than or equal to 1
+        """
         sigma2 = check_field(GenerationConfig, "sigma2", sigma2)
         alpha2 = torch.full((x.shape[0],), 1 - sigma2, device=x.device)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
