@@ -358,7 +358,19 @@ class Decoder(nn.Module):
 
     def prefix_budget(self, num_soft_tokens: int, max_new_tokens: int = 0) -> int | None:
         """How many prefix tokens fit next to ``num_soft_tokens`` soft tokens and ``max_new_tokens`` new ones
-        (None: no known limit). Raises if not even one prefix token fits."""
+        (None: no known limit). Raises if not even one prefix token fits.
+
+        Example (the tiny decoder has 256 positions):
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> dec.max_length, dec.prefix_budget(8, max_new_tokens=32)
+            (256, 216)
+            >>> dec.prefix_budget(8, max_new_tokens=250)
+            Traceback (most recent call last):
+                ...
+            ValueError: max_new_tokens=250 with 8 soft tokens does not fit the decoder's context of 256 \
+positions; accepted: max_new_tokens <= 247
+        """
         if self.max_length is None:
             return None
         budget = self.max_length - num_soft_tokens - max_new_tokens
@@ -370,7 +382,15 @@ class Decoder(nn.Module):
 
     def tokenize(self, texts: Sequence[str], max_tokens: int | None = None) -> list[list[int]]:
         """Token ids of each text, with the tokenizer's own special-token convention. With ``max_tokens``,
-        longer rows keep their leading special tokens and their last tokens (a warning is logged)."""
+        longer rows keep their leading special tokens and their last tokens (a warning is logged).
+
+        Example:
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> ids = dec.tokenize(["the game was won", "a song"])
+            >>> ids, dec.tokenize(["the game was won"], max_tokens=2)  # a long prefix keeps its end
+            ([[63, 24, 69, 75], [4, 59]], [[69, 75]])
+        """
         ids = self.tokenizer(list(texts)).input_ids
         if max_tokens is None or all(len(row) <= max_tokens for row in ids):
             return ids
@@ -393,6 +413,16 @@ class Decoder(nn.Module):
         """Build ``inputs_embeds`` (B, T, h) and ``attention_mask`` (B, T) for
         ``[left pad][prefix][soft][continuation][right pad]``, and ``labels`` (B, T) for the continuation
         (-100 elsewhere) when ``continuation_ids`` is given. Rows with no token at all get a start token.
+
+        Example (2 rows: prefixes of 3 and 1 tokens, k = 2 soft tokens, continuations of 1 and 2 tokens):
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> soft = torch.zeros(2, 2, dec.hidden_size)
+            >>> embeds, mask, labels = dec.embed([[63, 24, 69], [4]], soft, [[75], [59, 5]])
+            >>> embeds.shape, mask.tolist()
+            (torch.Size([2, 7, 32]), [[1, 1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1, 1]])
+            >>> labels.tolist()
+            [[-100, -100, -100, -100, -100, 75, -100], [-100, -100, -100, -100, -100, 59, 5]]
         """
         emb = self.embeddings
         if soft is None and continuation_ids is None:
@@ -424,7 +454,21 @@ class Decoder(nn.Module):
 
     def continuation_nll(self, prefix_ids: Sequence[Sequence[int]], continuation_ids: Sequence[Sequence[int]],
                          soft: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-row mean negative log-likelihood of the continuation tokens: (B,). Differentiable in ``soft``."""
+        """Per-row mean negative log-likelihood of the continuation tokens: (B,). Differentiable in ``soft``.
+
+        Example (about log(512) nats a token from a random decoder over 512 tokens; ``soft`` gets gradients):
+            >>> import math
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> prefix, continuation = dec.tokenize(["the game was"]), dec.tokenize([" won by the team"])
+            >>> nll = dec.continuation_nll(prefix, continuation)
+            >>> nll.shape, abs(nll.item() - math.log(512)) < 1.0
+            (torch.Size([1]), True)
+            >>> soft = torch.zeros(1, 4, dec.hidden_size, requires_grad=True)
+            >>> dec.continuation_nll(prefix, continuation, soft).sum().backward()
+            >>> soft.grad.shape, bool(soft.grad.abs().sum() > 0)
+            (torch.Size([1, 4, 32]), True)
+        """
         inputs_embeds, mask, labels = self.embed(prefix_ids, soft, continuation_ids)
         position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
         with self.adapter_off(soft is None):
@@ -448,6 +492,20 @@ class Decoder(nn.Module):
         sampling reproducible without touching the global RNG. Prefixes too long for the context lose their
         first tokens (see the module docstring). With soft prompts the call runs with the adapter merged
         (:meth:`adapter_merged`); without, on the base LM.
+
+        Example (the synthetic tokenizer decodes one word per token):
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> prefixes = ["the game was", "a new song"]
+            >>> out = dec.generate(prefixes, max_new_tokens=3, min_new_tokens=3, seed=0)
+            >>> len(out), [len(text.split()) for text in out]
+            (2, [3, 3])
+            >>> out == dec.generate(prefixes, max_new_tokens=3, min_new_tokens=3, seed=0)
+            True
+            >>> soft = torch.randn(2, 4, dec.hidden_size)
+            >>> greedy = dec.generate(prefixes, soft, max_new_tokens=3, do_sample=False)
+            >>> [len(text.split()) <= 3 for text in greedy]
+            [True, True]
         """
         prefixes = check_prefixes(prefixes)
         new = check_field(GenerationConfig, "max_new_tokens", generate_kwargs.get("max_new_tokens", 1))
