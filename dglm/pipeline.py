@@ -195,6 +195,19 @@ class DGLM(torch.nn.Module):
         ``"unknown"``, the parts, then ``card_text``; ``name``, default the folder's name, is what its example
         loads). The decoder and encoder weights are referenced by their ids, which ``dglm.json`` records with
         the library version and the decoder weights' source and fingerprint (:class:`dglm.hub.DecoderWeights`).
+
+        Example (a round trip; the random stand-ins' weights are passed back in, as they have no files):
+            >>> import tempfile
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     pipe.save_pretrained(f"{d}/ckpt", license="mit")
+            ...     files = sorted(os.listdir(f"{d}/ckpt"))
+            ...     loaded = DGLM.from_pretrained(f"{d}/ckpt", encoder=pipe.encoder, decoder=pipe.decoder)
+            >>> files
+            ['README.md', 'dglm.json', 'diffusion', 'encoder', 'prompt']
+            >>> loaded.config == pipe.config, torch.equal(loaded.encoder.mean, pipe.encoder.mean)
+            (True, True)
         """
         card = model_card(self, name or Path(folder).name, license, card_text)
         with atomic_directory(folder) as tmp:
@@ -235,7 +248,16 @@ class DGLM(torch.nn.Module):
         encoder and decoder are loaded by the ids the checkpoint records unless given; a decoder whose weights
         differ from the recorded fingerprint of the training weights is logged as a warning. The
         checkpoint's decoder adapter, if it has one, is loaded into the decoder (given or not) unless that
-        decoder already carries one."""
+        decoder already carries one.
+
+        Example (the packaged ``mini`` checkpoint, loaded by name, needs its encoder and decoder from the hub;
+        :meth:`save_pretrained` shows a round trip that runs offline):
+            >>> pipe = DGLM.from_pretrained("mini")                                     # doctest: +SKIP
+            >>> pipe.encoder.config.name_or_path, pipe.probes.names                     # doctest: +SKIP
+            ('sentence-transformers/all-MiniLM-L6-v2', ('sentiment', 'topic', 'toxicity'))
+            >>> checkpoint_settings(PACKAGED / "mini").steps  # what it samples with, read without loading it
+            50
+        """
         folder = resolve_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
         meta = read_config(folder / PIPELINE_FILE, _PipelineFile)
         if encoder is None:
@@ -334,6 +356,20 @@ class DGLM(torch.nn.Module):
         ``settings`` are :class:`~dglm.config.GenerationConfig` fields (``steps``, ``sampler``, ``cfg_scale``,
         ``sigma2``, ``seed``, ``batch_size``, ...), each defaulting to :meth:`generation_config`'s. Rows are
         sampled ``batch_size`` at a time (see :func:`row_chunks`).
+
+        Example (a seeded plan repeats; a strong control moves the plans toward its target):
+            >>> from dglm.constraints import Control, near
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> plain = pipe.plan(["the game was"], num_samples=4, steps=4, seed=0)
+            >>> again = pipe.plan(["the game was"], num_samples=4, steps=4, seed=0)
+            >>> torch.equal(plain.embeddings, again.embeddings)
+            True
+            >>> control = Control(near("old music"), strength=200)
+            >>> guided = pipe.plan(["the game was"], 4, control=control, steps=4, seed=0)
+            >>> target = pipe.encoder.encode(["old music"])[0]
+            >>> bool((guided.embeddings @ target).mean() > (plain.embeddings @ target).mean())
+            True
         """
         prefixes = check_prefixes(prefixes)
         s = self.generation_config(num_samples=num_samples, **settings)
@@ -385,6 +421,16 @@ class DGLM(torch.nn.Module):
         weights by ``control_scale`` what the constraint changed in the plan (stronger control, at some
         fluency; a second diffusion run and decoder pass). Chunks without guided rows skip it; an unguided row
         in a guided chunk is its own contrast, so its text is unchanged.
+
+        Example (seeded outputs repeat for a fixed ``batch_size``; 2 prefixes x 3 samples, chunks of 4 rows):
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> kwargs = dict(steps=4, seed=0, max_new_tokens=3, min_new_tokens=3, batch_size=4)
+            >>> out = pipe.generate(["the game was", "a new song"], num_samples=3, **kwargs)
+            >>> [len(texts) for texts in out.continuations], out.plans.shape, sorted(out.timings)
+            ([3, 3], torch.Size([2, 3, 32]), ['decode', 'diffusion', 'encode', 'prompt'])
+            >>> out.continuations == pipe.generate(["the game was", "a new song"], 3, **kwargs).continuations
+            True
         """
         prefixes, s, extras, chunks = self._prepare(prefixes, num_samples, control, settings)
         return merge_outputs(prefixes, list(self._generated(prefixes, s, extras, chunks)))
@@ -432,7 +478,23 @@ class DGLM(torch.nn.Module):
         """Decode the text of a :class:`Plan` (one continuation per planned row); ``settings`` as for
         :meth:`generate`. ``plan_scale`` > 1 adds plan guidance (:class:`~dglm.plan_guidance.PairedPlanGuidance`)
         against :meth:`null_prompts`; with ``contrast``, a plan of the same rows (e.g. the unguided plan of a
-        guided one), the decoder contrasts with it instead, weighted by ``control_scale``."""
+        guided one), the decoder contrasts with it instead, weighted by ``control_scale``.
+
+        Example (a plan decoded plainly and with plan guidance; a guided plan against its unguided contrast):
+            >>> from dglm.constraints import Control, near
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> plan = pipe.plan(["the game was", "a new song"], num_samples=2, steps=4, seed=0)
+            >>> out = pipe.decode(plan, seed=0, max_new_tokens=3, min_new_tokens=3)
+            >>> guided = pipe.decode(plan, seed=0, max_new_tokens=3, min_new_tokens=3, plan_scale=3.0)
+            >>> [len(texts) for texts in out.continuations], [len(texts) for texts in guided.continuations]
+            ([2, 2], [2, 2])
+            >>> control = Control(near("old music"), strength=50)
+            >>> steered = pipe.plan(["the game was", "a new song"], 2, control=control, steps=4, seed=0)
+            >>> contrasted = pipe.decode(steered, contrast=plan, control_scale=2.0, seed=0, max_new_tokens=3)
+            >>> contrasted.plans.shape
+            torch.Size([2, 2, 32])
+        """
         s, extras = self._settings(settings, plan.soft_prompts.shape[1])
         if contrast is not None and (contrast.prefixes != plan.prefixes or contrast.num_samples != plan.num_samples
                                      or contrast.soft_prompts.shape != plan.soft_prompts.shape):
