@@ -250,13 +250,17 @@ class DGLM(torch.nn.Module):
         checkpoint's decoder adapter, if it has one, is loaded into the decoder (given or not) unless that
         decoder already carries one.
 
-        Example (the packaged ``mini`` checkpoint, loaded by name, needs its encoder and decoder from the hub;
-        :meth:`save_pretrained` shows a round trip that runs offline):
-            >>> pipe = DGLM.from_pretrained("mini")                                     # doctest: +SKIP
-            >>> pipe.encoder.config.name_or_path, pipe.probes.names                     # doctest: +SKIP
-            ('sentence-transformers/all-MiniLM-L6-v2', ('sentiment', 'topic', 'toxicity'))
-            >>> checkpoint_settings(PACKAGED / "mini").steps  # what it samples with, read without loading it
-            50
+        Example (a saved folder, its sampling defaults included; ``DGLM.from_pretrained("mini")`` loads the
+        packaged checkpoint the same way, its encoder and decoder fetched by id):
+            >>> import tempfile
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> pipe.sampling = pipe.sampling.model_copy(update={"steps": 7, "strength": 30.0})
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     pipe.save_pretrained(d)
+            ...     loaded = DGLM.from_pretrained(d, encoder=pipe.encoder, decoder=pipe.decoder)
+            >>> loaded.sampling.steps, loaded.sampling.strength, loaded.decoder is pipe.decoder
+            (7, 30.0, True)
         """
         folder = resolve_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
         meta = read_config(folder / PIPELINE_FILE, _PipelineFile)
