@@ -60,7 +60,20 @@ class PromptGenerator(nn.Module):
         self._embeddings: torch.Tensor | None = None
 
     def bind(self, embeddings: torch.Tensor) -> PromptGenerator:
-        """Use the decoder's input-embedding matrix (V_total, out_dim) for a ``vocab_mixture`` head."""
+        """Use the decoder's input-embedding matrix (V_total, out_dim) for a ``vocab_mixture`` head.
+
+        Example (the matrix is used, never copied into the generator's parameters or checkpoint):
+            >>> config = PromptConfig(dim=8, out_dim=16, num_soft_tokens=3, width=16, depth=2, heads=2,
+            ...                       head="vocab_mixture", vocab_size=10)
+            >>> gen = PromptGenerator(config).bind(torch.randn(12, 16))
+            >>> "_embeddings" in dict(gen.named_parameters()) or "_embeddings" in gen.state_dict()
+            False
+            >>> gen.bind(torch.randn(8, 16))
+            Traceback (most recent call last):
+                ...
+            ValueError: the generator mixes token id 9 but the decoder's vocabulary has 8 rows; pass the \
+decoder it was trained with
+        """
         if embeddings.dim() != 2 or embeddings.shape[1] != self.config.out_dim:
             raise ValueError(f"embeddings must be (vocab, {self.config.out_dim}), got {tuple(embeddings.shape)}")
         if self.config.head == "vocab_mixture" and int(self.vocab_ids.max()) >= embeddings.shape[0]:
@@ -71,12 +84,30 @@ class PromptGenerator(nn.Module):
         return self
 
     def word_logits(self, z: torch.Tensor, alpha2: torch.Tensor) -> torch.Tensor:
-        """Per soft token, logits over the mixed vocabulary rows: (B, k, vocab_size) (``vocab_mixture`` only)."""
+        """Per soft token, logits over the mixed vocabulary rows: (B, k, vocab_size) (``vocab_mixture`` only).
+
+        Example (each soft token is the softmax of these logits times the bound embedding rows):
+            >>> config = PromptConfig(dim=8, out_dim=16, num_soft_tokens=3, width=16, depth=2, heads=2,
+            ...                       head="vocab_mixture", vocab_size=10)
+            >>> table = torch.randn(12, 16)
+            >>> gen = PromptGenerator(config).bind(table)
+            >>> z, alpha2 = torch.randn(2, 8), torch.full((2,), 0.9)
+            >>> logits = gen.word_logits(z, alpha2)
+            >>> mixed = logits.softmax(-1) @ table[gen.vocab_ids]
+            >>> logits.shape, torch.allclose(gen(z, alpha2), mixed, atol=1e-5)
+            (torch.Size([2, 3, 10]), True)
+        """
         h = rearrange(self.inp(z), "b (k w) -> b k w", k=self.config.num_soft_tokens) + self.position
         return self.out(self.transformer(h, alpha2))
 
     def forward(self, z: torch.Tensor, alpha2: torch.Tensor) -> torch.Tensor:
-        """Soft tokens (B, k, out_dim) for noisy standardised embeddings z (B, d) at noise levels alpha2 (B,)."""
+        """Soft tokens (B, k, out_dim) for noisy standardised embeddings z (B, d) at noise levels alpha2 (B,).
+
+        Example:
+            >>> config = PromptConfig(dim=8, out_dim=16, num_soft_tokens=3, width=16, depth=2, heads=2)
+            >>> PromptGenerator(config)(torch.randn(2, 8), torch.full((2,), 0.95)).shape
+            torch.Size([2, 3, 16])
+        """
         if self.config.head == "linear":
             h = rearrange(self.inp(z), "b (k w) -> b k w", k=self.config.num_soft_tokens) + self.position
             return self.out(self.transformer(h, alpha2))  # (B, k, out_dim)
