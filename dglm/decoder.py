@@ -255,7 +255,23 @@ class Decoder(nn.Module):
 
     def save_adapter(self, folder: str | os.PathLike) -> None:
         """Write the adapter only (``adapter_config.json`` + ``adapter_model.safetensors``), recording the
-        decoder by the id it was loaded by (never a local cache path)."""
+        decoder by the id it was loaded by (never a local cache path).
+
+        Example (a trained adapter saved and loaded into a fresh copy of the same decoder):
+            >>> import copy, tempfile
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> fresh = copy.deepcopy(dec)
+            >>> params = dec.add_adapter(rank=2)
+            >>> with torch.no_grad():
+            ...     _ = params[1].add_(0.5)  # as if trained
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     dec.save_adapter(d)
+            ...     files = sorted(os.listdir(d))
+            ...     fresh.load_adapter(d)
+            >>> files, fresh.has_adapter
+            (['adapter_config.json', 'adapter_model.safetensors'], True)
+        """
         if not self.has_adapter:
             raise ValueError("the decoder carries no adapter to save")
         for config in self.model.peft_config.values():
@@ -280,12 +296,35 @@ class Decoder(nn.Module):
 
     @property
     def has_adapter(self) -> bool:
-        """Whether the LM is wrapped with a LoRA adapter (see :meth:`load_adapter`)."""
+        """Whether the LM is wrapped with a LoRA adapter (see :meth:`load_adapter`).
+
+        Example:
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> before = dec.has_adapter
+            >>> _ = dec.add_adapter(rank=2)
+            >>> before, dec.has_adapter
+            (False, True)
+        """
         return hasattr(self.model, "disable_adapter")
 
     @contextlib.contextmanager
     def adapter_off(self, off: bool = True) -> Iterator[None]:
-        """Run the base LM inside this block (a no-op without an adapter, or with ``off=False``)."""
+        """Run the base LM inside this block (a no-op without an adapter, or with ``off=False``).
+
+        Example (inside the block the LM computes what it computed before the adapter was added):
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> ids = torch.tensor([[5, 6, 7]])
+            >>> base = dec.model(input_ids=ids).logits
+            >>> with torch.no_grad():
+            ...     for p in dec.add_adapter(rank=2):
+            ...         _ = p.add_(0.5)
+            >>> with dec.adapter_off():
+            ...     off = dec.model(input_ids=ids).logits
+            >>> torch.allclose(off, base), torch.allclose(dec.model(input_ids=ids).logits, base)
+            (True, False)
+        """
         with self.model.disable_adapter() if off and self.has_adapter else contextlib.nullcontext():
             yield
 
@@ -337,22 +376,50 @@ class Decoder(nn.Module):
 
     @property
     def embeddings(self) -> nn.Embedding:
-        """The LM's input-embedding layer (token id -> (hidden_size,) vector)."""
+        """The LM's input-embedding layer (token id -> (hidden_size,) vector).
+
+        Example:
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> dec.embeddings.weight.shape, dec.embeddings(torch.tensor([5])).shape
+            (torch.Size([512, 32]), torch.Size([1, 32]))
+        """
         return self.model.get_input_embeddings()
 
     @property
     def hidden_size(self) -> int:
-        """Width of the LM's token embeddings, and of the soft tokens it accepts."""
+        """Width of the LM's token embeddings, and of the soft tokens it accepts.
+
+        Example:
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> dec.hidden_size, dec.hidden_size == dec.embeddings.embedding_dim
+            (32, True)
+        """
         return self.config.hidden_size
 
     @property
     def device(self) -> torch.device:
-        """The device of the LM's input embeddings, where inputs are built."""
+        """The device of the LM's input embeddings, where inputs are built.
+
+        Example:
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> dec.device
+            device(type='cpu')
+        """
         return self.embeddings.weight.device
 
     @property
     def max_length(self) -> int | None:
-        """The LM's context length in positions (None if its config does not say)."""
+        """The LM's context length in positions (None if its config does not say).
+
+        Example:
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> dec.max_length, dec.model.config.max_position_embeddings
+            (256, 256)
+        """
         value = getattr(self.model.config, "max_position_embeddings", None)
         return value if isinstance(value, int) and value > 0 else None
 

@@ -73,12 +73,26 @@ class SemanticEncoder(nn.Module):
 
     @property
     def dim(self) -> int:
-        """Embedding dimension d."""
+        """Embedding dimension d.
+
+        Example:
+            >>> from dglm.presets import TINY, random_encoder
+            >>> enc = random_encoder(TINY.encoder)
+            >>> enc.dim, enc.encode(["the game was"]).shape[1]
+            (32, 32)
+        """
         return self.config.dim
 
     @property
     def identity(self) -> str:
-        """What probes record to check they were trained on this encoder: ``"<name_or_path>:<dim>"``."""
+        """What probes record to check they were trained on this encoder: ``"<name_or_path>:<dim>"``.
+
+        Example:
+            >>> from dglm.presets import TINY, random_encoder
+            >>> enc = random_encoder(TINY.encoder)
+            >>> enc.identity
+            'random:tiny-bert:32'
+        """
         return f"{self.config.name_or_path}:{self.dim}"
 
     @torch.no_grad()
@@ -118,7 +132,21 @@ class SemanticEncoder(nn.Module):
 
     @torch.no_grad()
     def fit_standardization(self, texts_or_embeddings: Sequence[str] | torch.Tensor, **encode_kwargs) -> None:
-        """Fit the per-dimension mean and std on corpus texts or their raw embeddings (N, d)."""
+        """Fit the per-dimension mean and std on corpus texts or their raw embeddings (N, d).
+
+        Example:
+            >>> from dglm.presets import TINY, random_encoder, random_texts
+            >>> enc = random_encoder(TINY.encoder)
+            >>> enc.fitted
+            False
+            >>> enc.fit_standardization(random_texts(8, 5))
+            >>> enc.fitted, enc.mean.shape, bool((enc.std > 0).all())
+            (True, torch.Size([32]), True)
+            >>> enc.fit_standardization(torch.zeros(1, 32))
+            Traceback (most recent call last):
+                ...
+            ValueError: need at least 2 embeddings of shape (N, 32), got (1, 32)
+        """
         x = texts_or_embeddings
         if not isinstance(x, torch.Tensor):
             x = self.encode(x, **encode_kwargs)
@@ -155,13 +183,43 @@ class SemanticEncoder(nn.Module):
         return F.normalize(standardized * self.std.to(standardized.dtype) + self.mean.to(standardized.dtype), dim=-1)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Save the config and statistics (the encoder's weights are referenced by ``name_or_path``)."""
+        """Save the config and statistics (the encoder's weights are referenced by ``name_or_path``).
+
+        Example (:meth:`from_pretrained_stats` reads them back):
+            >>> import tempfile
+            >>> from dglm.presets import TINY, fit_random, random_encoder
+            >>> enc = fit_random(random_encoder(TINY.encoder))
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     enc.save_pretrained(d)
+            ...     files = sorted(os.listdir(d))
+            ...     loaded = SemanticEncoder.from_pretrained_stats(d, model=enc.model)
+            >>> files, torch.equal(loaded.std, enc.std), loaded.fitted
+            (['config.json', 'model.safetensors'], True, True)
+        """
         save_component(folder, self.config, {"mean": self.mean, "std": self.std})
 
     @classmethod
     def from_pretrained_stats(cls, folder: str | os.PathLike, model: SentenceTransformer | None = None,
                               device: str | torch.device | None = None) -> SemanticEncoder:
-        """Load saved statistics; build the model from the saved id unless ``model`` is given."""
+        """Load saved statistics; build the model from the saved id unless ``model`` is given.
+
+        Example (a model of another dimension is refused):
+            >>> import tempfile
+            >>> from dglm.config import EncoderConfig
+            >>> from dglm.presets import TINY, fit_random, random_encoder
+            >>> enc = fit_random(random_encoder(TINY.encoder))
+            >>> other = random_encoder(EncoderConfig(name_or_path="tiny-bert", dim=16))
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     enc.save_pretrained(d)
+            ...     loaded = SemanticEncoder.from_pretrained_stats(d, model=enc.model)
+            ...     SemanticEncoder.from_pretrained_stats(d, model=other.model)  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+                ...
+            ValueError: encoder dimension 16 does not match the checkpoint's 32 (.../config.json); pass the \
+encoder it was trained with
+            >>> loaded.identity, torch.equal(loaded.mean, enc.mean)
+            ('random:tiny-bert:32', True)
+        """
         config, state = load_component(folder, EncoderConfig)
         encoder = cls(model, config.name_or_path) if model is not None \
             else cls.from_pretrained(config.name_or_path, device=device)
