@@ -127,12 +127,25 @@ class Probe:
     # -- shape and identity ----------------------------------------------------------------------------
     @property
     def dim(self) -> int:
-        """Embedding dimension d the probe reads."""
+        """Embedding dimension d the probe reads.
+
+        Example:
+            >>> sentiment = Probe(torch.ones(1, 2), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> sentiment.dim
+            2
+        """
         return self.weight.shape[1]
 
     @property
     def binary(self) -> bool:
-        """True for a one-logit probe over two labels."""
+        """True for a one-logit probe over two labels.
+
+        Example (a 2-row softmax probe is folded into the one-logit form):
+            >>> Probe(torch.eye(2), torch.zeros(2), ("negative", "positive"), "toy:2").binary
+            True
+            >>> Probe(torch.eye(3, 2), torch.zeros(3), ("a", "b", "c"), "toy:2").binary
+            False
+        """
         return self.weight.shape[0] == 1
 
     def __eq__(self, other) -> bool:
@@ -152,7 +165,17 @@ class Probe:
 
     def check_encoder(self, encoder) -> None:
         """Raise ValueError unless ``encoder`` (a SemanticEncoder or an identity string) is the one this
-        probe was trained on: same dimension and same identity."""
+        probe was trained on: same dimension and same identity.
+
+        Example:
+            >>> sentiment = Probe(torch.ones(1, 2), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> sentiment.check_encoder("toy:2")  # fine: returns None
+            >>> sentiment.check_encoder("other:3")
+            Traceback (most recent call last):
+                ...
+            ValueError: probe 'probe' reads 2-d embeddings of encoder 'toy:2', but the pipeline's encoder \
+'other:3' makes 3-d embeddings; fit the probe on this encoder (Probe.fit(texts, labels, encoder=...))
+        """
         identity, dim = _identity_and_dim(encoder)
         if dim != self.dim:
             raise ValueError(f"probe {self.name!r} reads {self.dim}-d embeddings of encoder {self.encoder!r}, but "
@@ -164,7 +187,18 @@ class Probe:
                              f"the probe on this encoder (Probe.fit(texts, labels, encoder=...))")
 
     def label_index(self, label: str) -> int:
-        """Index of ``label`` in ``labels``; an unknown label raises a KeyError listing the known ones."""
+        """Index of ``label`` in ``labels``; an unknown label raises a KeyError listing the known ones.
+
+        Example:
+            >>> topics = Probe(torch.eye(3, 4), torch.zeros(3), ("sports", "food", "world"), "toy:4",
+            ...                name="topic")
+            >>> topics.label_index("world")
+            2
+            >>> topics.label_index("music")
+            Traceback (most recent call last):
+                ...
+            KeyError: "label 'music' is not one of probe 'topic''s labels ['sports', 'food', 'world']"
+        """
         if label not in self.labels:
             raise KeyError(f"label {label!r} is not one of probe {self.name!r}'s labels {list(self.labels)}")
         return self.labels.index(label)
@@ -325,7 +359,16 @@ class Probe:
 
     # -- files -------------------------------------------------------------------------------------------
     def save(self, folder: str | os.PathLike) -> None:
-        """Write ``probe.json`` and ``probe.safetensors`` into ``folder`` (atomically replaced)."""
+        """Write ``probe.json`` and ``probe.safetensors`` into ``folder`` (atomically replaced).
+
+        Example (:meth:`load` reads it back):
+            >>> import tempfile
+            >>> sentiment = Probe(torch.ones(1, 2), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     sentiment.save(d + "/sentiment")
+            ...     sorted(os.listdir(d + "/sentiment"))
+            ['probe.json', 'probe.safetensors']
+        """
         with atomic_directory(folder) as tmp:
             self._write(tmp)
 
@@ -419,21 +462,49 @@ class ProbeTarget(Leaf):
         self.probe.label_index(self.label)
 
     def key(self):
-        """The probe (compared by name, labels, encoder and weights) and the label."""
+        """The probe (compared by name, labels, encoder and weights) and the label.
+
+        Example (two copies of a probe make the same target):
+            >>> sentiment = Probe(torch.ones(1, 2), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> copy = Probe(torch.ones(1, 2), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> sentiment("positive").key() == copy("positive").key(), sentiment("positive").key()[2]
+            (True, 'positive')
+        """
         return ("probe", self.probe, self.label)
 
     def canonical(self):
-        """For a binary probe aimed at ``labels[0]``: the twin aimed at ``labels[1]`` with sign -1."""
+        """For a binary probe aimed at ``labels[0]``: the twin aimed at ``labels[1]`` with sign -1.
+
+        Example:
+            >>> sentiment = Probe(torch.ones(1, 2), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> sentiment("negative").canonical(), sentiment("positive").canonical()
+            ((probe['positive'], -1.0), (probe['positive'], 1.0))
+        """
         if self.probe.binary and self.label == self.probe.labels[0]:
             return ProbeTarget(self.probe, self.probe.labels[1]), -1.0
         return self, 1.0
 
     def toward(self, raw: torch.Tensor) -> torch.Tensor:
-        """``-log p(label | x)`` per embedding: raw (..., d) -> (...,)."""
+        """``-log p(label | x)`` per embedding: raw (..., d) -> (...,).
+
+        Example:
+            >>> topics = Probe(torch.eye(3, 4), torch.zeros(3), ("sports", "food", "world"), "toy:4",
+            ...                name="topic")
+            >>> topics("sports").toward(torch.tensor([[1.0, 0, 0, 0], [0.0, 1, 0, 0]])).round(decimals=3)
+            tensor([0.5510, 1.5510])
+        """
         return -self.probe.log_probs(raw)[..., self.probe.label_index(self.label)]
 
     def away(self, raw: torch.Tensor) -> torch.Tensor:
-        """``-log(1 - p(label | x))`` per embedding: raw (..., d) -> (...,), computed stably."""
+        """``-log(1 - p(label | x))`` per embedding: raw (..., d) -> (...,), computed stably.
+
+        Example (finite even where ``p(label | x)`` rounds to 1 in float32):
+            >>> topics = Probe(torch.eye(3, 4), torch.zeros(3), ("sports", "food", "world"), "toy:4",
+            ...                name="topic")
+            >>> x = torch.tensor([[1.0, 0, 0, 0], [200.0, 0, 0, 0]])
+            >>> topics("sports").away(x).round(decimals=3)
+            tensor([  0.8580, 199.3070])
+        """
         index = self.probe.label_index(self.label)
         if self.probe.binary:
             return -self.probe.log_probs(raw)[..., 1 - index]
@@ -533,14 +604,36 @@ class ProbeRegistry:
         return f"ProbeRegistry(encoder={self.encoder!r}, probes={list(self.names)})"
 
     def check_encoder(self, encoder) -> None:
-        """Raise ValueError unless ``encoder`` is the encoder these probes were trained on."""
+        """Raise ValueError unless ``encoder`` is the encoder these probes were trained on.
+
+        Example:
+            >>> reg = ProbeRegistry("toy:2")
+            >>> reg.check_encoder("toy:2")  # fine: returns None
+            >>> reg.check_encoder("toy:3")
+            Traceback (most recent call last):
+                ...
+            ValueError: the probe registry was built for encoder 'toy:2' (2-d), but the pipeline's encoder \
+is 'toy:3' (3-d)
+        """
         identity, dim = _identity_and_dim(encoder)
         if (identity, dim) != (self.encoder, self.dim):
             raise ValueError(f"the probe registry was built for encoder {self.encoder!r} ({self.dim}-d), but the "
                              f"pipeline's encoder is {identity!r} ({dim}-d)")
 
     def save(self, folder: str | os.PathLike) -> None:
-        """Write ``registry.json`` and one ``<name>/`` probe folder per probe (atomically replaced)."""
+        """Write ``registry.json`` and one ``<name>/`` probe folder per probe (atomically replaced).
+
+        Example (:meth:`load` reads it back, refusing another encoder when one is given):
+            >>> import tempfile
+            >>> binary = Probe(torch.ones(1, 2), torch.zeros(1), ("no", "yes"), "toy:2")
+            >>> reg = ProbeRegistry("toy:2", {"toxicity": binary, "sentiment": binary})
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     reg.save(d)
+            ...     files = sorted(os.listdir(d))
+            ...     loaded = ProbeRegistry.load(d, encoder="toy:2")
+            >>> files, loaded.names, loaded.get("toxicity") == binary
+            (['registry.json', 'sentiment', 'toxicity'], ('sentiment', 'toxicity'), True)
+        """
         with atomic_directory(folder) as tmp:
             write_json(tmp / REGISTRY_INDEX, {"format": REGISTRY_FORMAT, "version": FORMAT_VERSION,
                                               "encoder": self.encoder, "dim": self.dim, "probes": list(self.names)})
