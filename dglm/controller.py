@@ -63,7 +63,15 @@ class Controller:
 
     @property
     def pipeline(self) -> DGLM:
-        """The bound :class:`DGLM` (the packaged ``"mini"`` checkpoint, loaded on first access, if none was given)."""
+        """The bound :class:`DGLM` (the packaged ``"mini"`` checkpoint, loaded on first access, if none was
+        given).
+
+        Example:
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> Controller("near('old music')", pipe).pipeline is pipe
+            True
+        """
         with self._load_lock:  # two threads must not both load it
             if self._pipeline is None:
                 self._pipeline = DGLM.from_pretrained("mini")
@@ -71,7 +79,14 @@ class Controller:
 
     @property
     def constraint(self) -> Constraint | None:
-        """The default constraint (a parsed :class:`~dglm.constraints.Constraint`), or None for unguided."""
+        """The default constraint (a parsed :class:`~dglm.constraints.Constraint`), or None for unguided.
+
+        Example (a string is parsed when the controller is made):
+            >>> Controller("toxicity.low() + topic('sports')").constraint
+            toxicity.low() + topic('sports')
+            >>> Controller().constraint is None
+            True
+        """
         return self.defaults.constraints
 
     def control(self, constraints: ConstraintLike | Sequence[ConstraintLike] | None = None,

@@ -154,13 +154,28 @@ class DGLM(torch.nn.Module):
 
     @property
     def config(self) -> DGLMConfig:
-        """The full config of the pipeline's parts and its sampling defaults (built fresh on each access)."""
+        """The full config of the pipeline's parts and its sampling defaults (built fresh on each access).
+
+        Example:
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> config = pipe.config
+            >>> config.diffusion.dim, config.decoder.name_or_path, config == preset_config("tiny")
+            (32, 'random:tiny-gpt2', True)
+        """
         return DGLMConfig(encoder=self.encoder.config, diffusion=self.diffuser.config,
                           prompt=self.prompt_generator.config, decoder=self.decoder.config, sampling=self.sampling)
 
     @property
     def device(self) -> torch.device:
-        """The device of the diffusion network, where plans are sampled."""
+        """The device of the diffusion network, where plans are sampled.
+
+        Example:
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> pipe.device, pipe.plan(["the game was"], steps=2, seed=0).embeddings.device
+            (device(type='cpu'), device(type='cpu'))
+        """
         return next(self.diffuser.parameters()).device
 
     # ----------------------------------------------------------------------------------------------- building
@@ -231,7 +246,17 @@ class DGLM(torch.nn.Module):
                     license: str | None = None, card_text: str | None = None):
         """Save the checkpoint (:meth:`save_pretrained`, its card naming ``repo_id``) into a temporary folder
         and upload it to the hub repo ``repo_id`` (created if missing) with ``HfApi.upload_folder``; ``api``
-        is an ``HfApi`` (default: one made with ``token``). Returns the upload's ``CommitInfo``."""
+        is an ``HfApi`` (default: one made with ``token``). Returns the upload's ``CommitInfo``.
+
+        Example (``pipe.push_to_hub("my-org/my-dglm", private=True)`` uploads; a repo id is checked before
+        anything is saved or sent):
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> pipe.push_to_hub("my-dglm")
+            Traceback (most recent call last):
+                ...
+            ValueError: repo_id='my-dglm' must be a hub repo id 'org/name'
+        """
         return push_folder(lambda folder: self.save_pretrained(folder, license=license, card_text=card_text,
                                                                name=repo_id),
                            repo_id, api=api, token=token, private=private, revision=revision,
@@ -312,7 +337,20 @@ class DGLM(torch.nn.Module):
     def generate_kwargs(self, overrides: dict, num_soft_tokens: int | None = None) -> dict:
         """The Hugging Face ``generate`` keywords a decode with ``overrides`` uses, checked: the decoding
         settings of :meth:`generation_config`, then the keywords that are not ``GenerationConfig`` fields
-        (``min_new_tokens``, ``no_repeat_ngram_size``, ..., passed through)."""
+        (``min_new_tokens``, ``no_repeat_ngram_size``, ..., passed through).
+
+        Example:
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> kwargs = pipe.generate_kwargs({"top_p": 0.5, "max_new_tokens": 8, "no_repeat_ngram_size": 2})
+            >>> kwargs["top_p"], kwargs["max_new_tokens"], kwargs["no_repeat_ngram_size"]
+            (0.5, 8, 2)
+            >>> pipe.generate_kwargs({"max_new_tokens": 300})
+            Traceback (most recent call last):
+                ...
+            ValueError: max_new_tokens=300 with 4 soft tokens does not fit the decoder's context of 256 \
+positions; accepted: max_new_tokens <= 251
+        """
         settings, extras = self._settings(overrides, num_soft_tokens)
         return {**settings.decoding_kwargs(), **extras}
 
