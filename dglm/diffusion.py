@@ -69,11 +69,25 @@ class SemanticDiffuser(nn.Module):
 
     @property
     def dim(self) -> int:
-        """Embedding dimension d the diffuser denoises."""
+        """Embedding dimension d the diffuser denoises.
+
+        Example:
+            >>> config = DiffusionConfig(dim=8, num_tokens=2, token_features=4, width=16, depth=2, heads=2)
+            >>> SemanticDiffuser(config).dim
+            8
+        """
         return self.config.dim
 
     def forward(self, z: torch.Tensor, alpha2: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
-        """Predict v. z, prefix: (B, d) standardised; alpha2: (B,) -> (B, d)."""
+        """Predict v. z, prefix: (B, d) standardised; alpha2: (B,) -> (B, d).
+
+        Example (training starts the output layer at zero, so v = 0 until trained):
+            >>> config = DiffusionConfig(dim=8, num_tokens=2, token_features=4, width=16, depth=2, heads=2)
+            >>> diffuser = SemanticDiffuser(config)
+            >>> v = diffuser(torch.randn(3, 8), torch.full((3,), 0.5), torch.randn(3, 8))
+            >>> v.shape, v.abs().max().item()
+            (torch.Size([3, 8]), 0.0)
+        """
         h = torch.cat([self.latent_in(z), self.prefix_in(prefix)], dim=-1) + self.position  # (B, N, W)
         h = self.out_token(self.transformer(h, alpha2))  # (B, N, c)
         return self.out(rearrange(h, "b n c -> b (n c)"))
@@ -236,7 +250,17 @@ class SemanticDiffuser(nn.Module):
         torch._foreach_lerp_(list(ema.parameters()), list(self.parameters()), 1 - decay)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write ``config.json`` and the weights to ``folder`` (atomically; see :func:`dglm.io.save_component`)."""
+        """Write ``config.json`` and the weights to ``folder`` (atomically; see
+        :func:`dglm.io.save_component`).
+
+        Example:
+            >>> import tempfile
+            >>> config = DiffusionConfig(dim=8, num_tokens=2, token_features=4, width=16, depth=2, heads=2)
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     SemanticDiffuser(config).save_pretrained(d)
+            ...     sorted(os.listdir(d))
+            ['config.json', 'model.safetensors']
+        """
         save_component(folder, self.config, self.state_dict())
 
     @classmethod

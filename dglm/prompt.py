@@ -139,7 +139,20 @@ decoder it was trained with
         return self(add_noise(x, alpha2, noise).to(param.dtype), alpha2)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write ``config.json`` and the weights to ``folder`` (the bound decoder embeddings are not saved)."""
+        """Write ``config.json`` and the weights to ``folder`` (the bound decoder embeddings are not saved).
+
+        Example (a vocab_mixture head saves which vocabulary rows it mixes, not the rows themselves):
+            >>> import tempfile
+            >>> from dglm.io import load_tensors
+            >>> config = PromptConfig(dim=8, out_dim=16, num_soft_tokens=2, width=16, depth=1, heads=2,
+            ...                       head="vocab_mixture", vocab_size=10)
+            >>> gen = PromptGenerator(config).bind(torch.randn(12, 16))
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     gen.save_pretrained(d)
+            ...     saved = load_tensors(f"{d}/model.safetensors")
+            >>> "vocab_ids" in saved, any("embeddings" in name for name in saved)
+            (True, False)
+        """
         save_component(folder, self.config, self.state_dict())
 
     @classmethod

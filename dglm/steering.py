@@ -252,7 +252,15 @@ class LabelledActivations:
     layers: list[int]
 
     def vector(self, label: str) -> SteeringVector:
-        """Class ``label`` against the rest."""
+        """Class ``label`` against the rest.
+
+        Example:
+            >>> acts = torch.tensor([[[2.0, 0.0]], [[0.0, 1.0]], [[0.0, 3.0]]])  # (N=3, L=1, h=2)
+            >>> bank = LabelledActivations(acts, ["sports", "arts", "world"], [4])
+            >>> vec = bank.vector("sports")
+            >>> vec.name, vec.directions[4]
+            ('sports', tensor([ 2., -2.]))
+        """
         return SteeringVector.from_activations(self.activations, self.labels, label, self.layers)
 
 
