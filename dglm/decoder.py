@@ -145,6 +145,18 @@ class Decoder(nn.Module):
 
         Weights are read from safetensors files only (``use_safetensors=True`` unless overridden). A hub id
         that is not cached while the hub is offline or unreachable raises one :class:`~dglm.io.ModelLoadError`.
+
+        Example (a local folder holding a model and its tokenizer):
+            >>> import tempfile
+            >>> from dglm.presets import TINY, random_decoder
+            >>> saved = random_decoder(TINY.decoder)
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     saved.model.save_pretrained(d)
+            ...     _ = saved.tokenizer.save_pretrained(d)
+            ...     dec = Decoder.from_pretrained(d, dtype=torch.bfloat16)
+            >>> same_ids = dec.tokenize(["the game"]) == saved.tokenize(["the game"])
+            >>> dec.hidden_size, dec.embeddings.weight.dtype, same_ids
+            (32, torch.bfloat16, True)
         """
         from dglm.assets import resolve_decoder
 

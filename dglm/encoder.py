@@ -59,7 +59,20 @@ class SemanticEncoder(nn.Module):
     def from_pretrained(cls, name_or_path: str, device: str | torch.device | None = None, **kwargs) -> SemanticEncoder:
         """Load a sentence-transformers model by hub id or folder (packaged defaults resolved by
         :func:`dglm.assets.resolve_encoder`). A hub id that is not cached while the hub is offline or
-        unreachable raises one :class:`~dglm.io.ModelLoadError`."""
+        unreachable raises one :class:`~dglm.io.ModelLoadError`.
+
+        Example (a local sentence-transformers folder; the encoder's identity is the name it was loaded by):
+            >>> import tempfile
+            >>> from dglm.presets import TINY, random_encoder
+            >>> saved = random_encoder(TINY.encoder)
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     saved.model.save(d)
+            ...     enc = SemanticEncoder.from_pretrained(d)
+            ...     same = torch.allclose(enc.encode(["the game"]), saved.encode(["the game"]), atol=1e-6)
+            ...     identity_is_folder = enc.identity == f"{d}:32"
+            >>> enc.dim, same, identity_is_folder
+            (32, True, True)
+        """
         from dglm.assets import resolve_encoder
 
         path = resolve_encoder(name_or_path)
