@@ -52,7 +52,17 @@ class PrefixDiscriminator:
     info: dict | None = None
 
     def index(self, label: str) -> int:
-        """The column of class ``label``; an unknown label raises a ValueError listing the known."""
+        """The column of class ``label``; an unknown label raises a ValueError listing the known.
+
+        Example:
+            >>> d = PrefixDiscriminator(torch.zeros(4, 2), torch.zeros(2), ("arts", "sports"))
+            >>> d.index("sports")
+            1
+            >>> d.index("music")
+            Traceback (most recent call last):
+                ...
+            ValueError: label='music' is not a class of this discriminator; known: ['arts', 'sports']
+        """
         if label not in self.labels:
             raise ValueError(f"label={label!r} is not a class of this discriminator; known: {list(self.labels)}")
         return self.labels.index(label)
@@ -111,7 +121,18 @@ class PrefixDiscriminator:
 
     def accuracy(self, tokenizer, texts: Sequence[str], labels: Sequence[str], lengths=(2, 4, 8, 16, 32),
                  seed: int = 0) -> dict:
-        """Balanced accuracy on the first n tokens of each text, for each n in ``lengths``."""
+        """Balanced accuracy on the first n tokens of each text, for each n in ``lengths``.
+
+        Example (a discriminator that reads "the" as sports and "a" as arts, judged on the first token):
+            >>> from dglm.presets import synthetic_tokenizer
+            >>> tok = synthetic_tokenizer(100)
+            >>> d = PrefixDiscriminator(torch.zeros(100, 2), torch.zeros(2), ("arts", "sports"))
+            >>> d.table[tok.convert_tokens_to_ids("the")] = torch.tensor([0.0, 1.0])
+            >>> d.table[tok.convert_tokens_to_ids("a")] = torch.tensor([1.0, 0.0])
+            >>> texts = ["the team won", "a song played", "the film ran"]
+            >>> d.accuracy(tok, texts, ["sports", "arts", "arts"], lengths=(1,))
+            {'first_1_tokens': 0.75}
+        """
         from sklearn.metrics import balanced_accuracy_score
 
         ids = tokenizer(list(texts), add_special_tokens=False).input_ids
