@@ -642,7 +642,22 @@ is 'toy:3' (3-d)
 
     @classmethod
     def load(cls, folder: str | os.PathLike, encoder=None) -> ProbeRegistry:
-        """Read what :meth:`save` wrote; with ``encoder``, refuse probes of another encoder."""
+        """Read what :meth:`save` wrote; with ``encoder``, refuse probes of another encoder.
+
+        Example (probes are only read for the encoder they were trained on):
+            >>> import tempfile
+            >>> binary = Probe(torch.ones(1, 2), torch.zeros(1), ("no", "yes"), "toy:2")
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     ProbeRegistry("toy:2", {"toxicity": binary}).save(d)
+            ...     names = ProbeRegistry.load(d).names
+            ...     ProbeRegistry.load(d, encoder="other:2")
+            Traceback (most recent call last):
+                ...
+            ValueError: the probe registry was built for encoder 'toy:2' (2-d), but the pipeline's encoder \
+is 'other:2' (2-d)
+            >>> names
+            ('toxicity',)
+        """
         folder = Path(folder)
         where = folder / REGISTRY_INDEX
         meta = read_json(where)
