@@ -267,7 +267,18 @@ class GenerationConfig(_Config):
     def merge(self, **overrides) -> GenerationConfig:
         """This config with ``overrides`` (field names) applied, validated once; a bad value raises a
         ValueError naming each bad field, its value and what is accepted. None for a field that cannot be
-        None (``steps=None``) keeps this config's value."""
+        None (``steps=None``) keeps this config's value.
+
+        Example:
+            >>> config = GenerationConfig(steps=20)
+            >>> merged = config.merge(top_p=0.5, steps=None)
+            >>> merged.top_p, merged.steps, config.top_p
+            (0.5, 20, 0.9)
+            >>> config.merge(top_p=0)
+            Traceback (most recent call last):
+                ...
+            ValueError: top_p=0: Input should be greater than 0
+        """
         given = {k: v for k, v in overrides.items() if v is not None or _nullable(k)}
         return validated(GenerationConfig, {**self.model_dump(), **given})
 

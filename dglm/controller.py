@@ -63,7 +63,15 @@ class Controller:
 
     @property
     def pipeline(self) -> DGLM:
-        """The bound :class:`DGLM` (the packaged ``"mini"`` checkpoint, loaded on first access, if none was given)."""
+        """The bound :class:`DGLM` (the packaged ``"mini"`` checkpoint, loaded on first access, if none was
+        given).
+
+        Example:
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> Controller("near('old music')", pipe).pipeline is pipe
+            True
+        """
         with self._load_lock:  # two threads must not both load it
             if self._pipeline is None:
                 self._pipeline = DGLM.from_pretrained("mini")
@@ -71,7 +79,14 @@ class Controller:
 
     @property
     def constraint(self) -> Constraint | None:
-        """The default constraint (a parsed :class:`~dglm.constraints.Constraint`), or None for unguided."""
+        """The default constraint (a parsed :class:`~dglm.constraints.Constraint`), or None for unguided.
+
+        Example (a string is parsed when the controller is made):
+            >>> Controller("toxicity.low() + topic('sports')").constraint
+            toxicity.low() + topic('sports')
+            >>> Controller().constraint is None
+            True
+        """
         return self.defaults.constraints
 
     def control(self, constraints: ConstraintLike | Sequence[ConstraintLike] | None = None,
@@ -90,14 +105,38 @@ class Controller:
     def plan(self, prefixes: Sequence[str], num_samples: int = 1, *,
              constraints: Sequence[ConstraintLike] | None = None, strength: float | Sequence[float] | None = None,
              **settings) -> Plan:
-        """Guided plans and soft prompts (see :meth:`DGLM.plan` for ``settings``)."""
+        """Guided plans and soft prompts (see :meth:`DGLM.plan` for ``settings``).
+
+        Example (strength 0 for a prefix leaves its plan as the pipeline's unguided plan):
+            >>> from dglm.constraints import near
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> ctl = Controller(near("old music"), pipe, strength=50)
+            >>> prefixes = ["the game was", "a new song"]
+            >>> plan = ctl.plan(prefixes, num_samples=2, steps=4, seed=0, strength=[50, 0])
+            >>> plan.embeddings.shape, plan.soft_prompts.shape
+            (torch.Size([4, 32]), torch.Size([4, 4, 32]))
+            >>> plain = pipe.plan(prefixes, num_samples=2, steps=4, seed=0).embeddings
+            >>> torch.equal(plan.embeddings[2:], plain[2:]), torch.equal(plan.embeddings[:2], plain[:2])
+            (True, False)
+        """
         return self.pipeline.plan(prefixes, num_samples, control=self.control(constraints, strength), **settings)
 
     def generate(self, prefixes: Sequence[str], num_samples: int = 1, *,
                  constraints: Sequence[ConstraintLike] | None = None, strength: float | Sequence[float] | None = None,
                  **settings) -> GenerationOutput:
         """Controlled continuations: ``output.continuations[i][j]`` is sample j of prefix i (see
-        :meth:`DGLM.generate` for ``settings``, ``control_scale`` among them)."""
+        :meth:`DGLM.generate` for ``settings``, ``control_scale`` among them).
+
+        Example (one batch, two controls: the default for the first prefix, another for the second):
+            >>> from dglm.constraints import near
+            >>> from dglm.presets import random_pipeline
+            >>> ctl = Controller(near("the game was won"), random_pipeline("tiny"), strength=20)
+            >>> out = ctl.generate(["the game was", "a new song"], 2, constraints=[None, "near('old music')"],
+            ...                    steps=4, seed=0, max_new_tokens=3, min_new_tokens=3)
+            >>> [[len(text.split()) for text in texts] for texts in out.continuations]
+            [[3, 3], [3, 3]]
+        """
         return self.pipeline.generate(prefixes, num_samples, control=self.control(constraints, strength), **settings)
 
     def prompt_embeds(self, prefixes: Sequence[str], num_samples: int = 1, *, dtype: torch.dtype | None = None,
@@ -109,6 +148,20 @@ class Controller:
         (``torch.manual_seed(seed)`` before your call), that call writes exactly what :meth:`generate` writes.
         Prefixes too long for the decoder's context keep their last tokens, leaving room for the soft tokens
         and the ``max_new_tokens`` you will generate (pass the same number to both for identical inputs).
+
+        Example (rows of 3 prefix tokens, padded to the longest, then 4 soft tokens; your LM then generates):
+            >>> from dglm.constraints import near
+            >>> from dglm.presets import random_pipeline
+            >>> ctl = Controller(near("the game was won"), random_pipeline("tiny"), strength=20)
+            >>> embeds, mask = ctl.prompt_embeds(["the game was", "a song"], steps=4, seed=0,
+            ...                                  dtype=torch.float64)
+            >>> embeds.shape, embeds.dtype, mask.tolist()
+            (torch.Size([2, 7, 32]), torch.float64, [[1, 1, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1, 1]])
+            >>> ids = ctl.pipeline.decoder.model.generate(inputs_embeds=embeds.float(), attention_mask=mask,
+            ...                                           max_new_tokens=3, min_new_tokens=3, do_sample=False,
+            ...                                           pad_token_id=0)
+            >>> ids.shape
+            torch.Size([2, 3])
         """
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens={max_new_tokens!r:.100} must be an integer >= 0")

@@ -145,6 +145,18 @@ class Decoder(nn.Module):
 
         Weights are read from safetensors files only (``use_safetensors=True`` unless overridden). A hub id
         that is not cached while the hub is offline or unreachable raises one :class:`~dglm.io.ModelLoadError`.
+
+        Example (a local folder holding a model and its tokenizer):
+            >>> import tempfile
+            >>> from dglm.presets import TINY, random_decoder
+            >>> saved = random_decoder(TINY.decoder)
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     saved.model.save_pretrained(d)
+            ...     _ = saved.tokenizer.save_pretrained(d)
+            ...     dec = Decoder.from_pretrained(d, dtype=torch.bfloat16)
+            >>> same_ids = dec.tokenize(["the game"]) == saved.tokenize(["the game"])
+            >>> dec.hidden_size, dec.embeddings.weight.dtype, same_ids
+            (32, torch.bfloat16, True)
         """
         from dglm.assets import resolve_decoder
 
@@ -255,7 +267,23 @@ class Decoder(nn.Module):
 
     def save_adapter(self, folder: str | os.PathLike) -> None:
         """Write the adapter only (``adapter_config.json`` + ``adapter_model.safetensors``), recording the
-        decoder by the id it was loaded by (never a local cache path)."""
+        decoder by the id it was loaded by (never a local cache path).
+
+        Example (a trained adapter saved and loaded into a fresh copy of the same decoder):
+            >>> import copy, tempfile
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> fresh = copy.deepcopy(dec)
+            >>> params = dec.add_adapter(rank=2)
+            >>> with torch.no_grad():
+            ...     _ = params[1].add_(0.5)  # as if trained
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     dec.save_adapter(d)
+            ...     files = sorted(os.listdir(d))
+            ...     fresh.load_adapter(d)
+            >>> files, fresh.has_adapter
+            (['adapter_config.json', 'adapter_model.safetensors'], True)
+        """
         if not self.has_adapter:
             raise ValueError("the decoder carries no adapter to save")
         for config in self.model.peft_config.values():
@@ -280,12 +308,35 @@ class Decoder(nn.Module):
 
     @property
     def has_adapter(self) -> bool:
-        """Whether the LM is wrapped with a LoRA adapter (see :meth:`load_adapter`)."""
+        """Whether the LM is wrapped with a LoRA adapter (see :meth:`load_adapter`).
+
+        Example:
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> before = dec.has_adapter
+            >>> _ = dec.add_adapter(rank=2)
+            >>> before, dec.has_adapter
+            (False, True)
+        """
         return hasattr(self.model, "disable_adapter")
 
     @contextlib.contextmanager
     def adapter_off(self, off: bool = True) -> Iterator[None]:
-        """Run the base LM inside this block (a no-op without an adapter, or with ``off=False``)."""
+        """Run the base LM inside this block (a no-op without an adapter, or with ``off=False``).
+
+        Example (inside the block the LM computes what it computed before the adapter was added):
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> ids = torch.tensor([[5, 6, 7]])
+            >>> base = dec.model(input_ids=ids).logits
+            >>> with torch.no_grad():
+            ...     for p in dec.add_adapter(rank=2):
+            ...         _ = p.add_(0.5)
+            >>> with dec.adapter_off():
+            ...     off = dec.model(input_ids=ids).logits
+            >>> torch.allclose(off, base), torch.allclose(dec.model(input_ids=ids).logits, base)
+            (True, False)
+        """
         with self.model.disable_adapter() if off and self.has_adapter else contextlib.nullcontext():
             yield
 
@@ -337,28 +388,68 @@ class Decoder(nn.Module):
 
     @property
     def embeddings(self) -> nn.Embedding:
-        """The LM's input-embedding layer (token id -> (hidden_size,) vector)."""
+        """The LM's input-embedding layer (token id -> (hidden_size,) vector).
+
+        Example:
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> dec.embeddings.weight.shape, dec.embeddings(torch.tensor([5])).shape
+            (torch.Size([512, 32]), torch.Size([1, 32]))
+        """
         return self.model.get_input_embeddings()
 
     @property
     def hidden_size(self) -> int:
-        """Width of the LM's token embeddings, and of the soft tokens it accepts."""
+        """Width of the LM's token embeddings, and of the soft tokens it accepts.
+
+        Example:
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> dec.hidden_size, dec.hidden_size == dec.embeddings.embedding_dim
+            (32, True)
+        """
         return self.config.hidden_size
 
     @property
     def device(self) -> torch.device:
-        """The device of the LM's input embeddings, where inputs are built."""
+        """The device of the LM's input embeddings, where inputs are built.
+
+        Example:
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> dec.device
+            device(type='cpu')
+        """
         return self.embeddings.weight.device
 
     @property
     def max_length(self) -> int | None:
-        """The LM's context length in positions (None if its config does not say)."""
+        """The LM's context length in positions (None if its config does not say).
+
+        Example:
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> dec.max_length, dec.model.config.max_position_embeddings
+            (256, 256)
+        """
         value = getattr(self.model.config, "max_position_embeddings", None)
         return value if isinstance(value, int) and value > 0 else None
 
     def prefix_budget(self, num_soft_tokens: int, max_new_tokens: int = 0) -> int | None:
         """How many prefix tokens fit next to ``num_soft_tokens`` soft tokens and ``max_new_tokens`` new ones
-        (None: no known limit). Raises if not even one prefix token fits."""
+        (None: no known limit). Raises if not even one prefix token fits.
+
+        Example (the tiny decoder has 256 positions):
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> dec.max_length, dec.prefix_budget(8, max_new_tokens=32)
+            (256, 216)
+            >>> dec.prefix_budget(8, max_new_tokens=250)
+            Traceback (most recent call last):
+                ...
+            ValueError: max_new_tokens=250 with 8 soft tokens does not fit the decoder's context of 256 \
+positions; accepted: max_new_tokens <= 247
+        """
         if self.max_length is None:
             return None
         budget = self.max_length - num_soft_tokens - max_new_tokens
@@ -370,7 +461,15 @@ class Decoder(nn.Module):
 
     def tokenize(self, texts: Sequence[str], max_tokens: int | None = None) -> list[list[int]]:
         """Token ids of each text, with the tokenizer's own special-token convention. With ``max_tokens``,
-        longer rows keep their leading special tokens and their last tokens (a warning is logged)."""
+        longer rows keep their leading special tokens and their last tokens (a warning is logged).
+
+        Example:
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> ids = dec.tokenize(["the game was won", "a song"])
+            >>> ids, dec.tokenize(["the game was won"], max_tokens=2)  # a long prefix keeps its end
+            ([[63, 24, 69, 75], [4, 59]], [[69, 75]])
+        """
         ids = self.tokenizer(list(texts)).input_ids
         if max_tokens is None or all(len(row) <= max_tokens for row in ids):
             return ids
@@ -393,6 +492,16 @@ class Decoder(nn.Module):
         """Build ``inputs_embeds`` (B, T, h) and ``attention_mask`` (B, T) for
         ``[left pad][prefix][soft][continuation][right pad]``, and ``labels`` (B, T) for the continuation
         (-100 elsewhere) when ``continuation_ids`` is given. Rows with no token at all get a start token.
+
+        Example (2 rows: prefixes of 3 and 1 tokens, k = 2 soft tokens, continuations of 1 and 2 tokens):
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> soft = torch.zeros(2, 2, dec.hidden_size)
+            >>> embeds, mask, labels = dec.embed([[63, 24, 69], [4]], soft, [[75], [59, 5]])
+            >>> embeds.shape, mask.tolist()
+            (torch.Size([2, 7, 32]), [[1, 1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1, 1]])
+            >>> labels.tolist()
+            [[-100, -100, -100, -100, -100, 75, -100], [-100, -100, -100, -100, -100, 59, 5]]
         """
         emb = self.embeddings
         if soft is None and continuation_ids is None:
@@ -424,7 +533,21 @@ class Decoder(nn.Module):
 
     def continuation_nll(self, prefix_ids: Sequence[Sequence[int]], continuation_ids: Sequence[Sequence[int]],
                          soft: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-row mean negative log-likelihood of the continuation tokens: (B,). Differentiable in ``soft``."""
+        """Per-row mean negative log-likelihood of the continuation tokens: (B,). Differentiable in ``soft``.
+
+        Example (about log(512) nats a token from a random decoder over 512 tokens; ``soft`` gets gradients):
+            >>> import math
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> prefix, continuation = dec.tokenize(["the game was"]), dec.tokenize([" won by the team"])
+            >>> nll = dec.continuation_nll(prefix, continuation)
+            >>> nll.shape, abs(nll.item() - math.log(512)) < 1.0
+            (torch.Size([1]), True)
+            >>> soft = torch.zeros(1, 4, dec.hidden_size, requires_grad=True)
+            >>> dec.continuation_nll(prefix, continuation, soft).sum().backward()
+            >>> soft.grad.shape, bool(soft.grad.abs().sum() > 0)
+            (torch.Size([1, 4, 32]), True)
+        """
         inputs_embeds, mask, labels = self.embed(prefix_ids, soft, continuation_ids)
         position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
         with self.adapter_off(soft is None):
@@ -448,6 +571,20 @@ class Decoder(nn.Module):
         sampling reproducible without touching the global RNG. Prefixes too long for the context lose their
         first tokens (see the module docstring). With soft prompts the call runs with the adapter merged
         (:meth:`adapter_merged`); without, on the base LM.
+
+        Example (the synthetic tokenizer decodes one word per token):
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> prefixes = ["the game was", "a new song"]
+            >>> out = dec.generate(prefixes, max_new_tokens=3, min_new_tokens=3, seed=0)
+            >>> len(out), [len(text.split()) for text in out]
+            (2, [3, 3])
+            >>> out == dec.generate(prefixes, max_new_tokens=3, min_new_tokens=3, seed=0)
+            True
+            >>> soft = torch.randn(2, 4, dec.hidden_size)
+            >>> greedy = dec.generate(prefixes, soft, max_new_tokens=3, do_sample=False)
+            >>> [len(text.split()) <= 3 for text in greedy]
+            [True, True]
         """
         prefixes = check_prefixes(prefixes)
         new = check_field(GenerationConfig, "max_new_tokens", generate_kwargs.get("max_new_tokens", 1))

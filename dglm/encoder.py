@@ -59,7 +59,20 @@ class SemanticEncoder(nn.Module):
     def from_pretrained(cls, name_or_path: str, device: str | torch.device | None = None, **kwargs) -> SemanticEncoder:
         """Load a sentence-transformers model by hub id or folder (packaged defaults resolved by
         :func:`dglm.assets.resolve_encoder`). A hub id that is not cached while the hub is offline or
-        unreachable raises one :class:`~dglm.io.ModelLoadError`."""
+        unreachable raises one :class:`~dglm.io.ModelLoadError`.
+
+        Example (a local sentence-transformers folder; the encoder's identity is the name it was loaded by):
+            >>> import tempfile
+            >>> from dglm.presets import TINY, random_encoder
+            >>> saved = random_encoder(TINY.encoder)
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     saved.model.save(d)
+            ...     enc = SemanticEncoder.from_pretrained(d)
+            ...     same = torch.allclose(enc.encode(["the game"]), saved.encode(["the game"]), atol=1e-6)
+            ...     identity_is_folder = enc.identity == f"{d}:32"
+            >>> enc.dim, same, identity_is_folder
+            (32, True, True)
+        """
         from dglm.assets import resolve_encoder
 
         path = resolve_encoder(name_or_path)
@@ -73,12 +86,26 @@ class SemanticEncoder(nn.Module):
 
     @property
     def dim(self) -> int:
-        """Embedding dimension d."""
+        """Embedding dimension d.
+
+        Example:
+            >>> from dglm.presets import TINY, random_encoder
+            >>> enc = random_encoder(TINY.encoder)
+            >>> enc.dim, enc.encode(["the game was"]).shape[1]
+            (32, 32)
+        """
         return self.config.dim
 
     @property
     def identity(self) -> str:
-        """What probes record to check they were trained on this encoder: ``"<name_or_path>:<dim>"``."""
+        """What probes record to check they were trained on this encoder: ``"<name_or_path>:<dim>"``.
+
+        Example:
+            >>> from dglm.presets import TINY, random_encoder
+            >>> enc = random_encoder(TINY.encoder)
+            >>> enc.identity
+            'random:tiny-bert:32'
+        """
         return f"{self.config.name_or_path}:{self.dim}"
 
     @torch.no_grad()
@@ -87,6 +114,13 @@ class SemanticEncoder(nn.Module):
 
         A text with no tokens at all (an empty or blank text, with a tokenizer that adds no special tokens)
         embeds to the zero vector, which is what mean pooling over no tokens gives inside a batch.
+
+        Example:
+            >>> from dglm.presets import TINY, random_encoder
+            >>> enc = random_encoder(TINY.encoder)
+            >>> x = enc.encode(["the game was", "a new song", ""])
+            >>> x.shape, x.norm(dim=-1).round(decimals=4).tolist()
+            (torch.Size([3, 32]), [1.0, 1.0, 0.0])
         """
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise TypeError("texts must be a sequence of str")
@@ -111,7 +145,21 @@ class SemanticEncoder(nn.Module):
 
     @torch.no_grad()
     def fit_standardization(self, texts_or_embeddings: Sequence[str] | torch.Tensor, **encode_kwargs) -> None:
-        """Fit the per-dimension mean and std on corpus texts or their raw embeddings (N, d)."""
+        """Fit the per-dimension mean and std on corpus texts or their raw embeddings (N, d).
+
+        Example:
+            >>> from dglm.presets import TINY, random_encoder, random_texts
+            >>> enc = random_encoder(TINY.encoder)
+            >>> enc.fitted
+            False
+            >>> enc.fit_standardization(random_texts(8, 5))
+            >>> enc.fitted, enc.mean.shape, bool((enc.std > 0).all())
+            (True, torch.Size([32]), True)
+            >>> enc.fit_standardization(torch.zeros(1, 32))
+            Traceback (most recent call last):
+                ...
+            ValueError: need at least 2 embeddings of shape (N, 32), got (1, 32)
+        """
         x = texts_or_embeddings
         if not isinstance(x, torch.Tensor):
             x = self.encode(x, **encode_kwargs)
@@ -122,21 +170,69 @@ class SemanticEncoder(nn.Module):
         self.fitted = True
 
     def standardize(self, raw: torch.Tensor) -> torch.Tensor:
-        """Raw (.., d) -> standardised (.., d)."""
+        """Raw (.., d) -> standardised (.., d).
+
+        Example (after fitting, the fitted embeddings have mean 0 and std 1 in every dimension):
+            >>> from dglm.presets import TINY, random_encoder, random_texts
+            >>> enc = random_encoder(TINY.encoder)
+            >>> raw = enc.encode(random_texts(16, 6))
+            >>> enc.fit_standardization(raw)
+            >>> z = enc.standardize(raw)
+            >>> z.shape, z.mean(0).abs().max().item() < 1e-5, z.std(0).sub(1).abs().max().item() < 1e-4
+            (torch.Size([16, 32]), True, True)
+        """
         return (raw - self.mean) / self.std
 
     def to_raw(self, standardized: torch.Tensor) -> torch.Tensor:
-        """Standardised (.., d) -> raw: un-standardise, then L2-normalise (differentiable)."""
+        """Standardised (.., d) -> raw: un-standardise, then L2-normalise (differentiable).
+
+        Example (any standardised vector, e.g. a diffusion sample, maps onto the unit sphere):
+            >>> from dglm.presets import TINY, fit_random, random_encoder
+            >>> enc = fit_random(random_encoder(TINY.encoder))
+            >>> raw = enc.to_raw(torch.randn(3, enc.dim))
+            >>> raw.shape, raw.norm(dim=-1).allclose(torch.ones(3))
+            (torch.Size([3, 32]), True)
+        """
         return F.normalize(standardized * self.std.to(standardized.dtype) + self.mean.to(standardized.dtype), dim=-1)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Save the config and statistics (the encoder's weights are referenced by ``name_or_path``)."""
+        """Save the config and statistics (the encoder's weights are referenced by ``name_or_path``).
+
+        Example (:meth:`from_pretrained_stats` reads them back):
+            >>> import tempfile
+            >>> from dglm.presets import TINY, fit_random, random_encoder
+            >>> enc = fit_random(random_encoder(TINY.encoder))
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     enc.save_pretrained(d)
+            ...     files = sorted(os.listdir(d))
+            ...     loaded = SemanticEncoder.from_pretrained_stats(d, model=enc.model)
+            >>> files, torch.equal(loaded.std, enc.std), loaded.fitted
+            (['config.json', 'model.safetensors'], True, True)
+        """
         save_component(folder, self.config, {"mean": self.mean, "std": self.std})
 
     @classmethod
     def from_pretrained_stats(cls, folder: str | os.PathLike, model: SentenceTransformer | None = None,
                               device: str | torch.device | None = None) -> SemanticEncoder:
-        """Load saved statistics; build the model from the saved id unless ``model`` is given."""
+        """Load saved statistics; build the model from the saved id unless ``model`` is given.
+
+        Example (a model of another dimension is refused):
+            >>> import tempfile
+            >>> from dglm.config import EncoderConfig
+            >>> from dglm.presets import TINY, fit_random, random_encoder
+            >>> enc = fit_random(random_encoder(TINY.encoder))
+            >>> other = random_encoder(EncoderConfig(name_or_path="tiny-bert", dim=16))
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     enc.save_pretrained(d)
+            ...     loaded = SemanticEncoder.from_pretrained_stats(d, model=enc.model)
+            ...     SemanticEncoder.from_pretrained_stats(d, model=other.model)  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+                ...
+            ValueError: encoder dimension 16 does not match the checkpoint's 32 (.../config.json); pass the \
+encoder it was trained with
+            >>> loaded.identity, torch.equal(loaded.mean, enc.mean)
+            ('random:tiny-bert:32', True)
+        """
         config, state = load_component(folder, EncoderConfig)
         encoder = cls(model, config.name_or_path) if model is not None \
             else cls.from_pretrained(config.name_or_path, device=device)

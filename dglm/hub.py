@@ -74,20 +74,46 @@ class DecoderWeights(BaseModel):
 
     @classmethod
     def of(cls, decoder) -> DecoderWeights:
-        """The record of a :class:`~dglm.decoder.Decoder`'s current weights."""
+        """The record of a :class:`~dglm.decoder.Decoder`'s current weights.
+
+        Example:
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> record = DecoderWeights.of(dec)
+            >>> record.source
+            'random:tiny-gpt2 as loaded (no hub revision or converted-file record found)'
+            >>> record.revision, record.parameters > 0, len(record.sample) == FINGERPRINT_SIZE
+            (None, True, True)
+        """
         source, revision = describe_weights(decoder)
         total, sample = weight_sample(decoder.model)
         return cls(source=source, revision=revision, parameters=total, sample=[float(f"{v:.7g}") for v in sample])
 
     def difference(self, sample: list[float]) -> float:
-        """Relative RMS difference between ``sample`` and the recorded one (inf when their lengths differ)."""
+        """Relative RMS difference between ``sample`` and the recorded one (inf when their lengths differ).
+
+        Example:
+            >>> record = DecoderWeights(source="x", parameters=2, sample=[3.0, 4.0])
+            >>> record.difference([3.0, 4.0]), record.difference([3.0, 4.5]), record.difference([3.0])
+            (0.0, 0.1, inf)
+        """
         if len(sample) != len(self.sample):
             return math.inf
         ref = torch.tensor(self.sample, dtype=torch.float64)
         return float((torch.tensor(sample, dtype=torch.float64) - ref).norm() / ref.norm().clamp_min(1e-12))
 
     def check(self, decoder, name: str, where) -> bool:
-        """Log a warning and return False when ``decoder``'s weights are not the recorded ones."""
+        """Log a warning and return False when ``decoder``'s weights are not the recorded ones.
+
+        Example (another random draw of the same architecture is not the recorded decoder):
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> record = DecoderWeights.of(dec)
+            >>> record.check(dec, "random:tiny-gpt2", "this checkpoint")
+            True
+            >>> record.check(random_decoder(TINY.decoder), "random:tiny-gpt2", "this checkpoint")
+            False
+        """
         total, sample = weight_sample(decoder.model)
         if total != self.parameters:
             why = f"its weight matrices hold {total:,} values, the checkpoint's decoder's {self.parameters:,}"

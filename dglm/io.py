@@ -69,7 +69,14 @@ class ModelLoadError(OSError):
 
     @classmethod
     def for_hub(cls, what: str, name_or_path, error: BaseException) -> ModelLoadError:
-        """One readable error for a failed hub load of the ``what`` ("decoder", "encoder") ``name_or_path``."""
+        """One readable error for a failed hub load of the ``what`` ("decoder", "encoder") ``name_or_path``.
+
+        Example (a path that is no folder is named as such, whatever the hub says):
+            >>> error = ModelLoadError.for_hub("decoder", "/no/such/model", OSError("not found"))
+            >>> print(str(error).split(". ")[0])
+            cannot load the decoder name_or_path='/no/such/model': it is not a local folder and no folder \
+exists at that path (and it is not a hub id)
+        """
         name = os.fspath(name_or_path)
         offline = any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
                       for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))

@@ -58,6 +58,14 @@ def add_config_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup
     ``none``. A field without a default is a required option. An option not given is left out of the parsed
     namespace, so the config's default applies; with ``defaults_from`` the help says that text supplies it
     instead (a preset's value).
+
+    Example:
+        >>> import argparse
+        >>> from dglm.config import GenerationConfig
+        >>> parser = argparse.ArgumentParser()
+        >>> add_config_options(parser, GenerationConfig, include=["steps"], aliases={"steps": ["-s"]})
+        >>> parser.parse_args(["-s", "8"]), parser.parse_args([])
+        (Namespace(steps=8), Namespace())
     """
     for name in model.model_fields if include is None else include:
         field = model.model_fields[name]
@@ -97,6 +105,15 @@ def add_config_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup
 def config_from_args(model: type[BaseModel], args: argparse.Namespace, base: dict | None = None,
                      exclude: typing.Iterable[str] = ()) -> BaseModel:
     """``model`` validated from ``base`` updated with the options given on the command line (the fields of
-    ``model`` present in ``args``), so pydantic checks every bound once."""
+    ``model`` present in ``args``), so pydantic checks every bound once.
+
+    Example:
+        >>> import argparse
+        >>> from dglm.config import GenerationConfig
+        >>> args = argparse.Namespace(steps=8)
+        >>> cfg = config_from_args(GenerationConfig, args, base={"steps": 50, "top_p": 0.5})
+        >>> cfg.steps, cfg.top_p
+        (8, 0.5)
+    """
     given = {name: getattr(args, name) for name in model.model_fields if hasattr(args, name) and name not in exclude}
     return model.model_validate({**(base or {}), **given})

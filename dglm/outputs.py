@@ -83,6 +83,14 @@ def row_chunks(num_prefixes: int, num_samples: int, batch_size: int,
 
 
 def sum_timings(parts) -> dict[str, float]:
+    """Seconds per stage summed over ``parts`` (anything with a ``timings`` dict: plans, outputs).
+
+    Example:
+        >>> one = Plan(["a"], 1, torch.zeros(1, 8), torch.zeros(1, 2, 4), {"diffusion": 1.0})
+        >>> two = Plan(["b"], 1, torch.zeros(1, 8), torch.zeros(1, 2, 4), {"prompt": 0.1, "diffusion": 0.5})
+        >>> sum_timings([one, two])
+        {'diffusion': 1.5, 'prompt': 0.1}
+    """
     timings: dict[str, float] = {}
     for part in parts:
         for key, value in part.timings.items():

@@ -154,13 +154,28 @@ class DGLM(torch.nn.Module):
 
     @property
     def config(self) -> DGLMConfig:
-        """The full config of the pipeline's parts and its sampling defaults (built fresh on each access)."""
+        """The full config of the pipeline's parts and its sampling defaults (built fresh on each access).
+
+        Example:
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> config = pipe.config
+            >>> config.diffusion.dim, config.decoder.name_or_path, config == preset_config("tiny")
+            (32, 'random:tiny-gpt2', True)
+        """
         return DGLMConfig(encoder=self.encoder.config, diffusion=self.diffuser.config,
                           prompt=self.prompt_generator.config, decoder=self.decoder.config, sampling=self.sampling)
 
     @property
     def device(self) -> torch.device:
-        """The device of the diffusion network, where plans are sampled."""
+        """The device of the diffusion network, where plans are sampled.
+
+        Example:
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> pipe.device, pipe.plan(["the game was"], steps=2, seed=0).embeddings.device
+            (device(type='cpu'), device(type='cpu'))
+        """
         return next(self.diffuser.parameters()).device
 
     # ----------------------------------------------------------------------------------------------- building
@@ -195,6 +210,19 @@ class DGLM(torch.nn.Module):
         ``"unknown"``, the parts, then ``card_text``; ``name``, default the folder's name, is what its example
         loads). The decoder and encoder weights are referenced by their ids, which ``dglm.json`` records with
         the library version and the decoder weights' source and fingerprint (:class:`dglm.hub.DecoderWeights`).
+
+        Example (a round trip; the random stand-ins' weights are passed back in, as they have no files):
+            >>> import tempfile
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     pipe.save_pretrained(f"{d}/ckpt", license="mit")
+            ...     files = sorted(os.listdir(f"{d}/ckpt"))
+            ...     loaded = DGLM.from_pretrained(f"{d}/ckpt", encoder=pipe.encoder, decoder=pipe.decoder)
+            >>> files
+            ['README.md', 'dglm.json', 'diffusion', 'encoder', 'prompt']
+            >>> loaded.config == pipe.config, torch.equal(loaded.encoder.mean, pipe.encoder.mean)
+            (True, True)
         """
         card = model_card(self, name or Path(folder).name, license, card_text)
         with atomic_directory(folder) as tmp:
@@ -218,7 +246,17 @@ class DGLM(torch.nn.Module):
                     license: str | None = None, card_text: str | None = None):
         """Save the checkpoint (:meth:`save_pretrained`, its card naming ``repo_id``) into a temporary folder
         and upload it to the hub repo ``repo_id`` (created if missing) with ``HfApi.upload_folder``; ``api``
-        is an ``HfApi`` (default: one made with ``token``). Returns the upload's ``CommitInfo``."""
+        is an ``HfApi`` (default: one made with ``token``). Returns the upload's ``CommitInfo``.
+
+        Example (``pipe.push_to_hub("my-org/my-dglm", private=True)`` uploads; a repo id is checked before
+        anything is saved or sent):
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> pipe.push_to_hub("my-dglm")
+            Traceback (most recent call last):
+                ...
+            ValueError: repo_id='my-dglm' must be a hub repo id 'org/name'
+        """
         return push_folder(lambda folder: self.save_pretrained(folder, license=license, card_text=card_text,
                                                                name=repo_id),
                            repo_id, api=api, token=token, private=private, revision=revision,
@@ -235,7 +273,20 @@ class DGLM(torch.nn.Module):
         encoder and decoder are loaded by the ids the checkpoint records unless given; a decoder whose weights
         differ from the recorded fingerprint of the training weights is logged as a warning. The
         checkpoint's decoder adapter, if it has one, is loaded into the decoder (given or not) unless that
-        decoder already carries one."""
+        decoder already carries one.
+
+        Example (a saved folder, its sampling defaults included; ``DGLM.from_pretrained("mini")`` loads the
+        packaged checkpoint the same way, its encoder and decoder fetched by id):
+            >>> import tempfile
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> pipe.sampling = pipe.sampling.model_copy(update={"steps": 7, "strength": 30.0})
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     pipe.save_pretrained(d)
+            ...     loaded = DGLM.from_pretrained(d, encoder=pipe.encoder, decoder=pipe.decoder)
+            >>> loaded.sampling.steps, loaded.sampling.strength, loaded.decoder is pipe.decoder
+            (7, 30.0, True)
+        """
         folder = resolve_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
         meta = read_config(folder / PIPELINE_FILE, _PipelineFile)
         if encoder is None:
@@ -286,7 +337,20 @@ class DGLM(torch.nn.Module):
     def generate_kwargs(self, overrides: dict, num_soft_tokens: int | None = None) -> dict:
         """The Hugging Face ``generate`` keywords a decode with ``overrides`` uses, checked: the decoding
         settings of :meth:`generation_config`, then the keywords that are not ``GenerationConfig`` fields
-        (``min_new_tokens``, ``no_repeat_ngram_size``, ..., passed through)."""
+        (``min_new_tokens``, ``no_repeat_ngram_size``, ..., passed through).
+
+        Example:
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> kwargs = pipe.generate_kwargs({"top_p": 0.5, "max_new_tokens": 8, "no_repeat_ngram_size": 2})
+            >>> kwargs["top_p"], kwargs["max_new_tokens"], kwargs["no_repeat_ngram_size"]
+            (0.5, 8, 2)
+            >>> pipe.generate_kwargs({"max_new_tokens": 300})
+            Traceback (most recent call last):
+                ...
+            ValueError: max_new_tokens=300 with 4 soft tokens does not fit the decoder's context of 256 \
+positions; accepted: max_new_tokens <= 251
+        """
         settings, extras = self._settings(overrides, num_soft_tokens)
         return {**settings.decoding_kwargs(), **extras}
 
@@ -334,6 +398,20 @@ class DGLM(torch.nn.Module):
         ``settings`` are :class:`~dglm.config.GenerationConfig` fields (``steps``, ``sampler``, ``cfg_scale``,
         ``sigma2``, ``seed``, ``batch_size``, ...), each defaulting to :meth:`generation_config`'s. Rows are
         sampled ``batch_size`` at a time (see :func:`row_chunks`).
+
+        Example (a seeded plan repeats; a strong control moves the plans toward its target):
+            >>> from dglm.constraints import Control, near
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> plain = pipe.plan(["the game was"], num_samples=4, steps=4, seed=0)
+            >>> again = pipe.plan(["the game was"], num_samples=4, steps=4, seed=0)
+            >>> torch.equal(plain.embeddings, again.embeddings)
+            True
+            >>> control = Control(near("old music"), strength=200)
+            >>> guided = pipe.plan(["the game was"], 4, control=control, steps=4, seed=0)
+            >>> target = pipe.encoder.encode(["old music"])[0]
+            >>> bool((guided.embeddings @ target).mean() > (plain.embeddings @ target).mean())
+            True
         """
         prefixes = check_prefixes(prefixes)
         s = self.generation_config(num_samples=num_samples, **settings)
@@ -385,6 +463,16 @@ class DGLM(torch.nn.Module):
         weights by ``control_scale`` what the constraint changed in the plan (stronger control, at some
         fluency; a second diffusion run and decoder pass). Chunks without guided rows skip it; an unguided row
         in a guided chunk is its own contrast, so its text is unchanged.
+
+        Example (seeded outputs repeat for a fixed ``batch_size``; 2 prefixes x 3 samples, chunks of 4 rows):
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> kwargs = dict(steps=4, seed=0, max_new_tokens=3, min_new_tokens=3, batch_size=4)
+            >>> out = pipe.generate(["the game was", "a new song"], num_samples=3, **kwargs)
+            >>> [len(texts) for texts in out.continuations], out.plans.shape, sorted(out.timings)
+            ([3, 3], torch.Size([2, 3, 32]), ['decode', 'diffusion', 'encode', 'prompt'])
+            >>> out.continuations == pipe.generate(["the game was", "a new song"], 3, **kwargs).continuations
+            True
         """
         prefixes, s, extras, chunks = self._prepare(prefixes, num_samples, control, settings)
         return merge_outputs(prefixes, list(self._generated(prefixes, s, extras, chunks)))
@@ -432,7 +520,23 @@ class DGLM(torch.nn.Module):
         """Decode the text of a :class:`Plan` (one continuation per planned row); ``settings`` as for
         :meth:`generate`. ``plan_scale`` > 1 adds plan guidance (:class:`~dglm.plan_guidance.PairedPlanGuidance`)
         against :meth:`null_prompts`; with ``contrast``, a plan of the same rows (e.g. the unguided plan of a
-        guided one), the decoder contrasts with it instead, weighted by ``control_scale``."""
+        guided one), the decoder contrasts with it instead, weighted by ``control_scale``.
+
+        Example (a plan decoded plainly and with plan guidance; a guided plan against its unguided contrast):
+            >>> from dglm.constraints import Control, near
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> plan = pipe.plan(["the game was", "a new song"], num_samples=2, steps=4, seed=0)
+            >>> out = pipe.decode(plan, seed=0, max_new_tokens=3, min_new_tokens=3)
+            >>> guided = pipe.decode(plan, seed=0, max_new_tokens=3, min_new_tokens=3, plan_scale=3.0)
+            >>> [len(texts) for texts in out.continuations], [len(texts) for texts in guided.continuations]
+            ([2, 2], [2, 2])
+            >>> control = Control(near("old music"), strength=50)
+            >>> steered = pipe.plan(["the game was", "a new song"], 2, control=control, steps=4, seed=0)
+            >>> contrasted = pipe.decode(steered, contrast=plan, control_scale=2.0, seed=0, max_new_tokens=3)
+            >>> contrasted.plans.shape
+            torch.Size([2, 2, 32])
+        """
         s, extras = self._settings(settings, plan.soft_prompts.shape[1])
         if contrast is not None and (contrast.prefixes != plan.prefixes or contrast.num_samples != plan.num_samples
                                      or contrast.soft_prompts.shape != plan.soft_prompts.shape):

@@ -60,7 +60,20 @@ class PromptGenerator(nn.Module):
         self._embeddings: torch.Tensor | None = None
 
     def bind(self, embeddings: torch.Tensor) -> PromptGenerator:
-        """Use the decoder's input-embedding matrix (V_total, out_dim) for a ``vocab_mixture`` head."""
+        """Use the decoder's input-embedding matrix (V_total, out_dim) for a ``vocab_mixture`` head.
+
+        Example (the matrix is used, never copied into the generator's parameters or checkpoint):
+            >>> config = PromptConfig(dim=8, out_dim=16, num_soft_tokens=3, width=16, depth=2, heads=2,
+            ...                       head="vocab_mixture", vocab_size=10)
+            >>> gen = PromptGenerator(config).bind(torch.randn(12, 16))
+            >>> "_embeddings" in dict(gen.named_parameters()) or "_embeddings" in gen.state_dict()
+            False
+            >>> gen.bind(torch.randn(8, 16))
+            Traceback (most recent call last):
+                ...
+            ValueError: the generator mixes token id 9 but the decoder's vocabulary has 8 rows; pass the \
+decoder it was trained with
+        """
         if embeddings.dim() != 2 or embeddings.shape[1] != self.config.out_dim:
             raise ValueError(f"embeddings must be (vocab, {self.config.out_dim}), got {tuple(embeddings.shape)}")
         if self.config.head == "vocab_mixture" and int(self.vocab_ids.max()) >= embeddings.shape[0]:
@@ -71,12 +84,30 @@ class PromptGenerator(nn.Module):
         return self
 
     def word_logits(self, z: torch.Tensor, alpha2: torch.Tensor) -> torch.Tensor:
-        """Per soft token, logits over the mixed vocabulary rows: (B, k, vocab_size) (``vocab_mixture`` only)."""
+        """Per soft token, logits over the mixed vocabulary rows: (B, k, vocab_size) (``vocab_mixture`` only).
+
+        Example (each soft token is the softmax of these logits times the bound embedding rows):
+            >>> config = PromptConfig(dim=8, out_dim=16, num_soft_tokens=3, width=16, depth=2, heads=2,
+            ...                       head="vocab_mixture", vocab_size=10)
+            >>> table = torch.randn(12, 16)
+            >>> gen = PromptGenerator(config).bind(table)
+            >>> z, alpha2 = torch.randn(2, 8), torch.full((2,), 0.9)
+            >>> logits = gen.word_logits(z, alpha2)
+            >>> mixed = logits.softmax(-1) @ table[gen.vocab_ids]
+            >>> logits.shape, torch.allclose(gen(z, alpha2), mixed, atol=1e-5)
+            (torch.Size([2, 3, 10]), True)
+        """
         h = rearrange(self.inp(z), "b (k w) -> b k w", k=self.config.num_soft_tokens) + self.position
         return self.out(self.transformer(h, alpha2))
 
     def forward(self, z: torch.Tensor, alpha2: torch.Tensor) -> torch.Tensor:
-        """Soft tokens (B, k, out_dim) for noisy standardised embeddings z (B, d) at noise levels alpha2 (B,)."""
+        """Soft tokens (B, k, out_dim) for noisy standardised embeddings z (B, d) at noise levels alpha2 (B,).
+
+        Example:
+            >>> config = PromptConfig(dim=8, out_dim=16, num_soft_tokens=3, width=16, depth=2, heads=2)
+            >>> PromptGenerator(config)(torch.randn(2, 8), torch.full((2,), 0.95)).shape
+            torch.Size([2, 3, 16])
+        """
         if self.config.head == "linear":
             h = rearrange(self.inp(z), "b (k w) -> b k w", k=self.config.num_soft_tokens) + self.position
             return self.out(self.transformer(h, alpha2))  # (B, k, out_dim)
@@ -88,7 +119,19 @@ class PromptGenerator(nn.Module):
         return (mix @ table.float()).to(table.dtype)  # (B, k, out_dim)
 
     def prompt(self, x: torch.Tensor, sigma2: float = 0.05, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Re-noise a clean standardised embedding x (B, d) to ``sigma2`` and map it to soft tokens."""
+        """Re-noise a clean standardised embedding x (B, d) to ``sigma2`` and map it to soft tokens.
+
+        Example (k = 2 soft tokens of the decoder's width 16 per plan; the noise is seeded):
+            >>> config = PromptConfig(dim=8, out_dim=16, num_soft_tokens=2, width=16, depth=2, heads=2)
+            >>> gen, x = PromptGenerator(config), torch.randn(3, 8)
+            >>> soft = gen.prompt(x, sigma2=0.1, generator=torch.Generator().manual_seed(0))
+            >>> soft.shape, torch.equal(soft, gen.prompt(x, 0.1, torch.Generator().manual_seed(0)))
+            (torch.Size([3, 2, 16]), True)
+            >>> gen.prompt(x, sigma2=1.5)
+            Traceback (most recent call last):
+                ...
+            ValueError: sigma2=1.5: Input should be less than or equal to 1
+        """
         sigma2 = check_field(GenerationConfig, "sigma2", sigma2)
         alpha2 = torch.full((x.shape[0],), 1 - sigma2, device=x.device)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -96,7 +139,20 @@ class PromptGenerator(nn.Module):
         return self(add_noise(x, alpha2, noise).to(param.dtype), alpha2)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write ``config.json`` and the weights to ``folder`` (the bound decoder embeddings are not saved)."""
+        """Write ``config.json`` and the weights to ``folder`` (the bound decoder embeddings are not saved).
+
+        Example (a vocab_mixture head saves which vocabulary rows it mixes, not the rows themselves):
+            >>> import tempfile
+            >>> from dglm.io import load_tensors
+            >>> config = PromptConfig(dim=8, out_dim=16, num_soft_tokens=2, width=16, depth=1, heads=2,
+            ...                       head="vocab_mixture", vocab_size=10)
+            >>> gen = PromptGenerator(config).bind(torch.randn(12, 16))
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     gen.save_pretrained(d)
+            ...     saved = load_tensors(f"{d}/model.safetensors")
+            >>> "vocab_ids" in saved, any("embeddings" in name for name in saved)
+            (True, False)
+        """
         save_component(folder, self.config, self.state_dict())
 
     @classmethod

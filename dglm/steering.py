@@ -104,6 +104,14 @@ class SteeringVector:
     """Directions to add to the residual stream after some decoder blocks: ``directions[layer]`` is (h,).
 
     ``name`` says what it steers toward; ``provenance`` records how it was made (texts per class, layers).
+    Vectors add (layer by layer), scale by a number and negate.
+
+    Example:
+        >>> a = SteeringVector({0: torch.tensor([1.0, 0.0])}, "sports")
+        >>> b = SteeringVector({0: torch.tensor([0.0, 2.0]), 2: torch.ones(2)}, "arts")
+        >>> mix = a + -0.5 * b
+        >>> mix.name, mix.layers, mix.directions[0]
+        ('sports + -0.5*arts', [0, 2], tensor([ 1., -1.]))
     """
 
     directions: dict[int, torch.Tensor]
@@ -112,13 +120,28 @@ class SteeringVector:
 
     @property
     def layers(self) -> list[int]:
-        """The blocks it acts after, in order."""
+        """The blocks it acts after, in order.
+
+        Example:
+            >>> SteeringVector({3: torch.ones(2), 1: torch.ones(2)}).layers
+            [1, 3]
+        """
         return sorted(self.directions)
 
     @classmethod
     def fit(cls, decoder, texts: Sequence[str], labels: Sequence[str], target: str, layers: Sequence[int],
             batch_size: int = 16, max_tokens: int = 64) -> SteeringVector:
-        """The mean-difference vector of class ``target`` against every other text (CAA), at ``layers``."""
+        """The mean-difference vector of class ``target`` against every other text (CAA), at ``layers``.
+
+        Example:
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> texts = ["the team won the match", "a goal in the game", "a song and a film", "the book"]
+            >>> labels = ["sports", "sports", "arts", "arts"]
+            >>> vec = SteeringVector.fit(dec, texts, labels, "arts", layers=[0, 1])
+            >>> vec.name, vec.layers, vec.provenance["target_texts"], tuple(vec.directions[1].shape)
+            ('arts', [0, 1], 2, (32,))
+        """
         return cls.from_activations(mean_activations(decoder, texts, layers, batch_size, max_tokens), labels,
                                     target, _check_layers(layers, len(decoder_layers(decoder.model))))
 
@@ -179,7 +202,20 @@ class SteeringVector:
     def apply(self, model: nn.Module, scale: float = 1.0) -> Iterator[nn.Module]:
         """Inside the block, ``model``'s blocks in :attr:`layers` add ``scale * direction`` to their output at
         every position (prompt and generated tokens); the hooks are removed on exit, even on error.
-        ``model``: a causal LM, or a dglm :class:`~dglm.decoder.Decoder`."""
+        ``model``: a causal LM, or a dglm :class:`~dglm.decoder.Decoder`.
+
+        Example:
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> ids = torch.tensor([[5, 6, 7]])
+            >>> before = dec.model(input_ids=ids).logits
+            >>> vec = SteeringVector({0: torch.ones(dec.hidden_size)})
+            >>> with vec.apply(dec, scale=4.0) as model:
+            ...     steered = model.model(input_ids=ids).logits
+            >>> after = dec.model(input_ids=ids).logits  # the hooks are gone
+            >>> bool((steered - before).abs().max() > 0), bool(torch.equal(after, before))
+            (True, True)
+        """
         blocks = decoder_layers(model)
         _check_layers(self.layers, len(blocks))
         handles = []
@@ -216,7 +252,15 @@ class LabelledActivations:
     layers: list[int]
 
     def vector(self, label: str) -> SteeringVector:
-        """Class ``label`` against the rest."""
+        """Class ``label`` against the rest.
+
+        Example:
+            >>> acts = torch.tensor([[[2.0, 0.0]], [[0.0, 1.0]], [[0.0, 3.0]]])  # (N=3, L=1, h=2)
+            >>> bank = LabelledActivations(acts, ["sports", "arts", "world"], [4])
+            >>> vec = bank.vector("sports")
+            >>> vec.name, vec.directions[4]
+            ('sports', tensor([ 2., -2.]))
+        """
         return SteeringVector.from_activations(self.activations, self.labels, label, self.layers)
 
 

@@ -143,7 +143,13 @@ class BenchConfig(BaseModel):
 
     @classmethod
     def for_quick(cls, **overrides) -> BenchConfig:
-        """The ``--quick`` settings: tiny random pipeline, a few prompts, 8 new tokens, small sweeps."""
+        """The ``--quick`` settings: tiny random pipeline, a few prompts, 8 new tokens, small sweeps.
+
+        Example (``overrides`` replace quick settings):
+            >>> config = BenchConfig.for_quick(num_neutral=2)
+            >>> config.checkpoint, config.num_neutral, config.new_tokens, config.evaluator_lm
+            ('random:tiny', 2, 8, 'decoder')
+        """
         quick = dict(quick=True, checkpoint=RANDOM + "tiny", name="bench-quick", num_neutral=4, num_prompts=4,
                      num_samples=2, neutral_samples=2, num_references=4, prefix_tokens=8, new_tokens=8,
                      min_new_tokens=8, batch_prompts=4, strengths=[100.0], sigma2=[1.0], plan_scales=[2.0],

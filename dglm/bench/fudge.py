@@ -38,6 +38,12 @@ class PrefixDiscriminator:
 
     ``table`` (V, C) and ``bias`` (C,) over decoder token ids; ``labels`` names the C classes; ``info`` says
     how it was trained and how well it does on held-out prefixes.
+
+    Example (usually made by :meth:`fit`):
+        >>> table = torch.tensor([[2.0, 0.0], [0.0, 2.0], [0.0, 0.0]])  # (V=3 tokens, C=2 classes)
+        >>> d = PrefixDiscriminator(table, torch.zeros(2), ("a", "b"))
+        >>> d.index("b"), d.logits([[1, 2]]).tolist()
+        (1, [[0.0, 1.0]])
     """
 
     table: torch.Tensor
@@ -46,7 +52,17 @@ class PrefixDiscriminator:
     info: dict | None = None
 
     def index(self, label: str) -> int:
-        """The column of class ``label``; an unknown label raises a ValueError listing the known."""
+        """The column of class ``label``; an unknown label raises a ValueError listing the known.
+
+        Example:
+            >>> d = PrefixDiscriminator(torch.zeros(4, 2), torch.zeros(2), ("arts", "sports"))
+            >>> d.index("sports")
+            1
+            >>> d.index("music")
+            Traceback (most recent call last):
+                ...
+            ValueError: label='music' is not a class of this discriminator; known: ['arts', 'sports']
+        """
         if label not in self.labels:
             raise ValueError(f"label={label!r} is not a class of this discriminator; known: {list(self.labels)}")
         return self.labels.index(label)
@@ -105,7 +121,18 @@ class PrefixDiscriminator:
 
     def accuracy(self, tokenizer, texts: Sequence[str], labels: Sequence[str], lengths=(2, 4, 8, 16, 32),
                  seed: int = 0) -> dict:
-        """Balanced accuracy on the first n tokens of each text, for each n in ``lengths``."""
+        """Balanced accuracy on the first n tokens of each text, for each n in ``lengths``.
+
+        Example (a discriminator that reads "the" as sports and "a" as arts, judged on the first token):
+            >>> from dglm.presets import synthetic_tokenizer
+            >>> tok = synthetic_tokenizer(100)
+            >>> d = PrefixDiscriminator(torch.zeros(100, 2), torch.zeros(2), ("arts", "sports"))
+            >>> d.table[tok.convert_tokens_to_ids("the")] = torch.tensor([0.0, 1.0])
+            >>> d.table[tok.convert_tokens_to_ids("a")] = torch.tensor([1.0, 0.0])
+            >>> texts = ["the team won", "a song played", "the film ran"]
+            >>> d.accuracy(tok, texts, ["sports", "arts", "arts"], lengths=(1,))
+            {'first_1_tokens': 0.75}
+        """
         from sklearn.metrics import balanced_accuracy_score
 
         ids = tokenizer(list(texts), add_special_tokens=False).input_ids
@@ -145,6 +172,15 @@ class FudgeProcessor(LogitsProcessor):
     ``input_ids`` must hold the generated tokens only (as ``generate`` passes them with ``inputs_embeds``;
     pass ``prompt_length`` when the prompt's ids come first). Pad tokens after a row's end are scored too,
     harmlessly: that row is finished.
+
+    Example (only the top 3 tokens survive; the discriminator lifts token 2 above the decoder's favourite):
+        >>> disc = PrefixDiscriminator(torch.zeros(5, 2), torch.zeros(2), ("other", "target"))
+        >>> disc.table[2] = torch.tensor([-4.0, 4.0])
+        >>> fudge = FudgeProcessor([(disc, "target", 1.0)], strength=2.0, top_k=3)
+        >>> scores = torch.tensor([[3.0, 2.5, 2.0, 0.0, -1.0]])
+        >>> out = fudge(torch.zeros(1, 0, dtype=torch.long), scores)
+        >>> int(out.argmax()), torch.isinf(out).tolist()
+        (2, [[False, False, False, True, True]])
     """
 
     def __init__(self, terms: Sequence[tuple[PrefixDiscriminator, str, float]], strength: float = 1.0,

@@ -37,7 +37,22 @@ def curves(systems: dict[str, dict]) -> dict[str, list[tuple[str, dict]]]:
 
 
 def write_plots(result: dict, out: Path, stem: str) -> list[str]:
-    """Write the PNGs into ``out`` and return their file names."""
+    """Write the PNGs into ``out`` and return their file names.
+
+    Example (one prompt set with two systems: its Pareto plot and the runtime plot):
+        >>> import tempfile
+        >>> from dglm.bench.scoring import frontier
+        >>> def system(family, success, ppl, seconds):
+        ...     return {"family": family, "params": {}, "control_success": success,
+        ...             "perplexity": {"mean": ppl}, "seconds_per_sample": seconds, "relative_time": 1.0}
+        >>> systems = {"plain": system("plain", 0.2, 20.0, 0.1), "fudge": system("fudge", 0.6, 24.0, 0.3)}
+        >>> result = {"config": {"control": "topic('sports')", "time_limit": 1.5},
+        ...           "prompt_sets": {"neutral": {"systems": systems,
+        ...                                       "frontier": frontier(systems, 20.0, 1.25, 1.5)}}}
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     write_plots(result, Path(d), "bench")
+        ['bench_pareto_neutral.png', 'bench_runtime.png']
+    """
     import matplotlib
 
     matplotlib.use("Agg")

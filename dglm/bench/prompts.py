@@ -53,6 +53,18 @@ def neutral_openers(docs, n: int, seed: int = 0, min_words: int = 2, max_words: 
     ``banned`` stem (:func:`opener_ok`; e.g. ``"sport"``), and openers ``exclude_text(openers)`` flags (e.g.
     those the topic classifier already puts in the target topic). Raises a ValueError when fewer than ``n``
     remain.
+
+    Example:
+        >>> from dglm.training.corpus import Document
+        >>> docs = [Document("w:1", "wikipedia", "A", "The house stood on a hill. Sports fans came by."),
+        ...         Document("w:2", "wikipedia", "B", "She said that the river rose. It rained.")]
+        >>> sorted(neutral_openers(docs, 2, min_words=2, max_words=2, banned=["sport"]))  # not "It rained."
+        ['She said', 'The house']
+        >>> neutral_openers(docs, 4, min_words=2, max_words=2)
+        Traceback (most recent call last):
+            ...
+        ValueError: n=4 neutral openers asked for, but only 3 documents' sentences qualify; lower n or raise \
+per_document=2
     """
     if not 1 <= min_words <= max_words:
         raise ValueError(f"min_words={min_words} and max_words={max_words}: need 1 <= min_words <= max_words")
@@ -91,7 +103,17 @@ def held_out_windows(docs, tokenizer, num: int, prefix_tokens: int, new_tokens: 
     """``(prefixes, continuations)`` of ``num`` held-out windows: the first prefix_tokens + new_tokens decoder
     tokens of each document (seeded choice of documents), split at the last word start at or before
     prefix_tokens (so no system has to finish a cut word, which a soft prompt between the two halves would
-    hinder); the continuation is the next new_tokens tokens. Fewer when fewer documents are long enough."""
+    hinder); the continuation is the next new_tokens tokens. Fewer when fewer documents are long enough.
+
+    Example:
+        >>> from dglm.presets import synthetic_tokenizer
+        >>> from dglm.training.corpus import Document
+        >>> tok = synthetic_tokenizer(100)
+        >>> docs = [Document("w:1", "wikipedia", "A", "the team won the game in the last match"),
+        ...         Document("w:2", "wikipedia", "B", "a song")]
+        >>> held_out_windows(docs, tok, num=2, prefix_tokens=4, new_tokens=3)  # the short one is left out
+        (['the team won the'], ['game in the'])
+    """
     from dglm.training.data import cut_windows, word_starts
 
     window = prefix_tokens + new_tokens

@@ -21,7 +21,15 @@ DGLM_FAMILIES = ("dglm", "dglm-plan-scale", "dglm-guided", "dglm-guided+promptin
 
 
 def machine_info(device: str) -> dict:
-    """CPU model, cores, load, platform, library versions, GPU name."""
+    """CPU model, cores, load, platform, library versions, GPU name.
+
+    Example:
+        >>> info = machine_info("cpu")
+        >>> info["device"], info["cpu_cores"] == os.cpu_count(), info["torch"] == torch.__version__
+        ('cpu', True, True)
+        >>> "gpu" in info  # only on a CUDA device
+        False
+    """
     import transformers
 
     cpu = platform.processor() or platform.machine()
@@ -66,7 +74,24 @@ def _ci(ci, digits: int = 2) -> str:
 
 
 def verdict(name: str, s: dict, key: str, limit_text: str) -> list[str]:
-    """Sentences on who owns the frontier under one limit, and what DGLM would need if a peer does."""
+    """Sentences on who owns the frontier under one limit, and what DGLM would need if a peer does.
+
+    Example (a FUDGE system beats guided DGLM within the perplexity limit):
+        >>> from dglm.bench.scoring import frontier
+        >>> systems = {
+        ...     "plain": {"family": "plain", "control_success": 0.1, "perplexity": {"mean": 10},
+        ...               "relative_time": 1},
+        ...     "dglm-guided strength=20": {"family": "dglm-guided", "control_success": 0.3,
+        ...                                 "perplexity": {"mean": 11}, "relative_time": 2},
+        ...     "fudge strength=2": {"family": "fudge", "control_success": 0.5, "perplexity": {"mean": 12},
+        ...                          "relative_time": 3}}
+        >>> s = {"frontier": frontier(systems, 10, 1.25, 1.5), "systems": systems}
+        >>> lines = verdict("neutral", s, "within_ppl", "perplexity <= 1.25x reference")
+        >>> print(lines[0].split(" (")[0])
+        - perplexity <= 1.25x reference: **fudge** owns the frontier
+        >>> print(lines[1].split(";")[0])
+          A peer wins here: DGLM's best within the limit is 0.300 (dglm-guided strength=20)
+    """
     f = s["frontier"]
     part = f[key]
     if part["owner"] is None:
@@ -95,6 +120,18 @@ def verdict(name: str, s: dict, key: str, limit_text: str) -> list[str]:
 
 
 def system_table(systems: dict[str, dict]) -> list[str]:
+    """The Markdown table of every system's metrics on one prompt set (a header row, a rule, a row each).
+
+    Example:
+        >>> m = {"family": "plain", "params": {}, "control_success": 0.5, "control_success_ci95": [0.2, 0.8],
+        ...      "probe": {"mean_p": 0.4}, "perplexity": {"mean": 20.0, "ci95": [18.0, 22.0], "median": 19.5},
+        ...      "dist3": 0.9, "control": {"topic": {"sports_rate": 0.5}}, "seconds_per_sample": 0.1,
+        ...      "relative_wall_time": 1.0, "relative_cpu_time": 1.0, "relative_time": 1.0,
+        ...      "examples": [{"prefix": "The house", "continuations": [" stood on a hill"]}]}
+        >>> table = system_table({"plain": m})
+        >>> len(table), table[2].split(" | ")[:4]
+        (3, ['| plain', '0.500 [0.20, 0.80]', '0.400', '20.0 [18.0, 22.0] / 19.5'])
+    """
     lines = ["| system | control success [95% CI] | probe P | ppl mean [95% CI] / median | Dist-3 | MAUVE | "
              "plan fid. (plain) | toxic | positive | sports | s/sample | rel. time (wall / CPU) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -113,7 +150,33 @@ def system_table(systems: dict[str, dict]) -> list[str]:
 
 
 def write_markdown(result: dict, path: Path) -> None:
-    """The human-readable report."""
+    """The human-readable report.
+
+    Example (a result with one prompt set and one system; :func:`~dglm.bench.run.run_benchmark` makes them):
+        >>> import tempfile
+        >>> from dglm.bench.config import BenchConfig
+        >>> from dglm.bench.scoring import frontier
+        >>> m = {"family": "plain", "params": {}, "control_success": 0.5, "control_success_ci95": [0.2, 0.8],
+        ...      "probe": {"mean_p": 0.4}, "perplexity": {"mean": 20.0, "ci95": [18.0, 22.0], "median": 19.5},
+        ...      "dist3": 0.9, "control": {"topic": {"sports_rate": 0.5}}, "seconds_per_sample": 0.1,
+        ...      "relative_wall_time": 1.0, "relative_cpu_time": 1.0, "relative_time": 1.0,
+        ...      "examples": [{"prefix": "The house", "continuations": [" stood on a hill"]}]}
+        >>> neutral = {"prompts": 1, "samples": 1, "description": "openers", "reference": "plain decoding",
+        ...            "systems": {"plain": m}, "frontier": frontier({"plain": m}, 20.0, 1.25, 1.5)}
+        >>> result = {"config": BenchConfig.for_quick().model_dump(), "machine": machine_info("cpu"),
+        ...           "date": "2026-01-01", "total_s": 1.0, "prompt_sets": {"neutral": neutral},
+        ...           "evaluators": {},
+        ...           "targets_of_control": [("topic", "sports")], "targets": [], "notes": [], "plots": []}
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     write_markdown(result, Path(d, "bench.md"))
+        ...     lines = Path(d, "bench.md").read_text().splitlines()
+        >>> lines[0]
+        '# DGLM benchmark: DGLM and its peers (quick mode: tiny random models, a smoke test)'
+        >>> [line for line in lines if line.startswith("## ")]  # doctest: +NORMALIZE_WHITESPACE
+        ['## Who owns the frontier', '## Evaluators (proxies named as proxies)',
+         '## Peers: how each was built and tuned', '## Systems: neutral prompts', '## Plots',
+         "## One sample per system (neutral, first prompt: 'The house')"]
+    """
     c, m = result["config"], result["machine"]
     lines = [f"# DGLM benchmark: DGLM and its peers{' (quick mode: tiny random models, a smoke test)' if c['quick'] else ''}",
              "", f"- date: {result['date']}",

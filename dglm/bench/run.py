@@ -60,7 +60,17 @@ def run_benchmark(config: BenchConfig, pipeline: DGLM | None = None) -> dict:
     """Run everything and write ``<out>/<name>.json``, ``<name>.md`` and the plots; return the JSON dict.
 
     ``pipeline``: benchmark this in-memory pipeline (its probes must resolve ``config.control``) instead of
-    loading ``config.checkpoint``."""
+    loading ``config.checkpoint``.
+
+    Example (a trimmed ``--quick`` run; it takes several seconds, so it is not run as a doctest):
+        >>> config = BenchConfig.for_quick(out="bench-out", prompt_sets=["neutral"], num_neutral=2,
+        ...                                steering_scales=[], fudge_strengths=[], compositions=[])
+        >>> config.checkpoint, config.out_dir, config.name
+        ('random:tiny', PosixPath('bench-out'), 'bench-quick')
+        >>> result = run_benchmark(config)                               # doctest: +SKIP
+        >>> sorted(result["prompt_sets"]), (config.out_dir / "bench-quick.md").is_file()  # doctest: +SKIP
+        (['neutral'], True)
+    """
     start = time.perf_counter()
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     machine = machine_info(config.device)
@@ -102,7 +112,16 @@ def run_benchmark(config: BenchConfig, pipeline: DGLM | None = None) -> dict:
 
 def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     """Entry point of ``dglm bench`` (``args`` parsed by :func:`add_arguments`) and of ``python -m dglm.bench``
-    (``args`` a list of strings, default ``sys.argv[1:]``)."""
+    (``args`` a list of strings, default ``sys.argv[1:]``).
+
+    Example (the command line becomes the config that :func:`run_benchmark` runs; the run is not a doctest):
+        >>> args = add_arguments(argparse.ArgumentParser()).parse_args(["--quick", "--num-neutral", "2"])
+        >>> config = config_from_args(args, "dglm bench --quick --num-neutral 2")
+        >>> config.checkpoint, config.num_neutral, config.command
+        ('random:tiny', 2, 'dglm bench --quick --num-neutral 2')
+        >>> main(["--quick", "--num-neutral", "2"])                    # doctest: +SKIP
+        0
+    """
     if not isinstance(args, argparse.Namespace):
         argv = list(sys.argv[1:] if args is None else args)
         parser = add_arguments(argparse.ArgumentParser(prog="dglm bench", description=__doc__.split("\n\n")[0]))

@@ -29,7 +29,12 @@ Z95 = 1.959964
 
 
 def wilson(successes: float, n: int) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial rate (``(nan, nan)`` for n = 0)."""
+    """95% Wilson score interval of a binomial rate (``(nan, nan)`` for n = 0).
+
+    Example:
+        >>> [round(x, 3) for x in wilson(0, 20)], [round(x, 3) for x in wilson(20, 20)], wilson(0, 0)
+        ([0.0, 0.161], [0.839, 1.0], (nan, nan))
+    """
     if n == 0:
         return math.nan, math.nan
     p = successes / n
@@ -40,7 +45,18 @@ def wilson(successes: float, n: int) -> tuple[float, float]:
 
 def control_scores(setup: Setup, texts: list[str], targets: Sequence[tuple[str, str]]) -> tuple[dict, np.ndarray | None]:
     """Every evaluator's rate on ``texts`` (target labels where the control names one) and the joint success
-    (every target met) per text, or None when no target has an evaluator."""
+    (every target met) per text, or None when no target has an evaluator.
+
+    Example (the quick topic evaluator on two texts, the control ``topic('sports')``):
+        >>> from dglm.bench.config import BenchConfig
+        >>> from dglm.bench.setup import build_setup
+        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
+        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+        >>> setup = build_setup(config)
+        >>> control, joint = control_scores(setup, ["the team won the match", "a song"], setup.targets)
+        >>> control["topic"]["label"], control["topic"]["is_target"], joint.tolist()
+        ('sports', True, [True, False])
+    """
     target_labels = dict(targets)
     control, joint = {}, np.ones(len(texts), dtype=bool)
     for name, ev in setup.evaluators.items():
@@ -57,7 +73,21 @@ def control_scores(setup: Setup, texts: list[str], targets: Sequence[tuple[str, 
 
 
 def success_and_ppl(setup: Setup, prompts: PromptSet, run: SystemRun) -> tuple[float | None, float | None]:
-    """Control success and mean evaluator perplexity of a run (for the steering layer sweep)."""
+    """Control success and mean evaluator perplexity of a run (for the steering layer sweep).
+
+    Example:
+        >>> from dglm.bench.systems import Factory, run_system
+        >>> from dglm.bench.config import BenchConfig
+        >>> from dglm.bench.setup import build_setup
+        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
+        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+        >>> setup = build_setup(config)
+        >>> neutral = setup.prompt_sets["neutral"]
+        >>> success, ppl = success_and_ppl(setup, neutral, run_system(setup, neutral, "plain", "plain", {},
+        ...                                                           Factory(setup).plain()))
+        >>> 0 <= success <= 1, ppl > 1
+        (True, True)
+    """
     flat = [t for g in run.continuations for t in g]
     _, joint = control_scores(setup, flat, setup.targets)
     ppl = None
@@ -71,7 +101,26 @@ def success_and_ppl(setup: Setup, prompts: PromptSet, run: SystemRun) -> tuple[f
 
 def score_runs(setup: Setup, prompts: PromptSet, runs: Sequence[SystemRun]) -> dict[str, dict]:
     """Metrics of every system on one prompt set (see :mod:`dglm.bench.metrics`), with 95% intervals of
-    control success (Wilson) and mean perplexity (1.96 standard errors; samples of a prompt counted apart)."""
+    control success (Wilson) and mean perplexity (1.96 standard errors; samples of a prompt counted apart).
+
+    Example (plain decoding and unguided DGLM on the quick neutral openers):
+        >>> from dglm.bench.systems import Factory, run_system
+        >>> from dglm.bench.config import BenchConfig
+        >>> from dglm.bench.setup import build_setup
+        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
+        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+        >>> setup = build_setup(config)
+        >>> neutral, make = setup.prompt_sets["neutral"], Factory(setup)
+        >>> runs = [run_system(setup, neutral, "plain", "plain", {}, make.plain()),
+        ...         run_system(setup, neutral, "dglm", "dglm", {"sigma2": 1.0}, make.dglm(1.0))]
+        >>> scores = score_runs(setup, neutral, runs)
+        >>> plain, dglm = scores["plain"], scores["dglm"]
+        >>> plain["samples"], plain["relative_wall_time"], dglm["plan_fidelity"]["n"]
+        (4, 1.0, 4)
+        >>> low, high = dglm["control_success_ci95"]
+        >>> low <= dglm["control_success"] <= high, "plan_fidelity" in plain
+        (True, False)
+    """
     c, pipe = setup.config, setup.pipeline
     lm = setup.evaluator_lm
     ref_features = None
@@ -129,7 +178,18 @@ def topic_switch_reference(setup: Setup) -> dict | None:
     """What switching topic costs in perplexity when a human writes the text: the evaluator LM's perplexity
     of the topical prompts' own held-out continuations, and of human text of the target topic placed after the
     same prefixes (the set's samples per prompt, texts in turn), once as is (the prefix's sentence cut off)
-    and once after a full stop that closes it. None without a topic target or a topical set."""
+    and once after a full stop that closes it. None without a topic target or a topical set.
+
+    Example (quick mode: 8 synthetic sports texts after 2 topical prefixes, 2 samples each):
+        >>> from dglm.bench.config import BenchConfig
+        >>> from dglm.bench.setup import build_setup
+        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
+        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+        >>> setup = build_setup(config)
+        >>> ref = topic_switch_reference(setup)
+        >>> ref["label"], ref["texts"], ref["own"]["n"], ref["switch"]["n"], ref["closed"]["mean"] > 1
+        ('sports', 8, 2, 4, True)
+    """
     prompts = setup.prompt_sets.get("topical")
     if setup.topic_texts is None or prompts is None or setup.evaluator_lm is None:
         return None
@@ -150,7 +210,15 @@ def topic_switch_reference(setup: Setup) -> dict | None:
 
 def reference_perplexity(name: str, systems: dict[str, dict], switch: dict | None) -> tuple[float | None, str]:
     """The perplexity a set's limit is relative to: plain decoding's for neutral openers; for topical prefixes
-    the human topic-switch text after a closed sentence (plain decoding's when there is none)."""
+    the human topic-switch text after a closed sentence (plain decoding's when there is none).
+
+    Example:
+        >>> systems = {"plain": {"perplexity": {"mean": 20.0}}}
+        >>> reference_perplexity("neutral", systems, {"closed": {"mean": 35.0}})
+        (20.0, 'plain decoding of the same prompts')
+        >>> reference_perplexity("topical", systems, {"closed": {"mean": 35.0}})[0]
+        35.0
+    """
     plain = systems["plain"].get("perplexity", {}).get("mean")
     if name == "topical" and switch is not None:
         return switch["closed"]["mean"], "human topic-switch text after the prefix (closed sentence)"
@@ -199,7 +267,22 @@ def frontier(systems: dict[str, dict], ref_ppl: float | None, ppl_limit: float, 
 
 def score_compositions(setup: Setup, compositions: list[dict]) -> list[dict]:
     """Each composed control: per system, each target attribute's success rate and the joint rate, with
-    perplexity and 95% intervals."""
+    perplexity and 95% intervals.
+
+    Example:
+        >>> from dglm.bench.systems import run_compositions
+        >>> from dglm.bench.config import BenchConfig
+        >>> from dglm.bench.setup import build_setup
+        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
+        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4,
+        ...                                compositions=["topic('sports') + sentiment.positive()"])
+        >>> setup = build_setup(config)
+        >>> [comp] = score_compositions(setup, run_compositions(setup, layer=None))
+        >>> comp["targets"], list(comp["systems"])
+        ([('topic', 'sports'), ('sentiment', 'positive')], ['plain', 'dglm-guided strength=100'])
+        >>> list(comp["systems"]["plain"]["attributes"]), 0 <= comp["systems"]["plain"]["joint"] <= 1
+        (['topic=sports', 'sentiment=positive'], True)
+    """
     prompts = setup.prompt_sets.get("neutral")
     out = []
     for comp in compositions:
@@ -223,14 +306,32 @@ def score_compositions(setup: Setup, compositions: list[dict]) -> list[dict]:
 
 
 def sigma2_sweep(systems: dict[str, dict]) -> list[tuple[float, dict]]:
-    """The unguided sigma^2 sweep: ``(sigma2, system)`` of every ``dglm`` system, by sigma^2."""
+    """The unguided sigma^2 sweep: ``(sigma2, system)`` of every ``dglm`` system, by sigma^2.
+
+    Example:
+        >>> systems = {"plain": {"family": "plain", "params": {}},
+        ...            "dglm sigma2=1": {"family": "dglm", "params": {"sigma2": 1.0}},
+        ...            "dglm sigma2=0.5": {"family": "dglm", "params": {"sigma2": 0.5}}}
+        >>> [s2 for s2, _ in sigma2_sweep(systems)]
+        [0.5, 1.0]
+    """
     return sorted(((m["params"]["sigma2"], m) for m in systems.values() if m["family"] == "dglm"),
                   key=lambda pair: pair[0])
 
 
 def sigma2_sweep_target(systems: dict[str, dict]) -> list[dict]:
     """The noise knob (the reference's Table 2): over the unguided sigma^2 sweep, plan fidelity must not rise
-    and Dist-3 must not fall from one sigma^2 to the next. Empty when the sweep has fewer than two levels."""
+    and Dist-3 must not fall from one sigma^2 to the next. Empty when the sweep has fewer than two levels.
+
+    Example:
+        >>> def system(sigma2, fidelity, dist3):
+        ...     return {"family": "dglm", "params": {"sigma2": sigma2}, "dist3": dist3,
+        ...             "plan_fidelity": {"mean": fidelity, "sem": 0.01}}
+        >>> [t["met"] for t in sigma2_sweep_target({"a": system(0.1, 0.8, 0.5), "b": system(1.0, 0.6, 0.7)})]
+        [True]
+        >>> sigma2_sweep_target({"a": system(0.1, 0.8, 0.5)})
+        []
+    """
     sweep = sigma2_sweep(systems)
     if len(sweep) < 2:
         return []
@@ -253,6 +354,17 @@ def check_targets(path: str | None, sets: dict[str, dict], runtime: dict | None)
     - ``"runtime"``: ``system_prefix``, ``batch``, ``new_tokens``, ``max_relative``: that runtime cell.
 
     Without a file, the built-in checks only (the sigma^2 sweep when it ran).
+
+    Example:
+        >>> import tempfile
+        >>> sets = {"neutral": {"systems": {}, "frontier": {"reference_perplexity": 20.0, "ppl_limit": 1.25,
+        ...                                                 "within_ppl": {"owner": "dglm-guided"}}}}
+        >>> targets = [{"target": "DGLM owns the frontier", "kind": "frontier_owner", "prompt_set": "neutral",
+        ...             "limit": "within_ppl", "families": ["dglm-guided"]}]
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = Path(d, "targets.json").write_text(json.dumps(targets))
+        ...     check_targets(str(Path(d, "targets.json")), sets, runtime=None)
+        [{'target': 'DGLM owns the frontier', 'met': True, 'detail': 'owner: dglm-guided'}]
     """
     out = []
     for name, s in sets.items():

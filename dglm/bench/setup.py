@@ -41,7 +41,13 @@ logger = logging.getLogger(__name__)
 @dataclass
 class PromptSet:
     """One set of prompts: ``samples`` continuations per prompt and seed; ``references`` (prefixes,
-    continuations) of held-out text for MAUVE (topical set only); ``description`` says where they come from."""
+    continuations) of held-out text for MAUVE (topical set only); ``description`` says where they come from.
+
+    Example:
+        >>> openers = PromptSet("neutral", ["The house", "In 1923 the"], 2, "first words of test documents")
+        >>> len(openers.prompts) * openers.samples, openers.references
+        (4, None)
+    """
 
     name: str
     prompts: list[str]
@@ -53,7 +59,14 @@ class PromptSet:
 @dataclass
 class Peers:
     """The peers' supervision: per probe name, the labelled passages' mean decoder activations at the
-    candidate steering layers, and FUDGE's prefix discriminator; ``info`` records sizes and accuracies."""
+    candidate steering layers, and FUDGE's prefix discriminator; ``info`` records sizes and accuracies.
+
+    Example (usually made by :func:`build_peers`):
+        >>> bank = LabelledActivations(torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]]), ["sports", "arts"], [1])
+        >>> peers = Peers(banks={"topic": bank})
+        >>> peers.banks["topic"].vector("sports").directions, peers.discriminators
+        ({1: tensor([ 1., -1.])}, {})
+    """
 
     banks: dict[str, LabelledActivations] = field(default_factory=dict)
     discriminators: dict[str, PrefixDiscriminator] = field(default_factory=dict)
@@ -62,7 +75,15 @@ class Peers:
 
 @dataclass
 class Setup:
-    """What every system shares: the pipeline, the prompt sets, the control and the evaluators."""
+    """What every system shares: the pipeline, the prompt sets, the control and the evaluators.
+
+    Example (usually made by :func:`build_setup`):
+        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
+        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+        >>> setup = build_setup(config)
+        >>> setup.targets, sorted(setup.prompt_sets), setup.generate_kwargs["max_new_tokens"]
+        ([('topic', 'sports')], ['neutral', 'topical'], 4)
+    """
 
     config: BenchConfig
     pipeline: DGLM
@@ -79,7 +100,16 @@ class Setup:
 
     @property
     def generate_kwargs(self) -> dict:
-        """The decoding settings from the config (sampling, top-p, repetition penalty, token counts)."""
+        """The decoding settings from the config (sampling, top-p, repetition penalty, token counts).
+
+        Example:
+            >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
+            ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+            >>> setup = build_setup(config)
+            >>> kwargs = setup.generate_kwargs
+            >>> kwargs["do_sample"], kwargs["top_p"], kwargs["max_new_tokens"], kwargs["min_new_tokens"]
+            (True, 0.9, 4, 4)
+        """
         c = self.config
         kwargs = dict(do_sample=True, top_p=c.top_p, repetition_penalty=c.repetition_penalty,
                       max_new_tokens=c.new_tokens)
@@ -90,7 +120,15 @@ class Setup:
 
 def load_pipeline(config: BenchConfig) -> tuple[DGLM, list[str]]:
     """The checkpoint, or a random-weight preset with random probes "topic" (arts, society, sports),
-    "sentiment" and "toxicity"."""
+    "sentiment" and "toxicity".
+
+    Example:
+        >>> pipe, notes = load_pipeline(BenchConfig.for_quick())
+        >>> pipe.probes.names, pipe.probes.get("topic").labels
+        (('sentiment', 'topic', 'toxicity'), ('arts', 'society', 'sports'))
+        >>> notes[0][:45]
+        "pipeline: random weights of the 'tiny' preset"
+    """
     if not config.checkpoint.startswith(RANDOM):
         return DGLM.from_pretrained(config.checkpoint, device=config.device), []
     from dglm.presets import random_pipeline
@@ -147,7 +185,16 @@ def _evaluator_lm(config: BenchConfig, pipe: DGLM, notes: list[str], info: dict)
 
 
 def prompt_sets(config: BenchConfig, pipe: DGLM, topic_label: str | None, topic_eval) -> dict[str, PromptSet]:
-    """The configured prompt sets (see :mod:`dglm.bench.prompts`); quick mode uses random word sequences."""
+    """The configured prompt sets (see :mod:`dglm.bench.prompts`); quick mode uses random word sequences.
+
+    Example (quick mode reads neither the pipeline nor a topic evaluator):
+        >>> config = BenchConfig.for_quick(num_neutral=3, num_prompts=2, prefix_tokens=4)
+        >>> sets = prompt_sets(config, None, None, None)
+        >>> {name: (len(s.prompts), s.samples) for name, s in sets.items()}
+        {'neutral': (3, 2), 'topical': (2, 2)}
+        >>> [len(p.split()) for p in sets["topical"].prompts], len(sets["topical"].references[0])
+        ([4, 4], 4)
+    """
     out = {}
     if config.quick:
         from dglm.presets import random_texts
@@ -195,7 +242,17 @@ def prompt_sets(config: BenchConfig, pipe: DGLM, topic_label: str | None, topic_
 
 
 def build_setup(config: BenchConfig, pipeline: DGLM | None = None) -> Setup:
-    """Load the pipeline (unless given), prompt sets, evaluators and peers' supervision; resolve the control."""
+    """Load the pipeline (unless given), prompt sets, evaluators and peers' supervision; resolve the control.
+
+    Example (the ``--quick`` settings, without steering and FUDGE):
+        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
+        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+        >>> setup = build_setup(config)
+        >>> setup.targets, list(setup.evaluators), setup.evaluator_lm.independent
+        ([('topic', 'sports')], ['toxicity', 'sentiment', 'topic'], False)
+        >>> setup.topic_texts[0], len(setup.topic_texts[1]), setup.peers.banks
+        ('sports', 8, {})
+    """
     t0 = time.perf_counter()
     if pipeline is None:
         pipe, notes = load_pipeline(config)
@@ -260,7 +317,13 @@ _QUICK_WORDS = {"sentiment": {"positive": "good great love win happy", "negative
 
 def labelled_passages(config: BenchConfig, probe: str, split: str = "train") -> tuple[list[str], list[str]]:
     """The labelled passages behind a shipped probe, made as recipes/train_probes.py makes them
-    (:mod:`dglm.training.probe_data`), at most ``peer_texts_per_class`` per class (quick mode: synthetic)."""
+    (:mod:`dglm.training.probe_data`), at most ``peer_texts_per_class`` per class (quick mode: synthetic).
+
+    Example:
+        >>> texts, labels = labelled_passages(BenchConfig.for_quick(peer_texts_per_class=10), "sentiment")
+        >>> len(texts), sorted(set(labels)), len(texts[0].split())
+        (10, ['negative', 'positive'], 8)
+    """
     k = config.peer_texts_per_class
     if config.quick:
         import random
@@ -292,7 +355,16 @@ def labelled_passages(config: BenchConfig, probe: str, split: str = "train") -> 
 def build_peers(setup: Setup) -> Peers:
     """Steering activations for every probe the control and the compositions use (when steering runs), and a
     FUDGE discriminator for each probe of the control (when FUDGE runs): token features chosen between the
-    decoder's input embeddings and one-hot tokens by held-out balanced accuracy on 8-token prefixes."""
+    decoder's input embeddings and one-hot tokens by held-out balanced accuracy on 8-token prefixes.
+
+    Example (steering activations at decoder blocks 0 and 1 for the control's probe, no FUDGE):
+        >>> config = BenchConfig.for_quick(fudge_strengths=[], peer_texts_per_class=12)
+        >>> setup = build_setup(config)
+        >>> peers = build_peers(setup)
+        >>> bank = peers.banks["topic"]
+        >>> tuple(bank.activations.shape), bank.layers, peers.info["topic"]["steering"]["per_class"]
+        ((12, 2, 32), [0, 1], {'arts': 4, 'society': 4, 'sports': 4})
+    """
     c, dec = setup.config, setup.pipeline.decoder
     peers = Peers()
     probes = {leaf.probe for leaf, _ in setup.constraint.terms() if isinstance(leaf, Target)}

@@ -42,7 +42,14 @@ GenerateFn = Callable[[list[str], int, int, dict], tuple[list[list[str]], torch.
 @dataclass
 class SystemRun:
     """One system's generations on one prompt set: ``continuations[i][j]`` is sample j of prompt i; ``plans``
-    (P, S, d) for DGLM systems; ``wall_s`` the total generation time; ``timings`` seconds per stage."""
+    (P, S, d) for DGLM systems; ``wall_s`` the total generation time; ``timings`` seconds per stage.
+
+    Example (usually made by :func:`run_system`):
+        >>> run = SystemRun("plain", "plain", {}, [["a b", "c d"], ["e f", "g h"]], None, wall_s=2.0,
+        ...                 timings={}, cpu_s=3.0)
+        >>> sum(map(len, run.continuations)), cost(run, "cpu"), cost(run, "cuda")
+        (4, 3.0, 2.0)
+    """
 
     name: str
     family: str
@@ -56,7 +63,13 @@ class SystemRun:
 
 def cost(run: SystemRun, device) -> float:
     """The time a run is charged: process CPU time on a CPU (robust to other load on a shared machine),
-    wall time on an accelerator (where CPU time means nothing)."""
+    wall time on an accelerator (where CPU time means nothing).
+
+    Example:
+        >>> run = SystemRun("plain", "plain", {}, [["a b"]], None, wall_s=2.0, timings={}, cpu_s=3.0)
+        >>> cost(run, "cpu"), cost(run, "cuda:0")
+        (3.0, 2.0)
+    """
     return run.cpu_s if torch.device(device).type == "cpu" else run.wall_s
 
 
@@ -74,12 +87,39 @@ def _rows(prefixes: list[str], n: int) -> list[str]:
 
 
 def subject(setup: Setup) -> str:
-    """What prompting asks for: the control's target labels in words (``topic('sports')`` -> ``sports``)."""
+    """What prompting asks for: the control's target labels in words (``topic('sports')`` -> ``sports``).
+
+    Example:
+        >>> from dglm.bench.config import BenchConfig
+        >>> from dglm.bench.setup import build_setup
+        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
+        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4,
+        ...                                control="topic('sports') + sentiment.positive()")
+        >>> setup = build_setup(config)
+        >>> subject(setup)
+        'sports and positive'
+    """
     return " and ".join(label.replace("_", " ") for _, label in setup.targets) or setup.config.control
 
 
 class Factory:
-    """Makers of each family's generate function (see the module docstring), bound to one setup."""
+    """Makers of each family's generate function (see the module docstring), bound to one setup.
+
+    Example (each function maps B prefixes and n samples to B lists of n continuations):
+        >>> from dglm.bench.config import BenchConfig
+        >>> from dglm.bench.setup import build_setup
+        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
+        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+        >>> setup = build_setup(config)
+        >>> make = Factory(setup)
+        >>> texts, plans, timings = make.dglm(sigma2=1.0)(["the game was", "a new song"], 2, 0,
+        ...                                               setup.generate_kwargs)
+        >>> [len(group) for group in texts], tuple(plans.shape), sorted(timings)
+        ([2, 2], (2, 2, 32), ['decode', 'diffusion', 'encode', 'prompt'])
+        >>> texts, plans, _ = make.prompting("header")(["the game was"], 3, 0, setup.generate_kwargs)
+        >>> [len(group) for group in texts], plans
+        ([3], None)
+    """
 
     def __init__(self, setup: Setup):
         self.setup, self.pipe, self.c = setup, setup.pipeline, setup.config
@@ -143,7 +183,21 @@ class Factory:
 
 def run_system(setup: Setup, prompts: PromptSet, name: str, family: str, params: dict, fn: GenerateFn,
                limit: int | None = None) -> SystemRun:
-    """Run ``fn`` over every prompt batch of the set (its first ``limit`` prompts) and seed."""
+    """Run ``fn`` over every prompt batch of the set (its first ``limit`` prompts) and seed.
+
+    Example:
+        >>> from dglm.bench.config import BenchConfig
+        >>> from dglm.bench.setup import build_setup
+        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
+        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4, seeds=[0, 1])
+        >>> setup = build_setup(config)
+        >>> neutral = setup.prompt_sets["neutral"]
+        >>> run = run_system(setup, neutral, "plain", "plain", {}, Factory(setup).plain())
+        >>> len(run.continuations), [len(g) for g in run.continuations], run.plans  # 2 seeds x 2 samples
+        (2, [4, 4], None)
+        >>> [len(t.split()) for t in run.continuations[0]], run.wall_s > 0
+        ([4, 4, 4, 4], True)
+    """
     c = setup.config
     texts_of = prompts.prompts[:limit]
     groups: list[list[str]] = [[] for _ in texts_of]
@@ -171,7 +225,19 @@ def run_system(setup: Setup, prompts: PromptSet, name: str, family: str, params:
 
 
 def steering_vector(setup: Setup, layer: int, constraint=None) -> SteeringVector:
-    """The control's (or ``constraint``'s) steering vector at one layer."""
+    """The control's (or ``constraint``'s) steering vector at one layer.
+
+    Example:
+        >>> from dglm.bench.config import BenchConfig
+        >>> from dglm.bench.setup import build_setup
+        >>> config = BenchConfig.for_quick(fudge_strengths=[], peer_texts_per_class=12)
+        >>> setup = build_setup(config)
+        >>> vec = steering_vector(setup, 1)
+        >>> vec.layers, tuple(vec.directions[1].shape)
+        ([1], (32,))
+        >>> steering_vector(setup, 0, parse_constraint("-topic('sports')")).layers
+        [0]
+    """
     return constraint_vector(constraint or setup.constraint, setup.peers.banks, [layer])
 
 
@@ -179,7 +245,21 @@ def pick_steering_layer(setup: Setup, score: Callable) -> tuple[int | None, list
     """The steering layer: over the candidate layers and the second lowest and second highest multipliers, on
     the first ``steering_pick_prompts`` prompts of the neutral set (else the topical one), the layer with the highest
     control success at perplexity within ``ppl_limit`` of plain decoding on those prompts (ties: lower
-    perplexity). ``score(prompt_set, run) -> (success, perplexity)``. Returns (layer, table)."""
+    perplexity). ``score(prompt_set, run) -> (success, perplexity)``. Returns (layer, table).
+
+    Example (quick mode: candidate layers 0 and 1, one multiplier):
+        >>> from dglm.bench.config import BenchConfig
+        >>> from dglm.bench.scoring import success_and_ppl
+        >>> from dglm.bench.setup import build_setup
+        >>> config = BenchConfig.for_quick(fudge_strengths=[], peer_texts_per_class=12, new_tokens=4,
+        ...                                min_new_tokens=4)
+        >>> setup = build_setup(config)
+        >>> def score(prompts, run):
+        ...     return success_and_ppl(setup, prompts, run)
+        >>> layer, table = pick_steering_layer(setup, score)
+        >>> layer in (0, 1), [(row["layer"], row["scale"]) for row in table]
+        (True, [(0, 16.0), (1, 16.0)])
+    """
     c = setup.config
     if not c.steering_scales or not setup.peers.banks:
         return None, []
@@ -209,7 +289,22 @@ def pick_steering_layer(setup: Setup, score: Callable) -> tuple[int | None, list
 def run_systems(setup: Setup, prompts: PromptSet, layer: int | None) -> list[SystemRun]:
     """Every system on one prompt set, in the order plain, dglm (sigma^2 levels), dglm (plan_scale), dglm-guided
     (strengths, then each plan_scale and control_scale over them), steering, fudge, prompting, best-of-n (N matched
-    to each DGLM-guided variant's mean :func:`cost` over its strengths, rounded up)."""
+    to each DGLM-guided variant's mean :func:`cost` over its strengths, rounded up).
+
+    Example (a few systems on the quick neutral openers):
+        >>> from dglm.bench.config import BenchConfig
+        >>> from dglm.bench.setup import build_setup
+        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
+        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4, plan_scales=[],
+        ...                                guided_plan_scales=[], guided_control_scales=[],
+        ...                                prompt_styles=["header"], bon_extra_n=[])
+        >>> setup = build_setup(config)
+        >>> runs = run_systems(setup, setup.prompt_sets["neutral"], layer=None)
+        >>> [run.family for run in runs]  # dglm at the sweep's sigma2 (1) and at the checkpoint's
+        ['plain', 'dglm', 'dglm', 'dglm-guided', 'prompting', 'best-of-n']
+        >>> runs[3].name, [len(g) for g in runs[3].continuations]
+        ('dglm-guided strength=100', [2, 2])
+    """
     c, pipe = setup.config, setup.pipeline
     make = Factory(setup)
     s2, w0, v0 = pipe.sampling.sigma2, pipe.sampling.plan_scale, pipe.sampling.control_scale
@@ -263,7 +358,19 @@ def run_systems(setup: Setup, prompts: PromptSet, layer: int | None) -> list[Sys
 def run_compositions(setup: Setup, layer: int | None) -> list[dict]:
     """Each composed control (``config.compositions``) on the neutral openers: plain decoding, guided DGLM at
     ``composition_strengths`` and activation steering (the sum of the terms' vectors, at ``layer``) at
-    ``composition_scales``. Returns ``[{"control", "targets", "runs": [SystemRun]}]`` (scored by the caller)."""
+    ``composition_scales``. Returns ``[{"control", "targets", "runs": [SystemRun]}]`` (scored by the caller).
+
+    Example:
+        >>> from dglm.bench.config import BenchConfig
+        >>> from dglm.bench.setup import build_setup
+        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
+        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4,
+        ...                                compositions=["topic('sports') + sentiment.positive()"])
+        >>> setup = build_setup(config)
+        >>> [comp] = run_compositions(setup, layer=None)
+        >>> comp["targets"], [run.name for run in comp["runs"]]
+        ([('topic', 'sports'), ('sentiment', 'positive')], ['plain', 'dglm-guided strength=100'])
+    """
     from dglm.bench.setup import control_targets
 
     c = setup.config
@@ -291,7 +398,22 @@ def run_compositions(setup: Setup, layer: int | None) -> list[dict]:
 def runtime_table(setup: Setup, layer: int | None, bon_n: int | None) -> dict:
     """Seconds per call and relative to plain decoding, per (batch size, new tokens) and system: exactly
     ``new tokens`` tokens each (eos suppressed), one sample per prompt, after one untimed warm-up call per
-    system. A system's longer cells are skipped once a cell took more than ``runtime_cell_limit_s / 2``."""
+    system. A system's longer cells are skipped once a cell took more than ``runtime_cell_limit_s / 2``.
+
+    Example (quick mode: batch 2, 8 new tokens):
+        >>> from dglm.bench.config import BenchConfig
+        >>> from dglm.bench.setup import build_setup
+        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
+        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4,
+        ...                                prompt_styles=["header"])
+        >>> setup = build_setup(config)
+        >>> table = runtime_table(setup, layer=None, bon_n=None)
+        >>> table["systems"]  # guided at the checkpoint's strength
+        ['plain', 'dglm', 'dglm-guided strength=20', 'prompting header']
+        >>> cells = table["cells"]
+        >>> [(cell["batch"], cell["new_tokens"]) for cell in cells][:2], cells[0]["relative"]
+        ([(2, 8), (2, 8)], 1.0)
+    """
     c, pipe = setup.config, setup.pipeline
     make = Factory(setup)
     lam = pipe.sampling.strength

@@ -104,7 +104,13 @@ class Constraint:
         raise NotImplementedError
 
     def leaves(self) -> Iterator[Leaf]:
-        """The leaves of the expression tree, left to right (before any merging)."""
+        """The leaves of the expression tree, left to right (before any merging).
+
+        Example:
+            >>> from dglm.constraints import parse_constraint
+            >>> list(parse_constraint("topic('sports') - 2 * topic('sports') + near('a song')").leaves())
+            [topic('sports'), topic('sports'), near('a song')]
+        """
         raise NotImplementedError
 
     # -- normal form, loss, resolution ----------------------------------------------------------------
@@ -133,7 +139,16 @@ class Constraint:
         return tuple((leaf, w) for leaf, w, scale in merged.values() if abs(w) > _CANCEL_TOLERANCE * scale)
 
     def loss(self, raw: torch.Tensor) -> torch.Tensor:
-        """Per-embedding loss: raw (..., d) unit-norm embeddings -> (...,). Lower is better satisfied."""
+        """Per-embedding loss: raw (..., d) unit-norm embeddings -> (...,). Lower is better satisfied.
+
+        Example:
+            >>> from dglm.constraints import Probe
+            >>> sentiment = Probe(torch.tensor([[4.0, 0.0]]), torch.zeros(1), ("negative", "positive"),
+            ...                   "toy:2", name="sentiment")
+            >>> c = 2 * sentiment("positive")  # 2 * -log p(positive | x)
+            >>> c.loss(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])).round(decimals=3)
+            tensor([0.0360, 8.0360])
+        """
         pending = [repr(leaf) for leaf in self.leaves() if not leaf.is_resolved]
         if pending:
             raise UnresolvedConstraintError(
@@ -154,19 +169,44 @@ class Constraint:
 
     @property
     def is_resolved(self) -> bool:
-        """True when every leaf can compute its loss (no probe or text left to look up)."""
+        """True when every leaf can compute its loss (no probe or text left to look up).
+
+        Example:
+            >>> from dglm.constraints import Probe, parse_constraint
+            >>> sentiment = Probe(torch.ones(1, 2), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> parse_constraint("topic('sports')").is_resolved, sentiment("positive").is_resolved
+            (False, True)
+        """
         return all(leaf.is_resolved for leaf in self.leaves())
 
     def resolve(self, encoder, registry=None) -> Constraint:
         """The same expression with every leaf made concrete for ``encoder`` (a
         :class:`~dglm.encoder.SemanticEncoder`): named probes are looked up in ``registry`` (a
         :class:`~dglm.constraints.probes.ProbeRegistry`), texts are embedded, and probe-backed leaves are
-        checked against the encoder's identity and dimension."""
+        checked against the encoder's identity and dimension.
+
+        Example (a text is embedded by the encoder; the expression keeps its shape):
+            >>> from dglm.constraints import near
+            >>> from dglm.presets import TINY, random_encoder
+            >>> encoder = random_encoder(TINY.encoder)
+            >>> c = 2 * near("a song")
+            >>> resolved = c.resolve(encoder)
+            >>> at_target = resolved.loss(encoder.encode(["a song"])).abs().item() < 1e-5
+            >>> c.is_resolved, resolved.is_resolved, at_target
+            (False, True, True)
+        """
         return self._map_leaves(lambda leaf: leaf._resolve(encoder, registry))
 
     # -- algebra ---------------------------------------------------------------------------------------
     def weight(self, w: float) -> Constraint:
-        """This constraint with its loss scaled by ``w`` (same as ``w * self``)."""
+        """This constraint with its loss scaled by ``w`` (same as ``w * self``).
+
+        Example:
+            >>> from dglm.constraints import parse_constraint
+            >>> topic = parse_constraint("topic('sports')")
+            >>> topic.weight(3), topic.weight(3) == 3 * topic
+            (3*topic('sports'), True)
+        """
         return scale(self, check_weight(w))
 
     def __add__(self, other) -> Constraint:

@@ -293,7 +293,18 @@ class Control:
 
     def for_prefixes(self, num_prefixes: int, strength: float, guidance_samples: int) -> Control:
         """This control laid out over ``num_prefixes`` prefixes: one constraint and one strength each, and
-        the call's ``strength`` and ``guidance_samples`` where it gives none."""
+        the call's ``strength`` and ``guidance_samples`` where it gives none.
+
+        Example:
+            >>> from dglm.constraints import near
+            >>> laid = Control(near("the game")).for_prefixes(3, strength=20.0, guidance_samples=8)
+            >>> laid.constraints, laid.strength, laid.guidance_samples
+            ((near('the game'), near('the game'), near('the game')), (20.0, 20.0, 20.0), 8)
+            >>> Control([None, None], strength=5).for_prefixes(3, strength=20.0, guidance_samples=8)
+            Traceback (most recent call last):
+                ...
+            ValueError: constraints must have one constraint (or None) per prefix (3), got 2: (None, None)
+        """
         def per_prefix(value, name: str, what: str) -> tuple:
             if not isinstance(value, tuple):
                 return (value,) * num_prefixes
@@ -317,7 +328,15 @@ class Control:
         return laid_out
 
     def resolve(self, encoder, registry=None) -> Control:
-        """This control with its constraints resolved (:meth:`Constraint.resolve`; each distinct one once)."""
+        """This control with its constraints resolved (:meth:`Constraint.resolve`; each distinct one once).
+
+        Example:
+            >>> from dglm.presets import TINY, random_encoder
+            >>> encoder = random_encoder(TINY.encoder)
+            >>> control = Control(["near('a song')", None, "near('a song')"]).resolve(encoder)
+            >>> [c is not None and c.is_resolved for c in control.constraints]
+            [True, False, True]
+        """
         if not isinstance(self.constraints, tuple):
             return replace(self, constraints=None if self.constraints is None
                            else self.constraints.resolve(encoder, registry))
@@ -327,7 +346,17 @@ class Control:
     def guidance(self, start: int, stop: int, num_samples: int, to_raw: Callable[[torch.Tensor], torch.Tensor],
                  generator: torch.Generator | None = None) -> ConstraintGuidance | None:
         """The denoiser wrapper of prefixes ``[start, stop)`` with ``num_samples`` rows each (row-major), or
-        None if none of them has a constraint; needs a control laid out by :meth:`for_prefixes` and resolved."""
+        None if none of them has a constraint; needs a control laid out by :meth:`for_prefixes` and resolved.
+
+        Example (prefix 0 unguided, prefix 1 guided, 2 samples each):
+            >>> from dglm.presets import TINY, fit_random, random_encoder
+            >>> encoder = fit_random(random_encoder(TINY.encoder))
+            >>> control = Control([None, "near('a song')"], strength=[0, 30]).for_prefixes(2, 20.0, 4)
+            >>> control = control.resolve(encoder)
+            >>> unguided = control.guidance(0, 1, 2, encoder.to_raw)  # prefix 0 only
+            >>> unguided is None, type(control.guidance(0, 2, 2, encoder.to_raw))
+            (True, <class 'dglm.constraints.guidance.ConstraintGuidance'>)
+        """
         constraints = self.constraints[start:stop]
         if all(c is None for c in constraints):
             return None

@@ -127,12 +127,25 @@ class Probe:
     # -- shape and identity ----------------------------------------------------------------------------
     @property
     def dim(self) -> int:
-        """Embedding dimension d the probe reads."""
+        """Embedding dimension d the probe reads.
+
+        Example:
+            >>> sentiment = Probe(torch.ones(1, 2), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> sentiment.dim
+            2
+        """
         return self.weight.shape[1]
 
     @property
     def binary(self) -> bool:
-        """True for a one-logit probe over two labels."""
+        """True for a one-logit probe over two labels.
+
+        Example (a 2-row softmax probe is folded into the one-logit form):
+            >>> Probe(torch.eye(2), torch.zeros(2), ("negative", "positive"), "toy:2").binary
+            True
+            >>> Probe(torch.eye(3, 2), torch.zeros(3), ("a", "b", "c"), "toy:2").binary
+            False
+        """
         return self.weight.shape[0] == 1
 
     def __eq__(self, other) -> bool:
@@ -152,7 +165,17 @@ class Probe:
 
     def check_encoder(self, encoder) -> None:
         """Raise ValueError unless ``encoder`` (a SemanticEncoder or an identity string) is the one this
-        probe was trained on: same dimension and same identity."""
+        probe was trained on: same dimension and same identity.
+
+        Example:
+            >>> sentiment = Probe(torch.ones(1, 2), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> sentiment.check_encoder("toy:2")  # fine: returns None
+            >>> sentiment.check_encoder("other:3")
+            Traceback (most recent call last):
+                ...
+            ValueError: probe 'probe' reads 2-d embeddings of encoder 'toy:2', but the pipeline's encoder \
+'other:3' makes 3-d embeddings; fit the probe on this encoder (Probe.fit(texts, labels, encoder=...))
+        """
         identity, dim = _identity_and_dim(encoder)
         if dim != self.dim:
             raise ValueError(f"probe {self.name!r} reads {self.dim}-d embeddings of encoder {self.encoder!r}, but "
@@ -164,7 +187,18 @@ class Probe:
                              f"the probe on this encoder (Probe.fit(texts, labels, encoder=...))")
 
     def label_index(self, label: str) -> int:
-        """Index of ``label`` in ``labels``; an unknown label raises a KeyError listing the known ones."""
+        """Index of ``label`` in ``labels``; an unknown label raises a KeyError listing the known ones.
+
+        Example:
+            >>> topics = Probe(torch.eye(3, 4), torch.zeros(3), ("sports", "food", "world"), "toy:4",
+            ...                name="topic")
+            >>> topics.label_index("world")
+            2
+            >>> topics.label_index("music")
+            Traceback (most recent call last):
+                ...
+            KeyError: "label 'music' is not one of probe 'topic''s labels ['sports', 'food', 'world']"
+        """
         if label not in self.labels:
             raise KeyError(f"label {label!r} is not one of probe {self.name!r}'s labels {list(self.labels)}")
         return self.labels.index(label)
@@ -179,23 +213,49 @@ class Probe:
         return self._on_device[raw.device]
 
     def logits(self, raw: torch.Tensor) -> torch.Tensor:
-        """raw (..., d) -> logits (..., K), computed in float32 (K = 1 for a binary probe)."""
+        """raw (..., d) -> logits (..., K), computed in float32 (K = 1 for a binary probe).
+
+        Example:
+            >>> probe = Probe(torch.tensor([[4.0, 0.0]]), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> probe.logits(torch.tensor([[0.5, 0.5], [-1.0, 0.0]])).tolist()
+            [[2.0], [-4.0]]
+        """
         weight, bias = self._params(raw)
         return raw.float() @ weight.T + bias
 
     def log_probs(self, raw: torch.Tensor) -> torch.Tensor:
-        """raw (..., d) -> log-probabilities of each label (..., len(labels)), float32."""
+        """raw (..., d) -> log-probabilities of each label (..., len(labels)), float32.
+
+        Example (a binary probe still gives one column per label):
+            >>> probe = Probe(torch.tensor([[4.0, 0.0]]), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> lp = probe.log_probs(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+            >>> lp.shape, lp.exp().round(decimals=4)
+            (torch.Size([2, 2]), tensor([[0.5000, 0.5000],
+                    [0.0180, 0.9820]]))
+        """
         logits = self.logits(raw)
         if self.binary:
             return torch.cat([F.logsigmoid(-logits), F.logsigmoid(logits)], dim=-1)
         return logits.log_softmax(dim=-1)
 
     def probs(self, raw: torch.Tensor) -> torch.Tensor:
-        """raw (..., d) -> probabilities of each label (..., len(labels))."""
+        """raw (..., d) -> probabilities of each label (..., len(labels)).
+
+        Example:
+            >>> topics = Probe(torch.eye(3, 4) * 5, torch.zeros(3), ("sports", "food", "world"), "toy:4")
+            >>> topics.probs(torch.tensor([0.0, 1.0, 0.0, 0.0])).round(decimals=3)
+            tensor([0.0070, 0.9870, 0.0070])
+        """
         return self.log_probs(raw).exp()
 
     def predict(self, raw: torch.Tensor) -> torch.Tensor:
-        """raw (..., d) -> index of the most likely label (...,), int64."""
+        """raw (..., d) -> index of the most likely label (...,), int64.
+
+        Example:
+            >>> topics = Probe(torch.eye(3, 4), torch.zeros(3), ("sports", "food", "world"), "toy:4")
+            >>> [topics.labels[i] for i in topics.predict(torch.tensor([[0.0, 0, 1, 0], [1.0, 0, 0, 0]]))]
+            ['world', 'sports']
+        """
         return self.log_probs(raw).argmax(dim=-1)
 
     def __call__(self, label: str) -> ProbeTarget:
@@ -299,7 +359,16 @@ class Probe:
 
     # -- files -------------------------------------------------------------------------------------------
     def save(self, folder: str | os.PathLike) -> None:
-        """Write ``probe.json`` and ``probe.safetensors`` into ``folder`` (atomically replaced)."""
+        """Write ``probe.json`` and ``probe.safetensors`` into ``folder`` (atomically replaced).
+
+        Example (:meth:`load` reads it back):
+            >>> import tempfile
+            >>> sentiment = Probe(torch.ones(1, 2), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     sentiment.save(d + "/sentiment")
+            ...     sorted(os.listdir(d + "/sentiment"))
+            ['probe.json', 'probe.safetensors']
+        """
         with atomic_directory(folder) as tmp:
             self._write(tmp)
 
@@ -393,21 +462,49 @@ class ProbeTarget(Leaf):
         self.probe.label_index(self.label)
 
     def key(self):
-        """The probe (compared by name, labels, encoder and weights) and the label."""
+        """The probe (compared by name, labels, encoder and weights) and the label.
+
+        Example (two copies of a probe make the same target):
+            >>> sentiment = Probe(torch.ones(1, 2), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> copy = Probe(torch.ones(1, 2), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> sentiment("positive").key() == copy("positive").key(), sentiment("positive").key()[2]
+            (True, 'positive')
+        """
         return ("probe", self.probe, self.label)
 
     def canonical(self):
-        """For a binary probe aimed at ``labels[0]``: the twin aimed at ``labels[1]`` with sign -1."""
+        """For a binary probe aimed at ``labels[0]``: the twin aimed at ``labels[1]`` with sign -1.
+
+        Example:
+            >>> sentiment = Probe(torch.ones(1, 2), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> sentiment("negative").canonical(), sentiment("positive").canonical()
+            ((probe['positive'], -1.0), (probe['positive'], 1.0))
+        """
         if self.probe.binary and self.label == self.probe.labels[0]:
             return ProbeTarget(self.probe, self.probe.labels[1]), -1.0
         return self, 1.0
 
     def toward(self, raw: torch.Tensor) -> torch.Tensor:
-        """``-log p(label | x)`` per embedding: raw (..., d) -> (...,)."""
+        """``-log p(label | x)`` per embedding: raw (..., d) -> (...,).
+
+        Example:
+            >>> topics = Probe(torch.eye(3, 4), torch.zeros(3), ("sports", "food", "world"), "toy:4",
+            ...                name="topic")
+            >>> topics("sports").toward(torch.tensor([[1.0, 0, 0, 0], [0.0, 1, 0, 0]])).round(decimals=3)
+            tensor([0.5510, 1.5510])
+        """
         return -self.probe.log_probs(raw)[..., self.probe.label_index(self.label)]
 
     def away(self, raw: torch.Tensor) -> torch.Tensor:
-        """``-log(1 - p(label | x))`` per embedding: raw (..., d) -> (...,), computed stably."""
+        """``-log(1 - p(label | x))`` per embedding: raw (..., d) -> (...,), computed stably.
+
+        Example (finite even where ``p(label | x)`` rounds to 1 in float32):
+            >>> topics = Probe(torch.eye(3, 4), torch.zeros(3), ("sports", "food", "world"), "toy:4",
+            ...                name="topic")
+            >>> x = torch.tensor([[1.0, 0, 0, 0], [200.0, 0, 0, 0]])
+            >>> topics("sports").away(x).round(decimals=3)
+            tensor([  0.8580, 199.3070])
+        """
         index = self.probe.label_index(self.label)
         if self.probe.binary:
             return -self.probe.log_probs(raw)[..., 1 - index]
@@ -443,7 +540,20 @@ class ProbeRegistry:
             self.add(name, probe)
 
     def add(self, name: str, probe: Probe) -> None:
-        """Register ``probe`` under ``name`` (a plain folder-safe name); replaces a probe of that name."""
+        """Register ``probe`` under ``name`` (a plain folder-safe name); replaces a probe of that name.
+
+        Example (a probe of another encoder is refused):
+            >>> reg = ProbeRegistry("toy:2")
+            >>> reg.add("sentiment", Probe(torch.ones(1, 2), torch.zeros(1), ("neg", "pos"), "toy:2"))
+            >>> reg.add("topic", Probe(torch.ones(1, 2), torch.zeros(1), ("arts", "sports"), "other:2"))
+            Traceback (most recent call last):
+                ...
+            ValueError: probe 'probe' was trained on encoder 'other:2', but the pipeline's encoder is \
+'toy:2'; its weights mean nothing in another embedding space: fit the probe on this encoder \
+(Probe.fit(texts, labels, encoder=...))
+            >>> reg.names
+            ('sentiment',)
+        """
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"name={name!r} must be 1-100 letters, digits, '_', '.' or '-' (it becomes a folder)")
         if not isinstance(probe, Probe):
@@ -452,7 +562,19 @@ class ProbeRegistry:
         self._probes[name] = probe
 
     def get(self, name: str) -> Probe:
-        """The probe called ``name``; an unknown name raises a KeyError listing the known ones."""
+        """The probe called ``name``; an unknown name raises a KeyError listing the known ones.
+
+        Example:
+            >>> reg = ProbeRegistry("toy:2", {"sentiment": Probe(torch.ones(1, 2), torch.zeros(1),
+            ...                                                  ("negative", "positive"), "toy:2")})
+            >>> reg.get("sentiment").labels
+            ('negative', 'positive')
+            >>> reg.get("topic")
+            Traceback (most recent call last):
+                ...
+            KeyError: "no probe named 'topic' for encoder 'toy:2'; this registry holds ['sentiment'] \
+(add one with registry.add(name, Probe.fit(...)))"
+        """
         if name not in self._probes:
             raise KeyError(f"no probe named {name!r} for encoder {self.encoder!r}; this registry holds "
                            f"{list(self.names) or 'none'} (add one with registry.add(name, Probe.fit(...)))")
@@ -460,7 +582,13 @@ class ProbeRegistry:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The registered probe names, sorted."""
+        """The registered probe names, sorted.
+
+        Example:
+            >>> binary = Probe(torch.ones(1, 2), torch.zeros(1), ("no", "yes"), "toy:2")
+            >>> ProbeRegistry("toy:2", {"toxicity": binary, "sentiment": binary}).names
+            ('sentiment', 'toxicity')
+        """
         return tuple(sorted(self._probes))
 
     def __contains__(self, name) -> bool:
@@ -476,14 +604,36 @@ class ProbeRegistry:
         return f"ProbeRegistry(encoder={self.encoder!r}, probes={list(self.names)})"
 
     def check_encoder(self, encoder) -> None:
-        """Raise ValueError unless ``encoder`` is the encoder these probes were trained on."""
+        """Raise ValueError unless ``encoder`` is the encoder these probes were trained on.
+
+        Example:
+            >>> reg = ProbeRegistry("toy:2")
+            >>> reg.check_encoder("toy:2")  # fine: returns None
+            >>> reg.check_encoder("toy:3")
+            Traceback (most recent call last):
+                ...
+            ValueError: the probe registry was built for encoder 'toy:2' (2-d), but the pipeline's encoder \
+is 'toy:3' (3-d)
+        """
         identity, dim = _identity_and_dim(encoder)
         if (identity, dim) != (self.encoder, self.dim):
             raise ValueError(f"the probe registry was built for encoder {self.encoder!r} ({self.dim}-d), but the "
                              f"pipeline's encoder is {identity!r} ({dim}-d)")
 
     def save(self, folder: str | os.PathLike) -> None:
-        """Write ``registry.json`` and one ``<name>/`` probe folder per probe (atomically replaced)."""
+        """Write ``registry.json`` and one ``<name>/`` probe folder per probe (atomically replaced).
+
+        Example (:meth:`load` reads it back, refusing another encoder when one is given):
+            >>> import tempfile
+            >>> binary = Probe(torch.ones(1, 2), torch.zeros(1), ("no", "yes"), "toy:2")
+            >>> reg = ProbeRegistry("toy:2", {"toxicity": binary, "sentiment": binary})
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     reg.save(d)
+            ...     files = sorted(os.listdir(d))
+            ...     loaded = ProbeRegistry.load(d, encoder="toy:2")
+            >>> files, loaded.names, loaded.get("toxicity") == binary
+            (['registry.json', 'sentiment', 'toxicity'], ('sentiment', 'toxicity'), True)
+        """
         with atomic_directory(folder) as tmp:
             write_json(tmp / REGISTRY_INDEX, {"format": REGISTRY_FORMAT, "version": FORMAT_VERSION,
                                               "encoder": self.encoder, "dim": self.dim, "probes": list(self.names)})
@@ -492,7 +642,22 @@ class ProbeRegistry:
 
     @classmethod
     def load(cls, folder: str | os.PathLike, encoder=None) -> ProbeRegistry:
-        """Read what :meth:`save` wrote; with ``encoder``, refuse probes of another encoder."""
+        """Read what :meth:`save` wrote; with ``encoder``, refuse probes of another encoder.
+
+        Example (probes are only read for the encoder they were trained on):
+            >>> import tempfile
+            >>> binary = Probe(torch.ones(1, 2), torch.zeros(1), ("no", "yes"), "toy:2")
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     ProbeRegistry("toy:2", {"toxicity": binary}).save(d)
+            ...     names = ProbeRegistry.load(d).names
+            ...     ProbeRegistry.load(d, encoder="other:2")
+            Traceback (most recent call last):
+                ...
+            ValueError: the probe registry was built for encoder 'toy:2' (2-d), but the pipeline's encoder \
+is 'other:2' (2-d)
+            >>> names
+            ('toxicity',)
+        """
         folder = Path(folder)
         where = folder / REGISTRY_INDEX
         meta = read_json(where)

@@ -53,7 +53,25 @@ def bag_of_words_loss(generator: PromptGenerator, z: torch.Tensor, alpha2: torch
 
 def pretrain_bag_of_words(generator, train, mean, std, config, show_progress_bar, log) -> None:
     """Teach the vocab-mixture head which words each embedding's continuation holds (no decoder pass). Every
-    process runs the same seeded steps (they are cheap); DDP then starts from the main process's weights."""
+    process runs the same seeded steps (they are cheap); DDP then starts from the main process's weights.
+
+    Example (30 steps on 4 windows; the log holds a record every 50 steps and at the last one):
+        >>> import io
+        >>> from dglm.config import PromptConfig
+        >>> from dglm.training.data import WindowSet
+        >>> from dglm.training.train_prompt import PromptTrainingConfig
+        >>> _ = torch.manual_seed(0)
+        >>> generator = PromptGenerator(PromptConfig(dim=8, out_dim=16, num_soft_tokens=2, width=16, depth=2,
+        ...                                          heads=2, head="vocab_mixture", vocab_size=50))
+        >>> train = WindowSet(np.arange(40).reshape(4, 10), np.array([[3], [5], [2], [6]]),
+        ...                   cont_emb=torch.randn(4, 1, 8))
+        >>> config = PromptTrainingConfig(bow_pretrain_steps=30, bow_batch_size=8, lr=1e-2)
+        >>> log = io.StringIO()
+        >>> pretrain_bag_of_words(generator, train, torch.zeros(8), torch.ones(8), config, False, log)
+        >>> records = [json.loads(line) for line in log.getvalue().splitlines()]
+        >>> [r["step"] for r in records], records[-1]["bow_loss"] < records[0]["bow_loss"]
+        ([0, 29], True)
+    """
     device = mean.device
     rng, g = np.random.default_rng(config.seed), torch.Generator(device).manual_seed(config.seed)
     optimizer = torch.optim.AdamW(param_groups(generator, config.weight_decay), lr=config.lr, betas=(0.9, 0.99))

@@ -43,7 +43,13 @@ def _parts(stage: str):
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    """The parser of ``dglm train STAGE [options]``."""
+    """The parser of ``dglm train STAGE [options]``.
+
+    Example:
+        >>> args = build_parser().parse_args(["diffusion", "--work", "w", "--steps", "10", "--depth", "2"])
+        >>> args.stage, args.work, args.steps, args.depth
+        ('diffusion', 'w', 10, 2)
+    """
     from dglm.training.stages import STAGES
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
@@ -68,7 +74,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 def stage_config(args: argparse.Namespace):
-    """The validated stage config of parsed ``args``."""
+    """The validated stage config of parsed ``args``.
+
+    Example:
+        >>> config = stage_config(build_parser().parse_args(["diffusion", "--work", "w", "--depth", "2"]))
+        >>> type(config).__name__, config.model, config.training.steps > 0
+        ('DiffusionStageConfig', {'depth': 2}, True)
+    """
     config_class, _, shape, training = _parts(args.stage)
     base = {}
     if shape is not None:

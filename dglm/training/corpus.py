@@ -98,7 +98,12 @@ class Document:
 
     @property
     def words(self) -> int:
-        """Whitespace-separated word count."""
+        """Whitespace-separated word count.
+
+        Example:
+            >>> Document("wikipedia:Golf", "wikipedia", "Golf", "Golf is a club-and-ball sport.").words
+            5
+        """
         return len(self.text.split())
 
     def to_json(self) -> str:
@@ -113,7 +118,17 @@ class Document:
 
     @classmethod
     def from_json(cls, line: str) -> Document:
-        """Parse a line written by :meth:`to_json`; missing or unknown keys raise ValueError."""
+        """Parse a line written by :meth:`to_json`; missing or unknown keys raise ValueError.
+
+        Example:
+            >>> line = '{"doc_id": "w:1", "source": "wikipedia", "title": "A", "text": "Hi."}'
+            >>> Document.from_json(line).title
+            'A'
+            >>> Document.from_json('{"doc_id": "w:1"}')  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+                ...
+            ValueError: ...
+        """
         data = json.loads(line)
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")

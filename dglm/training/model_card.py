@@ -28,7 +28,24 @@ def _last(path: Path) -> dict:
 
 
 def training_report(pipe, work: Path, run: Path) -> str:
-    """Markdown describing how the checkpoint of ``pipe`` was trained in ``work`` (prompt run ``run``)."""
+    """Markdown describing how the checkpoint of ``pipe`` was trained in ``work`` (prompt run ``run``).
+
+    Example (a work folder with only its prepare.json; ``pipe`` is not read):
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = Path(d, "prepare.json").write_text(json.dumps({"windows": 1200}))
+        ...     report = training_report(None, Path(d), Path(d, "runs", "r1"))
+        >>> print(report.split("## Training")[0].strip())
+        Built by `dglm train` (prepare, diffusion, prompt, assemble).
+        <BLANKLINE>
+        ## Data
+        <BLANKLINE>
+        | key | value |
+        |---|---|
+        | windows | 1200 |
+        >>> "(not evaluated)" in report
+        True
+    """
     prepared = json.loads((work / "prepare.json").read_text()) if (work / "prepare.json").is_file() else {}
     result = json.loads((run / "result.json").read_text()) if (run / "result.json").is_file() else {}
     plan_use = json.loads((run / "plan_use.json").read_text()) if (run / "plan_use.json").is_file() else \

@@ -53,7 +53,14 @@ class _Stage(BaseModel):
 
 
 class PrepareConfig(_Stage):
-    """Settings of :func:`prepare`."""
+    """Settings of :func:`prepare`.
+
+    Example:
+        >>> config = PrepareConfig(data="texts/", encoder="sentence-transformers/all-MiniLM-L6-v2",
+        ...                        decoder="HuggingFaceTB/SmolLM2-135M-Instruct", window=32)
+        >>> config.work, config.window, config.per_window, config.validation_fraction
+        ('cache/dglm', 32, 2, 0.05)
+    """
 
     work: str = WORK
     data: str = Field(description=(
@@ -86,7 +93,13 @@ class PrepareConfig(_Stage):
 
 
 class DiffusionStageConfig(_Stage):
-    """Settings of :func:`diffusion`; ``model`` overrides fields of the preset's ``DiffusionConfig``."""
+    """Settings of :func:`diffusion`; ``model`` overrides fields of the preset's ``DiffusionConfig``.
+
+    Example:
+        >>> config = DiffusionStageConfig(work="w", preset="tiny", model={"depth": 4}, training={"steps": 40})
+        >>> config.model, config.training.steps, config.from_checkpoint
+        ({'depth': 4}, 40, None)
+    """
 
     work: str = WORK
     from_checkpoint: str | None = Field(default=None, description=(
@@ -99,7 +112,14 @@ class DiffusionStageConfig(_Stage):
 
 
 class PromptStageConfig(_Stage):
-    """Settings of :func:`prompt`; ``model`` overrides fields of the preset's ``PromptConfig``."""
+    """Settings of :func:`prompt`; ``model`` overrides fields of the preset's ``PromptConfig``.
+
+    Example:
+        >>> config = PromptStageConfig(work="w", run="vm", model={"head": "vocab_mixture"}, vocab_skip=100,
+        ...                            training={"lora_rank": 16})
+        >>> config.model["head"], config.vocab_skip, config.training.lora_rank, config.decoder
+        ('vocab_mixture', 100, 16, None)
+    """
 
     work: str = WORK
     run: str = Field(default="prompt", description="Name of the run folder under WORK/runs.")
@@ -119,7 +139,13 @@ class PromptStageConfig(_Stage):
 
 
 class EvaluateConfig(_Stage):
-    """Settings of :func:`evaluate`."""
+    """Settings of :func:`evaluate`.
+
+    Example:
+        >>> config = EvaluateConfig(work="w", run="r1", sigma2=[0.05, 0.5, 1.0])
+        >>> config.sigma2[0], config.eval_limit, config.out_json
+        (0.05, 200, None)
+    """
 
     work: str = WORK
     run: str = Field(default="prompt", description="Prompt run to evaluate (WORK/runs/RUN).")
@@ -135,7 +161,12 @@ class EvaluateConfig(_Stage):
 
 
 class ExportConfig(_Stage):
-    """Settings of :func:`export`."""
+    """Settings of :func:`export`.
+
+    Example:
+        >>> ExportConfig(work="w", run="r1").preset
+        'mini'
+    """
 
     work: str = WORK
     run: str = Field(default="prompt", description="Prompt run whose latest state is exported.")
@@ -146,7 +177,13 @@ class ExportConfig(_Stage):
 
 
 class AssembleConfig(_Stage):
-    """Settings of :func:`assemble`."""
+    """Settings of :func:`assemble`.
+
+    Example:
+        >>> config = AssembleConfig(work="w", run="r1", out="checkpoint", license="apache-2.0")
+        >>> config.out, config.probes, config.preset
+        ('checkpoint', None, 'mini')
+    """
 
     work: str = WORK
     run: str = Field(default="prompt", description="Prompt run to ship (WORK/runs/RUN).")
@@ -191,7 +228,18 @@ def _is_main() -> bool:
 
 
 def checkpoint_folder(name_or_path: str) -> Path:
-    """A checkpoint folder, or a packaged checkpoint by name (``mini``)."""
+    """A checkpoint folder, or a packaged checkpoint by name (``mini``).
+
+    Example:
+        >>> from dglm.pipeline import PACKAGED
+        >>> checkpoint_folder("mini") == PACKAGED / "mini"
+        True
+        >>> checkpoint_folder("no/such/folder")
+        Traceback (most recent call last):
+            ...
+        dglm.io.CheckpointError: from_checkpoint='no/such/folder' is neither a DGLM checkpoint folder nor a \
+packaged checkpoint name
+    """
     from dglm.pipeline import PACKAGED, PIPELINE_FILE
 
     folder = Path(name_or_path)
@@ -206,7 +254,20 @@ def checkpoint_folder(name_or_path: str) -> Path:
 # ------------------------------------------------------------------------------------------------- stages
 
 def prepare(c: PrepareConfig) -> None:
-    """Windows, splits and cached embeddings of the texts, and the standardisation statistics."""
+    """Windows, splits and cached embeddings of the texts, and the standardisation statistics.
+
+    Example (a work folder keeps its encoder, decoder and window: rerunning continues it, changing them is
+    refused before anything is loaded):
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as work:
+        ...     first = PrepareConfig(work=work, data="texts/", encoder="enc", decoder="dec")
+        ...     write_json(Path(work, "prepare.json"), first.model_dump(mode="json"))
+        ...     prepare(first.model_copy(update={"window": 32}))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        ValueError: ... was prepared for encoder='enc', decoder='dec', window=64; use another --work for \
+encoder='enc', decoder='dec', window=32
+    """
     from transformers import AutoTokenizer
 
     from dglm.assets import resolve_decoder
@@ -247,7 +308,16 @@ def prepare(c: PrepareConfig) -> None:
 
 
 def diffusion(c: DiffusionStageConfig) -> None:
-    """Train the diffusion model on the prepared pairs, or reuse a checkpoint's (same encoder)."""
+    """Train the diffusion model on the prepared pairs, or reuse a checkpoint's (same encoder).
+
+    Example (reusing the packaged ``mini`` checkpoint's model in a work folder prepared for its encoder):
+        >>> import shutil, tempfile
+        >>> with tempfile.TemporaryDirectory() as work:
+        ...     _ = shutil.copytree(checkpoint_folder("mini") / "encoder", Path(work, "encoder"))
+        ...     diffusion(DiffusionStageConfig(work=work, from_checkpoint="mini"))
+        ...     sorted(p.name for p in Path(work, "diffusion").iterdir())
+        ['config.json', 'model.safetensors']
+    """
     from dglm.config import DiffusionConfig, EncoderConfig
     from dglm.diffusion import SemanticDiffuser
     from dglm.training.train_diffusion import train_diffuser
@@ -285,7 +355,16 @@ def diffusion(c: DiffusionStageConfig) -> None:
 
 def prompt(c: PromptStageConfig) -> dict:
     """Train the prompt generator (and an adapter, with ``lora_rank``) for the decoder; returns the final
-    plan-use evaluation (``{}`` on processes other than the main one)."""
+    plan-use evaluation (``{}`` on processes other than the main one).
+
+    Example (it trains on what :func:`prepare` wrote, and says so when that is missing):
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as work:
+        ...     prompt(PromptStageConfig(work=work, run="r1", training={"steps": 20}))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        FileNotFoundError: .../encoder is missing: run `dglm train prepare --work ...` first
+    """
     from dglm.config import PromptConfig
     from dglm.decoder import Decoder
     from dglm.prompt import PromptGenerator
@@ -325,7 +404,16 @@ def prompt(c: PromptStageConfig) -> dict:
 
 def evaluate(c: EvaluateConfig) -> dict:
     """The plan-use evaluation of a prompt run (NLL plain / true / shuffled, with and without the prefix, and
-    topic switches; with several ``sigma2``, the noise-knob curve), written as JSON and returned."""
+    topic switches; with several ``sigma2``, the noise-knob curve), written as JSON and returned.
+
+    Example (it reads the prepared held-out windows, and says so when they are missing):
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as work:
+        ...     evaluate(EvaluateConfig(work=work, run="r1", eval_limit=8))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        FileNotFoundError: .../encoder is missing: run `dglm train prepare --work ...` first
+    """
     from dglm.decoder import Decoder
     from dglm.prompt import PromptGenerator
     from dglm.training.data import sentence_ends, word_starts
@@ -354,7 +442,25 @@ def evaluate(c: EvaluateConfig) -> dict:
 
 
 def export(c: ExportConfig) -> None:
-    """Write the generator (and adapter) of a prompt run's latest state to its ``prompt/`` (and ``lora/``)."""
+    """Write the generator (and adapter) of a prompt run's latest state to its ``prompt/`` (and ``lora/``).
+
+    Example (a run's saved training state, as the prompt stage writes it, exported as a generator folder):
+        >>> import tempfile
+        >>> from dglm.config import PromptConfig
+        >>> from dglm.prompt import PromptGenerator
+        >>> from dglm.training.loop import save_state
+        >>> generator = PromptGenerator(PromptConfig(dim=8, out_dim=16, num_soft_tokens=2, width=16, depth=1,
+        ...                                          heads=2))
+        >>> with tempfile.TemporaryDirectory() as work:
+        ...     run = Path(work, "runs", "r1")
+        ...     optimizer = torch.optim.AdamW(generator.parameters())
+        ...     save_state(run / "state", {"generator": generator}, optimizer, step=7)
+        ...     write_json(run / "prompt_config.json", generator.config.model_dump(mode="json"))
+        ...     export(ExportConfig(work=work, run="r1"))
+        ...     exported = PromptGenerator.from_pretrained(run / "prompt")
+        >>> all(torch.equal(a, b) for a, b in zip(exported.parameters(), generator.parameters(), strict=True))
+        True
+    """
     from dglm.config import PromptConfig
     from dglm.decoder import Decoder
     from dglm.io import load_state, load_tensors, read_json
@@ -382,7 +488,16 @@ def export(c: ExportConfig) -> None:
 
 
 def assemble(c: AssembleConfig) -> Path:
-    """A DGLM checkpoint folder (fp16 weights) with a model card (README.md); returns its path."""
+    """A DGLM checkpoint folder (fp16 weights) with a model card (README.md); returns its path.
+
+    Example (it assembles the parts the other stages wrote, and names the first one missing):
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as work:
+        ...     assemble(AssembleConfig(work=work, run="r1", out=f"{work}/checkpoint"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        dglm.io.CheckpointError: checkpoint folder .../encoder does not exist
+    """
     from dglm.decoder import Decoder
     from dglm.diffusion import SemanticDiffuser
     from dglm.encoder import SemanticEncoder

@@ -60,7 +60,17 @@ def read_documents(data: str | os.PathLike, validation: str | os.PathLike | None
                    seed: int = 0) -> tuple[list[str], list[str]]:
     """Training and held-out texts. Held out: ``validation`` if given, else a corpus folder's
     ``validation.jsonl``, else the documents whose id hashes into ``validation_fraction`` (stable when
-    documents are added)."""
+    documents are added).
+
+    Example (a JSON Lines file; with no ``validation`` a stable half of the ids is held out):
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     lines = [json.dumps({"id": f"doc{i}", "text": f"text {i}"}) for i in range(6)]
+        ...     _ = Path(d, "docs.jsonl").write_text("\\n".join(lines))
+        ...     train, held_out = read_documents(Path(d, "docs.jsonl"), validation_fraction=0.5)
+        >>> len(train) + len(held_out), sorted(train + held_out) == [f"text {i}" for i in range(6)]
+        (6, True)
+    """
     corpus = Path(data).is_dir() and (Path(data) / "train.jsonl").is_file()
     if corpus:
         train = [d.text for d in load_split(data, "train")]
