@@ -27,14 +27,14 @@ def _last(path: Path) -> dict:
     return json.loads(lines[-1]) if lines else {}
 
 
-def training_report(pipe, work: Path, run: Path) -> str:
-    """Markdown describing how the checkpoint of ``pipe`` was trained in ``work`` (prompt run ``run``).
+def training_report(work: Path, run: Path) -> str:
+    """Markdown describing how a checkpoint was trained in ``work`` (prompt run ``run``).
 
-    Example (a work folder with only its prepare.json; ``pipe`` is not read):
+    Example (a work folder with only its prepare.json):
         >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as d:
         ...     _ = Path(d, "prepare.json").write_text(json.dumps({"windows": 1200}))
-        ...     report = training_report(None, Path(d), Path(d, "runs", "r1"))
+        ...     report = training_report(Path(d), Path(d, "runs", "r1"))
         >>> print(report.split("## Training")[0].strip())
         Built by `dglm train` (prepare, diffusion, prompt, assemble).
         <BLANKLINE>

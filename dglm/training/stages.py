@@ -519,7 +519,7 @@ def assemble(c: AssembleConfig) -> Path:
     pipe = DGLM(encoder, SemanticDiffuser.from_pretrained(work / "diffusion").half(),
                 PromptGenerator.from_pretrained(run / "prompt").half(), decoder, preset_config(c.preset).sampling,
                 probes)
-    card = training_report(pipe, work, run)
+    card = training_report(work, run)
     if c.card:  # its title dropped, its sections nested under the card's
         extra = Path(c.card).read_text(encoding="utf-8").split("\n", 1)[-1].replace("\n## ", "\n### ")
         card += f"\n## Results ({c.card}; its links are relative to its folder)\n{extra}"
