@@ -40,8 +40,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from dglm.constraints import Probe, ProbeRegistry
 from dglm.constraints.builtin import BINARY_BUILTINS
-from dglm.constraints.probes import Probe, ProbeRegistry
 from dglm.training.probe_data import held_out_metrics
 
 logger = logging.getLogger("train_probe")

@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 import numpy as np
 import torch
 
-from dglm.constraints.probes import Probe, ProbeRegistry
+from dglm.constraints import Probe, ProbeRegistry
 from dglm.encoder import SemanticEncoder
 from dglm.training.corpus import load_split
 from dglm.training.probe_data import (

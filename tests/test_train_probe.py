@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from dglm.constraints import Probe, ProbeRegistry
 from dglm.constraints.builtin import sentiment, topic
-from dglm.constraints.probes import Probe, ProbeRegistry
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "train_probe.py"
 

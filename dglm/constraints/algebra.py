@@ -182,7 +182,7 @@ class Constraint:
     def resolve(self, encoder, registry=None) -> Constraint:
         """The same expression with every leaf made concrete for ``encoder`` (a
         :class:`~dglm.encoder.SemanticEncoder`): named probes are looked up in ``registry`` (a
-        :class:`~dglm.constraints.probes.ProbeRegistry`), texts are embedded, and probe-backed leaves are
+        :class:`~dglm.constraints.registry.ProbeRegistry`), texts are embedded, and probe-backed leaves are
         checked against the encoder's identity and dimension.
 
         Example (a text is embedded by the encoder; the expression keeps its shape):

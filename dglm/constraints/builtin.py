@@ -2,7 +2,7 @@
 
 These are *unresolved* leaves: they name a probe or hold a text, and only become computable once
 ``constraint.resolve(encoder, registry)`` looks the probe up in the checkpoint's
-:class:`~dglm.constraints.probes.ProbeRegistry` (or embeds the text with the encoder). The Controller does
+:class:`~dglm.constraints.registry.ProbeRegistry` (or embeds the text with the encoder). The Controller does
 that with its pipeline's encoder and probes; calling ``loss`` before raises
 :class:`~dglm.constraints.algebra.UnresolvedConstraintError`.
 
@@ -34,7 +34,8 @@ from dataclasses import dataclass
 import torch
 
 from dglm.constraints.algebra import Leaf, UnresolvedConstraintError, check_weight, format_weight
-from dglm.constraints.probes import Probe, ProbeRegistry, ProbeTarget
+from dglm.constraints.probes import Probe, ProbeTarget
+from dglm.constraints.registry import ProbeRegistry
 
 DEFAULT_SCALE = 20.0
 
