@@ -30,7 +30,7 @@ import copy
 import inspect
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -45,13 +45,11 @@ from transformers import (
     RepetitionPenaltyLogitsProcessor,
 )
 
+from dglm.adapter import DecoderAdapter
 from dglm.config import DecoderConfig, GenerationConfig, check_field
 from dglm.io import ModelLoadError
 
 logger = logging.getLogger(__name__)
-
-# Names of attention projections a LoRA adapter targets (Llama-style, and GPT-2's fused ones).
-ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj")
 
 
 
@@ -109,8 +107,9 @@ def check_prefixes(prefixes: Sequence[str]) -> list[str]:
     return list(prefixes)
 
 
-class Decoder(nn.Module):
-    """A causal LM + tokenizer that accepts soft prompts (B, k, hidden_size) after each prefix.
+class Decoder(DecoderAdapter, nn.Module):
+    """A causal LM + tokenizer that accepts soft prompts (B, k, hidden_size) after each prefix; its LoRA
+    adapter methods (add, load, save, switch off, merge) come from :class:`~dglm.adapter.DecoderAdapter`.
 
     Example (a random-weight stand-in; a real one comes from from_pretrained):
         >>> from dglm.presets import preset_config, random_decoder
@@ -173,124 +172,6 @@ class Decoder(nn.Module):
             model = model.to(device)
         return cls(model.eval().requires_grad_(False), tokenizer, name_or_path)
 
-    def add_adapter(self, rank: int) -> list[nn.Parameter]:
-        """Wrap the LM with a new, trainable LoRA adapter (``peft``) of ``rank`` on its attention projections
-        and return the adapter's parameters; the base weights stay frozen and untouched. Like a loaded
-        adapter, it is active only when soft prompts are given.
-
-        Example:
-            >>> from dglm.presets import preset_config, random_decoder
-            >>> dec = random_decoder(preset_config("tiny").decoder)
-            >>> params = dec.add_adapter(rank=2)
-            >>> dec.has_adapter, sum(p.numel() for p in params) > 0
-            (True, True)
-        """
-        from peft import LoraConfig, get_peft_model  # imported when used: peft is slow to import
-        from transformers.pytorch_utils import Conv1D
-
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise ValueError(f"rank={rank!r} must be an integer >= 1")
-        if self.has_adapter:
-            raise ValueError("the decoder already carries an adapter; load a fresh decoder to add another")
-        layers = {n.rsplit(".", 1)[-1]: m for n, m in self.model.named_modules() if isinstance(m, (nn.Linear, Conv1D))}
-        targets = [t for t in ATTENTION_PROJECTIONS if t in layers]
-        if not targets:
-            raise ValueError(f"no attention projection named one of {ATTENTION_PROJECTIONS} in the decoder")
-        transposed = any(isinstance(layers[t], Conv1D) for t in targets)  # GPT-2 stores (in, out) weights
-        self.model = get_peft_model(self.model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets,
-                                                           fan_in_fan_out=transposed))
-        return [p for p in self.model.parameters() if p.requires_grad]
-
-    def load_adapter(self, folder: str | os.PathLike) -> None:
-        """Wrap the LM with a trained LoRA adapter (a ``peft`` folder: ``adapter_config.json`` +
-        ``adapter_model.safetensors``, as :meth:`DGLM.save_pretrained` writes it). The base weights stay
-        untouched; the adapter is active only when soft prompts are given (plain decoding and plain NLL
-        switch it off, see :meth:`adapter_off`).
-
-        Example:
-            >>> dec = Decoder.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")   # doctest: +SKIP
-            >>> dec.load_adapter("dglm/checkpoints/mini/decoder_adapter")             # doctest: +SKIP
-            >>> dec.has_adapter                                                        # doctest: +SKIP
-            True
-        """
-        if self.has_adapter:
-            raise ValueError("the decoder already carries an adapter; load a fresh decoder to add another")
-        self._check_adapter(Path(folder))  # before peft reads (or allocates) anything
-        from peft import PeftModel
-        self.model = PeftModel.from_pretrained(self.model, os.fspath(folder)).eval().requires_grad_(False)
-
-    def _check_adapter(self, folder: Path) -> None:
-        """Refuse an adapter folder peft should not read: no safetensors weights (a pickled ``.bin`` is never
-        handed to peft), a config out of bounds (:class:`~dglm.config.AdapterConfig`), or weights that do
-        not match this LM's modules one to one (names and shapes, read from the safetensors header)."""
-        from pydantic import ValidationError
-        from transformers.pytorch_utils import Conv1D
-
-        from dglm.config import AdapterConfig, describe_errors
-        from dglm.io import CheckpointError, read_json, tensor_shapes
-
-        weights = folder / "adapter_model.safetensors"
-        if not weights.is_file():
-            other = sorted(p.name for p in folder.glob("adapter_model*")) if folder.is_dir() else []
-            raise CheckpointError(f"{weights} is missing" + (f" (found {other}: only safetensors adapters are "
-                                                              f"loaded, never pickles)" if other else ""))
-        try:
-            config = AdapterConfig.model_validate(read_json(folder / "adapter_config.json"))
-        except ValidationError as e:
-            raise CheckpointError(f"{folder / 'adapter_config.json'} is not a LoRA adapter dglm loads: "
-                                  f"{describe_errors(e)}") from None
-        targets = {config.target_modules} if isinstance(config.target_modules, str) else set(config.target_modules)
-        modules = {n: m for n, m in self.model.named_modules() if isinstance(m, (nn.Linear, Conv1D))}
-        wrapped = {n for n in modules if n.rsplit(".", 1)[-1] in targets}
-        found: dict[str, dict[str, tuple[int, ...]]] = {}
-        for key, shape in tensor_shapes(weights).items():
-            name, _, part = key.removeprefix("base_model.model.").rpartition(".lora_")
-            if name not in wrapped or part not in ("A.weight", "B.weight"):
-                raise CheckpointError(f"{weights} holds {key!r}, which is not the LoRA weight of a module the "
-                                      f"adapter targets ({sorted(targets)}) in this decoder; the adapter does not "
-                                      f"match the decoder {self.config.name_or_path!r}")
-            found.setdefault(name, {})[part[0]] = shape
-        if not wrapped or set(found) != wrapped:
-            missing = sorted(wrapped - set(found))
-            raise CheckpointError(f"{weights} has no LoRA weights for {len(missing)} of the {len(wrapped)} modules "
-                                  f"it targets ({sorted(targets)}), e.g. {missing[:3]}; it does not match the "
-                                  f"decoder {self.config.name_or_path!r}")
-        for name, parts in found.items():
-            module = modules[name]
-            d_in, d_out = (module.in_features, module.out_features) if isinstance(module, nn.Linear) \
-                else tuple(module.weight.shape)  # Conv1D stores (in, out)
-            rank = next((r for pattern, r in config.rank_pattern.items() if name.endswith(pattern)), config.r)
-            if parts.get("A") != (rank, d_in) or parts.get("B") != (d_out, rank):
-                raise CheckpointError(f"{weights}: the LoRA weights of {name} have shapes A {parts.get('A')} and "
-                                      f"B {parts.get('B')}; this decoder and r={rank} need A {(rank, d_in)} and "
-                                      f"B {(d_out, rank)}")
-
-    def save_adapter(self, folder: str | os.PathLike) -> None:
-        """Write the adapter only (``adapter_config.json`` + ``adapter_model.safetensors``), recording the
-        decoder by the id it was loaded by (never a local cache path).
-
-        Example (a trained adapter saved and loaded into a fresh copy of the same decoder):
-            >>> import copy, tempfile
-            >>> from dglm.presets import TINY, random_decoder
-            >>> dec = random_decoder(TINY.decoder)
-            >>> fresh = copy.deepcopy(dec)
-            >>> params = dec.add_adapter(rank=2)
-            >>> with torch.no_grad():
-            ...     _ = params[1].add_(0.5)  # as if trained
-            >>> with tempfile.TemporaryDirectory() as d:
-            ...     dec.save_adapter(d)
-            ...     files = sorted(os.listdir(d))
-            ...     fresh.load_adapter(d)
-            >>> files, fresh.has_adapter
-            (['adapter_config.json', 'adapter_model.safetensors'], True)
-        """
-        if not self.has_adapter:
-            raise ValueError("the decoder carries no adapter to save")
-        for config in self.model.peft_config.values():
-            config.base_model_name_or_path = self.config.name_or_path
-        self.model.save_pretrained(os.fspath(folder))
-        (Path(folder) / "README.md").unlink(missing_ok=True)  # peft's model-card template, all placeholders
-
     def generation_defaults(self, defaults: dict) -> dict:
         """``defaults`` with every key that the LM's own ``generation_config`` sets taken from it instead: a
         decoder's ``generation_config`` supplies the defaults a call does not override, dglm's fill the rest.
@@ -305,86 +186,6 @@ class Decoder(nn.Module):
         config = getattr(self.model, "generation_config", None)
         own = config.to_diff_dict() if config is not None else {}  # the values set, not the library's defaults
         return {key: own.get(key, value) for key, value in defaults.items()}
-
-    @property
-    def has_adapter(self) -> bool:
-        """Whether the LM is wrapped with a LoRA adapter (see :meth:`load_adapter`).
-
-        Example:
-            >>> from dglm.presets import TINY, random_decoder
-            >>> dec = random_decoder(TINY.decoder)
-            >>> before = dec.has_adapter
-            >>> _ = dec.add_adapter(rank=2)
-            >>> before, dec.has_adapter
-            (False, True)
-        """
-        return hasattr(self.model, "disable_adapter")
-
-    @contextlib.contextmanager
-    def adapter_off(self, off: bool = True) -> Iterator[None]:
-        """Run the base LM inside this block (a no-op without an adapter, or with ``off=False``).
-
-        Example (inside the block the LM computes what it computed before the adapter was added):
-            >>> from dglm.presets import TINY, random_decoder
-            >>> dec = random_decoder(TINY.decoder)
-            >>> ids = torch.tensor([[5, 6, 7]])
-            >>> base = dec.model(input_ids=ids).logits
-            >>> with torch.no_grad():
-            ...     for p in dec.add_adapter(rank=2):
-            ...         _ = p.add_(0.5)
-            >>> with dec.adapter_off():
-            ...     off = dec.model(input_ids=ids).logits
-            >>> torch.allclose(off, base), torch.allclose(dec.model(input_ids=ids).logits, base)
-            (True, False)
-        """
-        with self.model.disable_adapter() if off and self.has_adapter else contextlib.nullcontext():
-            yield
-
-    @contextlib.contextmanager
-    def adapter_merged(self) -> Iterator[None]:
-        """Run the LM with its LoRA adapter merged into the projection weights inside this block (no LoRA
-        matmuls per layer), for inference without gradients to the adapter. Each adapted layer of the
-        decoder's own module tree gets a new weight ``W + delta`` (peft's ``get_delta_weight``, the value
-        peft's ``merge_adapter`` writes); the original weight objects are put back on exit, so nothing is
-        restored by subtraction and the base weights are bit-identical afterwards. A no-op without an
-        adapter or inside :meth:`adapter_off` (the adapter stays off); adapters peft cannot merge as one
-        delta (DoRA, quantised base layers) stay unmerged. Like
-        :meth:`adapter_off`, it changes how this decoder's model runs for every caller while the block is
-        open: use one decoder from one thread at a time (:class:`~dglm.DGLM` calls hold the pipeline's lock).
-
-        Example:
-            >>> from dglm.presets import preset_config, random_decoder
-            >>> dec = random_decoder(preset_config("tiny").decoder)
-            >>> for p in dec.add_adapter(rank=2):
-            ...     _ = torch.nn.init.normal_(p)
-            >>> x = dec.tokenize(["the game was"])
-            >>> embeds, mask, _ = dec.embed(x, torch.zeros(1, 2, dec.hidden_size))
-            >>> with torch.no_grad():
-            ...     lora = dec.model(inputs_embeds=embeds, attention_mask=mask).logits
-            ...     with dec.adapter_merged():
-            ...         merged = dec.model(inputs_embeds=embeds, attention_mask=mask).logits
-            >>> torch.allclose(lora, merged, atol=1e-4), torch.equal(lora, dec.model(inputs_embeds=embeds,
-            ...                                                      attention_mask=mask).logits)
-            (True, True)
-        """
-        layers = _mergeable_lora_layers(self.model) if self.has_adapter else []
-        if not layers or any(layer.disable_adapters for layer in layers):  # none, or switched off around us
-            yield
-            return
-        swapped = []
-        try:
-            with torch.no_grad(), self.model.disable_adapter():  # the LoRA branch is off: its delta is in W
-                for layer in layers:
-                    base = layer.get_base_layer()
-                    delta = sum(layer.get_delta_weight(name) for name in layer.active_adapters)
-                    swapped.append((base, base.weight))
-                    # As peft's merge: the sum in the promoted dtype (adapters may be float32 over a bf16 base),
-                    # stored in the base weight's dtype.
-                    base.weight = nn.Parameter((base.weight + delta).to(base.weight.dtype), requires_grad=False)
-                yield
-        finally:
-            for base, weight in swapped:
-                base.weight = weight
 
     @property
     def embeddings(self) -> nn.Embedding:
@@ -622,19 +423,3 @@ def cache_keyword(model) -> str:
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
-def _mergeable_lora_layers(model: nn.Module) -> list:
-    """The LoRA layers of a peft-wrapped model whose adapters merge as one weight delta (plain LoRA on a
-    float ``Linear`` / GPT-2 ``Conv1D``); [] if any adapted layer does not (then nothing is merged)."""
-    from peft.tuners.lora import LoraLayer
-    from transformers.pytorch_utils import Conv1D
-
-    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
-    for layer in layers:
-        base = layer.get_base_layer()
-        if not isinstance(base, (nn.Linear, Conv1D)) or not base.weight.dtype.is_floating_point \
-                or type(base.weight) is not nn.Parameter \
-                or any(layer.use_dora.get(name, False) for name in layer.active_adapters):
-            return []
-    return layers
