@@ -166,9 +166,9 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from dglm.checkpoint import checkpoint_settings
     from dglm.config import MAX_ROWS, GenerationConfig, validated
     from dglm.constraints import Control
-    from dglm.pipeline import checkpoint_settings
 
     # Everything that can be checked without the models is checked before loading them.
     prefixes = read_prefixes(args.prefix, args.input)
@@ -246,8 +246,8 @@ def _info(args: argparse.Namespace) -> int:
         GenerationConfig,
         PromptConfig,
     )
+    from dglm.hub import ADAPTER_FOLDER, PIPELINE_FILE
     from dglm.io import CONFIG_NAME, read_config, read_json
-    from dglm.pipeline import ADAPTER_FOLDER, PIPELINE_FILE
 
     folder = _checkpoint_folder(args.checkpoint)
     meta = read_json(folder / PIPELINE_FILE)
@@ -341,8 +341,8 @@ def _show_progress(args: argparse.Namespace) -> bool:
 
 def _checkpoint_folder(name_or_path: str) -> Path:
     """The folder of a checkpoint, as :meth:`dglm.DGLM.from_pretrained` finds it."""
+    from dglm.hub import PACKAGED, PIPELINE_FILE
     from dglm.io import CheckpointError
-    from dglm.pipeline import PACKAGED, PIPELINE_FILE
 
     folder = Path(name_or_path)
     if not folder.is_dir() and (PACKAGED / name_or_path).is_dir():

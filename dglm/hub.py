@@ -334,7 +334,7 @@ def model_card(pipe, name: str, license: str | None = None, card_text: str | Non
     d = pipe.diffuser.config
     count = lambda module: f"{sum(p.numel() for p in module.parameters()):,}"  # noqa: E731
     body = CARD_TEMPLATE.format(
-        title=name, name=name, library_version=_library_version(), example_control=example,
+        title=name, name=name, library_version=library_version(), example_control=example,
         num_soft_tokens=pipe.prompt_generator.config.num_soft_tokens, encoder=encoder, dim=pipe.encoder.dim,
         decoder=decoder, decoder_source=DecoderWeights.of(pipe.decoder).source, adapter=adapter,
         adapter_folder=f"`{ADAPTER_FOLDER}/`" if pipe.decoder.has_adapter else "-",
@@ -347,7 +347,14 @@ def model_card(pipe, name: str, license: str | None = None, card_text: str | Non
     return f"---\n{data.to_yaml()}\n---\n\n{body}"
 
 
-def _library_version() -> str:
+def library_version() -> str:
+    """The installed dglm version, as recorded in checkpoints' ``dglm.json`` and their model cards.
+
+    Example:
+        >>> import dglm
+        >>> library_version() == dglm.__version__
+        True
+    """
     from dglm import __version__
 
     return __version__

@@ -47,7 +47,7 @@ from dglm.decoder import Decoder
 from dglm.diffusion import SemanticDiffuser
 from dglm.prompt import PromptGenerator
 from dglm.constraints import ProbeRegistry
-from dglm.pipeline import PACKAGED
+from dglm.hub import PACKAGED
 folder = PACKAGED / "mini"
 meta = json.loads((folder / "dglm.json").read_text())
 encoder = SemanticEncoder.from_pretrained_stats(folder / "encoder"); mark("load encoder")

@@ -25,12 +25,13 @@ from hypothesis import strategies as st
 # The tiny checkpoint of the CLI tests (and the working directory its model folders resolve from).
 from test_cli import FAST, blocks, checkpoint, checkpoint_root  # noqa: F401
 
+from dglm.checkpoint import checkpoint_settings
 from dglm.cli import main
 from dglm.cli_support import JsonOutput, UserError, read_prefixes
 from dglm.config import MAX_INPUT_BYTES, MAX_PREFIX_CHARS, MAX_STEPS
 from dglm.hub import PACKAGED
 from dglm.io import CheckpointError, read_json
-from dglm.pipeline import DGLM, checkpoint_settings
+from dglm.pipeline import DGLM
 from dglm.presets import preset_config, random_decoder, random_pipeline
 
 REPO = Path(__file__).resolve().parents[1]

@@ -231,7 +231,7 @@ def checkpoint_folder(name_or_path: str) -> Path:
     """A checkpoint folder, or a packaged checkpoint by name (``mini``).
 
     Example:
-        >>> from dglm.pipeline import PACKAGED
+        >>> from dglm.hub import PACKAGED
         >>> checkpoint_folder("mini") == PACKAGED / "mini"
         True
         >>> checkpoint_folder("no/such/folder")
@@ -240,7 +240,7 @@ def checkpoint_folder(name_or_path: str) -> Path:
         dglm.io.CheckpointError: from_checkpoint='no/such/folder' is neither a DGLM checkpoint folder nor a \
 packaged checkpoint name
     """
-    from dglm.pipeline import PACKAGED, PIPELINE_FILE
+    from dglm.hub import PACKAGED, PIPELINE_FILE
 
     folder = Path(name_or_path)
     if not folder.is_dir() and (PACKAGED / name_or_path).is_dir():
