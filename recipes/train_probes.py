@@ -34,12 +34,11 @@ from dglm.training.probe_data import (
     Example,
     held_out_metrics,
     profanity_probability,
-    read_wordnet_nouns,
     sentiment_examples,
     topic_examples,
     toxicity_examples,
-    wordnet_lexicons,
 )
+from dglm.training.wordnet import read_wordnet_nouns, wordnet_lexicons
 
 logger = logging.getLogger("train_probes")
 
