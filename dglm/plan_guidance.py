@@ -213,7 +213,8 @@ class PairedPlanGuidance(LogitsProcessor):
         """Run the prompt's first ``length`` positions (the prefix, identical in both halves) once, for the B
         guided rows, into the call's KV cache, then give the cache's rows to both halves ([rows; rows]).
         Returns the number of positions now cached (0 where the cache cannot be shared: no cache object that
-        selects rows, nothing before the soft tokens, or no position ids to slice)."""
+        selects rows, nothing before the soft tokens, no position ids to slice, or the ``cache_position``
+        argument of older transformers versions, which this does not rewrite)."""
         cache = kwargs.get(self._cache_name)
         positions = kwargs.get("position_ids")
         if length <= 0 or not hasattr(cache, "batch_select_indices") or cache.get_seq_length() \
