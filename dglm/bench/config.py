@@ -142,6 +142,19 @@ class BenchConfig(BaseModel):
         return Path(tempfile.gettempdir()) / "dglm-bench-quick" if self.quick else Path("docs/results")
 
     @classmethod
+    def for_example(cls, **overrides) -> BenchConfig:
+        """The smallest ``--quick`` run, for examples: 2 neutral openers and 2 topical prefixes, 4 new tokens,
+        no steering or FUDGE sweep (``overrides`` replace any of it).
+
+        Example:
+            >>> config = BenchConfig.for_example(seeds=[0, 1])
+            >>> config.quick, config.num_neutral, config.new_tokens, config.steering_scales, config.seeds
+            (True, 2, 4, [], [0, 1])
+        """
+        return cls.for_quick(**{**dict(steering_scales=[], fudge_strengths=[], num_neutral=2, num_prompts=2,
+                                       new_tokens=4, min_new_tokens=4), **overrides})
+
+    @classmethod
     def for_quick(cls, **overrides) -> BenchConfig:
         """The ``--quick`` settings: tiny random pipeline, a few prompts, 8 new tokens, small sweeps.
 

@@ -50,8 +50,7 @@ def control_scores(setup: Setup, texts: list[str], targets: Sequence[tuple[str, 
     Example (the quick topic evaluator on two texts, the control ``topic('sports')``):
         >>> from dglm.bench.config import BenchConfig
         >>> from dglm.bench.setup import build_setup
-        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
-        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+        >>> config = BenchConfig.for_example()
         >>> setup = build_setup(config)
         >>> control, joint = control_scores(setup, ["the team won the match", "a song"], setup.targets)
         >>> control["topic"]["label"], control["topic"]["is_target"], joint.tolist()
@@ -79,8 +78,7 @@ def success_and_ppl(setup: Setup, prompts: PromptSet, run: SystemRun) -> tuple[f
         >>> from dglm.bench.systems import Factory, run_system
         >>> from dglm.bench.config import BenchConfig
         >>> from dglm.bench.setup import build_setup
-        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
-        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+        >>> config = BenchConfig.for_example()
         >>> setup = build_setup(config)
         >>> neutral = setup.prompt_sets["neutral"]
         >>> success, ppl = success_and_ppl(setup, neutral, run_system(setup, neutral, "plain", "plain", {},
@@ -107,8 +105,7 @@ def score_runs(setup: Setup, prompts: PromptSet, runs: Sequence[SystemRun]) -> d
         >>> from dglm.bench.systems import Factory, run_system
         >>> from dglm.bench.config import BenchConfig
         >>> from dglm.bench.setup import build_setup
-        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
-        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+        >>> config = BenchConfig.for_example()
         >>> setup = build_setup(config)
         >>> neutral, make = setup.prompt_sets["neutral"], Factory(setup)
         >>> runs = [run_system(setup, neutral, "plain", "plain", {}, make.plain()),
@@ -183,8 +180,7 @@ def topic_switch_reference(setup: Setup) -> dict | None:
     Example (quick mode: 8 synthetic sports texts after 2 topical prefixes, 2 samples each):
         >>> from dglm.bench.config import BenchConfig
         >>> from dglm.bench.setup import build_setup
-        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
-        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+        >>> config = BenchConfig.for_example()
         >>> setup = build_setup(config)
         >>> ref = topic_switch_reference(setup)
         >>> ref["label"], ref["texts"], ref["own"]["n"], ref["switch"]["n"], ref["closed"]["mean"] > 1
@@ -273,9 +269,7 @@ def score_compositions(setup: Setup, compositions: list[dict]) -> list[dict]:
         >>> from dglm.bench.systems import run_compositions
         >>> from dglm.bench.config import BenchConfig
         >>> from dglm.bench.setup import build_setup
-        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
-        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4,
-        ...                                compositions=["topic('sports') + sentiment.positive()"])
+        >>> config = BenchConfig.for_example(compositions=["topic('sports') + sentiment.positive()"])
         >>> setup = build_setup(config)
         >>> [comp] = score_compositions(setup, run_compositions(setup, layer=None))
         >>> comp["targets"], list(comp["systems"])

@@ -78,8 +78,7 @@ class Setup:
     """What every system shares: the pipeline, the prompt sets, the control and the evaluators.
 
     Example (usually made by :func:`build_setup`):
-        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
-        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+        >>> config = BenchConfig.for_example()
         >>> setup = build_setup(config)
         >>> setup.targets, sorted(setup.prompt_sets), setup.generate_kwargs["max_new_tokens"]
         ([('topic', 'sports')], ['neutral', 'topical'], 4)
@@ -103,8 +102,7 @@ class Setup:
         """The decoding settings from the config (sampling, top-p, repetition penalty, token counts).
 
         Example:
-            >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
-            ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+            >>> config = BenchConfig.for_example()
             >>> setup = build_setup(config)
             >>> kwargs = setup.generate_kwargs
             >>> kwargs["do_sample"], kwargs["top_p"], kwargs["max_new_tokens"], kwargs["min_new_tokens"]
@@ -245,8 +243,7 @@ def build_setup(config: BenchConfig, pipeline: DGLM | None = None) -> Setup:
     """Load the pipeline (unless given), prompt sets, evaluators and peers' supervision; resolve the control.
 
     Example (the ``--quick`` settings, without steering and FUDGE):
-        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
-        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+        >>> config = BenchConfig.for_example()
         >>> setup = build_setup(config)
         >>> setup.targets, list(setup.evaluators), setup.evaluator_lm.independent
         ([('topic', 'sports')], ['toxicity', 'sentiment', 'topic'], False)

@@ -92,9 +92,7 @@ def subject(setup: Setup) -> str:
     Example:
         >>> from dglm.bench.config import BenchConfig
         >>> from dglm.bench.setup import build_setup
-        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
-        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4,
-        ...                                control="topic('sports') + sentiment.positive()")
+        >>> config = BenchConfig.for_example(control="topic('sports') + sentiment.positive()")
         >>> setup = build_setup(config)
         >>> subject(setup)
         'sports and positive'
@@ -108,8 +106,7 @@ class Factory:
     Example (each function maps B prefixes and n samples to B lists of n continuations):
         >>> from dglm.bench.config import BenchConfig
         >>> from dglm.bench.setup import build_setup
-        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
-        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4)
+        >>> config = BenchConfig.for_example()
         >>> setup = build_setup(config)
         >>> make = Factory(setup)
         >>> texts, plans, timings = make.dglm(sigma2=1.0)(["the game was", "a new song"], 2, 0,
@@ -188,8 +185,7 @@ def run_system(setup: Setup, prompts: PromptSet, name: str, family: str, params:
     Example:
         >>> from dglm.bench.config import BenchConfig
         >>> from dglm.bench.setup import build_setup
-        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
-        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4, seeds=[0, 1])
+        >>> config = BenchConfig.for_example(seeds=[0, 1])
         >>> setup = build_setup(config)
         >>> neutral = setup.prompt_sets["neutral"]
         >>> run = run_system(setup, neutral, "plain", "plain", {}, Factory(setup).plain())
@@ -294,10 +290,9 @@ def run_systems(setup: Setup, prompts: PromptSet, layer: int | None) -> list[Sys
     Example (a few systems on the quick neutral openers):
         >>> from dglm.bench.config import BenchConfig
         >>> from dglm.bench.setup import build_setup
-        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
-        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4, plan_scales=[],
-        ...                                guided_plan_scales=[], guided_control_scales=[],
-        ...                                prompt_styles=["header"], bon_extra_n=[])
+        >>> config = BenchConfig.for_example(plan_scales=[],
+        ...                                  guided_plan_scales=[], guided_control_scales=[],
+        ...                                  prompt_styles=["header"], bon_extra_n=[])
         >>> setup = build_setup(config)
         >>> runs = run_systems(setup, setup.prompt_sets["neutral"], layer=None)
         >>> [run.family for run in runs]  # dglm at the sweep's sigma2 (1) and at the checkpoint's
@@ -363,9 +358,7 @@ def run_compositions(setup: Setup, layer: int | None) -> list[dict]:
     Example:
         >>> from dglm.bench.config import BenchConfig
         >>> from dglm.bench.setup import build_setup
-        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
-        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4,
-        ...                                compositions=["topic('sports') + sentiment.positive()"])
+        >>> config = BenchConfig.for_example(compositions=["topic('sports') + sentiment.positive()"])
         >>> setup = build_setup(config)
         >>> [comp] = run_compositions(setup, layer=None)
         >>> comp["targets"], [run.name for run in comp["runs"]]
@@ -403,9 +396,7 @@ def runtime_table(setup: Setup, layer: int | None, bon_n: int | None) -> dict:
     Example (quick mode: batch 2, 8 new tokens):
         >>> from dglm.bench.config import BenchConfig
         >>> from dglm.bench.setup import build_setup
-        >>> config = BenchConfig.for_quick(steering_scales=[], fudge_strengths=[], num_neutral=2,
-        ...                                num_prompts=2, new_tokens=4, min_new_tokens=4,
-        ...                                prompt_styles=["header"])
+        >>> config = BenchConfig.for_example(prompt_styles=["header"])
         >>> setup = build_setup(config)
         >>> table = runtime_table(setup, layer=None, bon_n=None)
         >>> table["systems"]  # guided at the checkpoint's strength
