@@ -107,6 +107,23 @@ class DiffusionConfig(_Config):
     ema_decay: float = Field(default=0.9999, ge=0, lt=1, description=(
         "Decay of the exponential moving average of weights used for sampling."))
 
+    @property
+    def rank_deficit(self) -> int:
+        """Directions of the d-dimensional embedding space the denoiser can neither read nor write.
+
+        The latent enters and leaves the network through ``num_tokens * token_features`` features; when that
+        is less than ``dim``, the ``dim - num_tokens * token_features`` other directions keep pure noise in
+        every sample (samples then lie off the data's manifold, and the decoder follows them poorly). 0 for a
+        well-shaped config.
+
+        Example:
+            >>> DiffusionConfig(dim=384, num_tokens=8, token_features=32, width=128).rank_deficit
+            128
+            >>> DiffusionConfig(dim=384, num_tokens=8, token_features=64, width=128).rank_deficit
+            0
+        """
+        return max(0, self.dim - self.num_tokens * self.token_features)
+
 
 class PromptConfig(_Config):
     """The prompt generator: (noisy embedding, noise level) -> k soft tokens.
@@ -410,7 +427,7 @@ PRESETS: dict[str, DGLMConfig] = {
     # The shipped default checkpoint's shapes (all-MiniLM-L6-v2, SmolLM2-135M-Instruct).
     "mini": DGLMConfig(
         encoder=EncoderConfig(name_or_path="sentence-transformers/all-MiniLM-L6-v2", dim=384),
-        diffusion=DiffusionConfig(dim=384, num_tokens=8, token_features=32, width=128, depth=4, heads=4,
+        diffusion=DiffusionConfig(dim=384, num_tokens=8, token_features=64, width=128, depth=4, heads=4,
                                   ema_decay=0.999),
         prompt=PromptConfig(dim=384, out_dim=576, num_soft_tokens=8, width=256, depth=3, heads=4,
                             head="vocab_mixture", vocab_size=8192),

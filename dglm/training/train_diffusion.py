@@ -126,6 +126,13 @@ def train_diffuser(model: SemanticDiffuser, prefix: torch.Tensor, cont: torch.Te
     if prefix.shape != cont.shape or prefix.dim() != 2 or prefix.shape[1] != model.dim:
         raise ValueError(f"prefix and cont must both be (N, {model.dim}), got {tuple(prefix.shape)} and "
                          f"{tuple(cont.shape)}")
+    if model.config.rank_deficit:
+        c = model.config
+        raise ValueError(f"num_tokens * token_features = {c.num_tokens} * {c.token_features} = "
+                         f"{c.num_tokens * c.token_features} is less than dim = {c.dim}: the denoiser could never "
+                         f"remove the noise in {c.rank_deficit} directions, and its samples would keep pure noise "
+                         f"there; choose num_tokens * token_features >= {c.dim} (e.g. token_features="
+                         f"{-(-c.dim // c.num_tokens)})")
     accelerator = make_accelerator(config.mixed_precision)
     device, main = accelerator.device, accelerator.is_main_process
     stream = ShardedStream(len(prefix), config.batch_size, config.seed, accelerator.num_processes,
