@@ -55,11 +55,10 @@ class SemanticDiffuser(nn.Module):
         self.config = c = config
         if c.width % 2:
             raise ValueError(f"width={c.width} must be even (latent and prefix each take half)")
-        if c.rank_deficit:
-            logger.warning("num_tokens * token_features = %d < dim = %d: this denoiser cannot remove the noise in "
-                           "%d directions, so its samples keep pure noise there (train a new one with "
-                           "num_tokens * token_features >= dim)", c.num_tokens * c.token_features, c.dim,
-                           c.rank_deficit)
+        if c.rank_deficit:  # training refuses such a config; older checkpoints (the shipped mini's) load
+            logger.info("num_tokens * token_features = %d < dim = %d: this denoiser cannot remove the noise in %d "
+                        "directions, so its samples keep pure noise there (train a new one with num_tokens * "
+                        "token_features >= dim)", c.num_tokens * c.token_features, c.dim, c.rank_deficit)
         self.latent_in = nn.Sequential(nn.Linear(c.dim, c.num_tokens * c.token_features),
                                        _Tokens(c.num_tokens), nn.Linear(c.token_features, c.width // 2))
         self.prefix_in = nn.Sequential(nn.Linear(c.dim, c.num_tokens * c.token_features),

@@ -12,10 +12,11 @@ continuations give the reference for real text); the mean cosine between two pla
 plan's squared norm in the directions it can never denoise, against real continuations' share.
 
 **Decoding** (the same prompts, decoder, sampling settings and seeds): the fidelity gain, ``cos(text, plan) -
-cos(plain decoding's text, plan)``, for four plans: the diffusion's own; the human continuation (**oracle**);
-another prefix's human continuation (**switch**: a right plan that disagrees with the prefix); the training
-continuation nearest to the diffusion's plan (**nearest real**: the own plan moved onto real text). Fidelity
-is the encoder's cosine, a **proxy**.
+cos(plain decoding's text, plan)``, for five plans: the diffusion's own; the human continuation (**oracle**);
+the human continuation re-noised to t = ``--through`` and denoised by the diffusion model (**oracle through the
+diffusion**, SDEdit: a right plan carrying the diffusion's own artefacts); another prefix's human continuation
+(**switch**: a right plan that disagrees with the prefix); the training continuation nearest to the diffusion's
+plan (**nearest real**: the own plan moved onto real text). Fidelity is the encoder's cosine, a **proxy**.
 
     PYTHONPATH=. python recipes/plan_quality.py --checkpoint mini --bank cache/mini/data/train \\
         --out docs/results/plan-conditioning/plan-quality-mini.json
@@ -30,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from dglm.bench.config import BenchConfig
@@ -39,9 +39,11 @@ from dglm.bench.metrics import plan_fidelity, summarize
 from dglm.bench.report import machine_info
 from dglm.bench.setup import load_pipeline, prompt_sets
 from dglm.outputs import Plan
+from dglm.sampling import get_sampler
+from dglm.schedule import add_noise, sampling_alpha2s
 from dglm.training.data import WindowSet
 
-PLANS = ("own", "oracle", "switch", "nearest real")
+PLANS = ("own", "oracle", "oracle through the diffusion", "switch", "nearest real")
 
 
 def nearest_cosine(x: torch.Tensor, bank: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +120,7 @@ def run(args) -> dict:
     human_n, mean_n = human.repeat_interleave(n, 0), posterior_mean.repeat_interleave(n, 0)
     near, index = nearest_cosine(plans, bank)
     result = {"command": args.command, "machine": machine_info(config.device), "checkpoint": args.checkpoint,
-              "prompts": len(openers), "samples": n, "new_tokens": args.new_tokens, "seed": args.seed,
+              "prompts": len(openers), "samples": n, "through": args.through, "new_tokens": args.new_tokens, "seed": args.seed,
               "bank": {"path": args.bank, "rows": len(bank)},
               "sampling": pipe.generation_config().model_dump(include={"steps", "sampler", "cfg_scale", "sigma2"}),
               "plans": {
@@ -134,7 +136,16 @@ def run(args) -> dict:
                   "human_unreachable_share": unreachable_share(pipe.diffuser, enc.standardize(human)),
               }}
     plain = enc.encode(pipe.decoder.generate(rows, None, seed=args.seed, **kw)).float()
-    sources = {"oracle": human_n, "switch": human.roll(1, 0).repeat_interleave(n, 0),
+    settings = pipe.generation_config()
+    grid = sampling_alpha2s(settings.steps)[round(settings.steps * (1 - args.through)):]  # from t = through down to 0
+    g = torch.Generator(pipe.device).manual_seed(args.seed)
+    dtype = prefix.dtype
+    noisy = add_noise(enc.standardize(human_n).to(dtype), grid[:1].expand(len(rows)).to(dtype),
+                      torch.randn(human_n.shape, generator=g, dtype=dtype))
+    denoise = pipe.diffuser.denoiser(prefix.repeat_interleave(n, 0), settings.cfg_scale)
+    through = get_sampler(settings.sampler)(denoise, noisy, grid, generator=g)  # (B * n, d), standardised
+    sources = {"oracle": human_n, "oracle through the diffusion": enc.to_raw(through.float()),
+               "switch": human.roll(1, 0).repeat_interleave(n, 0),
                "nearest real": torch.nn.functional.normalize(bank[index], dim=-1)}
     result["decoding"] = {}
     for name in PLANS:
@@ -144,14 +155,15 @@ def run(args) -> dict:
         else:
             target = sources[name]
             g = torch.Generator(pipe.device).manual_seed(args.seed)
-            soft = pipe.prompt_generator.prompt(enc.standardize(target).to(pipe.device), pipe.generation_config().sigma2, g)
+            soft = pipe.prompt_generator.prompt(enc.standardize(target).to(pipe.device), settings.sigma2, g)
             out = pipe.decode(Plan(openers, n, target, soft), seed=args.seed, **kw)
         text = enc.encode([c for cs in out.continuations for c in cs]).float()
         fid, fid_plain = plan_fidelity(text, target), plan_fidelity(plain, target)
         gain = (fid - fid_plain).numpy()
         result["decoding"][name] = {"fidelity": float(fid.mean()), "plain_fidelity": float(fid_plain.mean()),
                                     "gain": float(gain.mean()), "gain_sem": float(gain.std(ddof=1) / math.sqrt(len(gain))),
-                                    "text_within_prefix_cos": within_prompt_cosine(text, n)}
+                                    "text_within_prefix_cos": within_prompt_cosine(text, n),
+                                    "plan_cos_to_human": float(plan_fidelity(target, human_n).mean())}
     result["decoding"]["plain"] = {"text_within_prefix_cos": within_prompt_cosine(plain, n)}
     result["seconds"] = time.perf_counter() - t0
     return result
@@ -181,13 +193,14 @@ def markdown(r: dict) -> str:
     if p["unreachable_share"] is not None:
         lines.append(f"| share of the squared norm in directions the denoiser cannot write | "
                      f"{p['unreachable_share']:.3f} | {p['human_unreachable_share']:.3f} |")
-    lines += ["", "| plan decoded | fidelity of DGLM's text to it | plain decoding's | **gain** | cosine between two "
-              "texts of one prefix |", "|---|---|---|---|---|"]
+    lines += ["", f"| plan decoded (oracle through the diffusion: from t = {r['through']:g}) | the plan's cosine to the "
+              "human continuation | fidelity of DGLM's text to the plan | plain decoding's | **gain** | cosine "
+              "between two texts of one prefix |", "|---|---|---|---|---|---|"]
     for name in PLANS:
         d = r["decoding"][name]
-        lines.append(f"| {name} | {d['fidelity']:.3f} | {d['plain_fidelity']:.3f} | **{d['gain']:+.3f} +- "
+        lines.append(f"| {name} | {d['plan_cos_to_human']:.3f} | {d['fidelity']:.3f} | {d['plain_fidelity']:.3f} | **{d['gain']:+.3f} +- "
                      f"{d['gain_sem']:.3f}** | {d['text_within_prefix_cos']:.3f} |")
-    lines.append(f"| (plain decoding) | | | | {r['decoding']['plain']['text_within_prefix_cos']:.3f} |")
+    lines.append(f"| (plain decoding) | | | | | {r['decoding']['plain']['text_within_prefix_cos']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -198,6 +211,8 @@ def main(argv=None) -> dict:
     p.add_argument("--bank", default="cache/mini/data/train",
                    help="a prepared split folder (dglm train prepare) whose continuation embeddings are the real texts")
     p.add_argument("--samples", type=int, default=3, help="plans (and texts) per prefix")
+    p.add_argument("--through", type=float, default=0.5,
+                   help="noise level t (0-1) the oracle is re-noised to before the diffusion denoises it")
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
