@@ -51,7 +51,7 @@ def test_every_documented_mini_command_maps_to_a_valid_stage_config():
     for line in lines:
         argv = shlex.split(line.replace("\\\n", " ").replace("$LORA", "--lora-rank 16"))
         config = stage_config(build_parser().parse_args(recipe_arguments(argv)))
-        assert config.work == "cache/mini"
+        assert config.work == (argv[argv.index("--work") + 1] if "--work" in argv else "cache/mini")
         if argv[0] == "prompt" and "vm2" in argv:
             assert config.training.time_budget_s == 25 * 60 and config.model["head"] == "vocab_mixture"
             assert (config.training.bow_pretrain_steps, config.vocab_skip) == (800, 100)
