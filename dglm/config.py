@@ -424,7 +424,9 @@ PRESETS: dict[str, DGLMConfig] = {
         decoder=DecoderConfig(name_or_path="gpt2-large", hidden_size=1280),
         sampling=GenerationConfig(steps=250),
     ),
-    # The shipped default checkpoint's shapes (all-MiniLM-L6-v2, SmolLM2-135M-Instruct).
+    # The shipped default checkpoint's shapes (all-MiniLM-L6-v2, SmolLM2-135M-Instruct), except the diffusion's
+    # token_features: 64 here, 32 in the shipped denoiser, which leaves 128 of 384 directions undenoised
+    # (DiffusionConfig.rank_deficit; a retrained 8 x 64 one was not better in generation, docs/results/mini.md).
     "mini": DGLMConfig(
         encoder=EncoderConfig(name_or_path="sentence-transformers/all-MiniLM-L6-v2", dim=384),
         diffusion=DiffusionConfig(dim=384, num_tokens=8, token_features=64, width=128, depth=4, heads=4,
