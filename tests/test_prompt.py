@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dglm.config import PromptConfig
+from dglm.config import DiffusionConfig, PromptConfig
 from dglm.prompt import PromptGenerator
 from dglm.training.data import WindowSet
 from dglm.training.plan_use import evaluate_plan_use
@@ -159,5 +159,37 @@ def test_sentence_openers_teach_the_plan_after_a_short_prompt(tiny_llama_decoder
 
 
 def test_example_fractions_are_checked_together():
-    with pytest.raises(ValueError, match=r"switch_fraction=0.6 \+ opener_fraction=0.5 must not exceed 1"):
+    with pytest.raises(ValueError, match=r"switch_fraction=0.6 \+ opener_fraction=0.5 \+ diffused_fraction=0.0 "
+                                         r"must not exceed 1"):
         PromptTrainingConfig(switch_fraction=0.6, opener_fraction=0.5)
+    with pytest.raises(ValueError, match=r"diffused_fraction=0.5 must not exceed 1"):
+        PromptTrainingConfig(opener_fraction=0.6, diffused_fraction=0.5)
+
+
+def test_diffused_plans_train_through_the_diffuser_and_need_it(tiny_llama_decoder, tmp_path):
+    """A batch of diffused plans: every plan is the continuation's embedding passed through the diffuser (it
+    changes, and the trainer uses them); without the diffuser, or without prefix embeddings, a clear error."""
+    from dglm.diffusion import SemanticDiffuser
+    from dglm.training.data import DiffusedPlans
+
+    dec = tiny_llama_decoder
+    base = switch_dataset(dec, 4)
+    g = torch.Generator().manual_seed(0)
+    data = WindowSet(base.ids, base.splits, prefix_emb=torch.randn(len(base), 1, 16, generator=g),
+                     cont_emb=base.cont_emb)
+    diffuser = SemanticDiffuser(DiffusionConfig(dim=16, num_tokens=2, token_features=8, width=16, depth=1, heads=2))
+    torch.nn.init.normal_(diffuser.out.weight, std=0.5)  # a denoiser that changes what it is given
+    mean, std = torch.zeros(16), torch.full((16,), 0.25)
+    prefixes, conts, plans = DiffusedPlans(data, diffuser, mean, std, max_t=1.0).sample(8, np.random.default_rng(0))
+    assert len(prefixes) == len(conts) == 8 and plans.shape == (8, 16)
+    assert not any(torch.allclose(p, c.float()) for p in plans for c in data.cont_emb[:, 0])
+    gen = PromptGenerator(PromptConfig(dim=16, out_dim=dec.hidden_size, num_soft_tokens=2, width=32, depth=1,
+                                       heads=2))
+    cfg = PromptTrainingConfig(steps=2, batch_size=4, warmup=1, eval_every=100, save_every=100,
+                               mixed_precision="no", diffused_fraction=1.0)
+    train_prompt_generator(gen, dec, data, data, mean, std, cfg, tmp_path / "ok", False, diffuser=diffuser)
+    assert len((tmp_path / "ok" / "log.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(ValueError, match=r"diffused_fraction=1.0 needs the diffusion model"):
+        train_prompt_generator(gen, dec, data, data, mean, std, cfg, tmp_path / "no", False)
+    with pytest.raises(ValueError, match="need the prefixes' embeddings"):
+        DiffusedPlans(base, diffuser, mean, std)

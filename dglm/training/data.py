@@ -303,6 +303,75 @@ class SentenceOpeners:
         return self.take(rng.choice(self.index, n))
 
 
+class DiffusedPlans:
+    """Natural pairs whose plan is the continuation's embedding *passed through the diffusion model*: re-noised
+    to a noise level t drawn uniformly from (0, ``max_t``] and denoised again (SDEdit), given the prefix's
+    embedding, with the inference sampler. The plan still carries the continuation's content (less of it the
+    higher t), in the form the diffusion's own samples take at inference, which lie off the manifold of real
+    texts' embeddings (docs/results/mini.md, "How text-like are the diffusion's plans?"): training on them
+    teaches the prompt generator to read such plans.
+
+    Needs the prefixes' embeddings (``dglm train prepare`` without ``--no-prefix-embeddings``). Returned plans
+    are raw-space vectors (``standardised * std + mean``, not re-normalised), so the trainer's standardisation
+    recovers the diffusion's output exactly.
+
+    Example (a random tiny diffuser; a lower ``max_t`` keeps plans nearer the true continuations):
+        >>> from dglm.diffusion import SemanticDiffuser
+        >>> from dglm.presets import TINY, randomize
+        >>> diffuser = randomize(SemanticDiffuser(TINY.diffusion))
+        >>> g = torch.Generator().manual_seed(0)
+        >>> data = WindowSet(np.ones((64, 4), dtype=np.int64), np.full((64, 1), 2),
+        ...                  prefix_emb=torch.randn(64, 1, 32, generator=g), cont_emb=torch.randn(64, 1, 32, generator=g))
+        >>> mean, std = torch.zeros(32), torch.ones(32)
+        >>> def distance(max_t):
+        ...     plans = DiffusedPlans(data, diffuser, mean, std, max_t=max_t)
+        ...     prefixes, conts, emb = plans.take(np.arange(64), np.random.default_rng(0))
+        ...     return (emb - data.cont_emb[:, 0]).norm(dim=-1).mean().item()
+        >>> distance(0.1) < distance(0.9)
+        True
+    """
+
+    def __init__(self, data: WindowSet, diffuser, mean: torch.Tensor, std: torch.Tensor, max_t: float = 0.6,
+                 steps: int = 50, sampler: str = "ddpm"):
+        if data.prefix_emb is None:
+            raise ValueError("diffused plans need the prefixes' embeddings; prepare the data without "
+                             "--no-prefix-embeddings")
+        if not 0 < max_t <= 1:
+            raise ValueError(f"max_t={max_t} must be in (0, 1]")
+        self.data, self.diffuser, self.mean, self.std = data, diffuser, mean.float(), std.float()
+        self.max_t, self.steps, self.sampler = max_t, steps, sampler
+
+    @torch.no_grad()
+    def take(self, index: np.ndarray, rng: np.random.Generator) -> tuple[list[list[int]], list[list[int]],
+                                                                       torch.Tensor]:
+        """The pairs of flat (window * S + split) indices, each plan passed through the diffusion from its own
+        noise level: prefix ids, continuation ids and the plans in raw space (n, d)."""
+        from dglm.sampling import get_sampler
+        from dglm.schedule import add_noise, sampling_alpha2s
+
+        prefixes, conts, emb = flat_pairs(self.data, index)
+        s = self.data.splits.shape[1]
+        prefix = self.data.prefix_emb[index // s, index % s].float()  # (n, d)
+        dtype = next(self.diffuser.parameters()).dtype
+        x = ((emb.float() - self.mean) / self.std).to(dtype)  # (n, d) standardised
+        cond = ((prefix - self.mean) / self.std).to(dtype)
+        g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        grid = sampling_alpha2s(self.steps)  # (steps + 1,) from t = 1 to t = 0
+        sample = get_sampler(self.sampler)
+        first = self.steps - np.ceil(rng.uniform(0, self.max_t, len(index)) * self.steps).astype(int).clip(1)
+        out = x.clone()
+        for start in np.unique(first):  # rows that start from the same noise level run as one batch
+            rows = torch.from_numpy(np.flatnonzero(first == start))
+            noisy = add_noise(x[rows], grid[start].expand(len(rows)).to(dtype),
+                              torch.randn(x[rows].shape, generator=g, dtype=dtype))
+            out[rows] = sample(self.diffuser.denoiser(cond[rows]), noisy, grid[start:], generator=g)
+        return prefixes, conts, out.float() * self.std + self.mean
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[list[list[int]], list[list[int]], torch.Tensor]:
+        """``n`` pairs drawn at random (with replacement), as :meth:`take` returns them."""
+        return self.take(rng.integers(0, self.data.splits.size, n), rng)
+
+
 def flat_pairs(data: WindowSet, index: np.ndarray) -> tuple[list[list[int]], list[list[int]], torch.Tensor]:
     """Prefix ids, continuation ids and raw continuation embeddings (n, d) of flat (window * S + split) indices.
 

@@ -392,7 +392,16 @@ def prompt(c: PromptStageConfig) -> dict:
     if _is_main():
         run.mkdir(parents=True, exist_ok=True)
         write_json(run / "prompt_config.json", generator.config.model_dump(mode="json"))
-    result = train_prompt_generator(generator, decoder, train, val, mean, std, c.training, run)
+    diffuser = None
+    if c.training.diffused_fraction:  # diffused plans imitate this work folder's diffusion model
+        from dglm.diffusion import SemanticDiffuser
+
+        if not (work / "diffusion").is_dir():
+            raise FileNotFoundError(f"diffused_fraction={c.training.diffused_fraction} needs {work}/diffusion: run "
+                                    f"`dglm train diffusion --work {work}` first")
+        diffuser = SemanticDiffuser.from_pretrained(work / "diffusion").float().eval()
+    result = train_prompt_generator(generator, decoder, train, val, mean, std, c.training, run,
+                                    diffuser=diffuser)
     if _is_main():
         generator.save_pretrained(run / "prompt")
         if decoder.has_adapter:

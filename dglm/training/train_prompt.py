@@ -27,10 +27,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from dglm.decoder import Decoder
+from dglm.diffusion import SemanticDiffuser
 from dglm.prompt import PromptGenerator
 from dglm.schedule import add_noise, augmentation_alpha2
 from dglm.training.bag_of_words import bag_of_words_loss, pretrain_bag_of_words
-from dglm.training.data import SentenceOpeners, TopicSwitches, WindowSet, sentence_ends, word_starts
+from dglm.training.data import (
+    DiffusedPlans,
+    SentenceOpeners,
+    TopicSwitches,
+    WindowSet,
+    sentence_ends,
+    word_starts,
+)
 from dglm.training.data import flat_pairs as _pairs
 from dglm.training.loop import ShardedStream, load_state, lr_at, make_accelerator, param_groups, save_state
 from dglm.training.plan_use import evaluate_plan_use
@@ -74,6 +82,13 @@ class PromptTrainingConfig(BaseModel):
         "Fraction of each batch made of sentence openers (:class:`~dglm.training.data.SentenceOpeners`): a "
         "natural pair whose prefix is cut back to the few words after its last sentence end, the short "
         "prompts users type; switch_fraction + opener_fraction must not exceed 1."))
+    diffused_fraction: float = Field(default=0.0, ge=0, le=1, description=(
+        "Fraction of each batch made of diffused plans (:class:`~dglm.training.data.DiffusedPlans`): a "
+        "natural pair whose plan is its continuation's embedding re-noised to t <= diffused_max_t and denoised "
+        "by the work folder's diffusion model, the form the diffusion's own plans take at inference; needs "
+        "prefix embeddings. The three fractions must not sum to more than 1."))
+    diffused_max_t: float = Field(default=0.6, gt=0, le=1, description=(
+        "Highest noise level t (0-1) a diffused plan is re-noised to (each draws t uniformly below it)."))
     opener_words: int = Field(default=5, ge=1, description=(
         "Longest sentence opener, in words, that opener examples keep as the prefix."))
     max_continuation: int = Field(default=0, ge=0, description=(
@@ -118,9 +133,10 @@ class PromptTrainingConfig(BaseModel):
 
     @model_validator(mode="after")
     def _fractions(self) -> PromptTrainingConfig:
-        if self.switch_fraction + self.opener_fraction > 1:
-            raise ValueError(f"switch_fraction={self.switch_fraction} + opener_fraction={self.opener_fraction} "
-                             "must not exceed 1 (the rest of each batch is natural pairs)")
+        if self.switch_fraction + self.opener_fraction + self.diffused_fraction > 1:
+            raise ValueError(f"switch_fraction={self.switch_fraction} + opener_fraction={self.opener_fraction} + "
+                             f"diffused_fraction={self.diffused_fraction} must not exceed 1 (the rest of each "
+                             "batch is natural pairs)")
         return self
 
 
@@ -167,7 +183,7 @@ def _shard_batch(train, extras, shard, step, config, device, mean, std):
     """A shard's prefixes, continuations, standardised plans, noise levels and noise, and its switch count.
 
     ``extras`` maps each example kind drawn from its own source (``"switch"``: topic switches, ``"opener"``:
-    sentence openers) to ``(source, fraction)``; the rest of the shard is natural pairs, whose prefix is
+    sentence openers, ``"diffused"``: diffused plans) to ``(source, fraction)``; the rest of the shard is natural pairs, whose prefix is
     dropped with probability ``prefix_dropout``."""
     rng, g = shard.rng(), shard.generator(device)
     b = len(shard.index)
@@ -191,9 +207,11 @@ def _shard_batch(train, extras, shard, step, config, device, mean, std):
 
 def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: WindowSet, evaluation: WindowSet,
                            mean: torch.Tensor, std: torch.Tensor, config: PromptTrainingConfig,
-                           out_dir: str | os.PathLike, show_progress_bar: bool = True) -> dict:
+                           out_dir: str | os.PathLike, show_progress_bar: bool = True,
+                           diffuser: SemanticDiffuser | None = None) -> dict:
     """Train ``generator`` in place; resumable from ``out_dir/state``. Logs to ``out_dir/log.jsonl`` and
-    returns the final held-out evaluation. The decoder's base weights are never updated.
+    returns the final held-out evaluation. The decoder's base weights are never updated. ``diffuser``: the
+    diffusion model whose plans ``config.diffused_fraction`` of each batch imitate.
 
     Data parallel under ``accelerate launch`` / ``torchrun``: every process trains on its own shard of each
     global batch (:class:`~dglm.training.loop.ShardedStream`), DDP averages the gradients, and only the main
@@ -256,6 +274,11 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
     if config.opener_fraction:
         extras["opener"] = (SentenceOpeners(train, ends, starts, config.opener_words),
                             config.opener_fraction)
+    if config.diffused_fraction:
+        if diffuser is None:
+            raise ValueError(f"diffused_fraction={config.diffused_fraction} needs the diffusion model (diffuser=...)")
+        extras["diffused"] = (DiffusedPlans(train, diffuser, mean.cpu(), std.cpu(), config.diffused_max_t),
+                              config.diffused_fraction)
     bar = tqdm(total=config.steps, initial=step, disable=not (show_progress_bar and main), desc="prompt generator")
     t0, result = time.perf_counter() - trained_s, {}
     params = [p for grp in optimizer.param_groups for p in grp["params"]]
