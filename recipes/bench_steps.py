@@ -33,6 +33,7 @@ import torch
 from dglm import DGLM, Controller
 from dglm.bench.metrics import plan_fidelity, summarize
 from dglm.bench.prompts import held_out_windows
+from dglm.bench.report import write_report
 from dglm.bench.scoring import wilson
 from dglm.training.corpus import load_split
 
@@ -83,10 +84,7 @@ def main(argv=None) -> None:
             "strength": args.strength, "machine": f"{platform.processor() or platform.machine()}, "
             f"{torch.get_num_threads()} torch thread", "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d")}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    out.with_suffix(".md").write_text(render(meta, rows, argv))
+    write_report({"meta": meta, "rows": rows}, render(meta, rows, argv), Path(args.out).with_suffix(".json"))
     print(render(meta, rows, argv))
 
 

@@ -31,10 +31,9 @@ costs perplexity). Perplexities are the evaluator LM's (Gemma-3-270M): a **proxy
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,7 +41,7 @@ import torch
 from dglm.bench.config import BenchConfig
 from dglm.bench.evaluators import EvaluatorLM, train_topic_classifier
 from dglm.bench.metrics import perplexity, plan_fidelity, summarize
-from dglm.bench.report import machine_info
+from dglm.bench.report import machine_info, write_report
 from dglm.bench.setup import load_pipeline, prompt_sets
 from dglm.outputs import Plan
 from dglm.training.corpus import load_split
@@ -184,12 +183,9 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="docs/results/plan-conditioning/opener-fluency.json",
                    help="JSON path; the Markdown report goes beside it (.md)")
     args = p.parse_args(argv)
-    args.command = "PYTHONPATH=. python recipes/opener_fluency.py " + " ".join(argv or __import__("sys").argv[1:])
+    args.command = "PYTHONPATH=. python recipes/opener_fluency.py " + " ".join(sys.argv[1:] if argv is None else argv)
     result = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
+    write_report(result, markdown(result), args.out)
     print(markdown(result))
     return result
 

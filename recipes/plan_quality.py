@@ -25,18 +25,16 @@ plan (**nearest real**: the own plan moved onto real text). Fidelity is the enco
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from dglm.bench.config import BenchConfig
 from dglm.bench.evaluators import train_topic_classifier
 from dglm.bench.metrics import plan_fidelity, summarize
-from dglm.bench.report import machine_info
+from dglm.bench.report import machine_info, write_report
 from dglm.bench.setup import load_pipeline, prompt_sets
 from dglm.outputs import Plan
 from dglm.sampling import get_sampler
@@ -221,10 +219,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     args.command = "PYTHONPATH=. python recipes/plan_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     result = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
+    write_report(result, markdown(result), args.out)
     print(markdown(result))
     return result
 

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -46,6 +47,24 @@ def machine_info(device: str) -> dict:
     if torch.device(device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
+
+
+def write_report(result: dict, markdown: str, out: str | os.PathLike) -> Path:
+    """Write a recipe's result as JSON at ``out`` and its Markdown report beside it (same name, ``.md``),
+    creating the folder; returns the JSON path.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = write_report({"a": 1}, "# A\\n", Path(d, "sub", "r.json"))
+        ...     sorted(p.name for p in path.parent.iterdir()), json.loads(path.read_text())
+        (['r.json', 'r.md'], {'a': 1})
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    return out
 
 
 def _clean(x):
