@@ -37,8 +37,6 @@ from dglm.bench.metrics import plan_fidelity, summarize
 from dglm.bench.report import machine_info, write_report
 from dglm.bench.setup import load_pipeline, prompt_sets
 from dglm.outputs import Plan
-from dglm.sampling import get_sampler
-from dglm.schedule import add_noise, sampling_alpha2s
 from dglm.training.data import WindowSet
 
 PLANS = ("own", "oracle", "oracle through the diffusion", "switch", "nearest real")
@@ -135,13 +133,9 @@ def run(args) -> dict:
               }}
     plain = enc.encode(pipe.decoder.generate(rows, None, seed=args.seed, **kw)).float()
     settings = pipe.generation_config()
-    grid = sampling_alpha2s(settings.steps)[round(settings.steps * (1 - args.through)):]  # from t = through down to 0
     g = torch.Generator(pipe.device).manual_seed(args.seed)
-    dtype = prefix.dtype
-    noisy = add_noise(enc.standardize(human_n).to(dtype), grid[:1].expand(len(rows)).to(dtype),
-                      torch.randn(human_n.shape, generator=g, dtype=dtype))
-    denoise = pipe.diffuser.denoiser(prefix.repeat_interleave(n, 0), settings.cfg_scale)
-    through = get_sampler(settings.sampler)(denoise, noisy, grid, generator=g)  # (B * n, d), standardised
+    through = pipe.diffuser.resample(enc.standardize(human_n).to(prefix.dtype), prefix.repeat_interleave(n, 0),
+                                     args.through, settings.steps, settings.sampler, settings.cfg_scale, g)
     sources = {"oracle": human_n, "oracle through the diffusion": enc.to_raw(through.float()),
                "switch": human.roll(1, 0).repeat_interleave(n, 0),
                "nearest real": torch.nn.functional.normalize(bank[index], dim=-1)}

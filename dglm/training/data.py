@@ -341,14 +341,11 @@ class DiffusedPlans:
         self.data, self.diffuser, self.mean, self.std = data, diffuser, mean.float(), std.float()
         self.max_t, self.steps, self.sampler = max_t, steps, sampler
 
-    @torch.no_grad()
     def take(self, index: np.ndarray, rng: np.random.Generator) -> tuple[list[list[int]], list[list[int]],
                                                                        torch.Tensor]:
         """The pairs of flat (window * S + split) indices, each plan passed through the diffusion from its own
-        noise level: prefix ids, continuation ids and the plans in raw space (n, d)."""
-        from dglm.sampling import get_sampler
-        from dglm.schedule import add_noise, sampling_alpha2s
-
+        noise level (:meth:`~dglm.diffusion.SemanticDiffuser.resample`): prefix ids, continuation ids and the
+        plans in raw space (n, d)."""
         prefixes, conts, emb = flat_pairs(self.data, index)
         s = self.data.splits.shape[1]
         prefix = self.data.prefix_emb[index // s, index % s].float()  # (n, d)
@@ -356,15 +353,11 @@ class DiffusedPlans:
         x = ((emb.float() - self.mean) / self.std).to(dtype)  # (n, d) standardised
         cond = ((prefix - self.mean) / self.std).to(dtype)
         g = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        grid = sampling_alpha2s(self.steps)  # (steps + 1,) from t = 1 to t = 0
-        sample = get_sampler(self.sampler)
-        first = self.steps - np.ceil(rng.uniform(0, self.max_t, len(index)) * self.steps).astype(int).clip(1)
+        levels = np.ceil(rng.uniform(0, self.max_t, len(index)) * self.steps).clip(1) / self.steps  # on the grid
         out = x.clone()
-        for start in np.unique(first):  # rows that start from the same noise level run as one batch
-            rows = torch.from_numpy(np.flatnonzero(first == start))
-            noisy = add_noise(x[rows], grid[start].expand(len(rows)).to(dtype),
-                              torch.randn(x[rows].shape, generator=g, dtype=dtype))
-            out[rows] = sample(self.diffuser.denoiser(cond[rows]), noisy, grid[start:], generator=g)
+        for t in np.unique(levels)[::-1]:  # rows re-noised to the same level run as one batch, noisiest first
+            rows = torch.from_numpy(np.flatnonzero(levels == t))
+            out[rows] = self.diffuser.resample(x[rows], cond[rows], float(t), self.steps, self.sampler, generator=g)
         return prefixes, conts, out.float() * self.std + self.mean
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[list[list[int]], list[list[int]], torch.Tensor]:
