@@ -193,7 +193,7 @@ class AdapterConfig(BaseModel):
 MAX_PLAN_SCALE = 10.0
 
 # The fields of GenerationConfig by stage (the CLI's option groups, and which fields HF generate receives).
-PLANNING_FIELDS = ("sampler", "steps", "cfg_scale", "sigma2", "compile")
+PLANNING_FIELDS = ("sampler", "steps", "cfg_scale", "plan_temperature", "sigma2", "compile")
 CONTROL_FIELDS = ("strength", "guidance_samples", "plan_scale", "control_scale")
 DECODING_FIELDS = ("max_new_tokens", "do_sample", "top_p", "temperature", "repetition_penalty")
 RUN_FIELDS = ("num_samples", "batch_size", "seed", "show_progress_bar")
@@ -226,6 +226,12 @@ class GenerationConfig(_Config):
     cfg_scale: float = Field(
         default=1.0, ge=0, le=MAX_CFG_SCALE,
         description="Classifier-free guidance weight w of the diffusion (1 = off).")
+    plan_temperature: float = Field(
+        default=1.0, gt=0, le=1,
+        description="Scale of the Gaussian noise the diffusion sampler draws: the starting noise and, for ddpm, "
+                    "every step's fresh noise. 1 samples the model's distribution; lower values give plans "
+                    "nearer the prefix's likely continuations, less diverse (the 'temperature' of flows and "
+                    "diffusion samplers).")
     sigma2: float = Field(
         default=0.05, ge=0, le=1,
         description="Noise level sigma^2 the sampled plan is re-noised to before the prompt generator "

@@ -161,8 +161,11 @@ class SemanticDiffuser(nn.Module):
 
     def sample(self, prefix: torch.Tensor, steps: int = 50, sampler: str = "ddpm", cfg_scale: float = 1.0,
                generator: torch.Generator | None = None, wrap=None, show_progress_bar: bool = False,
-               compile: bool = False) -> torch.Tensor:
+               compile: bool = False, temperature: float = 1.0) -> torch.Tensor:
         """Sample continuation embeddings (standardised) for standardised prefix embeddings (B, d) -> (B, d).
+
+        ``temperature`` scales every Gaussian draw of the sampler (the starting noise and DDPM's per-step noise;
+        ``GenerationConfig.plan_temperature``).
 
         ``wrap(denoise) -> denoise`` changes the prediction at every step (the constraint-guidance hook).
         ``compile``: see :meth:`denoiser`.
@@ -190,9 +193,9 @@ class SemanticDiffuser(nn.Module):
         if wrap is not None:
             denoise = wrap(denoise)
         param = next(self.parameters())
-        noise = torch.randn(prefix.shape, generator=generator, device=prefix.device, dtype=param.dtype)
+        noise = temperature * torch.randn(prefix.shape, generator=generator, device=prefix.device, dtype=param.dtype)
         return get_sampler(sampler)(denoise, noise, sampling_alpha2s(steps, prefix.device), generator=generator,
-                                    disable=not show_progress_bar)
+                                    disable=not show_progress_bar, temperature=temperature)
 
     @torch.no_grad()
     def resample(self, x: torch.Tensor, prefix: torch.Tensor, t: float, steps: int = 50, sampler: str = "ddpm",

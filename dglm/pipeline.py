@@ -244,7 +244,7 @@ positions; accepted: max_new_tokens <= 251
         timings["encode"] = (t1 := time.perf_counter()) - t0
         plans = self.diffuser.sample(prefix, steps=s.steps, sampler=s.sampler, cfg_scale=s.cfg_scale,
                                      generator=generator, wrap=guidance, show_progress_bar=s.show_progress_bar,
-                                     compile=s.compile)
+                                     compile=s.compile, temperature=s.plan_temperature)
         timings["diffusion"] = (t2 := time.perf_counter()) - t1
         soft = self.prompt_generator.prompt(plans, s.sigma2, generator)
         timings["prompt"] = time.perf_counter() - t2

@@ -1,6 +1,6 @@
 """Samplers for the semantic diffusion: short pure functions with one shared signature.
 
-``sampler(denoise, x, alpha2s, generator=None, callback=None, disable=True) -> x0``
+``sampler(denoise, x, alpha2s, generator=None, callback=None, disable=True, temperature=1.0) -> x0``
 
 ``denoise(z, alpha2) -> Prediction`` is any callable that predicts the clean latent and the noise for a
 batch of noisy latents z (B, d) at noise levels alpha2 (B,). Guidance (CFG, constraints) is done by
@@ -52,9 +52,10 @@ def _rows(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_ddpm(denoise: Denoise, x: torch.Tensor, alpha2s: torch.Tensor, generator: torch.Generator | None = None,
-                callback: Callback | None = None, disable: bool = True) -> torch.Tensor:
+                callback: Callback | None = None, disable: bool = True, temperature: float = 1.0) -> torch.Tensor:
     """Ancestral sampling (Ho et al. 2020, DDPM) from the posterior q(z_s | z_t, x0_hat); the last step
-    returns x0_hat. x: (B, d) pure noise; alpha2s: decreasing noise grid from t = 1 to t = 0.
+    returns x0_hat. x: (B, d) pure noise; alpha2s: decreasing noise grid from t = 1 to t = 0; ``temperature``
+    scales each step's fresh noise (1: the posterior's own).
 
     Example (an oracle denoiser that always predicts zeros; the callback sees every step):
         >>> from dglm.schedule import sampling_alpha2s
@@ -79,14 +80,15 @@ def sample_ddpm(denoise: Denoise, x: torch.Tensor, alpha2s: torch.Tensor, genera
         s2_ts = s2_t - a2_ts * s2_s
         mean = a2_ts.sqrt() * s2_s / s2_t * x + a2_s[:, None].sqrt() * s2_ts / s2_t * pred.x0
         std = (s2_ts * s2_s / s2_t).clamp_min(0).sqrt()
-        x = mean + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x = mean + temperature * std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x
 
 
 @torch.no_grad()
 def sample_ddim(denoise: Denoise, x: torch.Tensor, alpha2s: torch.Tensor, generator: torch.Generator | None = None,
-                callback: Callback | None = None, disable: bool = True) -> torch.Tensor:
-    """Deterministic DDIM sampling (Song et al. 2021, eta = 0); the last step returns x0_hat.
+                callback: Callback | None = None, disable: bool = True, temperature: float = 1.0) -> torch.Tensor:
+    """Deterministic DDIM sampling (Song et al. 2021, eta = 0); the last step returns x0_hat. It draws no
+    noise, so ``temperature`` (the shared signature's) changes nothing here: scale the starting noise x.
 
     Example (the same noise gives the same sample):
         >>> from dglm.schedule import sampling_alpha2s

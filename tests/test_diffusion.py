@@ -53,6 +53,24 @@ def test_cfg_tightens_samples(trained):
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_plan_temperature_narrows_samples_toward_the_target(trained, sampler):
+    model, _ = trained
+    prefix, cont = synthetic_pairs(64, 2)
+    one = prefix[:1].expand(256, D)
+
+    def draw(temperature, rows=prefix):
+        return model.sample(rows, steps=25, sampler=sampler, temperature=temperature,
+                            generator=torch.Generator().manual_seed(0))
+
+    default = model.sample(prefix, steps=25, sampler=sampler, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(draw(1.0), default)  # 1 is the sampler as it always was
+    spread = {t: draw(t, one).std(0).mean().item() for t in (1.0, 0.5)}
+    err = {t: (draw(t) - cont).norm(dim=1).mean().item() for t in (1.0, 0.5)}
+    assert spread[0.5] < 0.8 * spread[1.0]
+    assert err[0.5] < err[1.0]
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_same_seed_same_samples(trained, sampler):
     model, _ = trained
     prefix = synthetic_pairs(5, 3)[0]
