@@ -166,7 +166,7 @@ def quick_result(tmp_path_factory):
     from dglm.bench.run import main
 
     out = tmp_path_factory.mktemp("bench")
-    assert main(["--quick", "--out", str(out)]) == 0
+    assert main(["--quick", "--out", str(out), "--plan-temperature", "0.8"]) == 0
     return out, json.loads((out / "bench-quick.json").read_text())
 
 
@@ -217,6 +217,7 @@ def test_quick_benchmark_reports_compositions_runtime_and_plots(quick_result):
                     "## Systems: neutral prompts", "## Runtime", "## Topic-switch reference", "Activation steering"):
         assert heading in report, heading
     assert result["config"]["command"].startswith("dglm bench --quick")
+    assert result["sampling"]["plan_temperature"] == 0.8 and "'plan_temperature': 0.8" in report  # for every DGLM system
 
 
 def test_quick_benchmark_writes_to_a_scratch_folder_by_default():

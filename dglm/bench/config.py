@@ -72,6 +72,8 @@ class BenchConfig(BaseModel):
     control: str = Field(default="topic('sports')", description="The control, in the constraint syntax.")
     strengths: list[float] = Field(default=[20.0, 100.0, 300.0], description=(
         "DGLM guidance strengths (none: no guided systems)."))
+    plan_temperature: float | None = Field(default=None, gt=0, le=1, description=(
+        "The diffusion sampler's plan temperature for every DGLM system (None: the checkpoint's)."))
     sigma2: list[float] = Field(default=[], description=(
         "Further re-noising levels of unguided DGLM (the checkpoint's is always run)."))
     plan_scales: list[float] = Field(default=[2.0], description=(

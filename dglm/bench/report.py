@@ -205,7 +205,10 @@ def write_markdown(result: dict, path: Path) -> None:
              f"- command: `{c['command']}`", f"- checkpoint: `{c['checkpoint']}`; control: `{c['control']}`",
              f"- {c['new_tokens']} new tokens, top-p {c['top_p']}, repetition penalty {c['repetition_penalty']}, seeds "
              f"{c['seeds']}; every system decodes with the checkpoint's decoder (base weights; DGLM adds its adapter "
-             "with its soft prompts)", f"- total time: {result['total_s']:.0f} s", ""]
+             "with its soft prompts)"]
+    if "sampling" in result:
+        lines.append(f"- DGLM's defaults (the checkpoint's, unless the command sets them): {result['sampling']}")
+    lines += [f"- total time: {result['total_s']:.0f} s", ""]
     for name, s in result["prompt_sets"].items():
         lines.append(f"- **{name} prompts** ({s['prompts']} x {s['samples']} samples): {s['description']}")
     lines += ["", "## Who owns the frontier", "",

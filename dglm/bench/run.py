@@ -90,7 +90,8 @@ def run_benchmark(config: BenchConfig, pipeline: DGLM | None = None) -> dict:
     runtime = runtime_table(setup, layer, bon_n) if config.runtime_batch_sizes and config.runtime_new_tokens else None
     result = {"config": config.model_dump(mode="json"), "date": date, "machine": machine,
               "evaluators": setup.evaluator_info, "targets_of_control": setup.targets,
-              "default_sigma2": setup.pipeline.sampling.sigma2, "default_strength": setup.pipeline.sampling.strength,
+              "sampling": setup.pipeline.sampling.model_dump(include={"sampler", "steps", "cfg_scale", "plan_temperature",
+                                                                      "sigma2", "strength"}),
               "steering": {"layer": layer, "table": layer_table}, "peers": setup.peers.info,
               "prompt_sets": sets, "compositions": compositions, "runtime": runtime, "topic_switch": switch,
               "targets": check_targets(config.targets, sets, runtime), "notes": setup.notes}

@@ -116,6 +116,19 @@ class Setup:
         return kwargs
 
 
+def with_plan_temperature(pipe: DGLM, plan_temperature: float | None) -> DGLM:
+    """``pipe`` with its default plan temperature replaced (None: unchanged), for every system of a run.
+
+    Example:
+        >>> from dglm.presets import random_pipeline
+        >>> with_plan_temperature(random_pipeline("tiny"), 0.5).sampling.plan_temperature
+        0.5
+    """
+    if plan_temperature is not None:
+        pipe.sampling = pipe.sampling.merge(plan_temperature=plan_temperature)
+    return pipe
+
+
 def load_pipeline(config: BenchConfig) -> tuple[DGLM, list[str]]:
     """The checkpoint, or a random-weight preset with random probes "topic" (arts, society, sports),
     "sentiment" and "toxicity".
@@ -128,11 +141,12 @@ def load_pipeline(config: BenchConfig) -> tuple[DGLM, list[str]]:
         "pipeline: random weights of the 'tiny' preset"
     """
     if not config.checkpoint.startswith(RANDOM):
-        return DGLM.from_pretrained(config.checkpoint, device=config.device), []
+        pipe = DGLM.from_pretrained(config.checkpoint, device=config.device)
+        return with_plan_temperature(pipe, config.plan_temperature), []
     from dglm.presets import random_pipeline
 
     preset = config.checkpoint.removeprefix(RANDOM)
-    pipe = random_pipeline(preset, device=config.device)
+    pipe = with_plan_temperature(random_pipeline(preset, device=config.device), config.plan_temperature)
     g = torch.Generator().manual_seed(0)
     labels = {"topic": ("arts", "society", "sports"), **{k: v[:2] for k, v in BINARY_BUILTINS.items()}}
     probes = {name: Probe(torch.randn(len(ls) if len(ls) > 2 else 1, pipe.encoder.dim, generator=g) * 3,
