@@ -124,6 +124,7 @@ def run(args) -> dict:
     lm = EvaluatorLM.from_pretrained(config.evaluator_lm, device=config.device)
     result = {"command": args.command, "machine": machine_info(config.device), "checkpoint": args.checkpoint,
               "prompt_set": args.prompt_set, "cfg_scale": pipe.generation_config(**cfg).cfg_scale,
+              "plan_temperature": pipe.generation_config().plan_temperature,
               "openers": len(openers), "samples": n, "new_tokens": args.new_tokens, "seed": args.seed,
               "human_found": sum(bool(h.strip()) for h in humans), "systems": {}}
     log_ppl = {}
@@ -150,7 +151,7 @@ def markdown(r: dict) -> str:
              f"torch threads {r['machine']['torch_threads']}, torch {r['machine']['torch']}",
              f"- {r['openers']} {r['prompt_set']} prompts (the benchmark's set) x {r['samples']} samples, {r['new_tokens']} new "
              f"tokens, seed {r['seed']}; human continuations found for {r['human_found']}; dglm's diffusion CFG "
-             f"scale {r['cfg_scale']:g}",
+             f"scale {r['cfg_scale']:g}, plan temperature {r.get('plan_temperature', 1):g}",
              "- perplexity: the evaluator LM's (Gemma-3-270M), a **proxy** for fluency; fidelity: cosine between "
              "the continuation's encoder embedding and the human continuation's (or the plan's)", "",
              "| system | ppl mean / median | ppl ratio to plain, per prompt (geometric mean [95% CI]) | fidelity to "

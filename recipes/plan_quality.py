@@ -118,7 +118,8 @@ def run(args) -> dict:
     result = {"command": args.command, "machine": machine_info(config.device), "checkpoint": args.checkpoint,
               "prompts": len(openers), "samples": n, "through": args.through, "new_tokens": args.new_tokens, "seed": args.seed,
               "bank": {"path": args.bank, "rows": len(bank)},
-              "sampling": pipe.generation_config().model_dump(include={"steps", "sampler", "cfg_scale", "sigma2"}),
+              "sampling": pipe.generation_config().model_dump(
+                  include={"steps", "sampler", "cfg_scale", "plan_temperature", "sigma2"}),
               "plans": {
                   "standardized_norm": summarize(standardized.norm(dim=-1).numpy()),
                   "human_standardized_norm": summarize(enc.standardize(human).norm(dim=-1).numpy()),
