@@ -31,7 +31,6 @@ costs perplexity). Perplexities are the evaluator LM's (Gemma-3-270M): a **proxy
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 
@@ -40,7 +39,7 @@ import torch
 
 from dglm.bench.config import BenchConfig
 from dglm.bench.evaluators import EvaluatorLM, train_topic_classifier
-from dglm.bench.metrics import perplexity, plan_fidelity, summarize
+from dglm.bench.metrics import paired_ratio, perplexity, plan_fidelity, summarize
 from dglm.bench.report import machine_info, write_report
 from dglm.bench.setup import load_pipeline, prompt_sets
 from dglm.outputs import Plan
@@ -66,21 +65,6 @@ def human_continuations(docs, openers: list[str], tokenizer, new_tokens: int) ->
         ids = tokenizer(text, add_special_tokens=False).input_ids[:new_tokens]
         out.append(tokenizer.decode(ids))
     return out
-
-
-def paired_ratio(log_ppl: np.ndarray, log_ref: np.ndarray) -> dict[str, float]:
-    """Geometric mean of per-row perplexity ratios (rows (openers, samples)), its standard error over openers.
-
-    Example:
-        >>> r = paired_ratio(np.log([[2.0, 2.0], [4.0, 4.0]]), np.log([[1.0, 1.0], [2.0, 2.0]]))
-        >>> round(r["ratio"], 3), r["n_openers"]
-        (2.0, 2)
-    """
-    diff = (log_ppl - log_ref).mean(axis=1)  # per opener, averaged over its samples
-    diff = diff[np.isfinite(diff)]
-    se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.nan
-    return {"ratio": float(np.exp(diff.mean())), "ratio_low": float(np.exp(diff.mean() - 1.96 * se)),
-            "ratio_high": float(np.exp(diff.mean() + 1.96 * se)), "log_ratio_se": se, "n_openers": int(len(diff))}
 
 
 def run(args) -> dict:

@@ -33,7 +33,7 @@ import torch
 
 from dglm.bench.config import BenchConfig
 from dglm.bench.evaluators import train_topic_classifier
-from dglm.bench.metrics import plan_fidelity, summarize
+from dglm.bench.metrics import fidelity_gain, plan_fidelity, summarize, within_prompt_cosine
 from dglm.bench.report import machine_info, write_report
 from dglm.bench.setup import load_pipeline, prompt_sets
 from dglm.outputs import Plan
@@ -58,18 +58,6 @@ def nearest_cosine(x: torch.Tensor, bank: torch.Tensor, chunk: int = 4096) -> tu
         better = cos > best
         best, index = torch.where(better, cos, best), torch.where(better, i + start, index)
     return best, index
-
-
-def within_prompt_cosine(x: torch.Tensor, samples: int) -> float:
-    """Mean cosine between two different rows of the same prompt; rows (prompts x samples, d), prompt-major.
-
-    Example:
-        >>> within_prompt_cosine(torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), 2)
-        0.5
-    """
-    r = torch.nn.functional.normalize(x.float(), dim=-1).reshape(-1, samples, x.shape[-1])  # (B, n, d)
-    pairs = r @ r.transpose(1, 2)  # (B, n, n)
-    return float(((pairs.sum((1, 2)) - samples) / (samples * (samples - 1))).mean())
 
 
 def unreachable_share(diffuser, standardized: torch.Tensor) -> float | None:
@@ -152,7 +140,7 @@ def run(args) -> dict:
             out = pipe.decode(Plan(openers, n, target, soft), seed=args.seed, **kw)
         text = enc.encode([c for cs in out.continuations for c in cs]).float()
         fid, fid_plain = plan_fidelity(text, target), plan_fidelity(plain, target)
-        gain = (fid - fid_plain).numpy()
+        gain = fidelity_gain(text, plain, target).numpy()
         result["decoding"][name] = {"fidelity": float(fid.mean()), "plain_fidelity": float(fid_plain.mean()),
                                     "gain": float(gain.mean()), "gain_sem": float(gain.std(ddof=1) / math.sqrt(len(gain))),
                                     "text_within_prefix_cos": within_prompt_cosine(text, n),

@@ -26,7 +26,6 @@ Perplexity is the evaluator LM's (Gemma-3-270M) and fidelity the encoder's cosin
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 
@@ -35,27 +34,18 @@ import torch
 
 from dglm.bench.config import BenchConfig
 from dglm.bench.evaluators import EvaluatorLM
-from dglm.bench.metrics import perplexity, plan_fidelity
+from dglm.bench.metrics import (
+    fidelity_gain,
+    paired_ratio,
+    perplexity,
+    plan_fidelity,
+    summarize,
+    within_prompt_cosine,
+)
 from dglm.bench.prompts import held_out_windows, neutral_openers
 from dglm.bench.report import machine_info, write_report
 from dglm.bench.setup import load_pipeline
 from dglm.training.corpus import load_split
-
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from opener_fluency import paired_ratio  # noqa: E402
-from plan_quality import within_prompt_cosine  # noqa: E402
-
-
-def gain(text: torch.Tensor, plain: torch.Tensor, plans: torch.Tensor) -> dict[str, float]:
-    """The fidelity gain ``cos(text, plan) - cos(plain, plan)`` over rows (N, d) each: mean and standard error.
-
-    Example:
-        >>> plans = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-        >>> gain(plans, torch.tensor([[0.0, 1.0], [1.0, 0.0]]), plans)["mean"]
-        1.0
-    """
-    g = (plan_fidelity(text, plans) - plan_fidelity(plain, plans)).numpy()
-    return {"mean": float(g.mean()), "sem": float(g.std(ddof=1) / math.sqrt(len(g))) if len(g) > 1 else math.nan}
 
 
 @torch.no_grad()
@@ -95,7 +85,7 @@ def run(args) -> dict:
             out = pipe.generate(prompts, n, seed=args.seed, plan_temperature=temperature, **kw)
             plans = out.plans.reshape(len(prompts) * n, -1).float().cpu()  # (B * n, d)
             log_ppl, text = scored(prompts, [c for cs in out.continuations for c in cs])
-            row[name] = {"gain": gain(text, plain[name][1], plans), "plan_diversity": within_prompt_cosine(plans, n),
+            row[name] = {"gain": summarize(fidelity_gain(text, plain[name][1], plans).numpy()), "plan_diversity": within_prompt_cosine(plans, n),
                          "ppl_vs_plain": paired_ratio(log_ppl, plain[name][0])}
             if name == "topical":
                 row[name]["plan_cos_to_human"] = float(plan_fidelity(plans, human).mean())
