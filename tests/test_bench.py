@@ -336,3 +336,29 @@ def test_topic_switch_reference_scores_target_topic_text_after_each_prompt():
     assert label == "sports" and result["texts"] == len(texts) == 8
     setup.topic_texts = None  # no topic target: no reference
     assert topic_switch_reference(setup) is None
+
+
+def _wordnet_installed() -> bool:
+    from dglm.training.wordnet import find_wordnet
+
+    try:
+        return find_wordnet().is_dir()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not _wordnet_installed() or importlib.util.find_spec("profanity_check") is None,
+                    reason="needs WordNet (Debian wordnet-base) and alt-profanity-check")
+def test_labelled_passages_of_every_shipped_probe_come_from_a_real_corpus(tmp_path):
+    """The full benchmark's path (not quick mode) for each probe's passages: corpus, WordNet lexicons, labels."""
+    from dglm.bench.config import BenchConfig
+    from dglm.bench.setup import labelled_passages
+    from dglm.training.corpus import Document, build_corpus
+
+    text = "The team won the match in the last minute. The crowd cheered for the players. " * 4
+    docs = [Document(f"w:{i}", "wikipedia", f"Title {i}", text, topic="Everyday life", description="Team sport")
+            for i in range(12)]
+    build_corpus(tmp_path / "c", documents=docs, val_fraction=0.0, test_fraction=0.0)
+    config = BenchConfig(corpus=str(tmp_path / "c"), peer_texts_per_class=4)
+    texts, labels = labelled_passages(config, "toxicity")
+    assert len(texts) == len(labels) > 0 and set(labels) <= {"toxic", "non-toxic"}

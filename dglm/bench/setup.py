@@ -355,7 +355,9 @@ def labelled_passages(config: BenchConfig, probe: str, split: str = "train") -> 
     elif probe == "sentiment":
         examples, _ = pd.sentiment_examples(docs, per_class=k, seed=0)
     elif probe == "toxicity":
-        lexicons = pd.wordnet_lexicons(pd.read_wordnet_nouns())
+        from dglm.training.wordnet import read_wordnet_nouns, wordnet_lexicons
+
+        lexicons = wordnet_lexicons(read_wordnet_nouns())
         examples, _ = pd.toxicity_examples(docs, lexicons, held_out=split != "train", seed=0,
                                            sizes={"corpus": k, "template": k, "spliced": k // 2})
     else:
