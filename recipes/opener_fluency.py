@@ -30,8 +30,6 @@ costs perplexity). Perplexities are the evaluator LM's (Gemma-3-270M): a **proxy
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 
 import numpy as np
@@ -40,7 +38,7 @@ import torch
 from dglm.bench.config import BenchConfig
 from dglm.bench.evaluators import EvaluatorLM, train_topic_classifier
 from dglm.bench.metrics import paired_ratio, perplexity, plan_fidelity, summarize
-from dglm.bench.report import machine_info, write_report
+from dglm.bench.report import machine_info, recipe_parser, run_recipe
 from dglm.bench.setup import load_pipeline, prompt_sets
 from dglm.outputs import Plan
 from dglm.training.corpus import load_split
@@ -106,7 +104,7 @@ def run(args) -> dict:
         seconds[name] = time.perf_counter() - t0
     texts["human"] = [h for h in humans for _ in range(n)]
     lm = EvaluatorLM.from_pretrained(config.evaluator_lm, device=config.device)
-    result = {"command": args.command, "machine": machine_info(config.device), "checkpoint": args.checkpoint,
+    result = {"machine": machine_info(config.device), "checkpoint": args.checkpoint,
               "prompt_set": args.prompt_set, "cfg_scale": pipe.generation_config(**cfg).cfg_scale,
               "plan_temperature": pipe.generation_config().plan_temperature,
               "openers": len(openers), "samples": n, "new_tokens": args.new_tokens, "seed": args.seed,
@@ -154,25 +152,12 @@ def markdown(r: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default="mini")
-    p.add_argument("--corpus", default="cache/corpus")
+    p = recipe_parser(__doc__, "docs/results/plan-conditioning/opener-fluency.json", samples=2)
     p.add_argument("--prompt-set", choices=["neutral", "topical"], default="neutral")
     p.add_argument("--num-neutral", type=int, default=100)
-    p.add_argument("--samples", type=int, default=2, help="samples per prompt and system")
-    p.add_argument("--new-tokens", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg-scale", type=float, default=None,
                    help="the diffusion's classifier-free guidance scale for dglm's plans (default: the checkpoint's)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="docs/results/plan-conditioning/opener-fluency.json",
-                   help="JSON path; the Markdown report goes beside it (.md)")
-    args = p.parse_args(argv)
-    args.command = "PYTHONPATH=. python recipes/opener_fluency.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = run(args)
-    write_report(result, markdown(result), args.out)
-    print(markdown(result))
-    return result
+    return run_recipe(p, "recipes/opener_fluency.py", run, markdown, argv)
 
 
 if __name__ == "__main__":

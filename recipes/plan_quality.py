@@ -24,9 +24,7 @@ plan (**nearest real**: the own plan moved onto real text). Fidelity is the enco
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import time
 
 import torch
@@ -34,7 +32,7 @@ import torch
 from dglm.bench.config import BenchConfig
 from dglm.bench.evaluators import train_topic_classifier
 from dglm.bench.metrics import fidelity_gain, plan_fidelity, summarize, within_prompt_cosine
-from dglm.bench.report import machine_info, write_report
+from dglm.bench.report import machine_info, recipe_parser, run_recipe
 from dglm.bench.setup import load_pipeline, prompt_sets
 from dglm.outputs import Plan
 from dglm.training.data import WindowSet
@@ -103,7 +101,7 @@ def run(args) -> dict:
     posterior_mean = enc.to_raw(pipe.diffuser.denoiser(prefix)(zero, zero[:, 0]).x0.float())  # (B, d)
     human_n, mean_n = human.repeat_interleave(n, 0), posterior_mean.repeat_interleave(n, 0)
     near, index = nearest_cosine(plans, bank)
-    result = {"command": args.command, "machine": machine_info(config.device), "checkpoint": args.checkpoint,
+    result = {"machine": machine_info(config.device), "checkpoint": args.checkpoint,
               "prompts": len(openers), "samples": n, "through": args.through, "new_tokens": args.new_tokens, "seed": args.seed,
               "bank": {"path": args.bank, "rows": len(bank)},
               "sampling": pipe.generation_config().model_dump(
@@ -186,25 +184,12 @@ def markdown(r: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default="mini")
-    p.add_argument("--corpus", default="cache/corpus")
+    p = recipe_parser(__doc__, "docs/results/plan-conditioning/plan-quality.json", samples=3)
     p.add_argument("--bank", default="cache/mini/data/train",
                    help="a prepared split folder (dglm train prepare) whose continuation embeddings are the real texts")
-    p.add_argument("--samples", type=int, default=3, help="plans (and texts) per prefix")
     p.add_argument("--through", type=float, default=0.5,
                    help="noise level t (0-1) the oracle is re-noised to before the diffusion denoises it")
-    p.add_argument("--new-tokens", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="docs/results/plan-conditioning/plan-quality.json",
-                   help="JSON path; the Markdown report goes beside it (.md)")
-    args = p.parse_args(argv)
-    args.command = "PYTHONPATH=. python recipes/plan_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = run(args)
-    write_report(result, markdown(result), args.out)
-    print(markdown(result))
-    return result
+    return run_recipe(p, "recipes/plan_quality.py", run, markdown, argv)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,6 @@ Perplexity is the evaluator LM's (Gemma-3-270M) and fidelity the encoder's cosin
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 
 import numpy as np
@@ -43,7 +41,7 @@ from dglm.bench.metrics import (
     within_prompt_cosine,
 )
 from dglm.bench.prompts import held_out_windows, neutral_openers
-from dglm.bench.report import machine_info, write_report
+from dglm.bench.report import machine_info, recipe_parser, run_recipe
 from dglm.bench.setup import load_pipeline
 from dglm.training.corpus import load_split
 
@@ -73,7 +71,7 @@ def run(args) -> dict:
     for name, prompts in sets.items():
         rows = [p for p in prompts for _ in range(n)]
         plain[name] = scored(prompts, pipe.decoder.generate(rows, None, seed=args.seed, **kw))
-    result = {"command": args.command, "machine": machine_info(config.device), "checkpoint": args.checkpoint,
+    result = {"machine": machine_info(config.device), "checkpoint": args.checkpoint,
               "split": "validation", "openers": len(sets["neutral"]), "prefixes": len(prefixes), "samples": n,
               "new_tokens": args.new_tokens, "seed": args.seed,
               "sampling": pipe.generation_config().model_dump(include={"steps", "sampler", "cfg_scale", "sigma2"}),
@@ -120,24 +118,11 @@ def markdown(r: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default="mini")
-    p.add_argument("--corpus", default="cache/corpus")
+    p = recipe_parser(__doc__, "docs/results/plan-conditioning/plan-temperature.json", samples=2, seed=1)
     p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.9, 0.8, 0.7, 0.6])
     p.add_argument("--num-openers", type=int, default=100)
     p.add_argument("--num-prefixes", type=int, default=48)
-    p.add_argument("--samples", type=int, default=2, help="samples per prompt")
-    p.add_argument("--new-tokens", type=int, default=32)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="docs/results/plan-conditioning/plan-temperature.json",
-                   help="JSON path; the Markdown report goes beside it (.md)")
-    args = p.parse_args(argv)
-    args.command = "PYTHONPATH=. python recipes/plan_temperature.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = run(args)
-    write_report(result, markdown(result), args.out)
-    print(markdown(result))
-    return result
+    return run_recipe(p, "recipes/plan_temperature.py", run, markdown, argv)
 
 
 if __name__ == "__main__":
