@@ -62,15 +62,14 @@ def run(args) -> dict:
     lm = EvaluatorLM.from_pretrained(config.evaluator_lm, device=config.device)
     human = enc.encode(humans).float().repeat_interleave(n, 0)  # (B * n, d)
 
-    def scored(prompts: list[str], texts: list[str]) -> tuple[np.ndarray, torch.Tensor]:
-        rows = [p for p in prompts for _ in range(n)]
-        nll, count, _ = lm.score(rows, texts)
-        return np.log(perplexity(nll.numpy(), count.numpy())).reshape(len(prompts), n), enc.encode(texts).float()
+    rows = {name: [p for p in prompts for _ in range(n)] for name, prompts in sets.items()}  # prompt-major
 
-    plain = {}
-    for name, prompts in sets.items():
-        rows = [p for p in prompts for _ in range(n)]
-        plain[name] = scored(prompts, pipe.decoder.generate(rows, None, seed=args.seed, **kw))
+    def scored(name: str, texts: list[str]) -> tuple[np.ndarray, torch.Tensor]:
+        nll, count, _ = lm.score(rows[name], texts)
+        log_ppl = np.log(perplexity(nll.numpy(), count.numpy())).reshape(len(sets[name]), n)
+        return log_ppl, enc.encode(texts).float()
+
+    plain = {name: scored(name, pipe.decoder.generate(rows[name], None, seed=args.seed, **kw)) for name in sets}
     result = {"machine": machine_info(config.device), "checkpoint": args.checkpoint,
               "split": "validation", "openers": len(sets["neutral"]), "prefixes": len(prefixes), "samples": n,
               "new_tokens": args.new_tokens, "seed": args.seed,
@@ -82,8 +81,9 @@ def run(args) -> dict:
         for name, prompts in sets.items():
             out = pipe.generate(prompts, n, seed=args.seed, plan_temperature=temperature, **kw)
             plans = out.plans.reshape(len(prompts) * n, -1).float().cpu()  # (B * n, d)
-            log_ppl, text = scored(prompts, [c for cs in out.continuations for c in cs])
-            row[name] = {"gain": summarize(fidelity_gain(text, plain[name][1], plans).numpy()), "plan_diversity": within_prompt_cosine(plans, n),
+            log_ppl, text = scored(name, [c for cs in out.continuations for c in cs])
+            row[name] = {"gain": summarize(fidelity_gain(text, plain[name][1], plans).numpy()),
+                         "plan_diversity": within_prompt_cosine(plans, n),
                          "ppl_vs_plain": paired_ratio(log_ppl, plain[name][0])}
             if name == "topical":
                 row[name]["plan_cos_to_human"] = float(plan_fidelity(plans, human).mean())

@@ -349,8 +349,9 @@ def _wordnet_installed() -> bool:
 
 @pytest.mark.skipif(not _wordnet_installed() or importlib.util.find_spec("profanity_check") is None,
                     reason="needs WordNet (Debian wordnet-base) and alt-profanity-check")
-def test_labelled_passages_of_every_shipped_probe_come_from_a_real_corpus(tmp_path):
-    """The full benchmark's path (not quick mode) for each probe's passages: corpus, WordNet lexicons, labels."""
+def test_toxicity_passages_come_from_a_real_corpus_and_wordnet(tmp_path):
+    """The full benchmark's path (not quick mode) for the toxicity probe's passages: corpus, WordNet lexicons,
+    labels."""
     from dglm.bench.config import BenchConfig
     from dglm.bench.setup import labelled_passages
     from dglm.training.corpus import Document, build_corpus
