@@ -35,7 +35,7 @@ from dglm.bench.metrics import plan_fidelity, summarize
 from dglm.bench.prompts import held_out_windows
 from dglm.bench.report import write_report
 from dglm.bench.scoring import wilson
-from dglm.training.corpus import load_split
+from dglm.data.corpus import load_split
 
 
 def parse_args(argv=None) -> argparse.Namespace:

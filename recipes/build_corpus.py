@@ -14,7 +14,7 @@ import logging
 import shlex
 import sys
 
-from dglm.training.corpus import SOURCES, SPLITS, build_corpus, is_sports, load_split
+from dglm.data.corpus import SOURCES, SPLITS, build_corpus, is_sports, load_split
 
 
 def markdown(counts: dict, command: str, sports_titles: list[str]) -> str:
@@ -48,7 +48,7 @@ def markdown(counts: dict, command: str, sports_titles: list[str]) -> str:
         head.format("Wikipedia topic (human-assigned)"),
         *(row(k, v) for k, v in sorted(counts["per_topic"].items(), key=lambda kv: -kv[1]["documents"])),
         "",
-        f"Sports (`dglm.training.corpus.is_sports`, a keyword rule on the Wikipedia description): "
+        f"Sports (`dglm.data.corpus.is_sports`, a keyword rule on the Wikipedia description): "
         f"{counts['sports']['documents']} articles ({counts['sports']['with_athletes']} with athletes, "
         f"`include_people=True`). Sample: {', '.join(sports_titles)}.",
         "",

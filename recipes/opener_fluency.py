@@ -40,8 +40,8 @@ from dglm.bench.evaluators import EvaluatorLM, train_topic_classifier
 from dglm.bench.metrics import paired_ratio, perplexity, plan_fidelity, summarize
 from dglm.bench.report import machine_info, recipe_parser, run_recipe
 from dglm.bench.setup import load_pipeline, prompt_sets
+from dglm.data.corpus import load_split
 from dglm.outputs import Plan
-from dglm.training.corpus import load_split
 
 SYSTEMS = ("plain", "dglm", "oracle plan", "null plan", "human")
 

@@ -43,7 +43,7 @@ from dglm.bench.metrics import (
 from dglm.bench.prompts import held_out_windows, neutral_openers
 from dglm.bench.report import machine_info, recipe_parser, run_recipe
 from dglm.bench.setup import load_pipeline
-from dglm.training.corpus import load_split
+from dglm.data.corpus import load_split
 
 
 @torch.no_grad()

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from dglm.constraints import Probe, ProbeRegistry
 from dglm.constraints.builtin import BINARY_BUILTINS
-from dglm.training.probe_data import held_out_metrics
+from dglm.data.probe_data import held_out_metrics
 
 logger = logging.getLogger("train_probe")
 

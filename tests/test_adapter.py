@@ -111,7 +111,7 @@ def test_plain_baselines_run_the_base_model(pipes):
     from dglm import FunctionConstraint
     from dglm.bench.baselines import best_of_n, fudge_generate, steered_generate
     from dglm.bench.fudge import PrefixDiscriminator
-    from dglm.steering import SteeringVector
+    from dglm.bench.steering import SteeringVector
 
     first = FunctionConstraint(lambda x: x[..., 0], name="first_dim_low")
     kw = dict(max_new_tokens=5, min_new_tokens=5, seed=0)

@@ -339,7 +339,7 @@ def test_topic_switch_reference_scores_target_topic_text_after_each_prompt():
 
 
 def _wordnet_installed() -> bool:
-    from dglm.training.wordnet import find_wordnet
+    from dglm.data.wordnet import find_wordnet
 
     try:
         return find_wordnet().is_dir()
@@ -354,7 +354,7 @@ def test_toxicity_passages_come_from_a_real_corpus_and_wordnet(tmp_path):
     labels."""
     from dglm.bench.config import BenchConfig
     from dglm.bench.setup import labelled_passages
-    from dglm.training.corpus import Document, build_corpus
+    from dglm.data.corpus import Document, build_corpus
 
     text = "The team won the match in the last minute. The crowd cheered for the players. " * 4
     docs = [Document(f"w:{i}", "wikipedia", f"Title {i}", text, topic="Everyday life", description="Team sport")

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from dglm.training.corpus import (
+from dglm.data.corpus import (
     SPLITS,
     Document,
     build_corpus,

@@ -21,7 +21,7 @@ def dec():
 
 
 def test_steering_changes_the_logits_inside_the_block_and_leaves_the_model_as_it_was(dec):
-    from dglm.steering import SteeringVector, decoder_layers
+    from dglm.bench.steering import SteeringVector, decoder_layers
 
     vec = SteeringVector.fit(dec, SPORTS + ARTS, ["sports"] * 4 + ["arts"] * 4, "sports", layers=[0, 1])
     ids = torch.tensor([[5, 6, 7, 8]])
@@ -45,7 +45,7 @@ def test_steering_changes_the_logits_inside_the_block_and_leaves_the_model_as_it
 
 
 def test_steering_vector_is_the_class_mean_difference_and_vectors_compose(dec):
-    from dglm.steering import LabelledActivations, SteeringVector, constraint_vector, mean_activations
+    from dglm.bench.steering import LabelledActivations, SteeringVector, constraint_vector, mean_activations
 
     acts = mean_activations(dec, SPORTS + ARTS, [1])  # (8, 1, h)
     vec = SteeringVector.fit(dec, SPORTS + ARTS, ["sports"] * 4 + ["arts"] * 4, "sports", layers=[1])
@@ -70,7 +70,7 @@ def test_steering_vector_is_the_class_mean_difference_and_vectors_compose(dec):
 
 def test_steered_generation_differs_from_plain_and_repeats_after(dec):
     from dglm.bench.baselines import steered_generate
-    from dglm.steering import SteeringVector
+    from dglm.bench.steering import SteeringVector
 
     vec = SteeringVector.fit(dec, SPORTS + ARTS, ["sports"] * 4 + ["arts"] * 4, "sports", layers=[0])
     kw = dict(max_new_tokens=6, min_new_tokens=6, seed=0)
@@ -154,7 +154,7 @@ def test_prompting_puts_the_request_before_the_prefix(dec):
 
 
 def _doc(i, text, topic="History", description="Period"):
-    from dglm.training.corpus import Document
+    from dglm.data.corpus import Document
 
     return Document(f"wikipedia:{i}", "wikipedia", str(i), text, topic, description)
 

@@ -132,7 +132,8 @@ def opener_dataset(decoder, n_per_class: int = 16):
 
 
 def test_sentence_openers_teach_the_plan_after_a_short_prompt(tiny_llama_decoder, tmp_path):
-    from dglm.training.data import SentenceOpeners, sentence_ends, word_starts
+    from dglm.data.windows import word_starts
+    from dglm.training.data import SentenceOpeners, sentence_ends
 
     dec = tiny_llama_decoder
     data = opener_dataset(dec)

@@ -4,7 +4,7 @@
   embedding the (resolved) constraint scores best (lowest loss).
 - :func:`fudge_generate`: FUDGE as published (:mod:`dglm.bench.fudge`): a prefix discriminator of the
   continuation alone rescores the decoder's top-k tokens at every step.
-- :func:`steered_generate`: activation steering (:mod:`dglm.steering`) around plain decoding.
+- :func:`steered_generate`: activation steering (:mod:`dglm.bench.steering`) around plain decoding.
 - :func:`prompted_prefixes`: prompting: a topic header or a chat instruction before each prefix (the
   evaluators then score the continuation after the original prefix, never the instruction).
 """
@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 import torch
 
 from dglm.bench.fudge import FudgeProcessor, PrefixDiscriminator
+from dglm.bench.steering import SteeringVector
 from dglm.constraints import Constraint
 from dglm.constraints.builtin import Target
 from dglm.decoder import Decoder, check_prefixes
 from dglm.encoder import SemanticEncoder
 from dglm.pipeline import DEFAULT_GENERATE_KWARGS
-from dglm.steering import SteeringVector
 
 
 @dataclass

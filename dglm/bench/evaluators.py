@@ -7,7 +7,7 @@ None of these is the model being measured or the probe that steered it:
   continuation's NLL given its prefix (for perplexity) and a feature vector of prefix + continuation (for
   MAUVE), from one forward pass.
 - :func:`train_topic_classifier`: TF-IDF + logistic regression on the corpus's human-assigned Wikipedia
-  categories, with "sports" as an extra class picked out by :func:`dglm.training.corpus.is_sports`.
+  categories, with "sports" as an extra class picked out by :func:`dglm.data.corpus.is_sports`.
 - :func:`default_control_evaluators`: toxicity (``alt-profanity-check``), sentiment (``vaderSentiment``)
   and topic; an evaluator whose package is missing is skipped with a note instead of failing.
 
@@ -194,7 +194,7 @@ class TopicClassifier(ControlEvaluator):
 
     A proxy for the reference's AG News topic classifier: trained on Wikipedia lead sections cut into
     short windows, labelled with their human-assigned category, except sports articles (by
-    :func:`dglm.training.corpus.is_sports`), which form their own class "sports". It shares the shipped
+    :func:`dglm.data.corpus.is_sports`), which form their own class "sports". It shares the shipped
     topic probe's label source (human categories) but not its features (words, not encoder embeddings)
     or its model.
 
@@ -229,17 +229,17 @@ class TopicClassifier(ControlEvaluator):
 def topic_windows(docs, words_per_window: int = 24) -> tuple[list[str], list[str]]:
     """Texts (consecutive windows of ``words_per_window`` words, about a 32-token continuation) and labels of
     the topic-labelled documents, labelled as the shipped topic probe's data are
-    (:func:`dglm.training.probe_data.topic_of`: snake-cased Wikipedia categories and "sports"; no
+    (:func:`dglm.data.probe_data.topic_of`: snake-cased Wikipedia categories and "sports"; no
     "Uncategorized", no athlete biographies).
 
     Example:
-        >>> from dglm.training.corpus import Document
+        >>> from dglm.data.corpus import Document
         >>> doc = Document("wikipedia:Tennis", "wikipedia", "Tennis", "w " * 30, "Everyday life", "Racket sport")
         >>> texts, labels = topic_windows([doc], words_per_window=10)
         >>> len(texts), labels[0]
         (3, 'sports')
     """
-    from dglm.training.probe_data import topic_of
+    from dglm.data.probe_data import topic_of
 
     texts, labels = [], []
     for d in docs:
@@ -294,7 +294,7 @@ def train_topic_classifier(corpus_dir: str | os.PathLike = "cache/corpus") -> To
         >>> clf.default_label in clf.labels  # doctest: +SKIP
         True
     """
-    from dglm.training.corpus import load_split
+    from dglm.data.corpus import load_split
 
     train = topic_windows(load_split(corpus_dir, "train"))
     test = topic_windows(load_split(corpus_dir, "test"))
@@ -343,15 +343,15 @@ def quick_topic_texts(label: str, n: int, seed: int = 0) -> list[str]:
 
 def corpus_topic_texts(corpus_dir: str | os.PathLike, label: str, tokenizer, n_tokens: int) -> list[str]:
     """The first ``n_tokens`` decoder tokens of every test-split document of topic ``label`` (labelled as the
-    topic probe's data: :func:`dglm.training.probe_data.topic_of`): human text of the target topic.
+    topic probe's data: :func:`dglm.data.probe_data.topic_of`): human text of the target topic.
 
     Example:
         >>> texts = corpus_topic_texts("cache/corpus", "sports", tokenizer, 32)  # doctest: +SKIP
         >>> texts[0]  # doctest: +SKIP
         'Curling is a sport in which players slide stones on a sheet of ice towards a target area ...'
     """
-    from dglm.training.corpus import load_split
-    from dglm.training.probe_data import topic_of
+    from dglm.data.corpus import load_split
+    from dglm.data.probe_data import topic_of
 
     docs = [d for d in load_split(corpus_dir, "test") if topic_of(d) == label]
     return [tokenizer.decode(tokenizer(d.text, add_special_tokens=False)["input_ids"][:n_tokens]) for d in docs]

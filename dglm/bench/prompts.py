@@ -8,7 +8,7 @@
   reference, and MAUVE's references.
 
 Example:
-    >>> from dglm.training.corpus import Document
+    >>> from dglm.data.corpus import Document
     >>> docs = [Document("w:1", "wikipedia", "A", "The house stood on a hill. In 1923 the roof fell in.")]
     >>> neutral_openers(docs, 2, seed=0, min_words=3, max_words=3)
     ['The house stood', 'In 1923 the']
@@ -55,7 +55,7 @@ def neutral_openers(docs, n: int, seed: int = 0, min_words: int = 2, max_words: 
     remain.
 
     Example:
-        >>> from dglm.training.corpus import Document
+        >>> from dglm.data.corpus import Document
         >>> docs = [Document("w:1", "wikipedia", "A", "The house stood on a hill. Sports fans came by."),
         ...         Document("w:2", "wikipedia", "B", "She said that the river rose. It rained.")]
         >>> sorted(neutral_openers(docs, 2, min_words=2, max_words=2, banned=["sport"]))  # not "It rained."
@@ -107,14 +107,14 @@ def held_out_windows(docs, tokenizer, num: int, prefix_tokens: int, new_tokens: 
 
     Example:
         >>> from dglm.presets import synthetic_tokenizer
-        >>> from dglm.training.corpus import Document
+        >>> from dglm.data.corpus import Document
         >>> tok = synthetic_tokenizer(100)
         >>> docs = [Document("w:1", "wikipedia", "A", "the team won the game in the last match"),
         ...         Document("w:2", "wikipedia", "B", "a song")]
         >>> held_out_windows(docs, tok, num=2, prefix_tokens=4, new_tokens=3)  # the short one is left out
         (['the team won the'], ['game in the'])
     """
-    from dglm.training.data import cut_windows, word_starts
+    from dglm.data.windows import cut_windows, word_starts
 
     window = prefix_tokens + new_tokens
     starts = word_starts(tokenizer)

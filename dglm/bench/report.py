@@ -278,7 +278,7 @@ def write_markdown(result: dict, path: Path) -> None:
     lines += ["", "## Peers: how each was built and tuned", ""]
     steer = result.get("steering") or {}
     if steer.get("table"):
-        lines += [f"**Activation steering** (dglm.steering, CAA mean difference of the decoder's residual stream, "
+        lines += [f"**Activation steering** (dglm.bench.steering, CAA mean difference of the decoder's residual stream, "
                   f"target-class passages minus the others', added after one block at every position): layer "
                   f"**{steer['layer']}** picked on {c['steering_pick_prompts']} neutral openers as the best control "
                   f"success within {c['ppl_limit']:g}x plain perplexity:", "",

@@ -6,7 +6,7 @@ independent of the steering probe, times them, and writes ``<name>.json``, ``<na
 ``<name>_*.png`` into ``--out`` (default ``docs/results``; ``--quick`` writes to a scratch folder):
 
 - plain decoding; DGLM unguided, guided over a strength sweep, with plan guidance and control contrast;
-- activation steering (:mod:`dglm.steering`) over multipliers, at the layer a small sweep picks;
+- activation steering (:mod:`dglm.bench.steering`) over multipliers, at the layer a small sweep picks;
 - FUDGE (:mod:`dglm.bench.fudge`) over strengths; prompting (a header or an instruction); best-of-N with N
   matched to each DGLM variant's wall time and a fixed ceiling;
 - compositions of two controls, DGLM vs activation steering; a runtime table.

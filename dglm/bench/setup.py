@@ -30,10 +30,10 @@ from dglm.bench.evaluators import (
 from dglm.bench.fudge import PrefixDiscriminator
 from dglm.bench.metrics import ControlEvaluator
 from dglm.bench.prompts import held_out_windows, neutral_openers
+from dglm.bench.steering import LabelledActivations, mean_activations
 from dglm.constraints import Constraint, Probe, ProbeRegistry, parse_constraint
 from dglm.constraints.builtin import BINARY_BUILTINS, Target
 from dglm.pipeline import DGLM
-from dglm.steering import LabelledActivations, mean_activations
 
 logger = logging.getLogger(__name__)
 
@@ -218,8 +218,8 @@ def prompt_sets(config: BenchConfig, pipe: DGLM, topic_label: str | None, topic_
         openers = [" ".join(t.split()[:3]) for t in random_texts(config.num_neutral, 3, seed=config.seeds[0] + 1)]
         neutral_info = topical_info = "quick mode: random word sequences"
     else:
-        from dglm.training.corpus import load_split
-        from dglm.training.probe_data import topic_of
+        from dglm.data.corpus import load_split
+        from dglm.data.probe_data import topic_of
 
         docs = load_split(config.corpus, "test")
         windows, conts = held_out_windows(docs, pipe.decoder.tokenizer, max(config.num_prompts, config.num_references),
@@ -328,7 +328,7 @@ _QUICK_WORDS = {"sentiment": {"positive": "good great love win happy", "negative
 
 def labelled_passages(config: BenchConfig, probe: str, split: str = "train") -> tuple[list[str], list[str]]:
     """The labelled passages behind a shipped probe, made as recipes/train_probes.py makes them
-    (:mod:`dglm.training.probe_data`), at most ``peer_texts_per_class`` per class (quick mode: synthetic).
+    (:mod:`dglm.data.probe_data`), at most ``peer_texts_per_class`` per class (quick mode: synthetic).
 
     Example:
         >>> texts, labels = labelled_passages(BenchConfig.for_quick(peer_texts_per_class=10), "sentiment")
@@ -346,8 +346,8 @@ def labelled_passages(config: BenchConfig, probe: str, split: str = "train") -> 
             pairs = [(" ".join(rng.choices(words.split(), k=8)), label)
                      for label, words in _QUICK_WORDS[probe].items() for _ in range(k // 2)]
         return [t for t, _ in pairs], [label for _, label in pairs]
-    from dglm.training import probe_data as pd
-    from dglm.training.corpus import load_split
+    from dglm.data import probe_data as pd
+    from dglm.data.corpus import load_split
 
     docs = load_split(config.corpus, split)
     if probe == "topic":
@@ -355,7 +355,7 @@ def labelled_passages(config: BenchConfig, probe: str, split: str = "train") -> 
     elif probe == "sentiment":
         examples, _ = pd.sentiment_examples(docs, per_class=k, seed=0)
     elif probe == "toxicity":
-        from dglm.training.wordnet import read_wordnet_nouns, wordnet_lexicons
+        from dglm.data.wordnet import read_wordnet_nouns, wordnet_lexicons
 
         lexicons = wordnet_lexicons(read_wordnet_nouns())
         examples, _ = pd.toxicity_examples(docs, lexicons, held_out=split != "train", seed=0,

@@ -28,9 +28,9 @@ from dglm.bench.baselines import (
     steered_generate,
 )
 from dglm.bench.setup import PromptSet, Setup
+from dglm.bench.steering import SteeringVector, constraint_vector
 from dglm.constraints import parse_constraint
 from dglm.controller import Controller
-from dglm.steering import SteeringVector, constraint_vector
 
 logger = logging.getLogger(__name__)
 

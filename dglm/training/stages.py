@@ -275,9 +275,10 @@ def evaluate(c: EvaluateConfig) -> dict:
             ...
         FileNotFoundError: .../encoder is missing: run `dglm train prepare --work ...` first
     """
+    from dglm.data.windows import word_starts
     from dglm.decoder import Decoder
     from dglm.prompt import PromptGenerator
-    from dglm.training.data import sentence_ends, word_starts
+    from dglm.training.data import sentence_ends
     from dglm.training.plan_use import evaluate_plan_use, noise_knob_curve
 
     work = Path(c.work)

@@ -1,5 +1,5 @@
 """Read a user's training texts: a folder of ``.txt`` files, a JSON Lines file, a corpus folder
-(``train.jsonl`` + ``validation.jsonl``, as :func:`dglm.training.corpus.build_corpus` writes) or a Hugging Face
+(``train.jsonl`` + ``validation.jsonl``, as :func:`dglm.data.corpus.build_corpus` writes) or a Hugging Face
 ``datasets`` dataset, split into training and held-out documents.
 
 Example:
@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from dglm.training.corpus import load_split, split_of
+from dglm.data.corpus import load_split, split_of
 
 
 def _records(source: str | os.PathLike, text_field: str, hf_split: str) -> list[tuple[str, str]]:

@@ -6,7 +6,7 @@ article. Train and held-out examples never share a document (the corpus splits) 
 toxicity sentences, a fill word.
 
 - ``topic`` (human labels): 11 of Wikipedia's 12 topic categories, snake-cased (``"physical_sciences"``), plus
-  ``"sports"`` for articles :func:`~dglm.training.corpus.is_sports` finds by their description.
+  ``"sports"`` for articles :func:`~dglm.data.corpus.is_sports` finds by their description.
   ``"Uncategorized"`` is not a topic (a mix of every other category) and athlete biographies are both
   ``people`` and ``sports``: :func:`topic_of` leaves both out.
 - ``sentiment`` (a proxy): VADER's compound score of each passage (``vaderSentiment``, a rule- and
@@ -36,8 +36,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from dglm.training.corpus import Document, is_sports
-from dglm.training.wordnet import PERSON_TEMPLATES, THING_TEMPLATES, templated
+from dglm.data.corpus import Document, is_sports
+from dglm.data.wordnet import PERSON_TEMPLATES, THING_TEMPLATES, templated
 
 # Passage length in words (~1.3 MiniLM/SmolLM tokens per word: about 25-64 tokens).
 SNIPPET_MIN_WORDS = 20

@@ -1,6 +1,6 @@
 """WordNet lexicons for the toxicity probe's labelled data: the words WordNet's lexicographers mark as
 obscene, slurs or insults, ordinary person and thing nouns, and names of nationalities and religions, and the
-comment-style templates they fill (:func:`~dglm.training.probe_data.toxicity_examples` uses them). WordNet
+comment-style templates they fill (:func:`~dglm.data.probe_data.toxicity_examples` uses them). WordNet
 3.0 is read from its own database files (``data.noun``), installed by Debian's ``wordnet-base``.
 
 Example:
