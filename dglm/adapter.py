@@ -76,7 +76,8 @@ class DecoderAdapter:
         switch it off, see :meth:`adapter_off`).
 
         Example:
-            >>> dec = Decoder.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")   # doctest: +SKIP
+            >>> from dglm.assets import load_decoder                                    # doctest: +SKIP
+            >>> dec = load_decoder("HuggingFaceTB/SmolLM2-135M-Instruct")   # doctest: +SKIP
             >>> dec.load_adapter("dglm/checkpoints/mini/decoder_adapter")             # doctest: +SKIP
             >>> dec.has_adapter                                                        # doctest: +SKIP
             True

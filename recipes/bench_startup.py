@@ -42,16 +42,16 @@ import sentence_transformers; mark("import sentence-transformers")
 import peft; mark("import peft")
 import dglm.cli; from dglm import DGLM, Controller; from dglm.constraints import parse_constraint; mark("import dglm")
 from pathlib import Path
+from dglm.assets import load_decoder, load_encoder
 from dglm.encoder import SemanticEncoder
-from dglm.decoder import Decoder
 from dglm.diffusion import SemanticDiffuser
 from dglm.prompt import PromptGenerator
 from dglm.constraints import ProbeRegistry
 from dglm.hub import PACKAGED
 folder = PACKAGED / "mini"
 meta = json.loads((folder / "dglm.json").read_text())
-encoder = SemanticEncoder.from_pretrained_stats(folder / "encoder"); mark("load encoder")
-decoder = Decoder.from_pretrained(meta["decoder"]); mark("load decoder (cached conversion)")
+encoder = SemanticEncoder.from_pretrained_stats(folder / "encoder", model=load_encoder(meta["encoder"]).model); mark("load encoder")
+decoder = load_decoder(meta["decoder"]); mark("load decoder (cached conversion)")
 decoder.load_adapter(folder / "decoder_adapter"); mark("load decoder adapter")
 diffuser = SemanticDiffuser.from_pretrained(folder / "diffusion")
 prompt = PromptGenerator.from_pretrained(folder / "prompt"); mark("load diffusion + prompt networks")

@@ -251,9 +251,9 @@ def main(argv: list[str] | None = None, encoder=None) -> Probe:
         registry = ProbeRegistry.load(args.registry)  # load (and fail) before the expensive part
 
     if encoder is None:
-        from dglm.encoder import SemanticEncoder
+        from dglm.assets import load_encoder
 
-        encoder = SemanticEncoder.from_pretrained(args.encoder, device=args.device)
+        encoder = load_encoder(args.encoder, device=args.device)
     if registry is not None:
         registry.check_encoder(encoder)
     provenance = {**where, "text_column": args.text_column, "label_column": args.label_column,

@@ -24,6 +24,7 @@ from collections import Counter, defaultdict
 import numpy as np
 import torch
 
+from dglm.assets import load_encoder
 from dglm.constraints import Probe, ProbeRegistry
 from dglm.data.corpus import load_split
 from dglm.data.probe_data import (
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> ProbeRegistry:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
 
-    encoder = SemanticEncoder.from_pretrained(args.encoder)
+    encoder = load_encoder(args.encoder)
     train_docs = load_split(args.corpus, "train")
     held_docs = [d for split in HELD_OUT_SPLITS for d in load_split(args.corpus, split)]
     builders = {"topic": build_topic, "sentiment": build_sentiment, "toxicity": build_toxicity}

@@ -8,7 +8,7 @@ import torch
 from dglm import DGLM, Controller
 from dglm.config import PRESETS, DGLMConfig, preset_config
 from dglm.constraints import near
-from dglm.presets import random_pipeline
+from dglm.presets import TINY, fit_random, random_decoder, random_encoder, random_pipeline
 from dglm.training.stages import DiffusionStageConfig
 
 PREFIXES = ["the game was", "a new song"]
@@ -33,8 +33,10 @@ def test_every_preset_name_is_accepted_by_every_lookup():
 
 
 def test_from_config_builds_the_tiny_preset_with_its_training_initialisation(pipe):
-    fresh = DGLM.from_config("tiny")
+    fresh = DGLM.from_config("tiny", fit_random(random_encoder(TINY.encoder)), random_decoder(TINY.decoder))
     assert fresh.config == PRESETS["tiny"]  # the random stand-ins keep the preset's ids
+    with pytest.raises(ValueError, match="'random:tiny-bert' is a random stand-in"):
+        DGLM.from_config("tiny")  # the loading boundary never builds test stand-ins
     out = fresh.generate(PREFIXES, **FAST, **TEXT)
     assert [len(texts) for texts in out.continuations] == [3, 3]
     # Untrained, the diffuser predicts v = 0 (training starts there on purpose) ...

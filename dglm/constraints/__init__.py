@@ -25,8 +25,7 @@ from dglm.constraints.algebra import (
 from dglm.constraints.builtin import Target, TextTarget, away_from, near, sentiment, target, topic, toxicity
 from dglm.constraints.guidance import ConstraintGuidance, Control
 from dglm.constraints.parse import ConstraintSyntaxError, parse_constraint
-from dglm.constraints.probe_target import ProbeTarget
-from dglm.constraints.probes import Probe
+from dglm.constraints.probes import Probe, ProbeTarget
 from dglm.constraints.registry import ProbeRegistry
 
 __all__ = [

@@ -34,8 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from dglm.constraints.algebra import Leaf, UnresolvedConstraintError, check_weight, format_weight
-from dglm.constraints.probe_target import ProbeTarget
-from dglm.constraints.probes import Probe
+from dglm.constraints.probes import Probe, ProbeTarget
 from dglm.constraints.registry import ProbeRegistry
 
 DEFAULT_SCALE = 20.0

@@ -26,19 +26,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+from dglm.constraints.algebra import Leaf
 from dglm.io import CheckpointError, atomic_directory, load_tensors, read_json, save_tensors, write_json
-
-if TYPE_CHECKING:
-    from dglm.constraints.probe_target import ProbeTarget
 
 logger = logging.getLogger(__name__)
 
@@ -257,8 +255,7 @@ class Probe:
         return self.log_probs(raw).argmax(dim=-1)
 
     def __call__(self, label: str) -> ProbeTarget:
-        """The constraint "aim at ``label``" (a :class:`~dglm.constraints.probe_target.ProbeTarget`)."""
-        from dglm.constraints.probe_target import ProbeTarget  # (it checks that its probe is a Probe)
+        """The constraint "aim at ``label``" (a :class:`ProbeTarget`)."""
 
         return ProbeTarget(self, label)
 
@@ -434,3 +431,87 @@ def _sklearn_version() -> str:
 def _json_params(clf) -> dict:
     params = clf.get_params() if hasattr(clf, "get_params") else {}
     return {k: v for k, v in params.items() if isinstance(v, (str, int, float, bool, type(None)))}
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class ProbeTarget(Leaf):
+    """The constraint "aim ``probe`` at class ``label``": loss ``-log p(label | x)`` (cross-entropy).
+
+    Negated, it aims at "not ``label``": loss ``-log(1 - p(label | x))``, bounded like the positive one.
+    For a binary probe that is exactly the other label, so ``-probe("toxic") == probe("non-toxic")``; for a
+    multi-class probe it pushes away from this class toward whichever others are closest.
+
+    Example:
+        >>> import torch
+        >>> topics = Probe(torch.eye(3, 4), torch.zeros(3), ("sports", "food", "world"), "toy:4", name="topic")
+        >>> x = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+        >>> topics("sports").loss(x) < (-topics("sports")).loss(x)
+        tensor([True])
+    """
+
+    probe: Probe
+    label: str
+    display: str | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.probe, Probe):
+            raise TypeError(f"probe={self.probe!r} must be a Probe")
+        self.probe.label_index(self.label)
+
+    def key(self):
+        """The probe (compared by name, labels, encoder and weights) and the label.
+
+        Example (two copies of a probe make the same target):
+            >>> sentiment = Probe(torch.ones(1, 2), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> copy = Probe(torch.ones(1, 2), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> sentiment("positive").key() == copy("positive").key(), sentiment("positive").key()[2]
+            (True, 'positive')
+        """
+        return ("probe", self.probe, self.label)
+
+    def canonical(self):
+        """For a binary probe aimed at ``labels[0]``: the twin aimed at ``labels[1]`` with sign -1.
+
+        Example:
+            >>> sentiment = Probe(torch.ones(1, 2), torch.zeros(1), ("negative", "positive"), "toy:2")
+            >>> sentiment("negative").canonical(), sentiment("positive").canonical()
+            ((probe['positive'], -1.0), (probe['positive'], 1.0))
+        """
+        if self.probe.binary and self.label == self.probe.labels[0]:
+            return ProbeTarget(self.probe, self.probe.labels[1]), -1.0
+        return self, 1.0
+
+    def toward(self, raw: torch.Tensor) -> torch.Tensor:
+        """``-log p(label | x)`` per embedding: raw (..., d) -> (...,).
+
+        Example:
+            >>> topics = Probe(torch.eye(3, 4), torch.zeros(3), ("sports", "food", "world"), "toy:4",
+            ...                name="topic")
+            >>> topics("sports").toward(torch.tensor([[1.0, 0, 0, 0], [0.0, 1, 0, 0]])).round(decimals=3)
+            tensor([0.5510, 1.5510])
+        """
+        return -self.probe.log_probs(raw)[..., self.probe.label_index(self.label)]
+
+    def away(self, raw: torch.Tensor) -> torch.Tensor:
+        """``-log(1 - p(label | x))`` per embedding: raw (..., d) -> (...,), computed stably.
+
+        Example (finite even where ``p(label | x)`` rounds to 1 in float32):
+            >>> topics = Probe(torch.eye(3, 4), torch.zeros(3), ("sports", "food", "world"), "toy:4",
+            ...                name="topic")
+            >>> x = torch.tensor([[1.0, 0, 0, 0], [200.0, 0, 0, 0]])
+            >>> topics("sports").away(x).round(decimals=3)
+            tensor([  0.8580, 199.3070])
+        """
+        index = self.probe.label_index(self.label)
+        if self.probe.binary:
+            return -self.probe.log_probs(raw)[..., 1 - index]
+        logits = self.probe.logits(raw)  # (..., K)
+        others = logits.index_fill(-1, torch.tensor([index], device=logits.device), -math.inf)
+        return logits.logsumexp(-1) - others.logsumexp(-1)  # -log(1 - p(label)), stable
+
+    def _resolve(self, encoder, registry):
+        self.probe.check_encoder(encoder)
+        return self
+
+    def __repr__(self) -> str:
+        return self.display or f"{self.probe.name}[{self.label!r}]"

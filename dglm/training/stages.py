@@ -122,8 +122,7 @@ encoder='enc', decoder='dec', window=32
     """
     from transformers import AutoTokenizer
 
-    from dglm.assets import resolve_decoder
-    from dglm.encoder import SemanticEncoder
+    from dglm.assets import load_encoder, resolve_decoder
     from dglm.training.data import WindowSet, build_windows
     from dglm.training.texts import read_documents
 
@@ -133,7 +132,7 @@ encoder='enc', decoder='dec', window=32
         raise ValueError(f"{work} was prepared for encoder={before.encoder!r}, decoder={before.decoder!r}, "
                          f"window={before.window}; use another --work for encoder={c.encoder!r}, "
                          f"decoder={c.decoder!r}, window={c.window}")
-    encoder = SemanticEncoder.from_pretrained(c.encoder, device=c.device)
+    encoder = load_encoder(c.encoder, device=c.device)
     tokenizer = AutoTokenizer.from_pretrained(resolve_decoder(c.decoder))
     data = work / "data"
     train_docs, val_docs = read_documents(c.data, c.validation, c.text_field, c.hf_split, c.validation_fraction,
@@ -217,14 +216,14 @@ def prompt(c: PromptStageConfig) -> dict:
             ...
         FileNotFoundError: .../encoder is missing: run `dglm train prepare --work ...` first
     """
+    from dglm.assets import load_decoder
     from dglm.config import PromptConfig
-    from dglm.decoder import Decoder
     from dglm.prompt import PromptGenerator
     from dglm.training.train_prompt import train_prompt_generator
 
     work = Path(c.work)
     mean, std, train, val = _load(work)
-    decoder = Decoder.from_pretrained(_decoder_id(work, c.decoder), device=c.device)
+    decoder = load_decoder(_decoder_id(work, c.decoder), device=c.device)
     run = work / "runs" / c.run
     if c.init_from:
         generator = PromptGenerator.from_pretrained(work / "runs" / c.init_from / "prompt").float()
@@ -275,15 +274,15 @@ def evaluate(c: EvaluateConfig) -> dict:
             ...
         FileNotFoundError: .../encoder is missing: run `dglm train prepare --work ...` first
     """
+    from dglm.assets import load_decoder
     from dglm.data.windows import word_starts
-    from dglm.decoder import Decoder
     from dglm.prompt import PromptGenerator
     from dglm.training.data import sentence_ends
     from dglm.training.plan_use import evaluate_plan_use, noise_knob_curve
 
     work = Path(c.work)
     mean, std, _, val = _load(work)
-    decoder = Decoder.from_pretrained(_decoder_id(work, c.decoder), device=c.device)
+    decoder = load_decoder(_decoder_id(work, c.decoder), device=c.device)
     run = work / "runs" / c.run
     generator = PromptGenerator.from_pretrained(run / "prompt").float().to(decoder.device)
     if (run / "lora").is_dir():
@@ -323,8 +322,8 @@ def export(c: ExportConfig) -> None:
         >>> all(torch.equal(a, b) for a, b in zip(exported.parameters(), generator.parameters(), strict=True))
         True
     """
+    from dglm.assets import load_decoder
     from dglm.config import PromptConfig
-    from dglm.decoder import Decoder
     from dglm.io import load_state, load_tensors, read_json
     from dglm.prompt import PromptGenerator
 
@@ -341,7 +340,7 @@ def export(c: ExportConfig) -> None:
     lora = [tensors[f"lora.{i}"] for i in range(sum(k.startswith("lora.") for k in tensors))]
     if lora:  # the adapter's parameters, in the order Decoder.add_adapter returned them
         rank = meta["config"]["lora_rank"] or lora[0].shape[0]  # lora_A of the first module: (rank, in)
-        decoder = Decoder.from_pretrained(_decoder_id(Path(c.work), c.decoder))
+        decoder = load_decoder(_decoder_id(Path(c.work), c.decoder))
         with torch.no_grad():
             for param, value in zip(decoder.add_adapter(rank), lora, strict=True):
                 param.copy_(value)
@@ -360,7 +359,8 @@ def assemble(c: AssembleConfig) -> Path:
             ...
         dglm.io.CheckpointError: checkpoint folder .../encoder does not exist
     """
-    from dglm.decoder import Decoder
+    from dglm.assets import load_decoder, load_encoder
+    from dglm.config import EncoderConfig
     from dglm.diffusion import SemanticDiffuser
     from dglm.encoder import SemanticEncoder
     from dglm.pipeline import DGLM
@@ -369,8 +369,9 @@ def assemble(c: AssembleConfig) -> Path:
 
     work, run = Path(c.work), Path(c.work) / "runs" / c.run
     out = Path(c.out) if c.out else work / "checkpoint"
-    encoder = SemanticEncoder.from_pretrained_stats(work / "encoder")
-    decoder = Decoder.from_pretrained(_decoder_id(work, c.decoder))
+    saved = read_config(work / "encoder" / "config.json", EncoderConfig)
+    encoder = SemanticEncoder.from_pretrained_stats(work / "encoder", model=load_encoder(saved.name_or_path).model)
+    decoder = load_decoder(_decoder_id(work, c.decoder))
     if (run / "lora").is_dir():  # shipped as the checkpoint's decoder_adapter/
         decoder.load_adapter(run / "lora")
     probes, probe_folder = None, Path(c.probes) if c.probes else work / "probes"
