@@ -34,11 +34,12 @@ import time
 
 import numpy as np
 import torch
+from recipe_runner import recipe_parser, run_recipe
 
 from dglm.bench.config import BenchConfig
 from dglm.bench.evaluators import EvaluatorLM, train_topic_classifier
 from dglm.bench.metrics import paired_ratio, perplexity, plan_fidelity, summarize
-from dglm.bench.report import machine_info, recipe_parser, run_recipe
+from dglm.bench.report import machine_info
 from dglm.bench.setup import load_pipeline, prompt_sets
 from dglm.data.corpus import load_split
 from dglm.outputs import Plan

@@ -28,11 +28,12 @@ import math
 import time
 
 import torch
+from recipe_runner import recipe_parser, run_recipe
 
 from dglm.bench.config import BenchConfig
 from dglm.bench.evaluators import train_topic_classifier
 from dglm.bench.metrics import fidelity_gain, plan_fidelity, summarize, within_prompt_cosine
-from dglm.bench.report import machine_info, recipe_parser, run_recipe
+from dglm.bench.report import machine_info
 from dglm.bench.setup import load_pipeline, prompt_sets
 from dglm.outputs import Plan
 from dglm.training.data import WindowSet

@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 import torch
+from recipe_runner import recipe_parser, run_recipe
 
 from dglm.bench.config import BenchConfig
 from dglm.bench.evaluators import EvaluatorLM
@@ -41,7 +42,7 @@ from dglm.bench.metrics import (
     within_prompt_cosine,
 )
 from dglm.bench.prompts import held_out_windows, neutral_openers
-from dglm.bench.report import machine_info, recipe_parser, run_recipe
+from dglm.bench.report import machine_info
 from dglm.bench.setup import load_pipeline
 from dglm.data.corpus import load_split
 
