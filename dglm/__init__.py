@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 # when a name that needs them is used.
 _LAZY = {
     "DecoderConfig": "dglm.config", "DGLMConfig": "dglm.config", "DiffusionConfig": "dglm.config",
-    "EncoderConfig": "dglm.config", "PromptConfig": "dglm.config", "SamplingConfig": "dglm.config",
+    "EncoderConfig": "dglm.config", "PromptConfig": "dglm.config",
     "GenerationConfig": "dglm.config", "Control": "dglm.constraints",
     "Constraint": "dglm.constraints", "ConstraintSyntaxError": "dglm.constraints",
     "FunctionConstraint": "dglm.constraints", "Probe": "dglm.constraints", "ProbeRegistry": "dglm.constraints",

@@ -167,27 +167,29 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
 
 def _generate(args: argparse.Namespace) -> int:
     from dglm.checkpoint import checkpoint_settings
-    from dglm.config import MAX_ROWS, GenerationConfig, validated
+    from dglm.config import MAX_ROWS, GenerationConfig
     from dglm.constraints import Control
 
     # Everything that can be checked without the models is checked before loading them.
     prefixes = read_prefixes(args.prefix, args.input)
     settings = {k: getattr(args, k) for k in GenerationConfig.model_fields if hasattr(args, k)}
     flags = {k: "--" + k.replace("_", "-") for k in settings}
+    settings["show_progress_bar"], flags["show_progress_bar"] = _show_progress(args), "--progress"
     if args.control is not None:
         check_utf8(args.control, "--control")
     control = Control(args.control)  # parsed here: a malformed expression is refused before loading
     device = _device(args.device)
     folder = _checkpoint_folder(args.checkpoint)
-    try:  # the options over the checkpoint's defaults (the decoder's come later), before any model loads
-        call = validated(GenerationConfig, {**checkpoint_settings(folder).model_dump(), **settings}, flags)
+    try:  # each option checked once, here, over the checkpoint's defaults, before any model loads
+        settings = GenerationConfig().apply(GenerationConfig.check(settings, flags))
+        call = checkpoint_settings(folder).apply(settings.overrides())
         control.for_prefixes(len(prefixes), call.strength, call.guidance_samples)
     except ValueError as e:
         raise UserError(str(e)) from None
     for name, what in (("strength", "guidance strength"), ("control_scale", "control contrast")):
-        if args.control is None and name in settings:
-            raise UserError(f"{flags[name]} {settings[name]:g}: {what} needs a --control (without one it would do "
-                            f"nothing)")
+        if args.control is None and name in settings.model_fields_set:
+            raise UserError(f"{flags[name]} {getattr(settings, name):g}: {what} needs a --control (without one it "
+                            f"would do nothing)")
     num_samples = call.num_samples
     if len(prefixes) * num_samples > MAX_ROWS:
         raise UserError(f"{len(prefixes)} prefixes x -n {num_samples} = {len(prefixes) * num_samples} "
@@ -208,13 +210,11 @@ def _generate_all(args, prefixes, control, settings, device, folder) -> list[dic
     from dglm.outputs import merge_outputs
     from dglm.pipeline import DGLM
 
-    show_progress = _show_progress(args)
-    with third_party_output(show_progress):
+    with third_party_output(settings.show_progress_bar):
         pipe = DGLM.from_pretrained(folder, device=device)
         chunks = []
         printed = [0] * len(prefixes)  # samples printed per prefix (a prefix's samples may span chunks)
-        for start, out in pipe.generate_chunks(prefixes, control=control, show_progress_bar=show_progress,
-                                               **settings):
+        for start, out in pipe.generate_chunks(prefixes, control=control, generation_config=settings):
             logger.info("prefixes %d-%d: %s", start + 1, start + len(out.prefixes),
                         ", ".join(f"{k} {v:.2f} s" for k, v in out.timings.items()))
             for i, (prefix, continuations) in enumerate(zip(out.prefixes, out.continuations, strict=True), start):

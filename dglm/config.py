@@ -244,7 +244,8 @@ class GenerationConfig(_Config):
                     "Where compilation fails it logs a warning and runs eagerly, with the same results.")
     strength: float = Field(
         default=20.0, ge=0, le=MAX_STRENGTH,
-        description="Constraint-guidance strength lambda (of rows whose Control gives none).")
+        description="Constraint-guidance strength lambda. A call's strength (in Python one number, or one per "
+                    "prefix) wins over its Control's own, which wins over the checkpoint's default.")
     guidance_samples: int = Field(
         default=32, ge=1, le=MAX_GUIDANCE_SAMPLES,
         description="Monte-Carlo samples around x0_hat per row for constraint guidance.")
@@ -288,9 +289,10 @@ class GenerationConfig(_Config):
         return self
 
     def merge(self, **overrides) -> GenerationConfig:
-        """This config with ``overrides`` (field names) applied, validated once; a bad value raises a
-        ValueError naming each bad field, its value and what is accepted. None for a field that cannot be
-        None (``steps=None``) keeps this config's value.
+        """This config with ``overrides`` (field names) applied: each given value checked once
+        (:meth:`check`), the rest kept as they are; a bad value raises a ValueError naming each bad field, its
+        value and what is accepted. None for a field that cannot be None (``steps=None``) keeps this config's
+        value.
 
         Example:
             >>> config = GenerationConfig(steps=20)
@@ -302,8 +304,57 @@ class GenerationConfig(_Config):
                 ...
             ValueError: top_p=0: Input should be greater than 0
         """
-        given = {k: v for k, v in overrides.items() if v is not None or _nullable(k)}
-        return validated(GenerationConfig, {**self.model_dump(), **given})
+        return self.apply(self.check(overrides))
+
+    @classmethod
+    def check(cls, values: dict, names: dict[str, str] | None = None) -> dict:
+        """``values`` (field -> value) each checked once against its field's type and bounds, the one place a
+        per-call knob is validated; None for a field that cannot be None is dropped (the default applies). A
+        bad or unknown field raises one ValueError naming each (renamed by ``names``, e.g. to command-line
+        flags), its value and what is accepted.
+
+        Example:
+            >>> GenerationConfig.check({"steps": 5, "top_p": None})
+            {'steps': 5}
+            >>> GenerationConfig.check({"steps": 0, "sigma": 2}, {"steps": "--steps"})
+            Traceback (most recent call last):
+                ...
+            ValueError: --steps=0: Input should be greater than or equal to 1; sigma=2: Extra inputs are not \
+permitted
+        """
+        checked, errors = {}, []
+        for field, value in values.items():
+            name = (names or {}).get(field, field)
+            if field not in cls.model_fields:
+                errors.append(f"{name}={value!r:.60}: Extra inputs are not permitted")
+            elif value is not None or _nullable(field):
+                try:
+                    checked[field] = check_field(cls, field, value, name)
+                except ValueError as e:
+                    errors.append(str(e))
+        if errors:
+            raise ValueError("; ".join(errors))
+        return checked
+
+    def apply(self, checked: dict) -> GenerationConfig:
+        """This config with ``checked`` values (from :meth:`check`, or the fields another config set) in
+        place, not validated again; only the rule between fields (one decoder-side contrast) is checked.
+
+        Example:
+            >>> GenerationConfig().apply({"steps": 7}).steps
+            7
+        """
+        return self.model_copy(update=checked)._one_contrast() if checked else self
+
+    def overrides(self) -> dict:
+        """The fields this config sets explicitly (what it changes when applied over another config's
+        defaults, as :meth:`DGLM.generate`'s ``generation_config`` does).
+
+        Example:
+            >>> GenerationConfig(steps=7, top_p=0.5).overrides()
+            {'steps': 7, 'top_p': 0.5}
+        """
+        return {k: getattr(self, k) for k in type(self).model_fields if k in self.model_fields_set}
 
     def saved(self) -> dict:
         """The fields a checkpoint's ``dglm.json`` records: the decoding ones only where they were set, so
@@ -329,10 +380,6 @@ def _nullable(field: str) -> bool:
     """Whether None is a value of GenerationConfig's ``field`` (unknown fields pass, to be refused by name)."""
     info = GenerationConfig.model_fields.get(field)
     return info is None or type(None) in typing.get_args(info.annotation)
-
-
-# The name of GenerationConfig in checkpoints' ``dglm.json`` ("sampling") and in earlier versions of dglm.
-SamplingConfig = GenerationConfig
 
 
 def validated(model: type[BaseModel], values: dict, names: dict[str, str] | None = None):
@@ -374,8 +421,8 @@ def check_field(model: type[BaseModel], field: str, value, name: str | None = No
 @functools.cache
 def _field_adapter(model: type[BaseModel], field: str) -> TypeAdapter:
     info = model.model_fields[field]
-    return TypeAdapter(Annotated[(info.annotation, *info.metadata)],
-                       config=ConfigDict(strict=True, allow_inf_nan=False))
+    kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation  # bounds, if any
+    return TypeAdapter(kind, config=ConfigDict(strict=True, allow_inf_nan=False))
 
 
 def describe_errors(error, names: dict[str, str] | None = None) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
+from dglm.config import GenerationConfig
 from dglm.constraints import Constraint, Control
 from dglm.constraints.guidance import ConstraintLike
 from dglm.outputs import GenerationOutput, Plan
@@ -23,13 +24,15 @@ from dglm.pipeline import DGLM
 
 class Controller:
     """A constraint (``toxicity.low() + topic('sports')``, a string in the same syntax, or None for unguided
-    generation) with a guidance strength, bound to a :class:`DGLM` pipeline (default: ``DGLM.from_pretrained
-    ("mini")``, loaded on first use): the friendly front of a :class:`~dglm.constraints.Control`.
+    generation) and default settings, bound to a :class:`DGLM` pipeline (default: ``DGLM.from_pretrained
+    ("mini")``, loaded on first use): a thin front that hands a :class:`~dglm.constraints.Control` and its
+    settings to :meth:`DGLM.plan` / :meth:`DGLM.generate`, which own the loop.
 
-    Every call may override the constraint and strength for each prefix (``constraints=[...]``,
-    ``strength=[...]``), so one batch can serve requests with different controls; the call becomes a
-    ``Control`` that :meth:`DGLM.generate` lays out over its chunks (checks, chunking and thread safety are
-    the pipeline's). Other keywords are :meth:`DGLM.generate`'s.
+    ``settings`` are :class:`~dglm.config.GenerationConfig` fields (``strength``, ``guidance_samples``,
+    ``steps``, ...), checked once, here; a call's keywords override them and mean what they mean at
+    :meth:`DGLM.generate` (``strength``: one number, or one per prefix). Every call may also give one
+    constraint per prefix (``constraints=[...]``), so one batch can serve requests with different controls.
+    ``max_x0_shift``: see :class:`~dglm.constraints.guidance.ConstraintGuidance`.
 
     Example (a random-weight pipeline and a zero-shot constraint, which needs no shipped probes):
         >>> from dglm.constraints import near
@@ -47,19 +50,22 @@ class Controller:
     """
 
     def __init__(self, constraint: ConstraintLike = None, pipeline: DGLM | None = None, *,
-                 strength: float | None = None, guidance_samples: int | None = None, max_x0_shift: float = 1.0):
+                 max_x0_shift: float = 1.0, **settings):
         if not (constraint is None or isinstance(constraint, (Constraint, str))):
             raise TypeError(f"constraint={constraint!r:.100} must be a Constraint, a constraint expression string "
                             f"or None (per-prefix constraints go to generate(constraints=[...]))")
+        strength = settings.get("strength")
         if isinstance(strength, Sequence) and not isinstance(strength, str):
             raise TypeError(f"strength={strength!r:.100} must be one number or None; per-prefix strengths go to "
                             f"generate(strength=[...])")
-        self.defaults = Control(constraint, strength, guidance_samples, max_x0_shift)
+        self.generation_config = GenerationConfig().apply(GenerationConfig.check(settings))
+        self.default_control = Control(constraint, max_x0_shift=max_x0_shift)
         self._pipeline = pipeline
         self._load_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Controller({self.constraint!r}, strength={self.defaults.strength})"
+        settings = "".join(f", {k}={v!r}" for k, v in self.generation_config.overrides().items())
+        return f"Controller({self.constraint!r}{settings})"
 
     @property
     def pipeline(self) -> DGLM:
@@ -87,24 +93,22 @@ class Controller:
             >>> Controller().constraint is None
             True
         """
-        return self.defaults.constraints
+        return self.default_control.constraints
 
-    def control(self, constraints: ConstraintLike | Sequence[ConstraintLike] | None = None,
-                strength: float | Sequence[float] | None = None) -> Control:
-        """The :class:`~dglm.constraints.Control` of a call: this controller's constraint and strength, or
-        ``constraints`` / ``strength`` (one, or one per prefix) where given.
+    def control(self, constraints: ConstraintLike | Sequence[ConstraintLike] | None = None) -> Control:
+        """The :class:`~dglm.constraints.Control` of a call: this controller's constraint, or ``constraints``
+        (one, or one per prefix) where given.
 
         Example:
-            >>> Controller("topic('sports')", strength=30).control(strength=[10, 0]).strength
-            (10.0, 0.0)
+            >>> Controller("topic('sports')").control(["topic('arts')", None]).constraints
+            (topic('arts'), None)
         """
-        return Control(self.defaults.constraints if constraints is None else constraints,
-                       self.defaults.strength if strength is None else strength,
-                       self.defaults.guidance_samples, self.defaults.max_x0_shift)
+        if constraints is None:
+            return self.default_control
+        return Control(constraints, max_x0_shift=self.default_control.max_x0_shift)
 
-    def plan(self, prefixes: Sequence[str], num_samples: int = 1, *,
-             constraints: Sequence[ConstraintLike] | None = None, strength: float | Sequence[float] | None = None,
-             **settings) -> Plan:
+    def plan(self, prefixes: Sequence[str], num_samples: int | None = None, *,
+             constraints: Sequence[ConstraintLike] | None = None, **settings) -> Plan:
         """Guided plans and soft prompts (see :meth:`DGLM.plan` for ``settings``).
 
         Example (strength 0 for a prefix leaves its plan as the pipeline's unguided plan):
@@ -120,11 +124,11 @@ class Controller:
             >>> torch.equal(plan.embeddings[2:], plain[2:]), torch.equal(plan.embeddings[:2], plain[:2])
             (True, False)
         """
-        return self.pipeline.plan(prefixes, num_samples, control=self.control(constraints, strength), **settings)
+        return self.pipeline.plan(prefixes, num_samples, control=self.control(constraints),
+                                  generation_config=self.generation_config, **settings)
 
-    def generate(self, prefixes: Sequence[str], num_samples: int = 1, *,
-                 constraints: Sequence[ConstraintLike] | None = None, strength: float | Sequence[float] | None = None,
-                 **settings) -> GenerationOutput:
+    def generate(self, prefixes: Sequence[str], num_samples: int | None = None, *,
+                 constraints: Sequence[ConstraintLike] | None = None, **settings) -> GenerationOutput:
         """Controlled continuations: ``output.continuations[i][j]`` is sample j of prefix i (see
         :meth:`DGLM.generate` for ``settings``, ``control_scale`` among them).
 
@@ -137,17 +141,19 @@ class Controller:
             >>> [[len(text.split()) for text in texts] for texts in out.continuations]
             [[3, 3], [3, 3]]
         """
-        return self.pipeline.generate(prefixes, num_samples, control=self.control(constraints, strength), **settings)
+        return self.pipeline.generate(prefixes, num_samples, control=self.control(constraints),
+                                      generation_config=self.generation_config, **settings)
 
-    def prompt_embeds(self, prefixes: Sequence[str], num_samples: int = 1, *, dtype: torch.dtype | None = None,
-                      device: str | torch.device | None = None, max_new_tokens: int = 0,
+    def prompt_embeds(self, prefixes: Sequence[str], num_samples: int | None = None, *, dtype: torch.dtype | None = None,
+                      device: str | torch.device | None = None, max_new_tokens: int | None = None,
                       **plan_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         """``(inputs_embeds, attention_mask)`` for ``len(prefixes) * num_samples`` rows (row-major):
         ``[left padding][prefix token embeddings][soft tokens]``, ready for any HF ``model.generate(
         inputs_embeds=..., attention_mask=...)`` call of the same decoder. Under the same seed
         (``torch.manual_seed(seed)`` before your call), that call writes exactly what :meth:`generate` writes.
         Prefixes too long for the decoder's context keep their last tokens, leaving room for the soft tokens
-        and the ``max_new_tokens`` you will generate (pass the same number to both for identical inputs).
+        and the ``max_new_tokens`` you will generate (None: this call's default, what :meth:`generate` would
+        write; pass the same number to both for identical inputs).
 
         Example (rows of 3 prefix tokens, padded to the longest, then 4 soft tokens; your LM then generates):
             >>> from dglm.constraints import near
@@ -163,12 +169,11 @@ class Controller:
             >>> ids.shape
             torch.Size([2, 3])
         """
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens={max_new_tokens!r:.100} must be an integer >= 0")
+        room = self.pipeline.generation_config(self.generation_config, max_new_tokens=max_new_tokens).max_new_tokens
         plan = self.plan(prefixes, num_samples, **plan_kwargs)
         rows = [p for p in plan.prefixes for _ in range(plan.num_samples)]
         decoder = self.pipeline.decoder
-        budget = decoder.prefix_budget(plan.soft_prompts.shape[1], max_new_tokens)
+        budget = decoder.prefix_budget(plan.soft_prompts.shape[1], room)
         with torch.no_grad(), self.pipeline.lock:
             embeds, mask, _ = decoder.embed(decoder.tokenize(rows, budget), plan.soft_prompts)
         return embeds.to(device=device, dtype=dtype), mask.to(device=device)

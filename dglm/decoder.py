@@ -46,7 +46,7 @@ from transformers import (
 )
 
 from dglm.adapter import DecoderAdapter
-from dglm.config import DecoderConfig, GenerationConfig, check_field
+from dglm.config import DecoderConfig
 from dglm.io import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -389,14 +389,12 @@ positions; accepted: max_new_tokens <= 247
             [True, True]
         """
         prefixes = check_prefixes(prefixes)
-        new = check_field(GenerationConfig, "max_new_tokens", generate_kwargs.get("max_new_tokens", 1))
-        budget = self.prefix_budget(0 if soft is None else soft.shape[1], new)
+        # max_new_tokens and repetition_penalty arrive checked (the pipeline's door, GenerationConfig.check).
+        budget = self.prefix_budget(0 if soft is None else soft.shape[1], generate_kwargs.get("max_new_tokens", 1))
         inputs_embeds, mask, _ = self.embed(self.tokenize(prefixes, budget), soft)
         generate_kwargs.setdefault("pad_token_id", self.pad_token_id)
         penalty = generate_kwargs.pop("repetition_penalty", None)
         penalty = self.model.generation_config.repetition_penalty if penalty is None else penalty
-        if penalty is not None:  # 0 or a negative penalty is refused, not silently read as "off"
-            penalty = check_field(GenerationConfig, "repetition_penalty", penalty)
         processors = [RepetitionPenaltyLogitsProcessor(penalty)] if penalty not in (None, 1.0) else []
         processors += generate_kwargs.get("logits_processor") or []
         generate_kwargs["logits_processor"] = LogitsProcessorList(processors)

@@ -14,7 +14,7 @@ Example:
     >>> x0, prefix = torch.randn(5, 8), torch.randn(5, 8)
     >>> diffuser.loss(x0, prefix).shape
     torch.Size([])
-    >>> diffuser.sample(prefix, steps=4, generator=torch.Generator().manual_seed(0)).shape
+    >>> diffuser.sample(prefix, sampler="ddpm", steps=4, generator=torch.Generator().manual_seed(0)).shape
     torch.Size([5, 8])
 """
 
@@ -29,7 +29,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from dglm.config import DiffusionConfig, GenerationConfig, check_field
+from dglm.config import DiffusionConfig
 from dglm.io import load_component, load_state, save_component
 from dglm.nn import AdaTransformer
 from dglm.sampling import Denoise, Prediction, get_sampler
@@ -142,7 +142,6 @@ class SemanticDiffuser(nn.Module):
             >>> pred.x0.shape, torch.allclose(pred.x0, z)
             (torch.Size([3, 8]), True)
         """
-        cfg_scale = check_field(GenerationConfig, "cfg_scale", cfg_scale)
         net = self.compiled() if compile else self
 
         def denoise(z: torch.Tensor, alpha2: torch.Tensor) -> Prediction:
@@ -159,7 +158,7 @@ class SemanticDiffuser(nn.Module):
 
         return denoise
 
-    def sample(self, prefix: torch.Tensor, steps: int = 50, sampler: str = "ddpm", cfg_scale: float = 1.0,
+    def sample(self, prefix: torch.Tensor, steps: int, sampler: str, cfg_scale: float = 1.0,
                generator: torch.Generator | None = None, wrap=None, show_progress_bar: bool = False,
                compile: bool = False, temperature: float = 1.0) -> torch.Tensor:
         """Sample continuation embeddings (standardised) for standardised prefix embeddings (B, d) -> (B, d).
@@ -198,7 +197,7 @@ class SemanticDiffuser(nn.Module):
                                     disable=not show_progress_bar, temperature=temperature)
 
     @torch.no_grad()
-    def resample(self, x: torch.Tensor, prefix: torch.Tensor, t: float, steps: int = 50, sampler: str = "ddpm",
+    def resample(self, x: torch.Tensor, prefix: torch.Tensor, t: float, steps: int, sampler: str,
                  cfg_scale: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
         """SDEdit: re-noise standardised embeddings x (B, d) to noise level ``t`` (0-1, on the ``steps`` grid,
         at least one step) and denoise them again given the prefixes (B, d) -> (B, d). The result keeps more
@@ -209,7 +208,7 @@ class SemanticDiffuser(nn.Module):
             >>> diffuser = randomize(SemanticDiffuser(TINY.diffusion))
             >>> x, prefix = torch.randn(64, diffuser.dim), torch.randn(64, diffuser.dim)
             >>> g = torch.Generator().manual_seed(0)
-            >>> near, far = ((diffuser.resample(x, prefix, t, generator=g) - x).norm(dim=-1).mean() for t in (0.1, 1.0))
+            >>> near, far = ((diffuser.resample(x, prefix, t, 50, "ddpm", generator=g) - x).norm(dim=-1).mean() for t in (0.1, 1.0))
             >>> bool(near < far)
             True
         """

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from dglm.checkpoint import load_parts, parts_from_config, push_checkpoint, save_checkpoint
-from dglm.config import DECODING_FIELDS, DGLMConfig, GenerationConfig
+from dglm.config import DECODING_FIELDS, DGLMConfig, GenerationConfig, check_field
 from dglm.constraints.guidance import ConstraintGuidance, Control
 from dglm.decoder import Decoder, check_prefixes
 from dglm.diffusion import SemanticDiffuser
@@ -219,20 +219,31 @@ class DGLM(torch.nn.Module):
 
     # ------------------------------------------------------------------------------------------- inference
 
-    def generation_config(self, **overrides) -> GenerationConfig:
-        """The settings of a call, validated once: ``self.sampling`` (the checkpoint's defaults), with the
-        decoding settings that the decoder's own ``generation_config`` sets where ``self.sampling`` does not
-        set them, then ``overrides`` (:class:`~dglm.config.GenerationConfig` fields).
+    def generation_config(self, generation_config: GenerationConfig | None = None, **overrides) -> GenerationConfig:
+        """The settings of a call: ``self.sampling`` (the checkpoint's defaults), with the decoding settings
+        that the decoder's own ``generation_config`` sets where ``self.sampling`` does not set them, then the
+        fields ``generation_config`` sets (a :class:`~dglm.config.GenerationConfig`, validated when it was
+        made), then ``overrides`` (its fields, each checked here once, :meth:`GenerationConfig.check`).
 
         Example:
+            >>> from dglm.config import GenerationConfig
             >>> from dglm.presets import random_pipeline
             >>> pipe = random_pipeline("tiny")
             >>> pipe.generation_config(top_p=0.5).top_p, pipe.generation_config().steps
             (0.5, 10)
+            >>> pipe.generation_config(GenerationConfig(steps=3), top_p=0.5).steps
+            3
         """
         unset = {k: getattr(self.sampling, k) for k in DECODING_FIELDS
                  if k not in self.sampling.model_fields_set and getattr(self.sampling, k) is not None}
-        return self.sampling.merge(**{**self.decoder.generation_defaults(unset), **overrides})
+        own = {k: v for k, v in self.decoder.generation_defaults(unset).items() if v != unset[k]}
+        base = self.sampling.merge(**own)  # the decoder's own values, which no door has checked
+        if generation_config is not None:
+            if not isinstance(generation_config, GenerationConfig):
+                raise TypeError(f"generation_config={generation_config!r:.100} must be a "
+                                f"dglm.config.GenerationConfig or None")
+            base = base.apply(generation_config.overrides())
+        return base.merge(**overrides)
 
     def generate_kwargs(self, overrides: dict, num_soft_tokens: int | None = None) -> dict:
         """The Hugging Face ``generate`` keywords a decode with ``overrides`` uses, checked: the decoding
@@ -251,13 +262,21 @@ class DGLM(torch.nn.Module):
             ValueError: max_new_tokens=300 with 4 soft tokens does not fit the decoder's context of 256 \
 positions; accepted: max_new_tokens <= 251
         """
-        settings, extras = self._settings(overrides, num_soft_tokens)
+        settings, extras, _ = self._settings(overrides, num_soft_tokens)
         return {**settings.decoding_kwargs(), **extras}
 
-    def _settings(self, overrides: dict, num_soft_tokens: int | None = None) -> tuple[GenerationConfig, dict]:
-        """(the call's validated settings, the other HF ``generate`` keywords)."""
+    def _settings(self, overrides: dict, num_soft_tokens: int | None = None,
+                  generation_config: GenerationConfig | None = None) -> tuple[GenerationConfig, dict, tuple]:
+        """(the call's settings, the other HF ``generate`` keywords, the call's own ``(strength,
+        guidance_samples)`` or None for each it does not give), each knob checked once. A ``strength`` of one
+        number per prefix is checked here, element by element."""
         extras = {k: v for k, v in overrides.items() if k not in GenerationConfig.model_fields}
-        settings = self.generation_config(**{k: v for k, v in overrides.items() if k not in extras})
+        call = {k: v for k, v in overrides.items() if k not in extras}
+        per_prefix = call.get("strength")
+        if isinstance(per_prefix, Sequence) and not isinstance(per_prefix, str):
+            per_prefix = tuple(check_field(GenerationConfig, "strength", x, f"strength[{i}]")
+                               for i, x in enumerate(call.pop("strength")))
+        settings = self.generation_config(generation_config, **call)
         if extras.get("num_return_sequences", 1) != 1:
             raise ValueError(f"num_return_sequences={extras['num_return_sequences']!r} is not supported with "
                              f"plans; use num_samples (one plan each)")
@@ -266,17 +285,24 @@ positions; accepted: max_new_tokens <= 251
                              "for HF's output, call pipe.decoder.model.generate on Controller.prompt_embeds(...)")
         k = self.prompt_generator.config.num_soft_tokens if num_soft_tokens is None else num_soft_tokens
         self.decoder.prefix_budget(k, settings.max_new_tokens)  # refuses what cannot fit the context
-        return settings, extras
+        given = set(call) | (set() if generation_config is None else generation_config.model_fields_set)
+        steer = (per_prefix if isinstance(per_prefix, tuple) else settings.strength if "strength" in given else None,
+                 settings.guidance_samples if "guidance_samples" in given else None)
+        return settings, extras, steer
 
-    def _chunks(self, prefixes: list[str], settings: GenerationConfig,
-                control: Control | None) -> list[tuple[int, int, int, int, ConstraintGuidance | None]]:
+    def _chunks(self, prefixes: list[str], settings: GenerationConfig, control: Control | None,
+                steer: tuple) -> list[tuple[int, int, int, int, ConstraintGuidance | None]]:
         """``(start, stop, samples, seed, guidance)`` of each :func:`row_chunks` chunk: the control laid out
         and resolved once (checked before any chunk runs), its denoiser wrapper per chunk (None where no row
-        is guided). A call without a seed draws one per chunk."""
+        is guided). A call without a seed draws one per chunk. Strength and guidance samples: the call's
+        (``steer``, from :meth:`_settings`), else the control's, else the defaults'."""
+        strength, samples = steer
         if control is not None:
             if not isinstance(control, Control):
                 raise TypeError(f"control={control!r:.100} must be a dglm.constraints.Control or None")
-            control = control.for_prefixes(len(prefixes), settings.strength, settings.guidance_samples)
+            control = control.for_prefixes(
+                len(prefixes), next(s for s in (strength, control.strength, settings.strength) if s is not None),
+                next(n for n in (samples, control.guidance_samples, settings.guidance_samples) if n is not None))
             with self.lock:  # resolving may run the encoder (and its tokenizer), shared with other threads
                 control = control.resolve(self.encoder, self.probes)
         chunks = []
@@ -289,8 +315,8 @@ positions; accepted: max_new_tokens <= 251
         return chunks
 
     @torch.no_grad()
-    def plan(self, prefixes: Sequence[str], num_samples: int = 1, *, control: Control | None = None,
-             **settings) -> Plan:
+    def plan(self, prefixes: Sequence[str], num_samples: int | None = None, *, control: Control | None = None,
+             generation_config: GenerationConfig | None = None, **settings) -> Plan:
         """Sample ``num_samples`` continuation embeddings per prefix, steered by ``control`` (a
         :class:`~dglm.constraints.Control`: constraints and strengths per prefix; None: unguided), and turn
         them into soft prompts.
@@ -314,9 +340,12 @@ positions; accepted: max_new_tokens <= 251
             True
         """
         prefixes = check_prefixes(prefixes)
-        s = self.generation_config(num_samples=num_samples, **settings)
+        s, extras, steer = self._settings({**settings, "num_samples": num_samples},
+                                          generation_config=generation_config)
+        if extras:  # decoding keywords that are not GenerationConfig fields mean nothing to a plan
+            raise ValueError("; ".join(f"{k}={v!r:.60}: Extra inputs are not permitted" for k, v in extras.items()))
         plans = []
-        for start, stop, n, seed, guidance in self._chunks(prefixes, s, control):
+        for start, stop, n, seed, guidance in self._chunks(prefixes, s, control, steer):
             with self.lock:
                 plans.append(self._plan(prefixes[start:stop], n, s, seed, guidance))
         return merge_plans(prefixes, s.num_samples, plans)
@@ -345,8 +374,8 @@ positions; accepted: max_new_tokens <= 251
         timings["prompt"] = time.perf_counter() - t2
         return Plan(prefixes, num_samples, self.encoder.to_raw(plans.float()), soft, timings)
 
-    def generate(self, prefixes: Sequence[str], num_samples: int = 1, *, control: Control | None = None,
-                 **settings) -> GenerationOutput:
+    def generate(self, prefixes: Sequence[str], num_samples: int | None = None, *, control: Control | None = None,
+                 generation_config: GenerationConfig | None = None, **settings) -> GenerationOutput:
         """Generate ``num_samples`` continuations per prefix, their plans steered by ``control`` (see
         :meth:`plan`). ``settings`` are :class:`~dglm.config.GenerationConfig` fields (planning, guidance,
         decoding: ``max_new_tokens``, ``top_p``, ``plan_scale``, ``control_scale``, ...); other keywords go
@@ -374,10 +403,11 @@ positions; accepted: max_new_tokens <= 251
             >>> out.continuations == pipe.generate(["the game was", "a new song"], 3, **kwargs).continuations
             True
         """
-        prefixes, s, extras, chunks = self._prepare(prefixes, num_samples, control, settings)
+        prefixes, s, extras, chunks = self._prepare(prefixes, num_samples, control, generation_config, settings)
         return merge_outputs(prefixes, list(self._generated(prefixes, s, extras, chunks)))
 
-    def generate_chunks(self, prefixes: Sequence[str], num_samples: int = 1, *, control: Control | None = None,
+    def generate_chunks(self, prefixes: Sequence[str], num_samples: int | None = None, *, control: Control | None = None,
+                        generation_config: GenerationConfig | None = None,
                         **settings) -> Iterator[tuple[int, GenerationOutput]]:
         """:meth:`generate`, one chunk of rows at a time, as each is done: ``(start, output)``, where
         ``output`` holds prefixes ``start, start + 1, ...`` with some of their samples (all of them while
@@ -391,13 +421,15 @@ positions; accepted: max_new_tokens <= 251
             >>> [(start, len(out.prefixes)) for start, out in chunks]
             [(0, 2), (2, 1)]
         """
-        return self._generated(*self._prepare(prefixes, num_samples, control, settings))
+        return self._generated(*self._prepare(prefixes, num_samples, control, generation_config, settings))
 
-    def _prepare(self, prefixes, num_samples, control, settings) -> tuple[list[str], GenerationConfig, dict, list]:
+    def _prepare(self, prefixes, num_samples, control, generation_config,
+                 settings) -> tuple[list[str], GenerationConfig, dict, list]:
         """Everything a generate call checks, once: (prefixes, settings, HF extras, :meth:`_chunks`)."""
         prefixes = check_prefixes(prefixes)
-        s, extras = self._settings({**settings, "num_samples": num_samples})
-        return prefixes, s, extras, self._chunks(prefixes, s, control)
+        s, extras, steer = self._settings({**settings, "num_samples": num_samples},
+                                          generation_config=generation_config)
+        return prefixes, s, extras, self._chunks(prefixes, s, control, steer)
 
     def _generated(self, prefixes, s, extras, chunks) -> Iterator[tuple[int, GenerationOutput]]:
         for start, stop, n, seed, guidance in chunks:
@@ -416,7 +448,8 @@ positions; accepted: max_new_tokens <= 251
                 output = self._decode(plan, s, extras, seed, scale, contrast)
             yield start, output
 
-    def decode(self, plan: Plan, contrast: Plan | None = None, **settings) -> GenerationOutput:
+    def decode(self, plan: Plan, contrast: Plan | None = None, *, generation_config: GenerationConfig | None = None,
+               **settings) -> GenerationOutput:
         """Decode the text of a :class:`Plan` (one continuation per planned row); ``settings`` as for
         :meth:`generate`. ``plan_scale`` > 1 adds plan guidance (:class:`~dglm.plan_guidance.PairedPlanGuidance`)
         against :meth:`null_prompts`; with ``contrast``, a plan of the same rows (e.g. the unguided plan of a
@@ -437,7 +470,7 @@ positions; accepted: max_new_tokens <= 251
             >>> contrasted.plans.shape
             torch.Size([2, 2, 32])
         """
-        s, extras = self._settings(settings, plan.soft_prompts.shape[1])
+        s, extras, _ = self._settings(settings, plan.soft_prompts.shape[1], generation_config)
         if contrast is not None and (contrast.prefixes != plan.prefixes or contrast.num_samples != plan.num_samples
                                      or contrast.soft_prompts.shape != plan.soft_prompts.shape):
             raise ValueError(f"contrast must be a plan of the same rows as plan ({len(plan.prefixes)} prefixes x "

@@ -22,7 +22,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from dglm.config import GenerationConfig, PromptConfig, check_field
+from dglm.config import PromptConfig
 from dglm.io import load_component, load_state, save_component
 from dglm.nn import AdaTransformer
 from dglm.schedule import add_noise
@@ -118,7 +118,7 @@ decoder it was trained with
         mix = self.word_logits(z, alpha2).float().softmax(-1)  # (B, k, vocab_size)
         return (mix @ table.float()).to(table.dtype)  # (B, k, out_dim)
 
-    def prompt(self, x: torch.Tensor, sigma2: float = 0.05, generator: torch.Generator | None = None) -> torch.Tensor:
+    def prompt(self, x: torch.Tensor, sigma2: float, generator: torch.Generator | None = None) -> torch.Tensor:
         """Re-noise a clean standardised embedding x (B, d) to ``sigma2`` and map it to soft tokens.
 
         Example (k = 2 soft tokens of the decoder's width 16 per plan; the noise is seeded):
@@ -127,12 +127,7 @@ decoder it was trained with
             >>> soft = gen.prompt(x, sigma2=0.1, generator=torch.Generator().manual_seed(0))
             >>> soft.shape, torch.equal(soft, gen.prompt(x, 0.1, torch.Generator().manual_seed(0)))
             (torch.Size([3, 2, 16]), True)
-            >>> gen.prompt(x, sigma2=1.5)
-            Traceback (most recent call last):
-                ...
-            ValueError: sigma2=1.5: Input should be less than or equal to 1
         """
-        sigma2 = check_field(GenerationConfig, "sigma2", sigma2)
         alpha2 = torch.full((x.shape[0],), 1 - sigma2, device=x.device)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         param = next(self.parameters())

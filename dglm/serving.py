@@ -139,8 +139,8 @@ def export_adapter(decoder, folder: str | os.PathLike | None = None) -> Path | N
     return folder
 
 
-def vllm_requests(controller, prefixes: Sequence[str], num_samples: int = 1, *, seed: int | None = None,
-                  max_new_tokens: int = 0, dtype: torch.dtype | None = None,
+def vllm_requests(controller, prefixes: Sequence[str], num_samples: int | None = None, *, seed: int | None = None,
+                  max_new_tokens: int | None = None, dtype: torch.dtype | None = None,
                   adapter_folder: str | os.PathLike | None = None, **plan_kwargs) -> VLLMRequests:
     """Plan ``num_samples`` continuations per prefix with ``controller`` (a :class:`dglm.Controller`; its
     constraints steer the plans) and turn them into vLLM requests: one prompt-embeddings row per plan, unpadded

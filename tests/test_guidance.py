@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from dglm.config import DiffusionConfig
-from dglm.constraints import ConstraintGuidance, FunctionConstraint, Probe, toxicity
+from dglm.constraints import ConstraintGuidance, Control, FunctionConstraint, Probe, toxicity
 from dglm.diffusion import SemanticDiffuser
 from dglm.sampling import Prediction, sample_ddim, sample_ddpm
 from dglm.schedule import sampling_alpha2s
@@ -71,7 +71,7 @@ def _sample(diffuser, constraints, strength, batch=BATCH, cfg_scale=1.0, seed=2,
     if constraints is not ...:
         wrap = ConstraintGuidance(constraints, strength, F.normalize, num_samples=SAMPLES,
                                   generator=torch.Generator().manual_seed(1), **kwargs)
-    return diffuser.sample(torch.zeros(batch, D), steps=STEPS, cfg_scale=cfg_scale,
+    return diffuser.sample(torch.zeros(batch, D), sampler="ddpm", steps=STEPS, cfg_scale=cfg_scale,
                            generator=torch.Generator().manual_seed(seed), wrap=wrap)
 
 
@@ -215,7 +215,7 @@ def test_guidance_refuses_what_it_cannot_do(diffuser):
     with pytest.raises(ValueError, match=r"toxicity.low\(\).*resolve\(encoder, registry\)"):
         ConstraintGuidance(toxicity.low(), 1.0, F.normalize)
     with pytest.raises(ValueError, match="strength=-1.0: Input should be greater than or equal to 0"):
-        ConstraintGuidance(U, -1.0, F.normalize)
+        Control(U, strength=-1.0)  # knobs are checked at the door, the guidance takes checked values
     with pytest.raises(ValueError, match="got 3 per-row constraints but the sampling batch has 2 rows"):
         ConstraintGuidance([U, V, None], 1.0, F.normalize)(denoise)(z, alpha2)
     with pytest.raises(ValueError, match="strength has 3 entries but the sampling batch has 2 rows"):

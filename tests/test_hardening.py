@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 # The tiny checkpoint of the CLI tests (and the working directory its model folders resolve from).
-from test_cli import FAST, blocks, checkpoint, checkpoint_root  # noqa: F401
+from test_cli import FAST, blocks
 
 from dglm.checkpoint import checkpoint_settings
 from dglm.cli import main
@@ -486,10 +486,10 @@ def test_property_cli_options_never_leave_a_traceback(monkeypatch, capsys, optio
     assert "Traceback" not in err
     if status == 0:
         ((a, given),) = reached
-        merged = checkpoint_settings(PACKAGED / "mini").merge(**given)  # the checkpoint's defaults, then the flags
+        merged = checkpoint_settings(PACKAGED / "mini").apply(given.overrides())  # its defaults, then the flags
         assert 0 < merged.top_p <= 1 and merged.repetition_penalty > 0 and merged.max_new_tokens >= 1
         assert merged.seed is None or 0 <= merged.seed < 2**63
-        assert a.control is not None or not {"strength", "control_scale"} & set(given)
+        assert a.control is not None or not {"strength", "control_scale"} & given.model_fields_set
     else:
         # One dglm line, or argparse's usage and its one "dglm generate: error:" line for a malformed option.
         assert status == 2 and not reached, err

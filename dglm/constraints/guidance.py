@@ -32,16 +32,17 @@ Example:
     >>> probe = Probe(torch.eye(1, 8), torch.zeros(1), ("no", "yes"), "toy:8", name="first_axis")
     >>> wrap = ConstraintGuidance(probe("yes"), strength=20.0, to_raw=torch.nn.functional.normalize,
     ...                           num_samples=8, generator=torch.Generator().manual_seed(0))
-    >>> diffuser.sample(torch.zeros(3, 8), steps=5, wrap=wrap).shape
+    >>> diffuser.sample(torch.zeros(3, 8), sampler="ddpm", steps=5, wrap=wrap).shape
     torch.Size([3, 8])
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -103,18 +104,16 @@ class ConstraintGuidance:
                     rows.setdefault(c, []).append(i)  # equal constraints (by value) share one group
             # Constraints that normalise to nothing (c - c, 0 * c) guide nothing.
             self._row_groups = [(c, torch.tensor(idx)) for c, idx in rows.items() if c.terms()]
+        # strength, num_samples and max_x0_shift arrive checked (GenerationConfig.check, Control): the knobs
+        # are validated once, at the door that receives them.
         if isinstance(strength, torch.Tensor):
             if strength.dim() != 1:
                 raise ValueError(f"strength must be a float or a (batch,) tensor, got shape {tuple(strength.shape)}")
-            for i, value in enumerate(strength.tolist()):
-                check_field(GenerationConfig, "strength", value, f"strength[{i}]")
             self.strength = strength.detach().float().cpu()
         else:
-            self.strength = check_field(GenerationConfig, "strength", strength)
+            self.strength = float(strength)
         if not callable(to_raw):
             raise TypeError(f"to_raw={to_raw!r} must be callable: standardised (..., d) -> raw (..., d)")
-        num_samples = check_field(GenerationConfig, "guidance_samples", num_samples, "num_samples")
-        _check_bound(max_x0_shift, "max_x0_shift")
         if max_grad_norm is not None:
             _check_bound(max_grad_norm, "max_grad_norm")
         self.to_raw, self.num_samples, self.generator = to_raw, num_samples, generator
@@ -250,9 +249,10 @@ class Control:
     is the friendly front that builds it.
 
     ``constraints``: a :class:`Constraint`, a constraint expression string, None (unguided), or a sequence
-    with one of those per prefix. ``strength``: lambda, one number or one per prefix (None: the call's
-    ``GenerationConfig.strength``). ``guidance_samples`` (None: the call's ``GenerationConfig
-    .guidance_samples``) and ``max_x0_shift``: see :class:`ConstraintGuidance`. Checked when made.
+    with one of those per prefix. ``strength``: lambda, one number or one per prefix, and
+    ``guidance_samples``: the control's own (a call's ``strength`` / ``guidance_samples``, where it gives
+    them, win; None: the pipeline's defaults). ``max_x0_shift``: see :class:`ConstraintGuidance`. Checked
+    once, when made; the copies it derives (:meth:`for_prefixes`, :meth:`resolve`) are not checked again.
 
     Example:
         >>> from dglm.constraints import near
@@ -291,9 +291,11 @@ class Control:
         object.__setattr__(self, "strength", s)
         object.__setattr__(self, "guidance_samples", samples)
 
-    def for_prefixes(self, num_prefixes: int, strength: float, guidance_samples: int) -> Control:
-        """This control laid out over ``num_prefixes`` prefixes: one constraint and one strength each, and
-        the call's ``strength`` and ``guidance_samples`` where it gives none.
+    def for_prefixes(self, num_prefixes: int, strength: float | tuple[float, ...],
+                     guidance_samples: int) -> Control:
+        """This control laid out over ``num_prefixes`` prefixes at ``strength`` (one checked number, or one
+        per prefix) with ``guidance_samples``, as the pipeline settled them (the call's, else this control's,
+        else the defaults): one constraint and one strength each.
 
         Example:
             >>> from dglm.constraints import near
@@ -313,10 +315,9 @@ class Control:
                                  f"{value!r:.200}")
             return value
 
-        laid_out = replace(self, constraints=per_prefix(self.constraints, "constraints", "one constraint (or None)"),
-                           strength=per_prefix(strength if self.strength is None else self.strength, "strength",
-                                               "one number"),
-                           guidance_samples=self.guidance_samples or guidance_samples)
+        laid_out = self._derived(constraints=per_prefix(self.constraints, "constraints", "one constraint (or None)"),
+                                 strength=per_prefix(strength, "strength", "one number"),
+                                 guidance_samples=guidance_samples)
         for c, s in set(zip(laid_out.constraints, laid_out.strength, strict=True)):
             # Weights times the strength beyond float32 overflow the guidance (or merge to inf, which drops the
             # term), so guidance would silently stop: bound their sum (the unmerged terms bound every merged one).
@@ -338,10 +339,17 @@ class Control:
             [True, False, True]
         """
         if not isinstance(self.constraints, tuple):
-            return replace(self, constraints=None if self.constraints is None
-                           else self.constraints.resolve(encoder, registry))
+            return self._derived(constraints=None if self.constraints is None
+                                 else self.constraints.resolve(encoder, registry))
         resolved = {c: c.resolve(encoder, registry) for c in set(self.constraints) if c is not None}
-        return replace(self, constraints=tuple(None if c is None else resolved[c] for c in self.constraints))
+        return self._derived(constraints=tuple(None if c is None else resolved[c] for c in self.constraints))
+
+    def _derived(self, **changes) -> Control:
+        """A copy with ``changes``, values this control or the pipeline already checked: not checked again."""
+        new = copy.copy(self)
+        for name, value in changes.items():
+            object.__setattr__(new, name, value)
+        return new
 
     def guidance(self, start: int, stop: int, num_samples: int, to_raw: Callable[[torch.Tensor], torch.Tensor],
                  generator: torch.Generator | None = None) -> ConstraintGuidance | None:

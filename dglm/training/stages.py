@@ -357,7 +357,7 @@ def assemble(c: AssembleConfig) -> Path:
         ...     assemble(AssembleConfig(work=work, run="r1", out=f"{work}/checkpoint"))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
             ...
-        dglm.io.CheckpointError: checkpoint folder .../encoder does not exist
+        dglm.io.CheckpointError: .../encoder/config.json is missing
     """
     from dglm.assets import load_decoder, load_encoder
     from dglm.config import EncoderConfig
