@@ -77,8 +77,12 @@ def test_links_mkdocs_does_not_check_name_files_that_exist():
 def test_the_readme_stays_a_front_door():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) <= 120
-    for page in ("quickstart.md", "custom-probes.md", "training.md", "results/bench.md"):  # one click each
-        assert f"(docs/{page}" in readme, page
+    for page in ("quickstart.md#install", "custom-probes.md", "training.md", "results/bench.md"):  # one click each
+        assert f"(docs/{page})" in readme, page
+    # CI runs the test command README.md gives, character for character.
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").split("exactly as README.md gives it:\n", 1)[1]
+    assert f"```bash\n{ci.splitlines()[0]}\n```" in readme
+    assert readme.count("<!-- own-model-snippet -->") == readme.count("<!-- /own-model-snippet -->") == 1
 
 
 @needs_docs
