@@ -23,7 +23,7 @@ a machine shared with other jobs, two OpenMP threads per process spin-wait on ea
 here). Writes JSON (``--out``) and
 prints a markdown table.
 
-    PYTHONPATH=. python recipes/bench_speed.py --repeats 5 --out docs/results/speed.json  # ~1 h on 2 shared cores
+    PYTHONPATH=. python recipes/bench_speed.py --repeats 5 --out results/speed.json  # ~1 h on 2 shared cores
     PYTHONPATH=. python recipes/bench_speed.py --checkpoint random:tiny --repeats 2 --new-tokens 8 --batch 4
 """
 

@@ -15,7 +15,7 @@ For each sampler and step count, on the same held-out 32-token prefixes of the c
 
 Writes JSON and a markdown table.
 
-    PYTHONPATH=. python recipes/bench_steps.py --corpus cache/corpus --out docs/results/speed-steps   # ~10 min
+    PYTHONPATH=. python recipes/bench_steps.py --corpus cache/corpus --out results/speed-steps   # ~10 min
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--samplers", nargs="+", default=["ddpm", "ddim"])
     p.add_argument("--control", default="topic('sports')")
     p.add_argument("--strength", type=float, default=100.0)
-    p.add_argument("--out", default="docs/results/speed-steps", help="file stem: writes .json and .md")
+    p.add_argument("--out", default="results/speed-steps", help="file stem: writes .json and .md")
     return p.parse_args(argv)
 
 

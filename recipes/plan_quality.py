@@ -19,7 +19,7 @@ diffusion**, SDEdit: a right plan carrying the diffusion's own artefacts); anoth
 plan (**nearest real**: the own plan moved onto real text). Fidelity is the encoder's cosine, a **proxy**.
 
     PYTHONPATH=. python recipes/plan_quality.py --checkpoint mini --bank cache/mini/data/train \\
-        --out docs/results/plan-conditioning/plan-quality-mini.json
+        --out results/plan-conditioning/plan-quality-mini.json
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def markdown(r: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    p = recipe_parser(__doc__, "docs/results/plan-conditioning/plan-quality.json", samples=3)
+    p = recipe_parser(__doc__, "results/plan-conditioning/plan-quality.json", samples=3)
     p.add_argument("--bank", default="cache/mini/data/train",
                    help="a prepared split folder (dglm train prepare) whose continuation embeddings are the real texts")
     p.add_argument("--through", type=float, default=0.5,

@@ -20,7 +20,7 @@ For each temperature, with the same decoder, sampling settings and seeds as plai
 Perplexity is the evaluator LM's (Gemma-3-270M) and fidelity the encoder's cosine: both **proxies**.
 
     PYTHONPATH=. python recipes/plan_temperature.py --checkpoint mini \\
-        --out docs/results/plan-conditioning/plan-temperature-sw1.json
+        --out results/plan-conditioning/plan-temperature-sw1.json
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def markdown(r: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    p = recipe_parser(__doc__, "docs/results/plan-conditioning/plan-temperature.json", samples=2, seed=1)
+    p = recipe_parser(__doc__, "results/plan-conditioning/plan-temperature.json", samples=2, seed=1)
     p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.9, 0.8, 0.7, 0.6])
     p.add_argument("--num-openers", type=int, default=100)
     p.add_argument("--num-prefixes", type=int, default=48)

@@ -3,7 +3,7 @@
 ``cache/corpus``, the shipped checkpoint's folder for ``assemble``).
 
 Stages, run in order (each resumable); the exact commands that built the shipped checkpoint are in
-docs/results/mini.md:
+results/mini/README.md:
 
     python recipes/build_corpus.py --out cache/corpus
     python recipes/train_mini.py prepare     # windows, word-boundary splits, cached encoder embeddings, stats
@@ -37,9 +37,9 @@ DEFAULTS = {
                "--steps", "3000", "--eval-every", "250"],
     "evaluate": ["--decoder", CONFIG.decoder.name_or_path, "--out-json", "plan_use.json"],
     "export": ["--decoder", CONFIG.decoder.name_or_path, "--preset", "mini", "--head", "linear", "--vocab-size", "0"],
-    # The card's results section is docs/results/mini.md; both base models (and dglm) are Apache-2.0.
+    # The card's results section is results/mini/card.md; both base models (and dglm) are Apache-2.0.
     "assemble": ["--preset", "mini", "--decoder", CONFIG.decoder.name_or_path, "--out", "dglm/checkpoints/mini",
-                 "--license", "apache-2.0", "--card", "docs/results/mini.md"],
+                 "--license", "apache-2.0", "--card", "results/mini/card.md"],
 }
 
 

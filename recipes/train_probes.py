@@ -1,7 +1,7 @@
 """Train the shipped probes (topic, sentiment, toxicity) on the packaged corpus and write their data cards.
 
     python recipes/train_probes.py --corpus cache/corpus --out cache/mini/probes \\
-        --markdown docs/results/probes.md
+        --markdown results/probes.md
 
 Every probe is a logistic regression on MiniLM's raw embeddings of 20-48-word passages (the length of the
 continuations the diffusion plans), trained on passages of the corpus' train split and measured on passages

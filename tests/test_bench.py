@@ -224,7 +224,7 @@ def test_quick_benchmark_writes_to_a_scratch_folder_by_default():
     from dglm.bench.config import BenchConfig
 
     assert "docs" not in BenchConfig.for_quick().out_dir.parts
-    assert BenchConfig().out_dir.as_posix() == "docs/results"
+    assert BenchConfig().out_dir.as_posix() == "results"
     assert BenchConfig(checkpoint="/x/ckpt", out="/y").out_dir.as_posix() == "/y"
 
 

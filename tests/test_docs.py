@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,45 @@ def test_the_site_builds_in_strict_mode(tmp_path):
     config = (tmp_path / "configuration" / "index.html").read_text(encoding="utf-8")
     assert 'id="dglm.bench.config.BenchConfig.num_neutral"' in config
     assert (tmp_path / "architecture" / "index.html").is_file()
+
+
+def _relative_links(page: Path) -> list[str]:
+    """The link targets of a markdown page that are neither URLs nor in-page anchors (code blocks left out)."""
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    return [url for url in re.findall(r"\]\(([^)\s]+)\)", text)
+            if not url.startswith("#") and not re.match(r"[a-z][a-z0-9+.-]*:", url)]
+
+
+def test_links_mkdocs_does_not_check_name_files_that_exist():
+    # mkdocs checks the site's own links; these it leaves alone: the docs' links into the repository outside the
+    # site ("/results/...", which GitHub resolves from the repository's root), README.md's, and the lab's results'.
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "results").rglob("*.md"))]
+    broken = []
+    for page in pages:
+        in_site = page.is_relative_to(ROOT / "docs")
+        for url in _relative_links(page):
+            path = url.split("#")[0]
+            if path.startswith("/"):
+                target = ROOT / path.lstrip("/")
+            elif in_site:
+                continue
+            else:
+                target = page.parent / path
+            if not target.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {url}")
+    assert not broken, "links to nothing:\n" + "\n".join(broken)
+    assert any("/results/" in url for url in _relative_links(ROOT / "docs" / "results" / "bench.md"))
+
+
+def test_the_readme_stays_a_front_door():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 120
+    for page in ("quickstart.md#install", "custom-probes.md", "training.md", "results/bench.md"):  # one click each
+        assert f"(docs/{page})" in readme, page
+    # CI runs the test command README.md gives, character for character.
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").split("exactly as README.md gives it:\n", 1)[1]
+    assert f"```bash\n{ci.splitlines()[0]}\n```" in readme
+    assert readme.count("<!-- own-model-snippet -->") == readme.count("<!-- /own-model-snippet -->") == 1
 
 
 @needs_docs

@@ -45,8 +45,8 @@ def test_every_documented_mini_command_maps_to_a_valid_stage_config():
     sys.path.insert(0, str(ROOT / "recipes"))
     from train_mini import recipe_arguments
 
-    lines = re.findall(r"python recipes/train_mini\.py ((?:[^\n]*\\\n)*[^\n]*)", (ROOT / "docs" / "results" /
-                                                                                   "mini.md").read_text())
+    lines = re.findall(r"python recipes/train_mini\.py ((?:[^\n]*\\\n)*[^\n]*)", (ROOT / "results" / "mini" /
+                                                                                   "README.md").read_text())
     assert len(lines) >= 10
     for line in lines:
         argv = shlex.split(line.replace("\\\n", " ").replace("$LORA", "--lora-rank 16"))

@@ -47,7 +47,7 @@ class BenchConfig(BaseModel):
         "DGLM checkpoint folder or packaged name; `random:<preset>` for random weights (timing only)."))
     device: str = Field(default="cpu", description="Torch device for every model (cpu, cuda, cuda:1).")
     out: str | None = Field(default=None, description=(
-        "Output folder (default: docs/results, or a scratch folder with --quick)."))
+        "Output folder (default: results, or a scratch folder with --quick)."))
     name: str = Field(default="bench", description=(
         "File stem of the outputs: `<out>/<name>.json`, `.md`, `_*.png`."))
     corpus: str = Field(default="cache/corpus", description=(
@@ -138,10 +138,10 @@ class BenchConfig(BaseModel):
 
     @property
     def out_dir(self) -> Path:
-        """Where the outputs go: ``out``, else a scratch folder for ``--quick``, else docs/results."""
+        """Where the outputs go: ``out``, else a scratch folder for ``--quick``, else results."""
         if self.out:
             return Path(self.out)
-        return Path(tempfile.gettempdir()) / "dglm-bench-quick" if self.quick else Path("docs/results")
+        return Path(tempfile.gettempdir()) / "dglm-bench-quick" if self.quick else Path("results")
 
     @classmethod
     def for_example(cls, **overrides) -> BenchConfig:

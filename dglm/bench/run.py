@@ -3,7 +3,7 @@
 One call runs every system on the same prompt sets (neutral openers and topical 32-token prefixes of the
 corpus' test split), with the same decoder, sampling settings and seeds, scores them with evaluators
 independent of the steering probe, times them, and writes ``<name>.json``, ``<name>.md`` and
-``<name>_*.png`` into ``--out`` (default ``docs/results``; ``--quick`` writes to a scratch folder):
+``<name>_*.png`` into ``--out`` (default ``results``; ``--quick`` writes to a scratch folder):
 
 - plain decoding; DGLM unguided, guided over a strength sweep, with plan guidance and control contrast;
 - activation steering (:mod:`dglm.bench.steering`) over multipliers, at the layer a small sweep picks;
