@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -92,38 +93,351 @@ exists at that path (and it is not a hub id)
                    f"[{type(error).__name__}: {detail}]")
 
 
-@contextlib.contextmanager
-def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder next to ``target``; on success replace ``target`` with it.
+# ------------------------------------------------------------------------------------------- write safety
+# The rule every writer follows (docs/training.md "What a rerun overwrites"): a folder dglm did not write is never
+# emptied or replaced, a file is never replaced by a folder, dglm's own output of the same kind is replaced (a
+# rerun), anything else needs ``overwrite=True`` (``--overwrite``), and the refusal names what would be lost.
 
-    If the body raises, ``target`` is left exactly as it was and the temporary folder is removed.
+MARKER = ".dglm"
+"""The small JSON file dglm writes into every output folder: its kind and the entries it wrote."""
+MAX_LISTED = 5  # entries named in a refusal
+
+# Outputs written before the marker existed, recognised by their own record: kind -> (record file, the keys
+# it holds, the entries such a folder holds). A folder holding anything else is not counted as dglm's.
+LEGACY_KINDS: dict[str, tuple[str, tuple[str, ...], frozenset[str]]] = {
+    "checkpoint": ("dglm.json", ("library_version", "decoder", "decoder_hidden_size"),
+                   frozenset({"dglm.json", "README.md", "encoder", "diffusion", "prompt", "probes",
+                              "decoder_adapter"})),
+    "training state": ("state.json", ("step", "param_groups"), frozenset({"state.json", "state.safetensors"})),
+    "windows": ("windows.safetensors", (), frozenset({"windows.safetensors"})),
+    "probe": ("probe.json", ("format", "labels"), frozenset({"probe.json", "probe.safetensors"})),
+    "probe registry": ("registry.json", ("format", "probes"), frozenset()),  # + one folder per probe
+    "corpus": ("counts.json", ("documents", "seed"),
+               frozenset({"train.jsonl", "validation.jsonl", "test.jsonl", "counts.json"})),
+    "converted decoder": ("dglm_asset.json", ("source",), frozenset()),  # everything in it is the conversion's
+}
+
+
+class OutputError(ValueError):
+    """An output path that would lose a user's file if written (or that cannot be written): nothing was
+    changed. A ValueError, so the command lines report it as a user error.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as d:  # doctest: +ELLIPSIS
+        ...     _ = Path(d, "thesis.txt").write_text("years of work")
+        ...     check_output_folder(d, "checkpoint")
+        Traceback (most recent call last):
+            ...
+        dglm.io.OutputError: ... holds files dglm did not write (thesis.txt); writing a checkpoint there would delete it...
+    """
+
+
+def _names(entries: list[str]) -> str:
+    shown = ", ".join(entries[:MAX_LISTED])
+    return shown + (f" and {len(entries) - MAX_LISTED} more" if len(entries) > MAX_LISTED else "")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISLNK, "symbolic link"), (stat.S_ISDIR, "folder"), (stat.S_ISCHR, "character device"),
+             (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+             (stat.S_ISREG, "file")]
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def output_kind(folder: str | os.PathLike) -> str | None:
+    """The kind of dglm output ``folder`` holds: its marker's, or a known record's for outputs written
+    before markers existed (a ``dglm.json`` checkpoint, a training ``state.json``, ...); None for anything else.
+
+    Example:
+        >>> from dglm.hub import PACKAGED
+        >>> output_kind(PACKAGED / "mini"), output_kind(PACKAGED)
+        ('checkpoint', None)
+    """
+    folder = Path(folder)
+    marker = _read_marker(folder)
+    if marker is not None:
+        return marker["kind"]
+    for kind, (record, keys, _) in LEGACY_KINDS.items():
+        if _has_record(folder / record, keys):
+            return kind
+    return None
+
+
+def _read_marker(folder: Path) -> dict | None:
+    try:
+        data = read_json(folder / MARKER)
+    except (CheckpointError, OSError):
+        return None
+    files = data.get("files")
+    if not isinstance(data.get("kind"), str) or not isinstance(files, list) \
+            or not all(isinstance(f, str) for f in files):
+        return None
+    return data
+
+
+def _has_record(path: Path, keys: tuple[str, ...]) -> bool:
+    if not path.is_file():
+        return False
+    if path.suffix == ".safetensors":
+        try:
+            return bool(tensor_shapes(path))
+        except CheckpointError:
+            return False
+    try:
+        data = read_json(path)
+    except (CheckpointError, OSError):
+        return False
+    return all(k in data for k in keys)
+
+
+def foreign_entries(folder: str | os.PathLike, kind: str,
+                    owns: Callable[[Path], bool] | None = None) -> list[str]:
+    """The entries of an existing ``folder`` that are not dglm's own output of ``kind`` (sorted): what
+    replacing the folder would lose. Own entries: those its marker lists when the marker names ``kind``, or
+    for an older output without a marker, those of :data:`LEGACY_KINDS` (or all of them when ``owns(folder)``
+    says the folder is this kind's, e.g. a component whose ``config.json`` parses as its config).
 
     Example:
         >>> with tempfile.TemporaryDirectory() as d:
-        ...     with atomic_directory(f"{d}/ckpt") as tmp:
+        ...     with atomic_directory(f"{d}/state", "training state") as tmp:
+        ...         _ = (tmp / "state.json").write_text("{}")
+        ...     _ = Path(d, "state", "notes.txt").write_text("mine")
+        ...     foreign_entries(f"{d}/state", "training state"), foreign_entries(f"{d}/state", "checkpoint")
+        (['notes.txt'], ['.dglm', 'notes.txt', 'state.json'])
+    """
+    folder = Path(folder)
+    names = sorted(os.listdir(folder))
+    marker = _read_marker(folder)
+    if marker is not None:
+        own = set(marker["files"]) | {MARKER} if marker["kind"] == kind else set()
+    elif kind in LEGACY_KINDS and _has_record(folder / LEGACY_KINDS[kind][0], LEGACY_KINDS[kind][1]):
+        record, _, entries = LEGACY_KINDS[kind]
+        if kind == "probe registry":
+            probes = read_json(folder / record).get("probes")
+            entries = frozenset({record, *(p for p in probes if isinstance(p, str))}) \
+                if isinstance(probes, list) else frozenset({record})
+        own = set(names) if not entries else set(entries)
+    elif owns is not None and names and owns(folder):
+        own = set(names)
+    else:
+        own = set()
+    return [n for n in names if n not in own]
+
+
+def check_output_folder(target: str | os.PathLike, kind: str, *, overwrite: bool = False,
+                        owns: Callable[[Path], bool] | None = None, what: str | None = None) -> None:
+    """Refuse to replace ``target`` with a ``kind`` folder when that would lose something: a file (never
+    replaced by a folder), or a folder holding entries that are not dglm's own ``kind`` output (see
+    :func:`foreign_entries`), unless ``overwrite``. A missing path, an empty folder and dglm's own output of
+    the same kind (a rerun) pass. ``what`` names the path in the message (an option such as ``--out``).
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     check_output_folder(f"{d}/new", "checkpoint")            # missing: fine
+        ...     check_output_folder(d, "checkpoint")                     # empty: fine
+        ...     _ = Path(d, "a.txt").write_text("x")
+        ...     check_output_folder(d, "checkpoint", overwrite=True)     # explicitly asked
+        ...     check_output_folder(f"{d}/a.txt", "checkpoint", overwrite=True)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        dglm.io.OutputError: .../a.txt is a file; a checkpoint folder never replaces a file: choose another path
+    """
+    target = Path(target)
+    name = f"{what} {target}" if what else str(target)
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise OutputError(f"{name}: cannot inspect it ({e.strerror or e})") from None
+    if stat.S_ISLNK(st.st_mode):
+        if overwrite:  # the link is replaced, never what it points to
+            return
+        raise OutputError(f"{name} is a symbolic link (to {os.readlink(target)}); dglm does not write through "
+                          f"links: choose another path, or pass overwrite=True (--overwrite) to replace the link")
+    if not stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{name} is a {_file_kind(st.st_mode)}; a {kind} folder never replaces a "
+                          f"{_file_kind(st.st_mode)}: choose another path")
+    if overwrite:
+        return
+    try:
+        foreign = foreign_entries(target, kind, owns)
+    except OSError as e:
+        raise OutputError(f"{name}: cannot list it ({e.strerror or e})") from None
+    if foreign:
+        other = output_kind(target)
+        held = f"dglm's {other} output" if other and other != kind else "files dglm did not write"
+        raise OutputError(f"{name} holds {held} ({_names(foreign)}); writing a {kind} there would delete "
+                          f"{'them' if len(foreign) > 1 else 'it'}. Choose another (new or empty) folder, move "
+                          f"{'them' if len(foreign) > 1 else 'it'} away, or pass overwrite=True (--overwrite) to "
+                          f"replace the folder")
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike, kind: str = "folder", *, overwrite: bool = False,
+                     owns: Callable[[Path], bool] | None = None, marker: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder next to ``target``; on success replace ``target`` with it.
+
+    ``target`` is checked first (:func:`check_output_folder`: a user's folder or file is never replaced
+    unless ``overwrite``) and again just before the rename. The new folder gets a :data:`MARKER` naming
+    ``kind`` and its entries (unless ``marker=False``, for outputs whose own record says what they are), so a
+    rerun knows the folder as its own. If the body raises, ``target`` is left exactly as it was and the
+    temporary folder is removed.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     with atomic_directory(f"{d}/ckpt", "demo") as tmp:
         ...         write_json(tmp / "a.json", {"v": 1})
         ...     try:
-        ...         with atomic_directory(f"{d}/ckpt") as tmp:
+        ...         with atomic_directory(f"{d}/ckpt", "demo") as tmp:
         ...             write_json(tmp / "a.json", {"v": 2})
         ...             raise KeyboardInterrupt  # interrupted: the first version stays
         ...     except KeyboardInterrupt:
         ...         pass
-        ...     read_json(f"{d}/ckpt/a.json"), sorted(os.listdir(d))
-        ({'v': 1}, ['ckpt'])
+        ...     read_json(f"{d}/ckpt/a.json"), sorted(os.listdir(d)), sorted(os.listdir(f"{d}/ckpt"))
+        ({'v': 1}, ['ckpt'], ['.dglm', 'a.json'])
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    check_output_folder(target, kind, overwrite=overwrite, owns=owns)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as e:
+        raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
     try:
         yield tmp
+        if marker:
+            write_json(tmp / MARKER, {"kind": kind, "files": sorted(os.listdir(tmp))})
+        check_output_folder(target, kind, overwrite=overwrite, owns=owns)  # again: it may have changed
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    if target.exists():
+    if os.path.lexists(target):
         os.replace(target, old)
     os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    if old.is_symlink() or old.is_file():
+        old.unlink()
+    else:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def check_output_file(path: str | os.PathLike, *, overwrite: bool = False,
+                      owns: Callable[[Path], bool] | None = None, what: str | None = None) -> None:
+    """Refuse to write the file ``path`` when that would lose something or never finish: a folder, a FIFO,
+    a device or a link is refused (a FIFO is never opened, so nothing blocks); an existing regular file is
+    replaced only when ``owns(path)`` says it is dglm's own output of the same kind, or with ``overwrite``.
+    The folder must exist or be creatable.
+
+    Example:
+        >>> check_output_file("/dev/full", what="--out-json")
+        Traceback (most recent call last):
+            ...
+        dglm.io.OutputError: --out-json /dev/full is a character device; accepted: a new file, or a regular file (replaced)
+    """
+    path = Path(path)
+    name = f"{what} {path}" if what else str(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise OutputError(f"{name}: cannot inspect it ({e.strerror or e})") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"{name} is a {_file_kind(st.st_mode)}; accepted: a new file, or a regular file "
+                          f"(replaced)")
+    if st is not None and not overwrite and not (owns is not None and owns(path)):
+        raise OutputError(f"{name} exists and is not dglm's own output of this kind; writing would replace it. "
+                          f"Choose another path, or pass overwrite=True (--overwrite) to replace it")
+    for parent in path.parents:
+        if os.path.lexists(parent):
+            if not parent.is_dir():
+                raise OutputError(f"{name}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK) and parent == path.parent:
+                raise OutputError(f"{name}: the folder {parent} is not writable")
+            break
+
+
+def write_output(path: str | os.PathLike, text: str, *, overwrite: bool = False,
+                 owns: Callable[[Path], bool] | None = None, what: str | None = None) -> Path:
+    """Write ``text`` to the file ``path`` atomically (a temporary file in its folder, renamed into place),
+    after :func:`check_output_file` (again just before the rename); creates missing folders.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = write_output(f"{d}/r.json", "{}\\n")
+        ...     write_output(f"{d}/r.json", "[]\\n")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        dglm.io.OutputError: .../r.json exists and is not dglm's own output of this kind; writing would replace it. ...
+    """
+    path = Path(path)
+    check_output_file(path, overwrite=overwrite, owns=owns, what=what)
+    name = f"{what} {path}" if what else str(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OutputError(f"{name}: cannot write it ({e.strerror or e})") from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        check_output_file(path, overwrite=overwrite, owns=owns, what=what)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"{name}: cannot write it ({e.strerror or e})") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def json_with_keys(*keys: str) -> Callable[[Path], bool]:
+    """An ``owns`` test for :func:`write_output`: the file is a JSON object holding all of ``keys`` (a
+    previous output of the same kind).
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     write_json(f"{d}/a.json", {"gap": 1, "command": "x"})
+        ...     json_with_keys("gap", "command")(Path(d, "a.json")), json_with_keys("step")(Path(d, "a.json"))
+        (True, False)
+    """
+    def owns(path: Path) -> bool:
+        return _has_record(Path(path), keys)
+
+    return owns
+
+
+def check_apart(outputs: dict[str, str | os.PathLike], inputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse outputs that would write into an input: an output path equal to, inside or containing an input
+    path (compared resolved, symbolic links followed). Inputs that are not local paths (hub ids) are skipped.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as w:  # doctest: +ELLIPSIS
+        ...     os.makedirs(f"{w}/data/train")
+        ...     check_apart({"--work/data": f"{w}/data"}, {"--data": f"{w}/data/train", "--decoder": "org/model"})
+        Traceback (most recent call last):
+            ...
+        dglm.io.OutputError: --data .../data/train lies inside .../data, which this stage writes (--work/data); an input is never written: move it or choose another --work / --out
+    """
+    resolved = {name: Path(p).resolve() for name, p in inputs.items()
+                if p is not None and not str(p).startswith("hf:") and os.path.lexists(p)}
+    for out_name, out in outputs.items():
+        out_path = Path(out).resolve()
+        for in_name, in_path in resolved.items():
+            if in_path == out_path or out_path in in_path.parents:
+                rel = "is" if in_path == out_path else "lies inside"
+                raise OutputError(f"{in_name} {inputs[in_name]} {rel} {out}, which this stage writes ({out_name}); "
+                                  f"an input is never written: move it or choose another --work / --out")
+            if in_path in out_path.parents:
+                raise OutputError(f"{out_name} {out} lies inside the input {in_name} {inputs[in_name]}; an input "
+                                  f"is never written: choose another --work / --out")
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
@@ -343,3 +657,52 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: s
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"weights in {where} do not match the config: {e}") from e
+
+
+LOCK_NAME = ".dglm.lock"
+"""The lock file of a working folder (:func:`folder_lock`); ``.dglm.lock.json`` beside it names the holder."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "--work") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if missing) for the body, or refuse at once when another
+    process holds it, naming that process (its pid, host and command line). The lock is the ``filelock``
+    library's (``fcntl`` / ``msvcrt``), so a killed process never leaves a stale lock behind.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as d:  # doctest: +ELLIPSIS
+        ...     with folder_lock(d):
+        ...         print(read_json(Path(d, LOCK_NAME + ".json"))["pid"] == os.getpid())
+        True
+    """
+    import socket
+    import sys
+
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise OutputError(f"{what} {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{what} {folder}: cannot create it ({e.strerror or e})") from None
+    lock, owner = FileLock(folder / LOCK_NAME, timeout=0), folder / (LOCK_NAME + ".json")
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            who = read_json(owner)
+            holder = f"process {who.get('pid')} on {who.get('host')} ({who.get('command')!r})"
+        except (CheckpointError, OSError):
+            holder = "another process"
+        raise OutputError(f"{what} {folder} is in use by {holder}; wait for it to finish, or use another "
+                          f"{what}") from None
+    except OSError as e:
+        raise OutputError(f"{what} {folder}: cannot lock it ({e.strerror or e}); is it writable?") from None
+    try:
+        write_json(owner, {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)})
+        yield folder
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
