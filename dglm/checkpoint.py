@@ -35,7 +35,7 @@ from dglm.hub import (
     push_folder,
     resolve_checkpoint,
 )
-from dglm.io import atomic_directory, read_config, write_json
+from dglm.io import atomic_directory, check_output_folder, read_config, write_json
 from dglm.prompt import PromptGenerator
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ class PipelineCheckpoint:
                    config.sampling)
 
     def save_pretrained(self, folder: str | os.PathLike, *, license: str | None = None,
-                        card_text: str | None = None, name: str | None = None) -> None:
+                        card_text: str | None = None, name: str | None = None, overwrite: bool = False) -> None:
         """Write the checkpoint atomically: ``dglm.json`` + ``encoder/``, ``diffusion/``, ``prompt/``,
         ``probes/`` subfolders (JSON configs + safetensors), ``decoder_adapter/`` when the decoder carries
         a LoRA adapter trained with the prompt generator (:meth:`Decoder.load_adapter`; the adapter only),
@@ -119,6 +119,11 @@ class PipelineCheckpoint:
         ``"unknown"``, the parts, then ``card_text``; ``name``, default the folder's name, is what its example
         loads). The decoder and encoder weights are referenced by their ids, which ``dglm.json`` records with
         the library version and the decoder weights' source and fingerprint (:class:`dglm.hub.DecoderWeights`).
+
+        An existing ``folder`` is replaced only when it holds a checkpoint dglm wrote (a rerun; a ``.dglm``
+        marker or a ``dglm.json``) and nothing else; a folder with other files, or a file, is refused with an
+        error naming them (:class:`dglm.io.OutputError`), before anything is written. ``overwrite=True``
+        replaces such a folder (its other files are deleted); a file is never replaced by a folder.
 
         Example (a round trip; the random stand-ins' weights are passed back in, as they have no files):
             >>> import tempfile
@@ -130,12 +135,13 @@ class PipelineCheckpoint:
             ...     files = sorted(os.listdir(f"{d}/ckpt"))
             ...     loaded = DGLM.from_pretrained(f"{d}/ckpt", encoder=pipe.encoder, decoder=pipe.decoder)
             >>> files
-            ['README.md', 'dglm.json', 'diffusion', 'encoder', 'prompt']
+            ['.dglm', 'README.md', 'dglm.json', 'diffusion', 'encoder', 'prompt']
             >>> loaded.config == pipe.config, torch.equal(loaded.encoder.mean, pipe.encoder.mean)
             (True, True)
         """
+        check_output_folder(folder, "checkpoint", overwrite=overwrite)
         card = model_card(self, name or Path(folder).name, license, card_text)
-        with atomic_directory(folder) as tmp:
+        with atomic_directory(folder, "checkpoint", overwrite=overwrite) as tmp:
             self.encoder.save_pretrained(tmp / "encoder")
             self.diffuser.save_pretrained(tmp / "diffusion")
             self.prompt_generator.save_pretrained(tmp / "prompt")

@@ -115,6 +115,11 @@ LEGACY_KINDS: dict[str, tuple[str, tuple[str, ...], frozenset[str]]] = {
     "corpus": ("counts.json", ("documents", "seed"),
                frozenset({"train.jsonl", "validation.jsonl", "test.jsonl", "counts.json"})),
     "converted decoder": ("dglm_asset.json", ("source",), frozenset()),  # everything in it is the conversion's
+    "adapter": ("adapter_config.json", ("peft_type",), frozenset({"adapter_config.json",
+                                                                  "adapter_model.safetensors"})),
+    # A component (encoder statistics, diffusion model, prompt generator): its writer also checks that the
+    # config.json parses as its config (``owns``), so a Hugging Face model folder is never taken for one.
+    "component": ("config.json", (), frozenset({"config.json", "model.safetensors"})),
 }
 
 
@@ -158,9 +163,23 @@ def output_kind(folder: str | os.PathLike) -> str | None:
     if marker is not None:
         return marker["kind"]
     for kind, (record, keys, _) in LEGACY_KINDS.items():
-        if _has_record(folder / record, keys):
+        if kind != "component" and _has_record(folder / record, keys):  # (components: only their writer knows)
             return kind
     return None
+
+
+def output_record(folder: str | os.PathLike) -> dict:
+    """What ``folder``'s :data:`MARKER` records (its ``kind``, ``files`` and what the writer added); ``{}``
+    without a valid marker.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     with atomic_directory(f"{d}/w", "windows", record={"window": 64}):
+        ...         pass
+        ...     output_record(f"{d}/w")["window"], output_record(d)
+        (64, {})
+    """
+    return _read_marker(Path(folder)) or {}
 
 
 def _read_marker(folder: Path) -> dict | None:
@@ -194,8 +213,8 @@ def foreign_entries(folder: str | os.PathLike, kind: str,
                     owns: Callable[[Path], bool] | None = None) -> list[str]:
     """The entries of an existing ``folder`` that are not dglm's own output of ``kind`` (sorted): what
     replacing the folder would lose. Own entries: those its marker lists when the marker names ``kind``, or
-    for an older output without a marker, those of :data:`LEGACY_KINDS` (or all of them when ``owns(folder)``
-    says the folder is this kind's, e.g. a component whose ``config.json`` parses as its config).
+    for an older output without a marker, those of :data:`LEGACY_KINDS` when ``owns(folder)``, if given,
+    agrees (a component's ``config.json`` must parse as its config).
 
     Example:
         >>> with tempfile.TemporaryDirectory() as d:
@@ -210,15 +229,14 @@ def foreign_entries(folder: str | os.PathLike, kind: str,
     marker = _read_marker(folder)
     if marker is not None:
         own = set(marker["files"]) | {MARKER} if marker["kind"] == kind else set()
-    elif kind in LEGACY_KINDS and _has_record(folder / LEGACY_KINDS[kind][0], LEGACY_KINDS[kind][1]):
+    elif kind in LEGACY_KINDS and _has_record(folder / LEGACY_KINDS[kind][0], LEGACY_KINDS[kind][1]) \
+            and (owns is None or owns(folder)):
         record, _, entries = LEGACY_KINDS[kind]
         if kind == "probe registry":
             probes = read_json(folder / record).get("probes")
             entries = frozenset({record, *(p for p in probes if isinstance(p, str))}) \
                 if isinstance(probes, list) else frozenset({record})
         own = set(names) if not entries else set(entries)
-    elif owns is not None and names and owns(folder):
-        own = set(names)
     else:
         own = set()
     return [n for n in names if n not in own]
@@ -275,13 +293,15 @@ def check_output_folder(target: str | os.PathLike, kind: str, *, overwrite: bool
 
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike, kind: str = "folder", *, overwrite: bool = False,
-                     owns: Callable[[Path], bool] | None = None, marker: bool = True) -> Iterator[Path]:
+                     owns: Callable[[Path], bool] | None = None, marker: bool = True,
+                     record: dict | None = None) -> Iterator[Path]:
     """Yield a temporary folder next to ``target``; on success replace ``target`` with it.
 
     ``target`` is checked first (:func:`check_output_folder`: a user's folder or file is never replaced
     unless ``overwrite``) and again just before the rename. The new folder gets a :data:`MARKER` naming
-    ``kind`` and its entries (unless ``marker=False``, for outputs whose own record says what they are), so a
-    rerun knows the folder as its own. If the body raises, ``target`` is left exactly as it was and the
+    ``kind``, its entries and ``record`` (what the output was made from, for caches keyed by it; see
+    :func:`output_record`), unless ``marker=False`` (outputs whose own record says what they are), so a rerun
+    knows the folder as its own. If the body raises, ``target`` is left exactly as it was and the
     temporary folder is removed.
 
     Example:
@@ -307,7 +327,7 @@ def atomic_directory(target: str | os.PathLike, kind: str = "folder", *, overwri
     try:
         yield tmp
         if marker:
-            write_json(tmp / MARKER, {"kind": kind, "files": sorted(os.listdir(tmp))})
+            write_json(tmp / MARKER, {**(record or {}), "kind": kind, "files": sorted(os.listdir(tmp))})
         check_output_folder(target, kind, overwrite=overwrite, owns=owns)  # again: it may have changed
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -396,6 +416,37 @@ def write_output(path: str | os.PathLike, text: str, *, overwrite: bool = False,
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def read_text(path: str | os.PathLike, limit: int, what: str | None = None) -> str:
+    """A UTF-8 text file of at most ``limit`` bytes; a folder, FIFO or device (``/dev/zero``), a larger file or
+    one that is not UTF-8 is refused by name (a FIFO is never opened, so nothing blocks).
+
+    Example:
+        >>> read_text("/dev/zero", 1000, what="--card")
+        Traceback (most recent call last):
+            ...
+        dglm.io.OutputError: --card /dev/zero is a character device; accepted: a text file of at most 1,000 bytes
+    """
+    name = f"{what} {path}" if what else str(path)
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise OutputError(f"{name}: cannot read it ({e.strerror or e})") from None
+    accepted = f"accepted: a text file of at most {limit:,} bytes"
+    if not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"{name} is a {_file_kind(st.st_mode)}; {accepted}")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
+    except OSError as e:
+        raise OutputError(f"{name}: cannot read it ({e.strerror or e})") from None
+    if len(raw) > limit:
+        raise OutputError(f"{name} is larger than {limit:,} bytes; {accepted}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise OutputError(f"{name} is not UTF-8 text (byte {e.start}); {accepted}") from None
 
 
 def json_with_keys(*keys: str) -> Callable[[Path], bool]:
@@ -582,8 +633,11 @@ def check_shapes(where: str | os.PathLike, expected: dict[str, tuple[int, ...]],
         raise CheckpointError(f"weights in {where} do not match the config: {'; '.join(problems)}")
 
 
-def save_component(folder: str | os.PathLike, config: BaseModel, state: dict[str, torch.Tensor]) -> None:
-    """Write ``config.json`` and ``model.safetensors`` into ``folder``.
+def save_component(folder: str | os.PathLike, config: BaseModel, state: dict[str, torch.Tensor], *,
+                   overwrite: bool = False) -> None:
+    """Write ``config.json`` and ``model.safetensors`` into ``folder``, atomically; an existing ``folder`` is
+    replaced only when it holds an earlier save of the same config class (or with ``overwrite``; see
+    :func:`atomic_directory`).
 
     Example:
         >>> from dglm.config import EncoderConfig
@@ -592,10 +646,16 @@ def save_component(folder: str | os.PathLike, config: BaseModel, state: dict[str
         ...     sorted(os.listdir(f"{d}/enc"))
         ['config.json', 'model.safetensors']
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / CONFIG_NAME, config.model_dump(mode="json"))
-    save_tensors(folder / WEIGHTS_NAME, state)
+    def owns(existing: Path) -> bool:  # an earlier save of the same kind of component
+        try:
+            read_config(existing / CONFIG_NAME, type(config))
+        except CheckpointError:
+            return False
+        return True
+
+    with atomic_directory(folder, "component", overwrite=overwrite, owns=owns, marker=False) as tmp:
+        write_json(tmp / CONFIG_NAME, config.model_dump(mode="json"))
+        save_tensors(tmp / WEIGHTS_NAME, state)
 
 
 def load_component(folder: str | os.PathLike, cls: type[C],
