@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,11 +36,13 @@ from dglm.hub import (
     push_folder,
     resolve_checkpoint,
 )
-from dglm.io import atomic_directory, check_output_folder, read_config, write_json
+from dglm.io import WEIGHTS_NAME, atomic_directory, check_output_folder, load_tensors, read_config, write_json
 from dglm.prompt import PromptGenerator
 
 if TYPE_CHECKING:
     from dglm.pipeline import DGLM
+
+logger = logging.getLogger(__name__)
 
 class _PipelineFile(BaseModel):
     """What ``dglm.json`` holds; unknown or wrongly typed fields are refused by name."""
@@ -59,6 +62,14 @@ class _PipelineFile(BaseModel):
     sampling: GenerationConfig = Field(default=GenerationConfig(), description=(
         "Generation defaults the checkpoint was evaluated with (decoding ones only where set: else the "
         "decoder's)."))
+
+
+def _same_statistics(encoder: SemanticEncoder, folder: Path) -> bool:
+    """Whether a fitted encoder's statistics are the ones saved in a checkpoint's ``encoder/`` folder."""
+    state = load_tensors(folder / WEIGHTS_NAME)
+    return all(name in state and state[name].shape == getattr(encoder, name).shape
+               and torch.allclose(state[name].float(), getattr(encoder, name).detach().float().cpu())
+               for name in ("mean", "std"))
 
 
 def checkpoint_settings(folder: str | os.PathLike) -> GenerationConfig:
@@ -215,7 +226,11 @@ class PipelineCheckpoint:
             if saved.dim != encoder.dim:
                 raise ValueError(f"encoder dimension {encoder.dim} does not match the checkpoint's {saved.dim}; "
                                  f"pass the encoder {saved.name_or_path!r} it was trained with")
-            if not encoder.fitted:
+            if not encoder.fitted or not _same_statistics(encoder, folder / "encoder"):
+                # The checkpoint's statistics, never another checkpoint's: its planner was trained in its space.
+                if encoder.fitted:
+                    logger.warning("the encoder passed to from_pretrained carries other standardisation "
+                                   "statistics than %s; using the checkpoint's (with the encoder's model)", folder)
                 encoder = SemanticEncoder.from_pretrained_stats(folder / "encoder", model=encoder.model)
         if decoder is None:
             check_recorded_id(meta.decoder, "decoder", folder / PIPELINE_FILE)

@@ -99,28 +99,33 @@ exists at that path (and it is not a hub id)
 # rerun), anything else needs ``overwrite=True`` (``--overwrite``), and the refusal names what would be lost.
 
 MARKER = ".dglm"
-"""The small JSON file dglm writes into every output folder: its kind and the entries it wrote."""
+"""The small JSON file dglm writes into every output folder: its kind and the files it wrote (at any depth)."""
 MAX_LISTED = 5  # entries named in a refusal
 
-# Outputs written before the marker existed, recognised by their own record: kind -> (record file, the keys
-# it holds, the entries such a folder holds). A folder holding anything else is not counted as dglm's.
-LEGACY_KINDS: dict[str, tuple[str, tuple[str, ...], frozenset[str]]] = {
+# Outputs written before the marker existed, recognised by their own record: kind -> (record file, the keys it
+# holds, the layout such a folder has). A layout maps an entry's name to None (a file), to the layout of a
+# subfolder, or to ANY (anything in it is the output's). A folder holding anything else is not counted as dglm's.
+ANY = "*"
+_COMPONENT = {"config.json": None, "model.safetensors": None}
+_ADAPTER = {"adapter_config.json": None, "adapter_model.safetensors": None}
+_PROBE = {"probe.json": None, "probe.safetensors": None}
+LEGACY_KINDS: dict[str, tuple[str, tuple[str, ...], dict | str]] = {
     "checkpoint": ("dglm.json", ("library_version", "decoder", "decoder_hidden_size"),
-                   frozenset({"dglm.json", "README.md", "encoder", "diffusion", "prompt", "probes",
-                              "decoder_adapter"})),
-    "training state": ("state.json", ("step", "param_groups"), frozenset({"state.json", "state.safetensors"})),
-    "windows": ("windows.safetensors", (), frozenset({"windows.safetensors"})),
-    "probe": ("probe.json", ("format", "labels"), frozenset({"probe.json", "probe.safetensors"})),
-    "probe registry": ("registry.json", ("format", "probes"), frozenset()),  # + one folder per probe
+                   {"dglm.json": None, "README.md": None, "encoder": _COMPONENT, "diffusion": _COMPONENT,
+                    "prompt": _COMPONENT, "probes": ANY, "decoder_adapter": _ADAPTER}),
+    "training state": ("state.json", ("step", "param_groups"), {"state.json": None, "state.safetensors": None}),
+    "windows": ("windows.safetensors", (), {"windows.safetensors": None}),
+    "probe": ("probe.json", ("format", "labels"), _PROBE),
+    "probe registry": ("registry.json", ("format", "probes"), {"registry.json": None}),  # + its probes' folders
     "corpus": ("counts.json", ("documents", "seed"),
-               frozenset({"train.jsonl", "validation.jsonl", "test.jsonl", "counts.json"})),
-    "converted decoder": ("dglm_asset.json", ("source",), frozenset()),  # everything in it is the conversion's
-    "adapter": ("adapter_config.json", ("peft_type",), frozenset({"adapter_config.json",
-                                                                  "adapter_model.safetensors"})),
+               {"train.jsonl": None, "validation.jsonl": None, "test.jsonl": None, "counts.json": None}),
+    "converted decoder": ("dglm_asset.json", ("source",), ANY),
+    "adapter": ("adapter_config.json", ("peft_type",), _ADAPTER),
     # A component (encoder statistics, diffusion model, prompt generator): its writer also checks that the
     # config.json parses as its config (``owns``), so a Hugging Face model folder is never taken for one.
-    "component": ("config.json", (), frozenset({"config.json", "model.safetensors"})),
+    "component": ("config.json", (), _COMPONENT),
 }
+MAX_WALKED = 100_000  # entries of an existing output folder inspected before refusing to replace it
 
 
 class OutputError(ValueError):
@@ -209,12 +214,36 @@ def _has_record(path: Path, keys: tuple[str, ...]) -> bool:
     return all(k in data for k in keys)
 
 
+def _walk(folder: Path) -> list[str]:
+    """Every entry of ``folder`` that holds data (files, links, special files: not plain folders), as
+    relative POSIX paths, sorted; refuses a folder too large to inspect."""
+    out = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        rel = Path(root).relative_to(folder)
+        out += [(rel / name).as_posix() for name in files]
+        out += [(rel / name).as_posix() for name in dirs if os.path.islink(os.path.join(root, name))]
+        if len(out) > MAX_WALKED:
+            raise OutputError(f"{folder} holds more than {MAX_WALKED:,} entries; dglm does not replace it")
+    return sorted(out)
+
+
+def _in_layout(path: str, layout: dict | str) -> bool:
+    for part in path.split("/"):
+        if layout == ANY:
+            return True
+        if not isinstance(layout, dict) or part not in layout:
+            return False
+        layout = layout[part]
+    return layout is None or layout == ANY
+
+
 def foreign_entries(folder: str | os.PathLike, kind: str,
                     owns: Callable[[Path], bool] | None = None) -> list[str]:
-    """The entries of an existing ``folder`` that are not dglm's own output of ``kind`` (sorted): what
-    replacing the folder would lose. Own entries: those its marker lists when the marker names ``kind``, or
-    for an older output without a marker, those of :data:`LEGACY_KINDS` when ``owns(folder)``, if given,
-    agrees (a component's ``config.json`` must parse as its config).
+    """The entries of an existing ``folder`` (files at any depth, as relative paths, sorted) that are not
+    dglm's own output of ``kind``: what replacing the folder would lose. Own entries: those its marker lists
+    when the marker names ``kind``, or for an older output without a marker, those of the kind's layout in
+    :data:`LEGACY_KINDS`, when ``owns(folder)``, if given, agrees (a component's ``config.json`` must parse as
+    its config).
 
     Example:
         >>> with tempfile.TemporaryDirectory() as d:
@@ -225,21 +254,20 @@ def foreign_entries(folder: str | os.PathLike, kind: str,
         (['notes.txt'], ['.dglm', 'notes.txt', 'state.json'])
     """
     folder = Path(folder)
-    names = sorted(os.listdir(folder))
+    entries = _walk(folder)
     marker = _read_marker(folder)
     if marker is not None:
         own = set(marker["files"]) | {MARKER} if marker["kind"] == kind else set()
-    elif kind in LEGACY_KINDS and _has_record(folder / LEGACY_KINDS[kind][0], LEGACY_KINDS[kind][1]) \
+        return [e for e in entries if e not in own]
+    if kind in LEGACY_KINDS and _has_record(folder / LEGACY_KINDS[kind][0], LEGACY_KINDS[kind][1]) \
             and (owns is None or owns(folder)):
-        record, _, entries = LEGACY_KINDS[kind]
+        record, _, layout = LEGACY_KINDS[kind]
         if kind == "probe registry":
             probes = read_json(folder / record).get("probes")
-            entries = frozenset({record, *(p for p in probes if isinstance(p, str))}) \
-                if isinstance(probes, list) else frozenset({record})
-        own = set(names) if not entries else set(entries)
-    else:
-        own = set()
-    return [n for n in names if n not in own]
+            layout = {record: None, **{p: _PROBE for p in (probes if isinstance(probes, list) else [])
+                                       if isinstance(p, str)}}
+        return [e for e in entries if not _in_layout(e, layout)]
+    return entries
 
 
 def check_output_folder(target: str | os.PathLike, kind: str, *, overwrite: bool = False,
@@ -274,7 +302,8 @@ def check_output_folder(target: str | os.PathLike, kind: str, *, overwrite: bool
         raise OutputError(f"{name} is a symbolic link (to {os.readlink(target)}); dglm does not write through "
                           f"links: choose another path, or pass overwrite=True (--overwrite) to replace the link")
     if not stat.S_ISDIR(st.st_mode):
-        raise OutputError(f"{name} is a {_file_kind(st.st_mode)}; a {kind} folder never replaces a "
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise OutputError(f"{name} is a {_file_kind(st.st_mode)}; {article} {kind} folder never replaces a "
                           f"{_file_kind(st.st_mode)}: choose another path")
     if overwrite:
         return
@@ -285,7 +314,8 @@ def check_output_folder(target: str | os.PathLike, kind: str, *, overwrite: bool
     if foreign:
         other = output_kind(target)
         held = f"dglm's {other} output" if other and other != kind else "files dglm did not write"
-        raise OutputError(f"{name} holds {held} ({_names(foreign)}); writing a {kind} there would delete "
+        raise OutputError(f"{name} holds {held} ({_names(foreign)}); writing {'an' if kind[0] in 'aeiou' else 'a'} "
+                          f"{kind} there would delete "
                           f"{'them' if len(foreign) > 1 else 'it'}. Choose another (new or empty) folder, move "
                           f"{'them' if len(foreign) > 1 else 'it'} away, or pass overwrite=True (--overwrite) to "
                           f"replace the folder")
@@ -327,7 +357,7 @@ def atomic_directory(target: str | os.PathLike, kind: str = "folder", *, overwri
     try:
         yield tmp
         if marker:
-            write_json(tmp / MARKER, {**(record or {}), "kind": kind, "files": sorted(os.listdir(tmp))})
+            write_json(tmp / MARKER, {**(record or {}), "kind": kind, "files": _walk(tmp)})
         check_output_folder(target, kind, overwrite=overwrite, owns=owns)  # again: it may have changed
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

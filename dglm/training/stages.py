@@ -105,6 +105,14 @@ def _check_component(folder: Path, config_class, overwrite: bool, what: str) -> 
                         what=what)
 
 
+def _decoder_input(work: Path, given: str | None) -> str | None:
+    """The decoder a stage reads (given, else the prepared one), as an input that is never written."""
+    if given is not None:
+        return given
+    prepared = _prepared(work) if (work / "prepare.json").is_file() else None
+    return prepared.decoder if prepared is not None else None
+
+
 def _decoder_id(work: Path, given: str | None) -> str:
     prepared = _prepared(work)
     if given is None and prepared is None:
@@ -367,7 +375,7 @@ def prompt(c: PromptStageConfig) -> dict:
 
     work = Path(c.work)
     run = work / "runs" / c.run
-    inputs = {"--decoder": c.decoder, "--init-from-checkpoint": c.init_from_checkpoint}
+    inputs = {"--decoder": _decoder_input(work, c.decoder), "--init-from-checkpoint": c.init_from_checkpoint}
     with _guarded(work, {"--run": run}, inputs):
         _check_component(run / "prompt", PromptConfig, c.overwrite, f"--work/runs/{c.run}/prompt")
         check_output_folder(run / "lora", "adapter", overwrite=c.overwrite, what=f"--work/runs/{c.run}/lora")
@@ -471,7 +479,7 @@ def evaluate(c: EvaluateConfig) -> dict:
     run = work / "runs" / c.run
     out = Path(c.out_json) if c.out_json else run / "plan_use.json"
     what = "--out-json" if c.out_json else f"--work/runs/{c.run}/plan_use.json"
-    inputs = {"--decoder": c.decoder, "--checkpoint-adapter": c.checkpoint_adapter,
+    inputs = {"--decoder": _decoder_input(work, c.decoder), "--checkpoint-adapter": c.checkpoint_adapter,
               **{f"--work/{name}": work / name for name in ("prepare.json", "encoder", "data", "diffusion")},
               **{f"--work/runs/{c.run}/{name}": run / name for name in ("prompt", "lora", "state", "result.json",
                                                                        "prompt_config.json", "log.jsonl")}}
@@ -532,7 +540,8 @@ def export(c: ExportConfig) -> None:
 
     work = Path(c.work)
     run = work / "runs" / c.run
-    with _guarded(work, {"--run/prompt": run / "prompt", "--run/lora": run / "lora"}, {"--decoder": c.decoder}):
+    outputs = {f"--work/runs/{c.run}/prompt": run / "prompt", f"--work/runs/{c.run}/lora": run / "lora"}
+    with _guarded(work, outputs, {"--decoder": _decoder_input(work, c.decoder)}):
         _check_component(run / "prompt", PromptConfig, c.overwrite, f"--work/runs/{c.run}/prompt")
         check_output_folder(run / "lora", "adapter", overwrite=c.overwrite, what=f"--work/runs/{c.run}/lora")
         _export(c, run)
@@ -586,7 +595,7 @@ def assemble(c: AssembleConfig) -> Path:
     work, run = Path(c.work), Path(c.work) / "runs" / c.run
     out = Path(c.out) if c.out else work / "checkpoint"
     probe_folder = Path(c.probes) if c.probes else work / "probes"
-    inputs = {"--decoder": c.decoder, "--probes": probe_folder, "--card": c.card,
+    inputs = {"--decoder": _decoder_input(work, c.decoder), "--probes": probe_folder, "--card": c.card,
               **{f"--work/{name}": work / name for name in ("prepare.json", "encoder", "data", "diffusion", "runs")}}
     with _guarded(work, {"--out": out}, inputs):
         check_output_folder(out, "checkpoint", overwrite=c.overwrite, what="--out")  # before any loading
