@@ -239,12 +239,12 @@ CASES = [
                                           "{root}/other_decoder", "--steps", "1"], None,
      r"has another tokenizer than the prepared decoder"),
     pytest.param("--device cuda without CUDA", ["prompt", "--work", "{work}", "--run", "r2", "--device", "cuda"], None,
-                 r"device='cuda', but CUDA is not available",
+                 r"device='cuda', but CUDA is not available", id="--device cuda without CUDA",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")),
 ]
 
 
-@pytest.mark.parametrize("case, argv, make, refusal", CASES, ids=[c[0] if isinstance(c, tuple) else c.values[0]
+@pytest.mark.parametrize("case, argv, make, refusal", CASES, ids=[c[0] if isinstance(c, tuple) else c.id
                                                                   for c in CASES])
 def test_train_refuses_and_loses_nothing(project, tmp_path, capsys, case, argv, make, refusal):
     import re
@@ -344,6 +344,12 @@ def _user_file(tmp: Path) -> Path:
     return tmp / "target"
 
 
+def _hf_model_folder(tmp: Path) -> Path:
+    target = _user_folder(tmp)
+    (target / "config.json").write_text('{"model_type": "gpt2", "n_embd": 16}')
+    return target
+
+
 def _own_checkpoint_with_notes(tmp: Path) -> Path:
     random_pipeline("tiny").save_pretrained(tmp / "target")
     (tmp / "target" / "notes.txt").write_text("my notes about it")
@@ -386,9 +392,8 @@ LIBRARY_CASES = [
      lambda pipe, t: save_state(t, {"m": torch.nn.Linear(1, 1)},
                                 torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1), 1),
      r"holds files dglm did not"),
-    ("a component's save over a Hugging Face model folder", _user_folder,
-     lambda pipe, t: (shutil.copy(ROOT / "tests" / "conftest.py", t / "config.json"),
-                      pipe.diffuser.save_pretrained(t)), r"holds files dglm did not write \(config.json, mydocs"),
+    ("a component's save over a Hugging Face model folder", _hf_model_folder,
+     lambda pipe, t: pipe.diffuser.save_pretrained(t), r"holds files dglm did not write \(config.json, mydocs"),
 ]
 
 
@@ -401,11 +406,9 @@ def test_library_writers_refuse_and_lose_nothing(pipe, tmp_path, case, make, wri
     assert kept(before, tmp_path) == [] and sorted(digest(tmp_path)) == sorted(before)
 
 
-def test_vllm_requests_checks_the_adapter_folder_before_planning(pipe, tmp_path):
-    import copy
-
-    served = copy.copy(pipe)
-    served.decoder = _with_adapter(pipe)
+def test_vllm_requests_checks_the_adapter_folder_before_planning(tmp_path):
+    served = random_pipeline("tiny")
+    served.decoder.add_adapter(rank=2)
     folder = _user_folder(tmp_path)
     before = digest(tmp_path)
     with pytest.raises(OutputError, match="adapter_folder .* holds files dglm did not write"):
@@ -479,7 +482,7 @@ def test_training_stops_on_a_non_finite_loss_and_keeps_the_last_good_state(tmp_p
     config = DiffusionTrainingConfig(steps=2, batch_size=4, warmup=1, save_every=1)
     train_diffuser(model, prefix, cont, config, out_dir=tmp_path, show_progress_bar=False)
     good = digest(tmp_path / "state")
-    cont[3] = float("nan")  # the data turns the loss into NaN from here on
+    cont[:] = float("nan")  # the data turns the loss into NaN from here on
     with pytest.raises(TrainingDiverged, match="the last good state \\(step 2\\) is kept"):
         train_diffuser(model, prefix, cont, config.model_copy(update={"steps": 4}), out_dir=tmp_path,
                        show_progress_bar=False)

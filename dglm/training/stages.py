@@ -269,7 +269,7 @@ def _prepare(c: PrepareConfig, work: Path, data: Path, cached: dict[str, bool], 
 def _json(data: dict, sort_keys: bool = True) -> str:
     import json
 
-    return json.dumps(data, indent=2, sort_keys=sort_keys, allow_nan=False) + "\n"
+    return json.dumps(data, indent=2, sort_keys=sort_keys) + "\n"
 
 
 def diffusion(c: DiffusionStageConfig) -> None:
