@@ -570,3 +570,25 @@ def test_property_save_pretrained_never_loses_a_users_file(pipe, template, tmp_p
     # Liveness: a missing or empty target, or dglm's own checkpoint as it wrote it, is always written.
     if not layout[1] and layout[0] != "file":
         assert saved, layout
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(layout=LAYOUTS, card=st.booleans(), license=st.sampled_from([None, "mit"]))
+def test_property_assemble_never_loses_a_users_file(project, template, tmp_path_factory, layout, card, license):
+    """`dglm train assemble --out TARGET` over the same layouts (and some of its options): what was not dglm's
+    own checkpoint is byte-identical afterwards, the work folder and the user's models included."""
+    tmp = tmp_path_factory.mktemp("assemble")
+    target, user = _lay_out(tmp, template, layout)
+    (tmp / "card.md").write_text("# Results\n\n## Numbers\n\nnone yet\n")
+    argv = ["assemble", "--work", str(project / "runs_here" / "work"), "--run", "r1", "--preset", "tiny",
+            "--out", str(target)] + (["--card", str(tmp / "card.md")] if card else []) + \
+        (["--license", license] if license else [])
+    before, theirs = digest(tmp), digest(project)
+    code = train(argv)
+    after = digest(tmp)
+    assert code in (0, 2) and kept(theirs, project) == []
+    assert all(after.get(f) == before[f] for f in user), (layout, code)
+    if code == 2:
+        assert after == before
+    if not layout[1] and layout[0] != "file":
+        assert code == 0 and (target / "dglm.json").is_file(), layout

@@ -54,13 +54,12 @@ class _Stage(BaseModel):
     @model_validator(mode="after")
     def _finite_and_bounded(self):
         _check_values(self.model_dump(), "")  # the training config and model overrides included
+        _check_device(getattr(self, "device", None))
         return self
 
-    @field_validator("device", check_fields=False)
-    @classmethod
-    def _device_exists(cls, device):
-        if device is None:
-            return device
+
+def _check_device(device: str | None) -> None:
+    if device is not None:
         import torch
 
         try:
@@ -71,7 +70,6 @@ class _Stage(BaseModel):
             raise ValueError(f"device={device!r}, but CUDA is not available here; accepted: cpu (or leave it unset)")
         if kind == "mps" and not torch.backends.mps.is_available():
             raise ValueError(f"device={device!r}, but MPS is not available here; accepted: cpu (or leave it unset)")
-        return device
 
 
 class PrepareConfig(_Stage):
