@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dglm import DGLM, Controller, near
@@ -554,6 +554,8 @@ def template(tmp_path_factory, pipe):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(layout=LAYOUTS)
+@example(layout=("older own", []))
+@example(layout=("own", [("notes.txt", b"mine")]))
 def test_property_save_pretrained_never_loses_a_users_file(pipe, template, tmp_path_factory, layout):
     tmp = tmp_path_factory.mktemp("layout")
     target, user = _lay_out(tmp, template, layout)
@@ -574,6 +576,8 @@ def test_property_save_pretrained_never_loses_a_users_file(pipe, template, tmp_p
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(layout=LAYOUTS, card=st.booleans(), license=st.sampled_from([None, "mit"]))
+@example(layout=("missing", []), card=True, license="mit")
+@example(layout=("own", []), card=False, license=None)
 def test_property_assemble_never_loses_a_users_file(project, template, tmp_path_factory, layout, card, license):
     """`dglm train assemble --out TARGET` over the same layouts (and some of its options): what was not dglm's
     own checkpoint is byte-identical afterwards, the work folder and the user's models included."""
