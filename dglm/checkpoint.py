@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 class _PipelineFile(BaseModel):
     """What ``dglm.json`` holds; unknown or wrongly typed fields are refused by name."""
 

@@ -88,10 +88,13 @@ def _local(name_or_path: str | None) -> str | None:
 
 
 @contextlib.contextmanager
-def _guarded(work: Path, outputs: dict[str, Path], inputs: dict[str, str | None]):
+def _guarded(work: Path, outputs: dict[str, Path], inputs: dict[str, str | None], create: bool = False):
     """The checks every stage makes before writing: no output lies in or over an input (the models, texts,
     checkpoints it reads, even inside ``work``), and one process per work folder (a ``filelock`` lock, taken
-    by the main process of a data-parallel run)."""
+    by the main process of a data-parallel run). Only ``prepare`` (``create``) makes a missing work folder."""
+    if not create and not work.exists():
+        raise FileNotFoundError(f"--work {work} does not exist: run `dglm train prepare --work {work}` first "
+                                f"(or pass the work folder it wrote)")
     check_apart(outputs, inputs)
     if int(os.environ.get("RANK", "0")) != 0:  # another process of an `accelerate launch` run: rank 0 holds it
         yield
@@ -192,7 +195,7 @@ def prepare(c: PrepareConfig) -> None:
     outputs = {"--work/data/train": data / "train", "--work/data/validation": data / "validation",
                "--work/encoder": work / "encoder", "--work/prepare.json": work / "prepare.json"}
     with _guarded(work, outputs, {"--data": c.data, "--validation": c.validation, "--encoder": c.encoder,
-                                  "--decoder": c.decoder}):
+                                  "--decoder": c.decoder}, create=True):
         before = _prepared(work)
         settings = _settings(c)
         if before is not None and not c.overwrite and _settings(before) != settings:
