@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dglm.io import atomic_directory
+
 # Names of attention projections a LoRA adapter targets (Llama-style, and GPT-2's fused ones).
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj")
 
@@ -134,9 +136,11 @@ class DecoderAdapter:
                                       f"B {parts.get('B')}; this decoder and r={rank} need A {(rank, d_in)} and "
                                       f"B {(d_out, rank)}")
 
-    def save_adapter(self, folder: str | os.PathLike) -> None:
+    def save_adapter(self, folder: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Write the adapter only (``adapter_config.json`` + ``adapter_model.safetensors``), recording the
-        decoder by the id it was loaded by (never a local cache path).
+        decoder by the id it was loaded by (never a local cache path). The folder is written atomically and
+        replaces only an earlier adapter holding nothing else, or anything with ``overwrite=True`` (a file
+        never; see :func:`dglm.io.atomic_directory`).
 
         Example (a trained adapter saved and loaded into a fresh copy of the same decoder):
             >>> import copy, tempfile
@@ -157,8 +161,9 @@ class DecoderAdapter:
             raise ValueError("the decoder carries no adapter to save")
         for config in self.model.peft_config.values():
             config.base_model_name_or_path = self.config.name_or_path
-        self.model.save_pretrained(os.fspath(folder))
-        (Path(folder) / "README.md").unlink(missing_ok=True)  # peft's model-card template, all placeholders
+        with atomic_directory(folder, "adapter", overwrite=overwrite, marker=False) as tmp:
+            self.model.save_pretrained(os.fspath(tmp))
+            (tmp / "README.md").unlink(missing_ok=True)  # peft's model-card template, all placeholders
 
     @property
     def has_adapter(self) -> bool:

@@ -257,7 +257,7 @@ def convert_gguf(gguf_path: str | os.PathLike, target: str | os.PathLike) -> Pat
         del model.config.quantization_config
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    with atomic_directory(target) as tmp:
+    with atomic_directory(target, "converted decoder", marker=False) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         reloaded = AutoTokenizer.from_pretrained(tmp)

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +39,10 @@ from dglm.hub import (
     push_folder,
     resolve_checkpoint,
 )
-from dglm.io import atomic_directory, read_config, write_json
+from dglm.io import WEIGHTS_NAME, atomic_directory, check_output_folder, load_tensors, read_config, write_json
 from dglm.prompt import PromptGenerator
+
+logger = logging.getLogger(__name__)
 
 
 class _PipelineFile(BaseModel):
@@ -60,6 +63,14 @@ class _PipelineFile(BaseModel):
     sampling: GenerationConfig = Field(default=GenerationConfig(), description=(
         "Generation defaults the checkpoint was evaluated with (decoding ones only where set: else the "
         "decoder's)."))
+
+
+def _same_statistics(encoder: SemanticEncoder, folder: Path) -> bool:
+    """Whether a fitted encoder's statistics are the ones saved in a checkpoint's ``encoder/`` folder."""
+    state = load_tensors(folder / WEIGHTS_NAME)
+    return all(name in state and state[name].shape == getattr(encoder, name).shape
+               and torch.allclose(state[name].float(), getattr(encoder, name).detach().float().cpu())
+               for name in ("mean", "std"))
 
 
 def checkpoint_settings(folder: str | os.PathLike) -> GenerationConfig:
@@ -121,7 +132,7 @@ dglm.presets.random_pipeline('tiny')
 
 
 def save_checkpoint(pipe, folder: str | os.PathLike, *, license: str | None = None, card_text: str | None = None,
-                    name: str | None = None) -> None:
+                    name: str | None = None, overwrite: bool = False) -> None:
     """Write ``pipe``'s checkpoint (a :class:`~dglm.pipeline.DGLM`) atomically into ``folder``; see
     :meth:`dglm.pipeline.DGLM.save_pretrained`.
 
@@ -131,10 +142,11 @@ def save_checkpoint(pipe, folder: str | os.PathLike, *, license: str | None = No
         >>> with tempfile.TemporaryDirectory() as d:
         ...     save_checkpoint(random_pipeline("tiny"), f"{d}/ckpt")
         ...     sorted(os.listdir(f"{d}/ckpt"))
-        ['README.md', 'dglm.json', 'diffusion', 'encoder', 'prompt']
+        ['.dglm', 'README.md', 'dglm.json', 'diffusion', 'encoder', 'prompt']
     """
+    check_output_folder(folder, "checkpoint", overwrite=overwrite)
     card = model_card(pipe, name or Path(folder).name, license, card_text)
-    with atomic_directory(folder) as tmp:
+    with atomic_directory(folder, "checkpoint", overwrite=overwrite) as tmp:
         pipe.encoder.save_pretrained(tmp / "encoder")
         pipe.diffuser.save_pretrained(tmp / "diffusion")
         pipe.prompt_generator.save_pretrained(tmp / "prompt")
@@ -199,7 +211,11 @@ def load_parts(name_or_path: str | os.PathLike, encoder: SemanticEncoder | None 
         if saved.dim != encoder.dim:
             raise ValueError(f"encoder dimension {encoder.dim} does not match the checkpoint's {saved.dim}; "
                              f"pass the encoder {saved.name_or_path!r} it was trained with")
-        if not encoder.fitted:
+        if not encoder.fitted or not _same_statistics(encoder, folder / "encoder"):
+            # The checkpoint's statistics, never another checkpoint's: its planner was trained in its space.
+            if encoder.fitted:
+                logger.warning("the encoder passed to from_pretrained carries other standardisation "
+                               "statistics than %s; using the checkpoint's (with the encoder's model)", folder)
             encoder = SemanticEncoder.from_pretrained_stats(folder / "encoder", model=encoder.model)
     if decoder is None:
         check_recorded_id(meta.decoder, "decoder", folder / PIPELINE_FILE)

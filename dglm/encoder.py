@@ -236,6 +236,10 @@ encoder it was trained with
             ('random:tiny-bert:32', True)
         """
         config, state = load_component(folder, EncoderConfig)
+        if set(state) == {"mean", "std"} and not (torch.isfinite(state["mean"]).all() and (state["std"] > 0).all()
+                                                  and torch.isfinite(state["std"]).all()):
+            raise CheckpointError(f"{folder}: the standardisation statistics must be finite, with std > 0 (found "
+                                  f"std min {state['std'].min().item():.3g}); the checkpoint is corrupted")
         encoder = cls(model, config.name_or_path)
         if encoder.dim != config.dim:
             raise ValueError(f"encoder dimension {encoder.dim} does not match the checkpoint's {config.dim} "

@@ -173,7 +173,7 @@ class DGLM(torch.nn.Module):
         return pipe.to(device) if device is not None else pipe
 
     def save_pretrained(self, folder: str | os.PathLike, *, license: str | None = None,
-                        card_text: str | None = None, name: str | None = None) -> None:
+                        card_text: str | None = None, name: str | None = None, overwrite: bool = False) -> None:
         """Write the checkpoint atomically: ``dglm.json`` + ``encoder/``, ``diffusion/``, ``prompt/``,
         ``probes/`` subfolders (JSON configs + safetensors), ``decoder_adapter/`` when the decoder carries
         a LoRA adapter trained with the prompt generator (:meth:`Decoder.load_adapter`; the adapter only),
@@ -181,6 +181,11 @@ class DGLM(torch.nn.Module):
         ``"unknown"``, the parts, then ``card_text``; ``name``, default the folder's name, is what its example
         loads). The decoder and encoder weights are referenced by their ids, which ``dglm.json`` records with
         the library version and the decoder weights' source and fingerprint (:class:`dglm.hub.DecoderWeights`).
+
+        An existing ``folder`` is replaced only when it holds a checkpoint dglm wrote (a rerun; a ``.dglm``
+        marker or a ``dglm.json``) and nothing else; a folder with other files, or a file, is refused with an
+        error naming them (:class:`dglm.io.OutputError`), before anything is written. ``overwrite=True``
+        replaces such a folder (its other files are deleted); a file is never replaced by a folder.
 
         Example (a round trip; the random stand-ins' weights are passed back in, as they have no files):
             >>> import tempfile
@@ -192,11 +197,11 @@ class DGLM(torch.nn.Module):
             ...     files = sorted(os.listdir(f"{d}/ckpt"))
             ...     loaded = DGLM.from_pretrained(f"{d}/ckpt", encoder=pipe.encoder, decoder=pipe.decoder)
             >>> files
-            ['README.md', 'dglm.json', 'diffusion', 'encoder', 'prompt']
+            ['.dglm', 'README.md', 'dglm.json', 'diffusion', 'encoder', 'prompt']
             >>> loaded.config == pipe.config, torch.equal(loaded.encoder.mean, pipe.encoder.mean)
             (True, True)
         """
-        save_checkpoint(self, folder, license=license, card_text=card_text, name=name)
+        save_checkpoint(self, folder, license=license, card_text=card_text, name=name, overwrite=overwrite)
 
     def push_to_hub(self, repo_id: str, *, revision: str | None = None, private: bool | None = None,
                     token: str | bool | None = None, commit_message: str = "Upload dglm checkpoint", api=None,

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from dglm.io import atomic_directory
+from dglm.io import atomic_directory, check_output_folder, output_record
 
 # HF generate keywords and their vLLM SamplingParams names (the ones dglm uses or documents).
 SAMPLING_NAMES = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens", "top_p": "top_p", "top_k": "top_k",
@@ -111,40 +111,61 @@ def vllm_sampling_kwargs(generate_kwargs: dict) -> dict:
     return out
 
 
-def export_adapter(decoder, folder: str | os.PathLike | None = None) -> Path | None:
+def export_adapter(decoder, folder: str | os.PathLike | None = None, *, overwrite: bool = False) -> Path | None:
     """Write the decoder's LoRA adapter in ``peft`` format (``adapter_config.json`` +
     ``adapter_model.safetensors``, the format vLLM's LoRA loader reads) and return its folder; None without
-    an adapter. The default folder is ``$DGLM_CACHE/vllm-adapters/<hash of the adapter weights>``, written once.
+    an adapter. The default folder is ``$DGLM_CACHE/vllm-adapters/<hash of the adapter weights>``.
+
+    The folder is keyed by content: its ``.dglm`` marker records the hash of the weights, and a folder that
+    holds another adapter (other weights, or one written before the hash was recorded) is rewritten, so vLLM
+    never serves stale weights. A folder holding anything else, or a file, is refused
+    (:class:`dglm.io.OutputError`) unless ``overwrite=True`` (a file: never).
 
     Example:
+        >>> import tempfile
         >>> from dglm.presets import random_pipeline
         >>> export_adapter(random_pipeline("tiny").decoder) is None   # no adapter, nothing to serve
+        True
+        >>> decoder = random_pipeline("tiny").decoder
+        >>> _ = decoder.add_adapter(rank=2)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     first = output_record(export_adapter(decoder, f"{d}/lora"))["weights_sha256"]
+        ...     with torch.no_grad():
+        ...         _ = next(p for n, p in decoder.model.named_parameters() if "lora_B" in n).add_(1.0)
+        ...     second = output_record(export_adapter(decoder, f"{d}/lora"))["weights_sha256"]
+        >>> first != second
         True
     """
     if not decoder.has_adapter:
         return None
+    digest = hashlib.sha256()
+    for name, param in sorted(decoder.model.named_parameters()):
+        if "lora_" in name:
+            digest.update(name.encode())
+            digest.update(param.detach().float().cpu().numpy().tobytes())
+    digest.update(repr(sorted((k, v.to_dict()) for k, v in decoder.model.peft_config.items())).encode())
     if folder is None:
         from dglm.assets import cache_dir
 
-        digest = hashlib.sha256()
-        for name, param in sorted(decoder.model.named_parameters()):
-            if "lora_" in name:
-                digest.update(name.encode())
-                digest.update(param.detach().float().cpu().numpy().tobytes())
         folder = cache_dir() / "vllm-adapters" / digest.hexdigest()[:16]
     folder = Path(folder)
-    if not (folder / "adapter_config.json").is_file():
-        with atomic_directory(folder) as tmp:
+    record = output_record(folder) if folder.is_dir() and not folder.is_symlink() else {}
+    if record.get("kind") != "adapter" or record.get("weights_sha256") != digest.hexdigest() \
+            or not (folder / "adapter_model.safetensors").is_file():
+        with atomic_directory(folder, "adapter", overwrite=overwrite,
+                              record={"weights_sha256": digest.hexdigest()}) as tmp:
             decoder.save_adapter(tmp)
     return folder
 
 
 def vllm_requests(controller, prefixes: Sequence[str], num_samples: int | None = None, *, seed: int | None = None,
                   max_new_tokens: int | None = None, dtype: torch.dtype | None = None,
-                  adapter_folder: str | os.PathLike | None = None, **plan_kwargs) -> VLLMRequests:
+                  adapter_folder: str | os.PathLike | None = None, overwrite: bool = False,
+                  **plan_kwargs) -> VLLMRequests:
     """Plan ``num_samples`` continuations per prefix with ``controller`` (a :class:`dglm.Controller`; its
     constraints steer the plans) and turn them into vLLM requests: one prompt-embeddings row per plan, unpadded
-    and on the CPU (``dtype``: default the decoder's), and the checkpoint's adapter (see :func:`export_adapter`).
+    and on the CPU (``dtype``: default the decoder's), and the checkpoint's adapter (see :func:`export_adapter`,
+    which ``overwrite`` goes to).
     ``max_new_tokens`` reserves room in the context as in :meth:`Controller.prompt_embeds`; ``plan_kwargs`` go
     there too (``steps``, ``sigma2``, ``constraints``, ``strength``, ...).
 
@@ -156,10 +177,12 @@ def vllm_requests(controller, prefixes: Sequence[str], num_samples: int | None =
         >>> [tuple(p["prompt_embeds"].shape) for p in reqs.prompts], reqs.adapter_path
         ([(7, 32), (7, 32), (5, 32), (5, 32)], None)
     """
+    if adapter_folder is not None and controller.pipeline.decoder.has_adapter:  # checked before any planning
+        check_output_folder(adapter_folder, "adapter", overwrite=overwrite, what="adapter_folder")
     embeds, mask = controller.prompt_embeds(prefixes, num_samples, seed=seed, max_new_tokens=max_new_tokens,
                                             dtype=dtype, device="cpu", **plan_kwargs)
     prompts = [{"prompt_embeds": row} for row in unpad_rows(embeds, mask)]
     decoder = controller.pipeline.decoder
-    path = export_adapter(decoder, adapter_folder)
+    path = export_adapter(decoder, adapter_folder, overwrite=overwrite)
     rank = next(iter(decoder.model.peft_config.values())).r if path is not None else None
     return VLLMRequests(prompts, None if path is None else str(path), adapter_rank=rank)

@@ -49,21 +49,36 @@ def machine_info(device: str) -> dict:
     return info
 
 
-def write_report(result: dict, markdown: str, out: str | os.PathLike) -> Path:
+def write_report(result: dict, markdown: str, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write a recipe's result as JSON at ``out`` and its Markdown report beside it (same name, ``.md``),
-    creating the folder; returns the JSON path.
+    creating the folder; returns the JSON path. Both are written atomically; an existing ``out`` is replaced
+    only when it is an earlier report of the same recipe (a JSON object with the same keys), and an existing
+    ``.md`` only beside such a report, unless ``overwrite`` (:func:`dglm.io.write_output`).
 
     Example:
         >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as d:
         ...     path = write_report({"a": 1}, "# A\\n", Path(d, "sub", "r.json"))
+        ...     path = write_report({"a": 2}, "# A\\n", Path(d, "sub", "r.json"))  # a rerun
         ...     sorted(p.name for p in path.parent.iterdir()), json.loads(path.read_text())
-        (['r.json', 'r.md'], {'a': 1})
+        (['r.json', 'r.md'], {'a': 2})
     """
+    from dglm.io import check_output_file, read_json, write_output
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown)
+
+    def same_report(path: Path) -> bool:
+        try:
+            return set(read_json(path)) == set(result)
+        except (ValueError, OSError):
+            return False
+
+    ours = out.is_file() and same_report(out)
+    md = out.with_suffix(".md")
+    check_output_file(out, overwrite=overwrite, owns=same_report)  # both checked before either is written
+    check_output_file(md, overwrite=overwrite, owns=lambda _: ours)
+    write_output(out, json.dumps(result, indent=2) + "\n", overwrite=overwrite, owns=same_report)
+    write_output(md, markdown, overwrite=ours or overwrite)
     return out
 
 

@@ -366,7 +366,7 @@ class Probe:
             ...     sorted(os.listdir(d + "/sentiment"))
             ['probe.json', 'probe.safetensors']
         """
-        with atomic_directory(folder) as tmp:
+        with atomic_directory(folder, "probe", marker=False) as tmp:
             self._write(tmp)
 
     def _write(self, folder: Path) -> None:

@@ -143,7 +143,7 @@ is 'toy:3' (3-d)
             >>> files, loaded.names, loaded.get("toxicity") == binary
             (['registry.json', 'sentiment', 'toxicity'], ('sentiment', 'toxicity'), True)
         """
-        with atomic_directory(folder) as tmp:
+        with atomic_directory(folder, "probe registry", marker=False) as tmp:
             write_json(tmp / REGISTRY_INDEX, {"format": REGISTRY_FORMAT, "version": FORMAT_VERSION,
                                               "encoder": self.encoder, "dim": self.dim, "probes": list(self.names)})
             for name, probe in self._probes.items():

@@ -457,7 +457,7 @@ def build_corpus(out_dir: str | os.PathLike, seed: int = 0, val_fraction: float 
     counts = corpus_counts(splits)
     counts.update(dropped=dropped, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                   min_words=min_words)
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, "corpus", marker=False) as tmp:
         for name, docs in splits.items():
             with open(tmp / f"{name}.jsonl", "w", encoding="utf-8") as f:
                 f.writelines(d.to_json() + "\n" for d in docs)

@@ -112,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _, run, _, _ = _parts(args.stage)
     try:
         result = run(stage_config(args))
-    except (ValidationError, ValueError, FileNotFoundError, CheckpointError, ImportError) as e:
+    except (ValidationError, ValueError, OSError, CheckpointError, ImportError) as e:
+        # OSError: a model that cannot be found (dglm.io.ModelLoadError), a path that cannot be read or written
         if args.debug:
             raise
         print(f"{PROG} {args.stage}: error: {e}", file=sys.stderr)

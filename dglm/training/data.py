@@ -102,9 +102,11 @@ class WindowSet:
             self.prefix_emb = encoder.encode(prefix_texts, batch_size, show_progress_bar).half().reshape(shape)
         return self
 
-    def save(self, folder: str | os.PathLike) -> None:
-        """Write ``windows.safetensors`` (ids, splits and any cached embeddings) into ``folder``, atomically."""
-        with atomic_directory(folder) as tmp:
+    def save(self, folder: str | os.PathLike, record: dict | None = None, *, overwrite: bool = False) -> None:
+        """Write ``windows.safetensors`` (ids, splits and any cached embeddings) into ``folder``, atomically,
+        with ``record`` (what the windows were made from: the cache's key) in its marker
+        (:func:`dglm.io.output_record`); a folder holding anything else is refused unless ``overwrite``."""
+        with atomic_directory(folder, "windows", overwrite=overwrite, record=record) as tmp:
             tensors = {"ids": torch.from_numpy(self.ids).int(), "splits": torch.from_numpy(self.splits).int()}
             tensors |= {k: v for k, v in (("prefix_emb", self.prefix_emb), ("cont_emb", self.cont_emb)) if v is not None}
             save_tensors(tmp / "windows.safetensors", tensors)

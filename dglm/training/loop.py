@@ -58,14 +58,14 @@ def save_state(folder: str | os.PathLike, modules: dict[str, torch.nn.Module], o
         >>> with tempfile.TemporaryDirectory() as d:
         ...     save_state(d + "/state", {"model": model}, torch.optim.AdamW(model.parameters()), step=5)
         ...     sorted(os.listdir(d + "/state"))
-        ['state.json', 'state.safetensors']
+        ['.dglm', 'state.json', 'state.safetensors']
     """
     tensors = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.state_dict().items()}
     opt = optimizer.state_dict()
     for idx, s in opt["state"].items():
         for k, v in s.items():
             tensors[f"optimizer.{idx}.{k}"] = torch.as_tensor(v)
-    with atomic_directory(folder) as tmp:
+    with atomic_directory(folder, "training state") as tmp:
         save_tensors(tmp / "state.safetensors", tensors)
         write_json(tmp / "state.json", {"step": step, "param_groups": opt["param_groups"], **(extra or {})})
 
@@ -101,6 +101,37 @@ def load_state(folder: str | os.PathLike, modules: dict[str, torch.nn.Module],
             state.setdefault(int(idx), {})[k] = v
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     return meta
+
+
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite; the run's last saved state (from before) is kept.
+
+    Example:
+        >>> check_finite_loss(0.5, step=3, folder="run/state")
+        >>> check_finite_loss(float("nan"), step=4, folder="run/state")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        dglm.training.loop.TrainingDiverged: the training loss is nan at step 4: training stopped; nothing was saved. ...
+    """
+
+
+def check_finite_loss(loss: float, step: int, folder: str | os.PathLike | None) -> None:
+    """Stop training (raise :class:`TrainingDiverged`) on a non-finite loss, before anything is saved, so
+    ``folder`` (the resumable state) keeps its last good step.
+
+    Example:
+        >>> check_finite_loss(float("inf"), step=1, folder=None)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        dglm.training.loop.TrainingDiverged: the training loss is inf at step 1: training stopped; ...
+    """
+    if math.isfinite(loss):
+        return
+    kept = "nothing was saved"
+    if folder is not None and (Path(folder) / "state.json").is_file():
+        kept = f"the last good state (step {read_json(Path(folder) / 'state.json').get('step')}) is kept in {folder}"
+    raise TrainingDiverged(f"the training loss is {loss} at step {step}: training stopped; {kept}. Lower --lr "
+                           f"(or --lora-lr), raise --warmup, or check the data for empty or extreme texts")
 
 
 def make_accelerator(mixed_precision: str | None = None):

@@ -8,7 +8,9 @@ Example:
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import math
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dglm.config import PresetName
 from dglm.training.train_diffusion import DiffusionTrainingConfig
@@ -18,10 +20,56 @@ WORK = Field(default="cache/dglm", description="Working folder of the stages (da
 PRESET = Field(default="mini", description=(
     "Preset whose network shapes are used (dimensions always come from the encoder and decoder), a name in "
     "dglm.config.PRESETS."))
+RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # one folder name under WORK/runs, never a path
+OVERWRITE = Field(default=False, description=(
+    "Replace outputs that are not this stage's own earlier output (a folder with other files, a JSON file of "
+    "another kind, a cache made with other settings); without it they are refused, naming what would be lost."))
+
+# Upper bounds of sizes and counts, checked before anything is allocated: a setting (of the stage or of its
+# training config) above its bound is refused by name. Generous for real runs, far below what exhausts memory.
+MAX_SIZES = {"window": 8192, "per_window": 64, "max_prefix": 8192, "eval_prefix": 8192,
+             "max_train_windows": 100_000_000, "batch_size": 65_536, "bow_batch_size": 1_048_576,
+             "lora_rank": 1024, "steps": 100_000_000, "warmup": 100_000_000, "save_every": 100_000_000,
+             "eval_every": 100_000_000, "eval_limit": 1_000_000, "vocab_skip": 10_000_000, "opener_words": 1024,
+             "max_continuation": 8192, "bow_pretrain_steps": 100_000_000, "prefix_free_steps": 100_000_000}
+
+
+def _check_values(values: dict, where: str) -> None:
+    for name, value in values.items():
+        if isinstance(value, dict):
+            _check_values(value, f"{where}{name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where}{name}={value}; accepted: a finite number")
+        elif isinstance(value, list) and any(isinstance(v, float) and not math.isfinite(v) for v in value):
+            raise ValueError(f"{where}{name}={value}; accepted: finite numbers")
+        elif isinstance(value, int) and not isinstance(value, bool) and name in MAX_SIZES \
+                and value > MAX_SIZES[name]:
+            raise ValueError(f"{where}{name}={value} is above the limit {MAX_SIZES[name]:,} "
+                             f"(dglm.training.stage_configs.MAX_SIZES)")
 
 
 class _Stage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _finite_and_bounded(self):
+        _check_values(self.model_dump(), "")  # the training config and model overrides included
+        _check_device(getattr(self, "device", None))
+        return self
+
+
+def _check_device(device: str | None) -> None:
+    if device is not None:
+        import torch
+
+        try:
+            kind = torch.device(device).type
+        except (RuntimeError, ValueError):
+            raise ValueError(f"device={device!r} is not a torch device; accepted: cpu, cuda, cuda:N, mps") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}, but CUDA is not available here; accepted: cpu (or leave it unset)")
+        if kind == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device={device!r}, but MPS is not available here; accepted: cpu (or leave it unset)")
 
 
 class PrepareConfig(_Stage):
@@ -62,6 +110,7 @@ class PrepareConfig(_Stage):
     batch_size: int = Field(default=128, gt=0, description="Encoder batch size.")
     device: str | None = Field(default=None, description="Device of the encoder (default: its own choice).")
     seed: int = Field(default=0, description="Seed of the splits and the subset.")
+    overwrite: bool = OVERWRITE
 
 
 class DiffusionStageConfig(_Stage):
@@ -81,6 +130,7 @@ class DiffusionStageConfig(_Stage):
     model: dict = Field(default_factory=dict, description="DiffusionConfig fields that differ from the preset's.")
     training: DiffusionTrainingConfig = Field(default_factory=DiffusionTrainingConfig, description=(
         "Optimisation settings of the diffusion model."))
+    overwrite: bool = OVERWRITE
 
 
 class PromptStageConfig(_Stage):
@@ -94,11 +144,12 @@ class PromptStageConfig(_Stage):
     """
 
     work: str = WORK
-    run: str = Field(default="prompt", description="Name of the run folder under WORK/runs.")
+    run: str = Field(default="prompt", pattern=RUN_NAME, description=(
+        "Name of the run folder under WORK/runs (letters, digits, '.', '_', '-')."))
     decoder: str | None = Field(default=None, description=(
         "Decoder to train for: a hub id or folder with the prepared tokenizer (default: the prepared one)."))
     preset: PresetName = PRESET
-    init_from: str | None = Field(default=None, description=(
+    init_from: str | None = Field(default=None, pattern=RUN_NAME, description=(
         "Start the generator from WORK/runs/INIT_FROM/prompt (a new run with its own optimizer)."))
     init_from_checkpoint: str | None = Field(default=None, description=(
         "Start from a DGLM checkpoint folder's prompt generator and decoder adapter, both trained on."))
@@ -108,6 +159,16 @@ class PromptStageConfig(_Stage):
     model: dict = Field(default_factory=dict, description="PromptConfig fields that differ from the preset's.")
     training: PromptTrainingConfig = Field(default_factory=PromptTrainingConfig, description=(
         "Optimisation settings of the prompt generator (and its adapter)."))
+    overwrite: bool = OVERWRITE
+
+    @model_validator(mode="after")
+    def _run_names(self):
+        if self.run == "diffusion":
+            raise ValueError("run='diffusion' is the diffusion stage's folder (WORK/runs/diffusion); choose another "
+                             "--run name")
+        if self.init_from is not None and self.init_from == self.run:
+            raise ValueError(f"init_from={self.init_from!r} is the run itself; start from another run")
+        return self
 
 
 class EvaluateConfig(_Stage):
@@ -120,7 +181,7 @@ class EvaluateConfig(_Stage):
     """
 
     work: str = WORK
-    run: str = Field(default="prompt", description="Prompt run to evaluate (WORK/runs/RUN).")
+    run: str = Field(default="prompt", pattern=RUN_NAME, description="Prompt run to evaluate (WORK/runs/RUN).")
     decoder: str | None = Field(default=None, description="Decoder (default: the prepared one).")
     checkpoint_adapter: str | None = Field(default=None, description=(
         "Decoder adapter folder for a run that has none of its own."))
@@ -130,6 +191,16 @@ class EvaluateConfig(_Stage):
     eval_limit: int = Field(default=200, gt=1, description="Held-out pairs evaluated.")
     out_json: str | None = Field(default=None, description="Where to write the JSON (default: WORK/runs/RUN/plan_use.json).")
     device: str | None = Field(default=None, description="Device of the decoder.")
+    overwrite: bool = OVERWRITE
+
+    @field_validator("sigma2")
+    @classmethod
+    def _variances(cls, sigma2):
+        bad = [v for v in sigma2 if not 0 <= v <= 1]
+        if bad:
+            raise ValueError(f"sigma2={sigma2}: {bad[0]} is not a variance in [0, 1] (the plan is re-noised as "
+                             f"sqrt(1 - sigma2) * plan + sqrt(sigma2) * noise)")
+        return sigma2
 
 
 class ExportConfig(_Stage):
@@ -141,11 +212,12 @@ class ExportConfig(_Stage):
     """
 
     work: str = WORK
-    run: str = Field(default="prompt", description="Prompt run whose latest state is exported.")
+    run: str = Field(default="prompt", pattern=RUN_NAME, description="Prompt run whose latest state is exported.")
     decoder: str | None = Field(default=None, description="Decoder (default: the prepared one).")
     preset: PresetName = Field(default="mini", description=(
         "For a run without prompt_config.json (started before dglm train): the preset of its generator's shape."))
     model: dict = Field(default_factory=dict, description="... and the PromptConfig fields it changed.")
+    overwrite: bool = OVERWRITE
 
 
 class AssembleConfig(_Stage):
@@ -158,13 +230,14 @@ class AssembleConfig(_Stage):
     """
 
     work: str = WORK
-    run: str = Field(default="prompt", description="Prompt run to ship (WORK/runs/RUN).")
+    run: str = Field(default="prompt", pattern=RUN_NAME, description="Prompt run to ship (WORK/runs/RUN).")
     out: str | None = Field(default=None, description="Checkpoint folder to write (default: WORK/checkpoint).")
     decoder: str | None = Field(default=None, description="Decoder id recorded in the checkpoint (default: the prepared one).")
     probes: str | None = Field(default=None, description="Probe registry folder to ship (default: WORK/probes if present).")
     preset: PresetName = Field(default="mini", description="Preset whose sampling defaults the checkpoint records.")
     license: str | None = Field(default=None, description="Licence in the model card's metadata (default: unknown).")
     card: str | None = Field(default=None, description="A Markdown file appended to the model card (e.g. results).")
+    overwrite: bool = OVERWRITE
 
 
 # ------------------------------------------------------------------------------------------------- helpers

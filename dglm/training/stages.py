@@ -27,8 +27,9 @@ Example:
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -36,7 +37,21 @@ import numpy as np
 import torch
 
 from dglm.config import preset_config
-from dglm.io import CheckpointError, load_component, read_config, save_component, write_json
+from dglm.io import (
+    CheckpointError,
+    check_apart,
+    check_output_file,
+    check_output_folder,
+    folder_lock,
+    json_with_keys,
+    load_component,
+    output_record,
+    read_config,
+    read_text,
+    save_component,
+    write_json,  # noqa: F401  (the examples write records with it)
+    write_output,
+)
 from dglm.training.stage_configs import (
     AssembleConfig,
     DiffusionStageConfig,
@@ -49,9 +64,56 @@ from dglm.training.stage_configs import (
 logger = logging.getLogger(__name__)
 
 
+MAX_CARD_BYTES = 1_000_000  # --card: a Markdown results page, read with this bound
+PREPARED = json_with_keys("work", "data", "encoder", "decoder", "window")  # prepare.json, as prepare writes it
+PLAN_USE = json_with_keys("command", "plain", "gap")  # an evaluate result
+
+
 def _prepared(work: Path) -> PrepareConfig | None:
-    return PrepareConfig.model_validate_json((work / "prepare.json").read_text()) \
-        if (work / "prepare.json").is_file() else None
+    from dglm.io import read_json
+
+    if not (work / "prepare.json").is_file():
+        return None
+    try:
+        return PrepareConfig.model_validate(read_json(work / "prepare.json"))
+    except ValueError as e:  # (pydantic's ValidationError is a ValueError)
+        raise CheckpointError(f"{work}/prepare.json is not a prepare record: {e}") from e
+
+
+def _local(name_or_path: str | None) -> str | None:
+    """A model or data argument as an absolute path when it names a local path (else as given: a hub id)."""
+    if name_or_path is None or name_or_path.startswith("hf:") or not os.path.lexists(name_or_path):
+        return name_or_path
+    return str(Path(name_or_path).resolve())
+
+
+@contextlib.contextmanager
+def _guarded(work: Path, outputs: dict[str, Path], inputs: dict[str, str | None], create: bool = False):
+    """The checks every stage makes before writing: no output lies in or over an input (the models, texts,
+    checkpoints it reads, even inside ``work``), and one process per work folder (a ``filelock`` lock, taken
+    by the main process of a data-parallel run). Only ``prepare`` (``create``) makes a missing work folder."""
+    if not create and not work.exists():
+        raise FileNotFoundError(f"--work {work} does not exist: run `dglm train prepare --work {work}` first "
+                                f"(or pass the work folder it wrote)")
+    check_apart(outputs, inputs)
+    if int(os.environ.get("RANK", "0")) != 0:  # another process of an `accelerate launch` run: rank 0 holds it
+        yield
+        return
+    with folder_lock(work):
+        yield
+
+
+def _check_component(folder: Path, config_class, overwrite: bool, what: str) -> None:
+    check_output_folder(folder, "component", overwrite=overwrite, owns=lambda f: _config_of(f, config_class),
+                        what=what)
+
+
+def _decoder_input(work: Path, given: str | None) -> str | None:
+    """The decoder a stage reads (given, else the prepared one), as an input that is never written."""
+    if given is not None:
+        return given
+    prepared = _prepared(work) if (work / "prepare.json").is_file() else None
+    return prepared.decoder if prepared is not None else None
 
 
 def _decoder_id(work: Path, given: str | None) -> str:
@@ -108,8 +170,12 @@ packaged checkpoint name
 def prepare(c: PrepareConfig) -> None:
     """Windows, splits and cached embeddings of the texts, and the standardisation statistics.
 
-    Example (a work folder keeps its encoder, decoder and window: rerunning continues it, changing them is
-    refused before anything is loaded):
+    The cached windows are keyed by every setting they depend on (texts, models, window, splits, seed): a
+    rerun with the same settings continues (a split already made is kept), other settings are refused before
+    anything is loaded, unless ``overwrite`` (then everything is made again). The texts and models are never
+    written, even inside the work folder, and are recorded by absolute path.
+
+    Example (a work folder keeps its settings: changing them is refused before anything is loaded):
         >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as work:
         ...     first = PrepareConfig(work=work, data="texts/", encoder="enc", decoder="dec")
@@ -117,29 +183,70 @@ def prepare(c: PrepareConfig) -> None:
         ...     prepare(first.model_copy(update={"window": 32}))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
             ...
-        ValueError: ... was prepared for encoder='enc', decoder='dec', window=64; use another --work for \
-encoder='enc', decoder='dec', window=32
+        ValueError: ... was prepared with other settings (window=64, now 32); use another --work, or pass \
+--overwrite to prepare it again
     """
+    from dglm.config import EncoderConfig
+
+    work = Path(c.work)
+    # Models and texts are recorded by absolute path, so later stages run from any folder.
+    c = c.model_copy(update={k: _local(getattr(c, k)) for k in ("data", "validation", "encoder", "decoder")})
+    data = work / "data"
+    outputs = {"--work/data/train": data / "train", "--work/data/validation": data / "validation",
+               "--work/encoder": work / "encoder", "--work/prepare.json": work / "prepare.json"}
+    with _guarded(work, outputs, {"--data": c.data, "--validation": c.validation, "--encoder": c.encoder,
+                                  "--decoder": c.decoder}, create=True):
+        before = _prepared(work)
+        settings = _settings(c)
+        if before is not None and not c.overwrite and _settings(before) != settings:
+            raise ValueError(f"{work} was prepared with other settings ({_changes(_settings(before), settings)}); "
+                             f"use another --work, or pass --overwrite to prepare it again")
+        cached = {}
+        for split in ("validation", "train"):
+            folder = data / split
+            check_output_folder(folder, "windows", overwrite=c.overwrite, what=f"--work/data/{split}")
+            if c.overwrite or not (folder / "windows.safetensors").is_file():
+                continue
+            key = output_record(folder).get("settings")
+            if key is None and before is not None:  # made by an older dglm: the settings prepare.json records
+                key = _settings(before)
+            if key is None:
+                raise ValueError(f"{folder} holds {split} windows whose settings are not recorded (a prepare that "
+                                 f"did not finish under an older dglm); pass --overwrite to make them again")
+            if key != settings:
+                raise ValueError(f"{folder} holds {split} windows made with other settings "
+                                 f"({_changes(key, settings)}); use another --work, or pass --overwrite to make "
+                                 f"them again")
+            cached[split] = True
+        _check_component(work / "encoder", EncoderConfig, c.overwrite, "--work/encoder")
+        check_output_file(work / "prepare.json", overwrite=c.overwrite, owns=PREPARED, what="--work/prepare.json")
+        _prepare(c, work, data, cached, settings)
+
+
+def _settings(c: PrepareConfig) -> dict:
+    """What the prepared windows depend on (paths made absolute, as recorded)."""
+    settings = c.model_dump(mode="json", exclude={"work", "batch_size", "device", "overwrite"})
+    return settings | {k: _local(settings[k]) for k in ("data", "validation", "encoder", "decoder")}
+
+
+def _changes(old: dict, new: dict) -> str:
+    return ", ".join(f"{k}={old.get(k)!r}, now {v!r}" for k, v in new.items() if old.get(k) != v)
+
+
+def _prepare(c: PrepareConfig, work: Path, data: Path, cached: dict[str, bool], settings: dict) -> None:
     from transformers import AutoTokenizer
 
     from dglm.assets import load_encoder, resolve_decoder
     from dglm.training.data import WindowSet, build_windows
     from dglm.training.texts import read_documents
 
-    work = Path(c.work)
-    before = _prepared(work)
-    if before is not None and (before.encoder, before.decoder, before.window) != (c.encoder, c.decoder, c.window):
-        raise ValueError(f"{work} was prepared for encoder={before.encoder!r}, decoder={before.decoder!r}, "
-                         f"window={before.window}; use another --work for encoder={c.encoder!r}, "
-                         f"decoder={c.decoder!r}, window={c.window}")
     encoder = load_encoder(c.encoder, device=c.device)
     tokenizer = AutoTokenizer.from_pretrained(resolve_decoder(c.decoder))
-    data = work / "data"
     train_docs, val_docs = read_documents(c.data, c.validation, c.text_field, c.hf_split, c.validation_fraction,
                                           c.seed)
     for split, docs, kwargs in (("validation", val_docs, {"fixed_split": c.eval_prefix}),
                                 ("train", train_docs, {"per_window": c.per_window, "max_prefix": c.max_prefix})):
-        if (data / split / "windows.safetensors").is_file():
+        if cached.get(split):
             logger.info("%s: cached in %s", split, data / split)
             continue
         windows = build_windows(docs, tokenizer, window=c.window, seed=c.seed, **kwargs)
@@ -151,11 +258,20 @@ encoder='enc', decoder='dec', window=32
             windows = WindowSet(windows.ids[keep], windows.splits[keep])
         logger.info("%s: %d documents -> %d windows; embedding", split, len(docs), len(windows))
         prefixes = split == "validation" or c.prefix_embeddings
-        windows.embed(encoder, tokenizer, c.batch_size, show_progress_bar=True, prefixes=prefixes).save(data / split)
+        windows.embed(encoder, tokenizer, c.batch_size, show_progress_bar=True, prefixes=prefixes).save(
+            data / split, {"settings": settings}, overwrite=c.overwrite)
     train = WindowSet.load(data / "train")
     encoder.fit_standardization(train.cont_emb.reshape(-1, encoder.dim).float())
-    encoder.save_pretrained(work / "encoder")
-    write_json(work / "prepare.json", c.model_dump(mode="json"))
+    save_component(work / "encoder", encoder.config, {"mean": encoder.mean, "std": encoder.std},
+                   overwrite=c.overwrite)
+    write_output(work / "prepare.json", _json(c.model_dump(mode="json")), overwrite=c.overwrite, owns=PREPARED,
+                 what="--work/prepare.json")
+
+
+def _json(data: dict, sort_keys: bool = True) -> str:
+    import json
+
+    return json.dumps(data, indent=2, sort_keys=sort_keys) + "\n"
 
 
 def diffusion(c: DiffusionStageConfig) -> None:
@@ -170,23 +286,60 @@ def diffusion(c: DiffusionStageConfig) -> None:
         ['config.json', 'model.safetensors']
     """
     from dglm.config import DiffusionConfig, EncoderConfig
+
+    work = Path(c.work)
+    folder = checkpoint_folder(c.from_checkpoint) if c.from_checkpoint else None
+    outputs = {"--work/diffusion": work / "diffusion", "--work/runs/diffusion": work / "runs" / "diffusion"}
+    if folder is not None:
+        outputs["--work/encoder"] = work / "encoder"
+    with _guarded(work, outputs, {"--from-checkpoint": folder}):
+        _check_component(work / "diffusion", DiffusionConfig, c.overwrite, "--work/diffusion")
+        if folder is not None:
+            _check_component(work / "encoder", EncoderConfig, c.overwrite, "--work/encoder")
+            _reuse_diffusion(c, work, folder)
+        else:
+            _train_diffusion(c, work)
+
+
+def _reuse_diffusion(c: DiffusionStageConfig, work: Path, folder: Path) -> None:
+    from dglm.config import EncoderConfig
+    from dglm.diffusion import SemanticDiffuser
+
+    theirs, stats = load_component(folder / "encoder", EncoderConfig)
+    ours = read_config(work / "encoder" / "config.json", EncoderConfig)
+    if (theirs.name_or_path, theirs.dim) != (ours.name_or_path, ours.dim):
+        raise ValueError(f"from_checkpoint={c.from_checkpoint!r} was trained on encoder {theirs.name_or_path!r} "
+                         f"({theirs.dim}-d), the work folder on {ours.name_or_path!r} ({ours.dim}-d); its "
+                         f"diffusion model is reusable only with the same encoder")
+    diffuser = SemanticDiffuser.from_pretrained(folder / "diffusion").float()
+    # Its standardised space replaces the prepared one, so the prompt stage trains in the same space.
+    save_component(work / "encoder", theirs, stats, overwrite=c.overwrite)
+    save_component(work / "diffusion", diffuser.config, diffuser.state_dict(), overwrite=c.overwrite)
+    logger.info("reused the diffusion model and statistics of %s", folder)
+
+
+def _check_resume(state: Path, modules: dict[str, torch.nn.Module], what: str) -> None:
+    """Refuse to resume a saved training state with networks of other shapes, before anything is written."""
+    from dglm.io import check_shapes, tensor_shapes
+
+    if not (state / "state.safetensors").is_file():
+        return
+    found = {k: v for k, v in tensor_shapes(state / "state.safetensors").items() if k.split(".")[0] in modules}
+    expected = {f"{name}.{k}": tuple(v.shape) for name, m in modules.items() for k, v in m.state_dict().items()
+                if not k.startswith("_")}  # (not the bound decoder embeddings: they follow the decoder)
+    try:
+        check_shapes(state, expected, {k: v for k, v in found.items() if not k.split(".", 1)[1].startswith("_")})
+    except CheckpointError as e:
+        raise ValueError(f"{state} was saved by a run with other network settings, so it cannot be resumed with "
+                         f"these ({e}); rerun with the run's own settings ({what}), or start a new run "
+                         f"elsewhere") from None
+
+
+def _train_diffusion(c: DiffusionStageConfig, work: Path) -> None:
+    from dglm.config import DiffusionConfig
     from dglm.diffusion import SemanticDiffuser
     from dglm.training.train_diffusion import train_diffuser
 
-    work = Path(c.work)
-    if c.from_checkpoint:
-        folder = checkpoint_folder(c.from_checkpoint)
-        theirs, stats = load_component(folder / "encoder", EncoderConfig)
-        ours = read_config(work / "encoder" / "config.json", EncoderConfig)
-        if (theirs.name_or_path, theirs.dim) != (ours.name_or_path, ours.dim):
-            raise ValueError(f"from_checkpoint={c.from_checkpoint!r} was trained on encoder {theirs.name_or_path!r} "
-                             f"({theirs.dim}-d), the work folder on {ours.name_or_path!r} ({ours.dim}-d); its "
-                             f"diffusion model is reusable only with the same encoder")
-        # Its standardised space replaces the prepared one, so the prompt stage trains in the same space.
-        save_component(work / "encoder", theirs, stats)
-        SemanticDiffuser.from_pretrained(folder / "diffusion").float().save_pretrained(work / "diffusion")
-        logger.info("reused the diffusion model and statistics of %s", folder)
-        return
     mean, std, train, val = _load(work)
     if train.prefix_emb is None:
         raise ValueError(f"{work}/data/train has no prefix embeddings (prepared with --no-prefix-embeddings); "
@@ -194,14 +347,18 @@ def diffusion(c: DiffusionStageConfig) -> None:
     config = DiffusionConfig.model_validate({**preset_config(c.preset).diffusion.model_dump(), **c.model,
                                              "dim": mean.shape[0]})
 
+    model = SemanticDiffuser(config)
+    _check_resume(work / "runs" / "diffusion" / "state", {"model": model, "ema": model},
+                  "the same --preset and network-shape options, or another --work")
+
     def standard(e):  # raw (N, S, d) -> standardised (N * S, d)
         return ((e.float() - mean) / std).reshape(-1, mean.shape[0])
 
-    ema = train_diffuser(SemanticDiffuser(config), standard(train.prefix_emb), standard(train.cont_emb),
+    ema = train_diffuser(model, standard(train.prefix_emb), standard(train.cont_emb),
                          c.training, out_dir=work / "runs" / "diffusion",
                          heldout=(standard(val.prefix_emb), standard(val.cont_emb)))
     if _is_main():
-        ema.save_pretrained(work / "diffusion")
+        save_component(work / "diffusion", ema.config, ema.state_dict(), overwrite=c.overwrite)
 
 
 def prompt(c: PromptStageConfig) -> dict:
@@ -216,15 +373,47 @@ def prompt(c: PromptStageConfig) -> dict:
             ...
         FileNotFoundError: .../encoder is missing: run `dglm train prepare --work ...` first
     """
+    from dglm.config import PromptConfig
+
+    work = Path(c.work)
+    run = work / "runs" / c.run
+    inputs = {"--decoder": _decoder_input(work, c.decoder), "--init-from-checkpoint": c.init_from_checkpoint}
+    with _guarded(work, {"--run": run}, inputs):
+        _check_component(run / "prompt", PromptConfig, c.overwrite, f"--work/runs/{c.run}/prompt")
+        check_output_folder(run / "lora", "adapter", overwrite=c.overwrite, what=f"--work/runs/{c.run}/lora")
+        for name, owns in (("result.json", json_with_keys("config", "eval")),
+                           ("prompt_config.json", json_with_keys("dim", "out_dim"))):
+            check_output_file(run / name, overwrite=c.overwrite, owns=owns, what=f"--work/runs/{c.run}/{name}")
+        return _train_prompt(c, work, run)
+
+
+def _same_tokenizer(work: Path, decoder) -> None:
+    """Refuse a decoder whose tokenizer is not the one the windows were cut with (their ids would be wrong)."""
+    from transformers import AutoTokenizer
+
+    from dglm.assets import resolve_decoder
+
+    prepared = _prepared(work)
+    if prepared is None or prepared.decoder == decoder.config.name_or_path:
+        return
+    theirs = AutoTokenizer.from_pretrained(resolve_decoder(prepared.decoder))
+    if theirs.get_vocab() != decoder.tokenizer.get_vocab():
+        raise ValueError(f"decoder={decoder.config.name_or_path!r} has another tokenizer than the prepared decoder "
+                         f"{prepared.decoder!r} ({len(decoder.tokenizer)} vs {len(theirs)} tokens): the prepared "
+                         f"windows are that tokenizer's ids. Use a decoder with the same tokenizer, or prepare "
+                         f"another --work for this one")
+
+
+def _train_prompt(c: PromptStageConfig, work: Path, run: Path) -> dict:
     from dglm.assets import load_decoder
     from dglm.config import PromptConfig
+    from dglm.io import read_json
     from dglm.prompt import PromptGenerator
     from dglm.training.train_prompt import train_prompt_generator
 
-    work = Path(c.work)
     mean, std, train, val = _load(work)
     decoder = load_decoder(_decoder_id(work, c.decoder), device=c.device)
-    run = work / "runs" / c.run
+    _same_tokenizer(work, decoder)
     if c.init_from:
         generator = PromptGenerator.from_pretrained(work / "runs" / c.init_from / "prompt").float()
     elif c.init_from_checkpoint:
@@ -240,9 +429,22 @@ def prompt(c: PromptStageConfig) -> dict:
             counts = np.bincount(train.ids.ravel(), minlength=len(decoder.tokenizer))
             ranked = np.argsort(-counts, kind="stable")[c.vocab_skip:c.vocab_skip + config.vocab_size]
             generator.vocab_ids.copy_(torch.from_numpy(ranked.copy()))
+    if (run / "state" / "state.json").is_file():  # a resume: checked against the saved run before any write
+        if (run / "prompt_config.json").is_file():
+            saved = read_config(run / "prompt_config.json", PromptConfig)
+            changed = {k: (v, getattr(generator.config, k)) for k, v in saved if getattr(generator.config, k) != v}
+            if changed:
+                raise ValueError(f"{run} was trained with another generator ("
+                                 + ", ".join(f"{k}={a!r}, now {b!r}" for k, (a, b) in changed.items())
+                                 + "); resume it with its own settings, or start another --run")
+        _check_resume(run / "state", {"generator": generator}, "its own --preset and network-shape options")
+        rank = read_json(run / "state" / "state.json").get("config", {}).get("lora_rank")
+        if rank is not None and rank != c.training.lora_rank and not decoder.has_adapter:
+            raise ValueError(f"{run} was trained with lora_rank={rank}, now {c.training.lora_rank}; resume it with "
+                             f"--lora-rank {rank}, or start another --run")
     if _is_main():
-        run.mkdir(parents=True, exist_ok=True)
-        write_json(run / "prompt_config.json", generator.config.model_dump(mode="json"))
+        write_output(run / "prompt_config.json", _json(generator.config.model_dump(mode="json")),
+                     overwrite=c.overwrite, owns=json_with_keys("dim", "out_dim"))
     diffuser = None
     if c.training.diffused_fraction:  # diffused plans imitate this work folder's diffusion model
         from dglm.diffusion import SemanticDiffuser
@@ -254,11 +456,12 @@ def prompt(c: PromptStageConfig) -> dict:
     result = train_prompt_generator(generator, decoder, train, val, mean, std, c.training, run,
                                     diffuser=diffuser)
     if _is_main():
-        generator.save_pretrained(run / "prompt")
+        save_component(run / "prompt", generator.config, generator.state_dict(), overwrite=c.overwrite)
         if decoder.has_adapter:
-            decoder.save_adapter(run / "lora")
+            decoder.save_adapter(run / "lora", overwrite=c.overwrite)
         if result or not (run / "result.json").is_file():  # (a rerun of a finished run trains nothing)
-            write_json(run / "result.json", {"config": c.model_dump(mode="json"), "eval": result})
+            write_output(run / "result.json", _json({"config": c.model_dump(mode="json"), "eval": result}),
+                         overwrite=c.overwrite, owns=json_with_keys("config", "eval"))
     return result
 
 
@@ -274,16 +477,31 @@ def evaluate(c: EvaluateConfig) -> dict:
             ...
         FileNotFoundError: .../encoder is missing: run `dglm train prepare --work ...` first
     """
+    work = Path(c.work)
+    run = work / "runs" / c.run
+    out = Path(c.out_json) if c.out_json else run / "plan_use.json"
+    what = "--out-json" if c.out_json else f"--work/runs/{c.run}/plan_use.json"
+    inputs = {"--decoder": _decoder_input(work, c.decoder), "--checkpoint-adapter": c.checkpoint_adapter,
+              **{f"--work/{name}": work / name for name in ("prepare.json", "encoder", "data", "diffusion")},
+              **{f"--work/runs/{c.run}/{name}": run / name for name in ("prompt", "lora", "state", "result.json",
+                                                                       "prompt_config.json", "log.jsonl")}}
+    with _guarded(work, {what: out}, inputs):
+        check_output_file(out, overwrite=c.overwrite, owns=PLAN_USE, what=what)  # before any work
+        result = _evaluate(c, work, run)
+        write_output(out, _json(result, sort_keys=False), overwrite=c.overwrite, owns=PLAN_USE, what=what)
+    return result
+
+
+def _evaluate(c: EvaluateConfig, work: Path, run: Path) -> dict:
     from dglm.assets import load_decoder
     from dglm.data.windows import word_starts
     from dglm.prompt import PromptGenerator
     from dglm.training.data import sentence_ends
     from dglm.training.plan_use import evaluate_plan_use, noise_knob_curve
 
-    work = Path(c.work)
     mean, std, _, val = _load(work)
     decoder = load_decoder(_decoder_id(work, c.decoder), device=c.device)
-    run = work / "runs" / c.run
+    _same_tokenizer(work, decoder)
     generator = PromptGenerator.from_pretrained(run / "prompt").float().to(decoder.device)
     if (run / "lora").is_dir():
         decoder.load_adapter(run / "lora")
@@ -297,8 +515,6 @@ def evaluate(c: EvaluateConfig) -> dict:
                                                 limit=c.eval_limit)
     program = "dglm" if Path(sys.argv[0]).name == "dglm" else f"python {sys.argv[0]}"
     result["command"] = " ".join([program, *sys.argv[1:]])
-    out = Path(c.out_json) if c.out_json else run / "plan_use.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -322,12 +538,31 @@ def export(c: ExportConfig) -> None:
         >>> all(torch.equal(a, b) for a, b in zip(exported.parameters(), generator.parameters(), strict=True))
         True
     """
+    from dglm.config import PromptConfig
+
+    work = Path(c.work)
+    run = work / "runs" / c.run
+    outputs = {f"--work/runs/{c.run}/prompt": run / "prompt", f"--work/runs/{c.run}/lora": run / "lora"}
+    with _guarded(work, outputs, {"--decoder": _decoder_input(work, c.decoder)}):
+        _check_component(run / "prompt", PromptConfig, c.overwrite, f"--work/runs/{c.run}/prompt")
+        check_output_folder(run / "lora", "adapter", overwrite=c.overwrite, what=f"--work/runs/{c.run}/lora")
+        _export(c, run)
+
+
+def _config_of(folder: Path, config_class) -> bool:
+    try:
+        read_config(folder / "config.json", config_class)
+    except CheckpointError:
+        return False
+    return True
+
+
+def _export(c: ExportConfig, run: Path) -> None:
     from dglm.assets import load_decoder
     from dglm.config import PromptConfig
     from dglm.io import load_state, load_tensors, read_json
     from dglm.prompt import PromptGenerator
 
-    run = Path(c.work) / "runs" / c.run
     tensors, meta = load_tensors(run / "state" / "state.safetensors"), read_json(run / "state" / "state.json")
     if (run / "prompt_config.json").is_file():
         config = read_config(run / "prompt_config.json", PromptConfig)
@@ -336,7 +571,7 @@ def export(c: ExportConfig) -> None:
     generator = PromptGenerator(config)
     load_state(generator, {k[len("generator."):]: v for k, v in tensors.items()
                            if k.startswith("generator.") and k != "generator._embeddings"}, run / "state")
-    generator.save_pretrained(run / "prompt")
+    save_component(run / "prompt", generator.config, generator.state_dict(), overwrite=c.overwrite)
     lora = [tensors[f"lora.{i}"] for i in range(sum(k.startswith("lora.") for k in tensors))]
     if lora:  # the adapter's parameters, in the order Decoder.add_adapter returned them
         rank = meta["config"]["lora_rank"] or lora[0].shape[0]  # lora_A of the first module: (rank, in)
@@ -344,7 +579,7 @@ def export(c: ExportConfig) -> None:
         with torch.no_grad():
             for param, value in zip(decoder.add_adapter(rank), lora, strict=True):
                 param.copy_(value)
-        decoder.save_adapter(run / "lora")
+        decoder.save_adapter(run / "lora", overwrite=c.overwrite)
     logger.info("exported step %d of %s", meta["step"], run)
 
 
@@ -359,6 +594,18 @@ def assemble(c: AssembleConfig) -> Path:
             ...
         dglm.io.CheckpointError: .../encoder/config.json is missing
     """
+    work, run = Path(c.work), Path(c.work) / "runs" / c.run
+    out = Path(c.out) if c.out else work / "checkpoint"
+    probe_folder = Path(c.probes) if c.probes else work / "probes"
+    inputs = {"--decoder": _decoder_input(work, c.decoder), "--probes": probe_folder, "--card": c.card,
+              **{f"--work/{name}": work / name for name in ("prepare.json", "encoder", "data", "diffusion", "runs")}}
+    with _guarded(work, {"--out": out}, inputs):
+        check_output_folder(out, "checkpoint", overwrite=c.overwrite, what="--out")  # before any loading
+        extra = read_text(c.card, MAX_CARD_BYTES, what="--card") if c.card else None
+        return _assemble(c, work, run, out, probe_folder, extra)
+
+
+def _assemble(c: AssembleConfig, work: Path, run: Path, out: Path, probe_folder: Path, extra: str | None) -> Path:
     from dglm.assets import load_decoder, load_encoder
     from dglm.config import EncoderConfig
     from dglm.diffusion import SemanticDiffuser
@@ -367,14 +614,12 @@ def assemble(c: AssembleConfig) -> Path:
     from dglm.prompt import PromptGenerator
     from dglm.training.model_card import training_report
 
-    work, run = Path(c.work), Path(c.work) / "runs" / c.run
-    out = Path(c.out) if c.out else work / "checkpoint"
     saved = read_config(work / "encoder" / "config.json", EncoderConfig)
     encoder = SemanticEncoder.from_pretrained_stats(work / "encoder", model=load_encoder(saved.name_or_path).model)
     decoder = load_decoder(_decoder_id(work, c.decoder))
     if (run / "lora").is_dir():  # shipped as the checkpoint's decoder_adapter/
         decoder.load_adapter(run / "lora")
-    probes, probe_folder = None, Path(c.probes) if c.probes else work / "probes"
+    probes = None
     if probe_folder.is_dir():
         from dglm.constraints import ProbeRegistry
 
@@ -383,10 +628,10 @@ def assemble(c: AssembleConfig) -> Path:
                 PromptGenerator.from_pretrained(run / "prompt").half(), decoder, preset_config(c.preset).sampling,
                 probes)
     card = training_report(work, run)
-    if c.card:  # its title dropped, its sections nested under the card's
-        extra = Path(c.card).read_text(encoding="utf-8").split("\n", 1)[-1].replace("\n## ", "\n### ")
+    if extra is not None:  # the --card file, its title dropped, its sections nested under the card's
+        extra = extra.split("\n", 1)[-1].replace("\n## ", "\n### ")
         card += f"\n## Results ({c.card}; its links are relative to its folder)\n{extra}"
-    pipe.save_pretrained(out, license=c.license, card_text=card)
+    pipe.save_pretrained(out, license=c.license, card_text=card, overwrite=c.overwrite)
     logger.info("wrote %s", out)
     return out
 

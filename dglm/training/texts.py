@@ -20,6 +20,40 @@ from pathlib import Path
 
 from dglm.data.corpus import load_split, split_of
 
+MAX_FILE_BYTES = 1 << 30  # one .txt or .jsonl file read at most (1 GiB)
+MAX_PIECE_CHARS = 100_000  # documents are cut into pieces of at most this many characters before tokenizing
+
+
+def _read(path: Path) -> str:
+    with open(path, "rb") as f:
+        raw = f.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_FILE_BYTES:,} bytes (dglm.training.texts.MAX_FILE_BYTES); "
+                         f"split it into several files")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}); accepted: UTF-8 .txt / .jsonl files") from None
+
+
+def pieces(text: str, limit: int = MAX_PIECE_CHARS) -> list[str]:
+    """``text`` cut at whitespace into pieces of at most ``limit`` characters (a piece without whitespace is
+    cut anywhere), so one huge line never reaches the tokenizer whole (its memory grows with the text).
+
+    Example:
+        >>> pieces("one two three four", limit=9)
+        ['one two', 'three', 'four']
+        >>> pieces("x" * 10, limit=4)
+        ['xxxx', 'xxxx', 'xx']
+    """
+    out = []
+    while len(text) > limit:
+        cut = text.rfind(" ", 0, limit + 1)
+        cut = cut if cut > 0 else limit
+        out.append(text[:cut])
+        text = text[cut:].lstrip(" ")
+    return out + ([text] if text else [])
+
 
 def _records(source: str | os.PathLike, text_field: str, hf_split: str) -> list[tuple[str, str]]:
     """(document id, text) pairs of one source."""
@@ -38,19 +72,31 @@ def _records(source: str | os.PathLike, text_field: str, hf_split: str) -> list[
         return [(f"{name}:{i}", t) for i, t in enumerate(data[text_field])]
     path = Path(source)
     if path.is_dir():
-        files = sorted(path.rglob("*.txt"))
+        files = sorted(f for f in path.rglob("*.txt") if f.is_file())  # (not a folder named x.txt, nor a FIFO)
         if not files:
             raise ValueError(f"data={text!r} is a folder without .txt files (or train.jsonl for a corpus folder)")
-        return [(str(f.relative_to(path)), f.read_text(encoding="utf-8")) for f in files]
+        return [(str(f.relative_to(path)), _read(f)) for f in files]
     if path.is_file() and path.suffix in (".jsonl", ".json"):
         out = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        for n, line in enumerate(_read(path).splitlines()):
             if line.strip():
-                record = json.loads(line)
+                try:
+                    record = json.loads(line)
+                except (json.JSONDecodeError, RecursionError) as e:
+                    raise ValueError(f"line {n + 1} of {path} is not JSON ({str(e)[:100]}); accepted: one JSON "
+                                     f"object per line") from None
+                if not isinstance(record, dict):
+                    raise ValueError(f"line {n + 1} of {path} is a JSON {type(record).__name__}; accepted: one "
+                                     f"JSON object per line, the text under {text_field!r} (text_field)")
                 if text_field not in record:
                     raise ValueError(f"line {n + 1} of {path} has no {text_field!r} field (text_field); keys: "
-                                     f"{sorted(record)}")
+                                     f"{sorted(record)[:10]}")
+                if not isinstance(record[text_field], str):
+                    raise ValueError(f"line {n + 1} of {path}: {text_field!r} is a JSON "
+                                     f"{type(record[text_field]).__name__}; accepted: a string")
                 out.append((str(record.get("doc_id", record.get("id", f"{path.name}:{n}"))), record[text_field]))
+        if not out:
+            raise ValueError(f"data={text!r} holds no JSON record (an empty file)")
         return out
     raise ValueError(f"data={text!r} is not a folder of .txt files, a .jsonl file or hf:NAME (a datasets dataset)")
 
@@ -71,6 +117,16 @@ def read_documents(data: str | os.PathLike, validation: str | os.PathLike | None
         >>> len(train) + len(held_out), sorted(train + held_out) == [f"text {i}" for i in range(6)]
         (6, True)
     """
+    train, held_out = _documents(data, validation, text_field, hf_split, validation_fraction, seed)
+    if not train or not held_out:
+        which = "training" if not train else "held-out"
+        raise ValueError(f"data={str(data)!r} gives no {which} document (of {len(train) + len(held_out)}); "
+                         + ("give more documents, raise --validation-fraction, or pass --validation" if train else
+                            "give more documents, or lower --validation-fraction"))
+    return [p for t in train for p in pieces(t)], [p for t in held_out for p in pieces(t)]
+
+
+def _documents(data, validation, text_field, hf_split, validation_fraction, seed) -> tuple[list[str], list[str]]:
     corpus = Path(data).is_dir() and (Path(data) / "train.jsonl").is_file()
     if corpus:
         train = [d.text for d in load_split(data, "train")]

@@ -25,7 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from dglm.diffusion import SemanticDiffuser
-from dglm.training.loop import ShardedStream, load_state, lr_at, make_accelerator, param_groups, save_state
+from dglm.training.loop import (
+    ShardedStream,
+    check_finite_loss,
+    load_state,
+    lr_at,
+    make_accelerator,
+    param_groups,
+    save_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +183,7 @@ def train_diffuser(model: SemanticDiffuser, prefix: torch.Tensor, cont: torch.Te
         bar.update(1)
         if out_dir is not None and (step % config.save_every == 0 or step == config.steps):
             mean_loss = accelerator.reduce(torch.stack(losses).mean(), "mean").item()  # every process calls it
+            check_finite_loss(mean_loss, step, out_dir / "state")  # every process: they all stop
             if main:
                 record = {"step": step, "loss": mean_loss, "s": time.perf_counter() - t0}
                 if heldout is not None:
