@@ -467,7 +467,7 @@ def test_statistics_that_cannot_standardise_are_refused(pipe, tmp_path, std, mat
     stats["std"][0] = std
     save_tensors(tmp_path / "c" / "encoder" / "model.safetensors", stats)
     with pytest.raises(CheckpointError, match=match):
-        DGLM.from_pretrained(tmp_path / "c", decoder=pipe.decoder)
+        DGLM.from_pretrained(tmp_path / "c", encoder=pipe.encoder, decoder=pipe.decoder)
 
 
 def test_training_stops_on_a_non_finite_loss_and_keeps_the_last_good_state(tmp_path):
