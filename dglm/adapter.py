@@ -156,7 +156,8 @@ class DecoderAdapter:
             raise ValueError("the decoder carries no adapter to save")
         for config in self.model.peft_config.values():
             config.base_model_name_or_path = self.config.name_or_path
-        self.model.save_pretrained(os.fspath(folder))
+        # The adapter never touches the embeddings: no need for peft to look the base model up (on the hub).
+        self.model.save_pretrained(os.fspath(folder), save_embedding_layers=False)
         (Path(folder) / "README.md").unlink(missing_ok=True)  # peft's model-card template, all placeholders
 
     @property

@@ -176,14 +176,15 @@ class PipelineCheckpoint:
     def from_pretrained(cls, name_or_path: str | os.PathLike, encoder: SemanticEncoder | None = None,
                         decoder: Decoder | None = None, device: str | torch.device | None = None, *,
                         revision: str | None = None, cache_dir: str | os.PathLike | None = None,
-                        token: str | bool | None = None) -> DGLM:
+                        token: str | bool | None = None, show_progress: bool = False) -> DGLM:
         """Load a checkpoint folder, a packaged one by name (``"mini"``), or a hub repo id (``"org/name"``,
         at ``revision``; ``cache_dir`` and ``token`` go to ``huggingface_hub.snapshot_download``; with
         ``HF_HUB_OFFLINE=1`` from the local hub cache only), see :func:`dglm.hub.resolve_checkpoint`. The
         encoder and decoder are loaded by the ids the checkpoint records unless given; a decoder whose weights
         differ from the recorded fingerprint of the training weights is logged as a warning. The
         checkpoint's decoder adapter, if it has one, is loaded into the decoder (given or not) unless that
-        decoder already carries one.
+        decoder already carries one. Nothing is printed while loading: progress bars (weights, downloads)
+        are shown only with ``show_progress=True``.
 
         Example (a saved folder, its sampling defaults included; ``DGLM.from_pretrained("mini")`` loads the
         packaged checkpoint the same way, its encoder and decoder fetched by id):
@@ -198,12 +199,16 @@ class PipelineCheckpoint:
             >>> loaded.sampling.steps, loaded.sampling.strength, loaded.decoder is pipe.decoder
             (7, 30.0, True)
         """
-        folder = resolve_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
+        from dglm.progress import progress_bars
+
+        with progress_bars(show_progress):
+            folder = resolve_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
         meta = read_config(folder / PIPELINE_FILE, _PipelineFile)
         if encoder is None:
             saved = read_config(folder / "encoder" / "config.json", EncoderConfig)
             check_recorded_id(saved.name_or_path, "encoder", folder / "encoder" / "config.json")
-            encoder = SemanticEncoder.from_pretrained_stats(folder / "encoder", device=device)
+            encoder = SemanticEncoder.from_pretrained_stats(folder / "encoder", device=device,
+                                                            show_progress=show_progress)
         else:
             saved = read_config(folder / "encoder" / "config.json", type(encoder.config))
             if saved.dim != encoder.dim:
@@ -214,7 +219,8 @@ class PipelineCheckpoint:
         if decoder is None:
             check_recorded_id(meta.decoder, "decoder", folder / PIPELINE_FILE)
             pinned = meta.decoder_weights.revision if meta.decoder_weights is not None else None
-            decoder = Decoder.from_pretrained(meta.decoder, device=device, **({"revision": pinned} if pinned else {}))
+            decoder = Decoder.from_pretrained(meta.decoder, device=device, show_progress=show_progress,
+                                              **({"revision": pinned} if pinned else {}))
         if meta.decoder_weights is not None:
             meta.decoder_weights.check(decoder, decoder.config.name_or_path, f"the checkpoint {str(name_or_path)!r}")
         if (folder / ADAPTER_FOLDER).is_dir() and not decoder.has_adapter:

@@ -210,7 +210,7 @@ def _generate_all(args, prefixes, control, settings, device, folder) -> list[dic
 
     show_progress = _show_progress(args)
     with third_party_output(show_progress):
-        pipe = DGLM.from_pretrained(folder, device=device)
+        pipe = DGLM.from_pretrained(folder, device=device, show_progress=show_progress)
         chunks = []
         printed = [0] * len(prefixes)  # samples printed per prefix (a prefix's samples may span chunks)
         for start, out in pipe.generate_chunks(prefixes, control=control, show_progress_bar=show_progress,

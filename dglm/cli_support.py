@@ -219,25 +219,17 @@ def third_party_output(show: bool):
     if show:
         yield
         return
-    import functools
-
-    import tqdm
     from transformers.utils import logging as hf_logging
 
-    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
+    from dglm.progress import progress_bars
+
+    verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
-    # Bars made with tqdm directly (transformers' GGUF conversion) default to disabled inside the block.
-    tqdm_init = tqdm.std.tqdm.__init__
-    tqdm.std.tqdm.__init__ = functools.partialmethod(tqdm_init, disable=True)
     try:
-        with warnings.catch_warnings():
+        with progress_bars(False), warnings.catch_warnings():
             warnings.filterwarnings("ignore", module=THIRD_PARTY)
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             yield
     finally:
-        tqdm.std.tqdm.__init__ = tqdm_init
         hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()

@@ -56,10 +56,12 @@ class SemanticEncoder(nn.Module):
         self._adds_special_tokens: bool | None = None  # whether every text gets at least one token
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, device: str | torch.device | None = None, **kwargs) -> SemanticEncoder:
+    def from_pretrained(cls, name_or_path: str, device: str | torch.device | None = None, *,
+                        show_progress: bool = False, **kwargs) -> SemanticEncoder:
         """Load a sentence-transformers model by hub id or folder (packaged defaults resolved by
         :func:`dglm.assets.resolve_encoder`). A hub id that is not cached while the hub is offline or
-        unreachable raises one :class:`~dglm.io.ModelLoadError`.
+        unreachable raises one :class:`~dglm.io.ModelLoadError`. Progress bars are shown only with
+        ``show_progress=True`` (:func:`dglm.progress.progress_bars`).
 
         Example (a local sentence-transformers folder; the encoder's identity is the name it was loaded by):
             >>> import tempfile
@@ -74,10 +76,12 @@ class SemanticEncoder(nn.Module):
             (32, True, True)
         """
         from dglm.assets import resolve_encoder
+        from dglm.progress import progress_bars
 
         path = resolve_encoder(name_or_path)
         try:
-            model = SentenceTransformer(path, device=str(device) if device else None, **kwargs)
+            with progress_bars(show_progress):
+                model = SentenceTransformer(path, device=str(device) if device else None, **kwargs)
         except (OSError, ValueError) as e:
             if Path(os.fspath(path)).is_dir():
                 raise
@@ -213,8 +217,10 @@ class SemanticEncoder(nn.Module):
 
     @classmethod
     def from_pretrained_stats(cls, folder: str | os.PathLike, model: SentenceTransformer | None = None,
-                              device: str | torch.device | None = None) -> SemanticEncoder:
-        """Load saved statistics; build the model from the saved id unless ``model`` is given.
+                              device: str | torch.device | None = None, *,
+                              show_progress: bool = False) -> SemanticEncoder:
+        """Load saved statistics; build the model from the saved id unless ``model`` is given (progress bars
+        only with ``show_progress=True``).
 
         Example (a model of another dimension is refused):
             >>> import tempfile
@@ -235,7 +241,7 @@ encoder it was trained with
         """
         config, state = load_component(folder, EncoderConfig)
         encoder = cls(model, config.name_or_path) if model is not None \
-            else cls.from_pretrained(config.name_or_path, device=device)
+            else cls.from_pretrained(config.name_or_path, device=device, show_progress=show_progress)
         if encoder.dim != config.dim:
             raise ValueError(f"encoder dimension {encoder.dim} does not match the checkpoint's {config.dim} "
                              f"({Path(folder) / 'config.json'}); pass the encoder it was trained with")
