@@ -5,9 +5,12 @@ Results go to stdout; progress bars, logs and errors go to stderr. Progress bars
 (transformers, peft) appear only when stderr is a terminal or with ``--progress``. User errors (a malformed
 control expression, an out-of-range setting, a missing checkpoint or model, an unreadable input) print one
 ``dglm: error: ...`` line and exit with status 2; anything else is an internal error: one
-``dglm: internal error: ...`` line and status 1. ``--debug`` shows the traceback instead. Everything a
-request sets is checked (and the ``--json`` target reserved) before any model loads; the limits are in
-:mod:`dglm.config`. Only the standard library is imported until a command needs more, so ``dglm --help``
+``dglm: internal error: ...`` line and status 1. ``--debug`` shows the traceback instead. The request
+itself (the control's syntax, each option's type and bounds) is checked before torch is imported, so a typo
+fails within a second; everything else it sets (names the checkpoint must know, the options over the
+checkpoint's defaults, the ``--json`` target) before any model loads; the limits are in
+:mod:`dglm.config`. Off a terminal, ``dglm: ...`` lines on stderr say what the command is doing (loading,
+generating, each batch written) where a terminal shows progress bars. Only the standard library is imported until a command needs more, so ``dglm --help``
 answers at once.
 
 Example:
@@ -166,17 +169,30 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from dglm.checkpoint import checkpoint_settings
-    from dglm.config import MAX_ROWS, GenerationConfig, validated
-    from dglm.constraints import Control
+    from dglm.config import MAX_ROWS, GenerationConfig, check_field, validated
+    from dglm.constraints.parse import check_syntax
 
-    # Everything that can be checked without the models is checked before loading them.
+    # Everything that can be checked without the models is checked before loading them, and the request
+    # itself (the control's syntax, every option) before torch is imported: a typo fails at once.
     prefixes = read_prefixes(args.prefix, args.input)
     settings = {k: getattr(args, k) for k in GenerationConfig.model_fields if hasattr(args, k)}
     flags = {k: "--" + k.replace("_", "-") for k in settings}
     if args.control is not None:
         check_utf8(args.control, "--control")
-    control = Control(args.control)  # parsed here: a malformed expression is refused before loading
+        check_syntax(args.control)
+    try:  # each option alone (its type and bounds); with the checkpoint's defaults below
+        for name, value in settings.items():
+            check_field(GenerationConfig, name, value, flags[name])
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    for name, what in (("strength", "guidance strength"), ("control_scale", "control contrast")):
+        if args.control is None and name in settings:
+            raise UserError(f"{flags[name]} {settings[name]:g}: {what} needs a --control (without one it would do "
+                            f"nothing)")
+    from dglm.checkpoint import checkpoint_settings
+    from dglm.constraints import Control
+
+    control = Control(args.control)  # built here: argument values are checked before loading
     device = _device(args.device)
     folder = _checkpoint_folder(args.checkpoint)
     try:  # the options over the checkpoint's defaults (the decoder's come later), before any model loads
@@ -184,10 +200,6 @@ def _generate(args: argparse.Namespace) -> int:
         control.for_prefixes(len(prefixes), call.strength, call.guidance_samples)
     except ValueError as e:
         raise UserError(str(e)) from None
-    for name, what in (("strength", "guidance strength"), ("control_scale", "control contrast")):
-        if args.control is None and name in settings:
-            raise UserError(f"{flags[name]} {settings[name]:g}: {what} needs a --control (without one it would do "
-                            f"nothing)")
     num_samples = call.num_samples
     if len(prefixes) * num_samples > MAX_ROWS:
         raise UserError(f"{len(prefixes)} prefixes x -n {num_samples} = {len(prefixes) * num_samples} "
@@ -210,13 +222,19 @@ def _generate_all(args, prefixes, control, settings, device, folder) -> list[dic
 
     show_progress = _show_progress(args)
     with third_party_output(show_progress):
+        _say(args, f"loading the checkpoint {args.checkpoint!r}")
         pipe = DGLM.from_pretrained(folder, device=device, show_progress=show_progress)
+        rows = f"{len(prefixes)} prefix{'es' if len(prefixes) > 1 else ''}"
+        _say(args, f"generating: {rows} x {pipe.generation_config(**settings).num_samples} samples")
         chunks = []
         printed = [0] * len(prefixes)  # samples printed per prefix (a prefix's samples may span chunks)
         for start, out in pipe.generate_chunks(prefixes, control=control, show_progress_bar=show_progress,
                                                **settings):
-            logger.info("prefixes %d-%d: %s", start + 1, start + len(out.prefixes),
-                        ", ".join(f"{k} {v:.2f} s" for k, v in out.timings.items()))
+            timings = ", ".join(f"{k} {v:.2f} s" for k, v in out.timings.items())
+            if show_progress:
+                logger.info("prefixes %d-%d: %s", start + 1, start + len(out.prefixes), timings)
+            else:
+                _say(args, f"prefixes {start + 1}-{start + len(out.prefixes)} of {len(prefixes)} written ({timings})")
             for i, (prefix, continuations) in enumerate(zip(out.prefixes, out.continuations, strict=True), start):
                 for text in continuations:
                     printed[i] += 1
@@ -323,7 +341,7 @@ def _run(handler, args: argparse.Namespace, debug: bool) -> int:
             raise
         if is_user_error(e):
             # A ConstraintSyntaxError ends with the expression and a caret under the problem: keep its lines.
-            from dglm.constraints import ConstraintSyntaxError
+            from dglm.constraints.parse import ConstraintSyntaxError
 
             text = f"--control: {e}" if isinstance(e, ConstraintSyntaxError) else _one_line(e)
             print(f"{PROG}: error: {text}", file=sys.stderr)
@@ -332,6 +350,13 @@ def _run(handler, args: argparse.Namespace, debug: bool) -> int:
               f"request; rerun with --debug for the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
     return status if isinstance(status, int) else 0
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    """One ``dglm: ...`` line on stderr saying what the command is doing, when no progress bars show it
+    (stderr is not a terminal, or ``--no-progress``)."""
+    if not _show_progress(args):
+        print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
 def _show_progress(args: argparse.Namespace) -> bool:

@@ -191,12 +191,15 @@ def is_user_error(e: Exception) -> bool:
     """
     from pydantic import ValidationError
 
-    from dglm.assets import MissingAssetError
-    from dglm.constraints import ConstraintSyntaxError
-    from dglm.io import CheckpointError, ModelLoadError
+    from dglm.constraints.parse import ConstraintSyntaxError
 
-    if isinstance(e, (UserError, ConstraintSyntaxError, CheckpointError, ModelLoadError, MissingAssetError,
-                      ValidationError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+    # dglm's error types from modules that import torch: an error of one exists only if its module was imported
+    # (a request refused before torch loads is answered without loading it).
+    loaded = tuple(getattr(sys.modules[module], name) for module, name in
+                   (("dglm.assets", "MissingAssetError"), ("dglm.io", "CheckpointError"), ("dglm.io", "ModelLoadError"))
+                   if module in sys.modules)
+    if isinstance(e, (UserError, ConstraintSyntaxError, *loaded, ValidationError, FileNotFoundError,
+                      PermissionError, IsADirectoryError, NotADirectoryError)):
         return True
     if not isinstance(e, (ValueError, TypeError)):
         return False

@@ -374,8 +374,8 @@ def check_field(model: type[BaseModel], field: str, value, name: str | None = No
 @functools.cache
 def _field_adapter(model: type[BaseModel], field: str) -> TypeAdapter:
     info = model.model_fields[field]
-    return TypeAdapter(Annotated[(info.annotation, *info.metadata)],
-                       config=ConfigDict(strict=True, allow_inf_nan=False))
+    kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation  # no bounds
+    return TypeAdapter(kind, config=ConfigDict(strict=True, allow_inf_nan=False))
 
 
 def describe_errors(error, names: dict[str, str] | None = None) -> str:
