@@ -27,9 +27,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +73,32 @@ def _load(work: Path):
     _, stats = load_component(work / "encoder", EncoderConfig)
     return stats["mean"], stats["std"], WindowSet.load(work / "data" / "train"), \
         WindowSet.load(work / "data" / "validation")
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """torch's global random state seeded with ``seed`` inside this block (the models' initial weights, the
+    adapter's, dropout), and as it was after it: the same seed, data and machine train the same weights.
+
+    Example:
+        >>> with _seeded(3):
+        ...     a = torch.randn(2)
+        >>> with _seeded(3):
+        ...     b = torch.randn(2)
+        >>> torch.equal(a, b)
+        True
+    """
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def _layout(log: Path) -> dict | None:
+    """How the run was spread over processes, as the last line of its ``log.jsonl`` records it
+    (:func:`dglm.training.loop.process_layout`); None without one."""
+    lines = log.read_text().splitlines() if log.is_file() else []
+    last = json.loads(lines[-1]) if lines else {}
+    return {k: last[k] for k in ("world_size", "ranks", "accumulation") if k in last} or None
 
 
 def _is_main() -> bool:
@@ -198,9 +226,10 @@ def diffusion(c: DiffusionStageConfig) -> None:
     def standard(e):  # raw (N, S, d) -> standardised (N * S, d)
         return ((e.float() - mean) / std).reshape(-1, mean.shape[0])
 
-    ema = train_diffuser(SemanticDiffuser(config), standard(train.prefix_emb), standard(train.cont_emb),
-                         c.training, out_dir=work / "runs" / "diffusion",
-                         heldout=(standard(val.prefix_emb), standard(val.cont_emb)))
+    with _seeded(c.training.seed):
+        ema = train_diffuser(SemanticDiffuser(config), standard(train.prefix_emb), standard(train.cont_emb),
+                             c.training, out_dir=work / "runs" / "diffusion",
+                             heldout=(standard(val.prefix_emb), standard(val.cont_emb)))
     if _is_main():
         ema.save_pretrained(work / "diffusion")
 
@@ -226,40 +255,42 @@ def prompt(c: PromptStageConfig) -> dict:
     mean, std, train, val = _load(work)
     decoder = Decoder.from_pretrained(_decoder_id(work, c.decoder), device=c.device)
     run = work / "runs" / c.run
-    if c.init_from:
-        generator = PromptGenerator.from_pretrained(work / "runs" / c.init_from / "prompt").float()
-    elif c.init_from_checkpoint:
-        folder = Path(c.init_from_checkpoint)
-        generator = PromptGenerator.from_pretrained(folder / "prompt").float()
-        if (folder / "decoder_adapter").is_dir():
-            decoder.load_adapter(folder / "decoder_adapter")
-    else:
-        config = PromptConfig.model_validate({**preset_config(c.preset).prompt.model_dump(), **c.model,
-                                              "dim": mean.shape[0], "out_dim": decoder.hidden_size})
-        generator = PromptGenerator(config)
-        if config.head == "vocab_mixture":  # frequent content tokens of the training windows
-            counts = np.bincount(train.ids.ravel(), minlength=len(decoder.tokenizer))
-            ranked = np.argsort(-counts, kind="stable")[c.vocab_skip:c.vocab_skip + config.vocab_size]
-            generator.vocab_ids.copy_(torch.from_numpy(ranked.copy()))
-    if _is_main():
-        run.mkdir(parents=True, exist_ok=True)
-        write_json(run / "prompt_config.json", generator.config.model_dump(mode="json"))
-    diffuser = None
-    if c.training.diffused_fraction:  # diffused plans imitate this work folder's diffusion model
-        from dglm.diffusion import SemanticDiffuser
+    with _seeded(c.training.seed):  # the generator's and the adapter's initial weights, dropout
+        if c.init_from:
+            generator = PromptGenerator.from_pretrained(work / "runs" / c.init_from / "prompt").float()
+        elif c.init_from_checkpoint:
+            folder = Path(c.init_from_checkpoint)
+            generator = PromptGenerator.from_pretrained(folder / "prompt").float()
+            if (folder / "decoder_adapter").is_dir():
+                decoder.load_adapter(folder / "decoder_adapter")
+        else:
+            config = PromptConfig.model_validate({**preset_config(c.preset).prompt.model_dump(), **c.model,
+                                                  "dim": mean.shape[0], "out_dim": decoder.hidden_size})
+            generator = PromptGenerator(config)
+            if config.head == "vocab_mixture":  # frequent content tokens of the training windows
+                counts = np.bincount(train.ids.ravel(), minlength=len(decoder.tokenizer))
+                ranked = np.argsort(-counts, kind="stable")[c.vocab_skip:c.vocab_skip + config.vocab_size]
+                generator.vocab_ids.copy_(torch.from_numpy(ranked.copy()))
+        if _is_main():
+            run.mkdir(parents=True, exist_ok=True)
+            write_json(run / "prompt_config.json", generator.config.model_dump(mode="json"))
+        diffuser = None
+        if c.training.diffused_fraction:  # diffused plans imitate this work folder's diffusion model
+            from dglm.diffusion import SemanticDiffuser
 
-        if not (work / "diffusion").is_dir():
-            raise FileNotFoundError(f"diffused_fraction={c.training.diffused_fraction} needs {work}/diffusion: run "
-                                    f"`dglm train diffusion --work {work}` first")
-        diffuser = SemanticDiffuser.from_pretrained(work / "diffusion").float().eval()
-    result = train_prompt_generator(generator, decoder, train, val, mean, std, c.training, run,
-                                    diffuser=diffuser)
+            if not (work / "diffusion").is_dir():
+                raise FileNotFoundError(f"diffused_fraction={c.training.diffused_fraction} needs {work}/diffusion: run "
+                                        f"`dglm train diffusion --work {work}` first")
+            diffuser = SemanticDiffuser.from_pretrained(work / "diffusion").float().eval()
+        result = train_prompt_generator(generator, decoder, train, val, mean, std, c.training, run,
+                                        diffuser=diffuser)
     if _is_main():
         generator.save_pretrained(run / "prompt")
         if decoder.has_adapter:
             decoder.save_adapter(run / "lora")
         if result or not (run / "result.json").is_file():  # (a rerun of a finished run trains nothing)
-            write_json(run / "result.json", {"config": c.model_dump(mode="json"), "eval": result})
+            write_json(run / "result.json", {"config": c.model_dump(mode="json"), "eval": result,
+                                             "processes": _layout(run / "log.jsonl")})
     return result
 
 

@@ -25,7 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from dglm.diffusion import SemanticDiffuser
-from dglm.training.loop import ShardedStream, load_state, lr_at, make_accelerator, param_groups, save_state
+from dglm.training.loop import (
+    ShardedStream,
+    load_state,
+    lr_at,
+    make_accelerator,
+    param_groups,
+    process_layout,
+    save_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +145,7 @@ def train_diffuser(model: SemanticDiffuser, prefix: torch.Tensor, cont: torch.Te
     device, main = accelerator.device, accelerator.is_main_process
     stream = ShardedStream(len(prefix), config.batch_size, config.seed, accelerator.num_processes,
                            accelerator.process_index, accelerator.gradient_accumulation_steps)
+    layout = process_layout(accelerator)
     ema = model.ema_copy()
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.99))
     objective, optimizer = accelerator.prepare(DiffusionObjective(model), optimizer)
@@ -176,7 +185,7 @@ def train_diffuser(model: SemanticDiffuser, prefix: torch.Tensor, cont: torch.Te
         if out_dir is not None and (step % config.save_every == 0 or step == config.steps):
             mean_loss = accelerator.reduce(torch.stack(losses).mean(), "mean").item()  # every process calls it
             if main:
-                record = {"step": step, "loss": mean_loss, "s": time.perf_counter() - t0}
+                record = {"step": step, "loss": mean_loss, "s": time.perf_counter() - t0, **layout}
                 if heldout is not None:
                     record["heldout_loss_ema"] = heldout_loss(ema, heldout[0].to(device), heldout[1].to(device))
                 bar.set_postfix(loss=f"{mean_loss:.4f}")

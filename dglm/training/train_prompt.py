@@ -40,7 +40,15 @@ from dglm.training.data import (
     word_starts,
 )
 from dglm.training.data import flat_pairs as _pairs
-from dglm.training.loop import ShardedStream, load_state, lr_at, make_accelerator, param_groups, save_state
+from dglm.training.loop import (
+    ShardedStream,
+    load_state,
+    lr_at,
+    make_accelerator,
+    param_groups,
+    process_layout,
+    save_state,
+)
 from dglm.training.plan_use import evaluate_plan_use
 
 logger = logging.getLogger(__name__)
@@ -242,6 +250,7 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
     total_pairs = len(train) * train.splits.shape[1]
     stream = ShardedStream(total_pairs, config.batch_size, config.seed, accelerator.num_processes,
                            accelerator.process_index, accelerator.gradient_accumulation_steps)
+    layout = process_layout(accelerator)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
     mean, std = mean.to(device), std.to(device)
@@ -313,7 +322,7 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
         spent = elapsed()
         last = step == config.steps or (config.time_budget_s and spent >= config.time_budget_s)
         record = {"step": step, "loss": totals[0].item() / shards, "nll": totals[1].item() / shards, "s": spent,
-                  "switches": int(totals[2].item())}
+                  "switches": int(totals[2].item()), **layout}
         if main and (step % config.eval_every == 0 or last):
             result = evaluate_plan_use(generator, decoder, evaluation, mean.cpu(), std.cpu(), config.eval_sigma2,
                                        limit=config.eval_limit, ends=ends, starts=starts,
