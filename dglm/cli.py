@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "decoder adapter (if any) and its probes, as JSON. Reads the checkpoint's files only (no "
                     "model is loaded).")
     info.add_argument("--checkpoint", default="mini", metavar="NAME_OR_PATH",
-                      help="checkpoint folder or packaged checkpoint name (default: %(default)s)")
+                      help="checkpoint folder, packaged checkpoint name or hub id ('org/name') (default: "
+                           "%(default)s)")
+    info.add_argument("--revision", metavar="REV", help="a hub checkpoint's branch, tag or commit (default: main)")
     info.set_defaults(handler=_info)
 
     # Listed here for `dglm --help`; `dglm bench ...` never reaches this parser (see main).
@@ -158,7 +160,9 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
 
     run = p.add_argument_group("model")
     run.add_argument("--checkpoint", default="mini", metavar="NAME_OR_PATH",
-                     help="checkpoint folder or packaged checkpoint name (default: %(default)s)")
+                     help="checkpoint folder, packaged checkpoint name or hub id ('org/name') (default: "
+                          "%(default)s)")
+    run.add_argument("--revision", metavar="REV", help="a hub checkpoint's branch, tag or commit (default: main)")
     run.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1, ...")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="show progress bars (diffusion steps, model loading) and third-party warnings on stderr "
@@ -194,7 +198,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     control = Control(args.control)  # built here: argument values are checked before loading
     device = _device(args.device)
-    folder = _checkpoint_folder(args.checkpoint)
+    folder = _checkpoint_folder(args.checkpoint, args.revision)
     try:  # the options over the checkpoint's defaults (the decoder's come later), before any model loads
         call = validated(GenerationConfig, {**checkpoint_settings(folder).model_dump(), **settings}, flags)
         control.for_prefixes(len(prefixes), call.strength, call.guidance_samples)
@@ -267,7 +271,7 @@ def _info(args: argparse.Namespace) -> int:
     from dglm.hub import ADAPTER_FOLDER, PIPELINE_FILE
     from dglm.io import CONFIG_NAME, read_config, read_json
 
-    folder = _checkpoint_folder(args.checkpoint)
+    folder = _checkpoint_folder(args.checkpoint, args.revision)
     meta = read_json(folder / PIPELINE_FILE)
     encoder = read_config(folder / "encoder" / CONFIG_NAME, EncoderConfig)
     config = DGLMConfig(encoder=encoder,
@@ -364,22 +368,20 @@ def _show_progress(args: argparse.Namespace) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
 
-def _checkpoint_folder(name_or_path: str) -> Path:
-    """The folder of a checkpoint, as :meth:`dglm.DGLM.from_pretrained` finds it."""
-    from dglm.hub import PACKAGED, PIPELINE_FILE
+def _checkpoint_folder(name_or_path: str, revision: str | None = None) -> Path:
+    """The folder of a checkpoint given as a folder, a packaged name or a hub id (at ``revision``), found
+    as :meth:`dglm.DGLM.from_pretrained` finds it (:func:`dglm.hub.resolve_checkpoint`: with
+    ``HF_HUB_OFFLINE=1``, from the local hub cache only)."""
+    from dglm.hub import resolve_checkpoint
     from dglm.io import CheckpointError
 
-    folder = Path(name_or_path)
-    if not folder.is_dir() and (PACKAGED / name_or_path).is_dir():
-        folder = PACKAGED / name_or_path
-    if not (folder / PIPELINE_FILE).is_file():
-        known = sorted(p.name for p in PACKAGED.iterdir() if (p / PIPELINE_FILE).is_file()) if PACKAGED.is_dir() \
-            else []
+    try:
+        return resolve_checkpoint(name_or_path, revision=revision)
+    except (CheckpointError, ValueError) as e:
         hint = ("; the default 'mini' checkpoint is not in this installation yet: pass --checkpoint FOLDER"
-                if name_or_path == "mini" else "")
-        raise CheckpointError(f"--checkpoint {name_or_path!r} is neither a DGLM checkpoint folder (with "
-                              f"{PIPELINE_FILE}) nor a packaged checkpoint; packaged: {known}{hint}")
-    return folder
+                if name_or_path == "mini" and revision is None else "")
+        raise UserError(f"--checkpoint {name_or_path!r}{f' --revision {revision!r}' if revision else ''}: "
+                        f"{_one_line(e)}{hint}") from None
 
 
 def _device(name: str):
