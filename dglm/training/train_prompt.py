@@ -299,6 +299,11 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
     while step < config.steps:
         spent = elapsed()
         if config.time_budget_s and spent >= config.time_budget_s:
+            # The bar counts steps; a run the time budget ends early would stop part way: close it at the step
+            # reached, saying why.
+            bar.total = step
+            bar.set_description(f"prompt generator (time budget of {config.time_budget_s:g} s reached)")
+            bar.refresh()
             break
         at = max(step, int(spent / config.time_budget_s * config.steps)) if config.time_budget_s else step
         for group in optimizer.param_groups:
