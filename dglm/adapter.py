@@ -162,7 +162,8 @@ class DecoderAdapter:
         for config in self.model.peft_config.values():
             config.base_model_name_or_path = self.config.name_or_path
         with atomic_directory(folder, "adapter", overwrite=overwrite, marker=False) as tmp:
-            self.model.save_pretrained(os.fspath(tmp))
+            # The adapter never touches the embeddings: no need for peft to look the base model up (on the hub).
+            self.model.save_pretrained(os.fspath(tmp), save_embedding_layers=False)
             (tmp / "README.md").unlink(missing_ok=True)  # peft's model-card template, all placeholders
 
     @property
@@ -200,50 +201,99 @@ class DecoderAdapter:
             yield
 
     @contextlib.contextmanager
-    def adapter_merged(self) -> Iterator[None]:
+    def adapter_merged(self, model: nn.Module | None = None) -> Iterator[nn.Module]:
         """Run the LM with its LoRA adapter merged into the projection weights inside this block (no LoRA
-        matmuls per layer), for inference without gradients to the adapter. Each adapted layer of the
-        decoder's own module tree gets a new weight ``W + delta`` (peft's ``get_delta_weight``, the value
-        peft's ``merge_adapter`` writes); the original weight objects are put back on exit, so nothing is
-        restored by subtraction and the base weights are bit-identical afterwards. A no-op without an
-        adapter or inside :meth:`adapter_off` (the adapter stays off); adapters peft cannot merge as one
-        delta (DoRA, quantised base layers) stay unmerged. Like
-        :meth:`adapter_off`, it changes how this decoder's model runs for every caller while the block is
-        open: use one decoder from one thread at a time (:class:`~dglm.DGLM` calls hold the pipeline's lock).
+        matmuls per layer), for inference without gradients to the adapter; yields the model that carries it.
 
-        Example:
+        Each adapted layer gets a new weight ``W + delta`` (peft's ``get_delta_weight``, the value peft's
+        ``merge_adapter`` writes); the original weight objects are put back on exit, so nothing is restored
+        by subtraction and the base weights are bit-identical afterwards. A no-op without an adapter or
+        inside :meth:`adapter_off` (the adapter stays off); adapters peft cannot merge as one delta (DoRA,
+        quantised base layers) stay unmerged.
+
+        ``model``: your own instance of this decoder's LM (a plain Hugging Face model, say
+        ``AutoModelForCausalLM.from_pretrained(id)``), to decode soft tokens with your code. Its projection
+        layers get the merged weights for the block, in their own dtype and device, and their original
+        ``Parameter`` objects back on exit: no module is added, replaced or hooked, and its state dict is
+        bit-identical afterwards. Its layers must match the decoder's (names and shapes), else a
+        ``ValueError`` names the first that does not; an adapter that cannot be merged is refused.
+
+        Like :meth:`adapter_off`, it changes how the model runs for every caller while the block is open: use
+        it from one thread at a time (:class:`~dglm.DGLM` calls hold the pipeline's lock).
+
+        Example (the LM with its adapter, and a user's own copy of the base LM inside the block):
+            >>> import copy
             >>> from dglm.presets import preset_config, random_decoder
             >>> dec = random_decoder(preset_config("tiny").decoder)
+            >>> mine = copy.deepcopy(dec.model)                       # the user's own object
             >>> for p in dec.add_adapter(rank=2):
             ...     _ = torch.nn.init.normal_(p)
-            >>> x = dec.tokenize(["the game was"])
-            >>> embeds, mask, _ = dec.embed(x, torch.zeros(1, 2, dec.hidden_size))
+            >>> embeds, mask, _ = dec.embed(dec.tokenize(["the game was"]), torch.zeros(1, 2, dec.hidden_size))
             >>> with torch.no_grad():
             ...     lora = dec.model(inputs_embeds=embeds, attention_mask=mask).logits
             ...     with dec.adapter_merged():
             ...         merged = dec.model(inputs_embeds=embeds, attention_mask=mask).logits
-            >>> torch.allclose(lora, merged, atol=1e-4), torch.equal(lora, dec.model(inputs_embeds=embeds,
-            ...                                                      attention_mask=mask).logits)
+            ...     with dec.adapter_merged(mine) as m:
+            ...         users = m(inputs_embeds=embeds, attention_mask=mask).logits
+            ...     after = mine(inputs_embeds=embeds, attention_mask=mask).logits
+            >>> torch.allclose(lora, merged, atol=1e-4), torch.allclose(lora, users, atol=1e-4)
             (True, True)
+            >>> torch.allclose(lora, after, atol=1e-4)                # the user's model is its own again
+            False
         """
+        own = model is None or model is self.model
         layers = _mergeable_lora_layers(self.model) if self.has_adapter else []
+        if not own and self.has_adapter and not layers:
+            raise ValueError("the decoder's adapter cannot be merged into another model (DoRA or quantised "
+                             "base layers); decode with pipe.decoder.model, which carries it")
         if not layers or any(layer.disable_adapters for layer in layers):  # none, or switched off around us
-            yield
+            yield self.model if own else model
             return
+        targets = _target_layers(self.model, layers, None if own else model, self.config.name_or_path)
         swapped = []
         try:
             with torch.no_grad(), self.model.disable_adapter():  # the LoRA branch is off: its delta is in W
-                for layer in layers:
-                    base = layer.get_base_layer()
+                for layer, base in zip(layers, targets, strict=True):
                     delta = sum(layer.get_delta_weight(name) for name in layer.active_adapters)
-                    swapped.append((base, base.weight))
+                    weight = base.weight
+                    swapped.append((base, weight))
                     # As peft's merge: the sum in the promoted dtype (adapters may be float32 over a bf16 base),
                     # stored in the base weight's dtype.
-                    base.weight = nn.Parameter((base.weight + delta).to(base.weight.dtype), requires_grad=False)
-                yield
+                    base.weight = nn.Parameter((weight + delta.to(weight.device)).to(weight.dtype),
+                                               requires_grad=False)
+                yield self.model if own else model
         finally:
             for base, weight in swapped:
                 base.weight = weight
+
+
+def _target_layers(peft_model: nn.Module, layers: list, model: nn.Module | None, name: str) -> list[nn.Module]:
+    """The layers whose weights :meth:`DecoderAdapter.adapter_merged` replaces: the LoRA layers' own base
+    layers, or (``model`` given) the layers of ``model`` at the same names, checked to match in shape."""
+    if model is None:
+        return [layer.get_base_layer() for layer in layers]
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (your instance of the decoder {name!r}), "
+                        f"got {type(model).__name__}")
+    from peft.tuners.lora import LoraLayer
+
+    names = {id(m): n.removeprefix("base_model.model.") for n, m in peft_model.named_modules()}
+    theirs = dict(model.named_modules())
+    targets = []
+    for layer in layers:
+        base, key = layer.get_base_layer(), names[id(layer)]
+        mine = theirs.get(key)
+        if mine is None or not isinstance(getattr(mine, "weight", None), torch.Tensor) \
+                or mine.weight.shape != base.weight.shape:
+            found = "no such module" if mine is None else \
+                f"a {type(mine).__name__} with weight {tuple(getattr(mine, 'weight', torch.empty(0)).shape)}"
+            raise ValueError(f"model is not an instance of the decoder {name!r} the adapter was trained on: "
+                             f"the adapter needs {key!r} with weight {tuple(base.weight.shape)}, model has {found}")
+        if isinstance(mine, LoraLayer):
+            raise ValueError(f"model already carries a LoRA adapter at {key!r} (dglm's pipe.decoder.model, or a "
+                             f"peft-wrapped model): pass the plain model")
+        targets.append(mine)
+    return targets
 
 
 def _mergeable_lora_layers(model: nn.Module) -> list:

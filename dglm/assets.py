@@ -201,10 +201,12 @@ def load_encoder(name_or_path: str | os.PathLike, device=None, **kwargs):
                                            name=os.fspath(name_or_path), **kwargs)
 
 
-def load_decoder(name_or_path: str | os.PathLike, dtype=None, device=None, **kwargs):
+def load_decoder(name_or_path: str | os.PathLike, dtype=None, device=None, *, show_progress: bool = False,
+                 **kwargs):
     """A :class:`~dglm.decoder.Decoder` from a folder, a hub id or a packaged default id
     (:func:`resolve_decoder`); its identity stays the id given. ``kwargs`` (``revision``, ...) go to
-    ``AutoModelForCausalLM.from_pretrained``.
+    ``AutoModelForCausalLM.from_pretrained``. Progress bars (of a first conversion too) only with
+    ``show_progress=True``.
 
     Example (a folder passes through unchanged):
         >>> import tempfile
@@ -219,9 +221,12 @@ def load_decoder(name_or_path: str | os.PathLike, dtype=None, device=None, **kwa
         (32, True)
     """
     from dglm.decoder import Decoder  # here: the CLI's `dglm assets` needs no torch
+    from dglm.progress import progress_bars
 
-    return Decoder.from_pretrained(resolve_decoder(name_or_path), dtype=dtype, device=device,
-                                   name=os.fspath(name_or_path), **kwargs)
+    with progress_bars(show_progress):
+        path = resolve_decoder(name_or_path)  # may convert the packaged GGUF file once
+    return Decoder.from_pretrained(path, dtype=dtype, device=device, name=os.fspath(name_or_path),
+                                   show_progress=show_progress, **kwargs)
 
 
 def convert_gguf(gguf_path: str | os.PathLike, target: str | os.PathLike) -> Path:

@@ -40,6 +40,7 @@ from dglm.hub import (
     resolve_checkpoint,
 )
 from dglm.io import WEIGHTS_NAME, atomic_directory, check_output_folder, load_tensors, read_config, write_json
+from dglm.progress import progress_bars
 from dglm.prompt import PromptGenerator
 
 logger = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ def push_checkpoint(pipe, repo_id: str, *, revision: str | None = None, private:
 def load_parts(name_or_path: str | os.PathLike, encoder: SemanticEncoder | None = None,
                decoder: Decoder | None = None, device: str | torch.device | None = None, *,
                revision: str | None = None, cache_dir: str | os.PathLike | None = None,
-               token: str | bool | None = None) -> Parts:
+               token: str | bool | None = None, show_progress: bool = False) -> Parts:
     """The parts of the checkpoint ``name_or_path`` (a folder, a packaged name or a hub id, resolved by
     :func:`dglm.hub.resolve_checkpoint`); see :meth:`dglm.pipeline.DGLM.from_pretrained`.
 
@@ -199,13 +200,14 @@ def load_parts(name_or_path: str | os.PathLike, encoder: SemanticEncoder | None 
         >>> parts.decoder is pipe.decoder, parts.diffuser.config == pipe.diffuser.config
         (True, True)
     """
-    folder = resolve_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
+    with progress_bars(show_progress):
+        folder = resolve_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
     meta = read_config(folder / PIPELINE_FILE, _PipelineFile)
     if encoder is None:
         saved = read_config(folder / "encoder" / "config.json", EncoderConfig)
         check_recorded_id(saved.name_or_path, "encoder", folder / "encoder" / "config.json")
         encoder = SemanticEncoder.from_pretrained_stats(
-            folder / "encoder", model=load_encoder(saved.name_or_path, device=device).model)
+            folder / "encoder", model=load_encoder(saved.name_or_path, device=device, show_progress=show_progress).model)
     else:
         saved = read_config(folder / "encoder" / "config.json", type(encoder.config))
         if saved.dim != encoder.dim:
@@ -220,7 +222,8 @@ def load_parts(name_or_path: str | os.PathLike, encoder: SemanticEncoder | None 
     if decoder is None:
         check_recorded_id(meta.decoder, "decoder", folder / PIPELINE_FILE)
         pinned = meta.decoder_weights.revision if meta.decoder_weights is not None else None
-        decoder = load_decoder(meta.decoder, device=device, **({"revision": pinned} if pinned else {}))
+        decoder = load_decoder(meta.decoder, device=device, show_progress=show_progress,
+                               **({"revision": pinned} if pinned else {}))
     if meta.decoder_weights is not None:
         meta.decoder_weights.check(decoder, decoder.config.name_or_path, f"the checkpoint {str(name_or_path)!r}")
     if (folder / ADAPTER_FOLDER).is_dir() and not decoder.has_adapter:

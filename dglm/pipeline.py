@@ -146,14 +146,15 @@ class DGLM(torch.nn.Module):
     def from_pretrained(cls, name_or_path: str | os.PathLike, encoder: SemanticEncoder | None = None,
                         decoder: Decoder | None = None, device: str | torch.device | None = None, *,
                         revision: str | None = None, cache_dir: str | os.PathLike | None = None,
-                        token: str | bool | None = None) -> DGLM:
+                        token: str | bool | None = None, show_progress: bool = False) -> DGLM:
         """Load a checkpoint folder, a packaged one by name (``"mini"``), or a hub repo id (``"org/name"``,
         at ``revision``; ``cache_dir`` and ``token`` go to ``huggingface_hub.snapshot_download``; with
         ``HF_HUB_OFFLINE=1`` from the local hub cache only), see :func:`dglm.hub.resolve_checkpoint`. The
         encoder and decoder are loaded by the ids the checkpoint records unless given; a decoder whose weights
         differ from the recorded fingerprint of the training weights is logged as a warning. The
         checkpoint's decoder adapter, if it has one, is loaded into the decoder (given or not) unless that
-        decoder already carries one.
+        decoder already carries one. Nothing is printed while loading: progress bars (weights, downloads)
+        are shown only with ``show_progress=True``.
 
         Example (a saved folder, its sampling defaults included; ``DGLM.from_pretrained("mini")`` loads the
         packaged checkpoint the same way, its encoder and decoder fetched by id):
@@ -169,7 +170,7 @@ class DGLM(torch.nn.Module):
             (7, 30.0, True)
         """
         pipe = cls(**vars(load_parts(name_or_path, encoder, decoder, device, revision=revision,
-                                     cache_dir=cache_dir, token=token)))
+                                     cache_dir=cache_dir, token=token, show_progress=show_progress)))
         return pipe.to(device) if device is not None else pipe
 
     def save_pretrained(self, folder: str | os.PathLike, *, license: str | None = None,

@@ -173,7 +173,9 @@ def run_dglm(*args: str, cwd=None, timeout: float = 300) -> subprocess.Completed
 
 
 def one_clean_line(stderr: str) -> bool:
-    return len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+    """One line about what went wrong, after any lines saying what the CLI was doing (off a terminal)."""
+    *doing, _ = stderr.strip().splitlines() or [""]
+    return all(line.startswith("dglm: ") and ": error" not in line for line in doing) and "Traceback" not in stderr
 
 
 def test_process_version_and_help_exit_0():

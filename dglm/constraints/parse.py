@@ -15,7 +15,9 @@ Only these calls exist: ``toxicity.low()``, ``toxicity.high()``, ``sentiment.pos
 Numbers scale constraints; a constraint times a constraint, or a bare number, is an error. Strings are
 single- or double-quoted with backslash escapes. Input longer than ``max_length`` characters or nested
 deeper than ``max_depth`` parentheses raises :class:`ConstraintSyntaxError` (never a RecursionError),
-and the parser runs in time linear in the input.
+and the parser runs in time linear in the input. :func:`check_syntax` checks the grammar alone, without
+building the constraint, so that it runs before torch is imported (the command line checks ``--control``
+this way before loading anything).
 
 Example:
     >>> parse_constraint("toxicity.low() + 2*topic('sports') - sentiment.negative()")
@@ -33,9 +35,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from dglm.constraints.algebra import Constraint, scale
-from dglm.constraints.builtin import away_from, near, sentiment, target, topic, toxicity
+if TYPE_CHECKING:
+    from dglm.constraints.algebra import Constraint
 
 MAX_LENGTH = 10_000
 MAX_DEPTH = 64
@@ -131,27 +134,48 @@ def _tokenize(text: str) -> list[_Token]:
     return tokens
 
 
-# name -> (factory, parameters as (name, type, required)).
+# name -> parameters as (name, type, required); the factory is the object of that dotted name in
+# dglm.constraints.builtin (imported when a constraint is built, see _factory).
 _STR, _NUM = "string", "number"
 _CALLS = {
-    "toxicity.low": (toxicity.low, ()),
-    "toxicity.high": (toxicity.high, ()),
-    "sentiment.positive": (sentiment.positive, ()),
-    "sentiment.negative": (sentiment.negative, ()),
-    "topic": (topic, (("name", _STR, True),)),
-    "topic.describe": (topic.describe, (("text", _STR, True), ("name", _STR, False), ("scale", _NUM, False),
-                                        ("threshold", _NUM, False))),
-    "near": (near, (("text", _STR, True), ("scale", _NUM, False), ("threshold", _NUM, False))),
-    "away_from": (away_from, (("text", _STR, True), ("scale", _NUM, False), ("threshold", _NUM, False))),
-    "target": (target, (("probe", _STR, True), ("label", _STR, True))),
+    "toxicity.low": (),
+    "toxicity.high": (),
+    "sentiment.positive": (),
+    "sentiment.negative": (),
+    "topic": (("name", _STR, True),),
+    "topic.describe": (("text", _STR, True), ("name", _STR, False), ("scale", _NUM, False), ("threshold", _NUM, False)),
+    "near": (("text", _STR, True), ("scale", _NUM, False), ("threshold", _NUM, False)),
+    "away_from": (("text", _STR, True), ("scale", _NUM, False), ("threshold", _NUM, False)),
+    "target": (("probe", _STR, True), ("label", _STR, True)),
 }
+
+
+def _factory(name: str):
+    """The builtin that a call name of the grammar stands for (``"topic.describe"`` -> ``topic.describe``)."""
+    from dglm.constraints import builtin
+
+    value = builtin
+    for part in name.split("."):
+        value = getattr(value, part)
+    return value
+
+
+class _Checked:
+    """What a call stands for while only the syntax is checked (:func:`check_syntax`): a constraint whose
+    arguments are not bound yet."""
+
+
+def _is_constraint(value) -> bool:
+    return not isinstance(value, (int, float))  # the grammar's values are numbers or constraints
+
+
 _ATOM = "a number, a call such as topic('sports'), or '('"
 _AFTER_ATOM = "'+', '-', '*', '/' or end of input"
 
 
 class _Parser:
-    def __init__(self, text: str, max_depth: int):
-        self.text, self.max_depth = text, max_depth
+    def __init__(self, text: str, max_depth: int, build: bool = True):
+        self.text, self.max_depth, self.build = text, max_depth, build
         self.tokens = _tokenize(text)
         self.i = 0
         self.depth = 0
@@ -187,7 +211,7 @@ class _Parser:
         value = self.expr()
         if self.tok.kind != "END":
             raise self.error(_AFTER_ATOM)
-        if not isinstance(value, Constraint):
+        if not _is_constraint(value):
             raise ConstraintSyntaxError(f"expected a constraint at position {start.position}, found a bare "
                                         f"number", self.text, start.position, "a constraint")
         return value
@@ -198,11 +222,12 @@ class _Parser:
             op = self.tok
             self.i += 1
             right = self.term()
-            if not (isinstance(left, Constraint) and isinstance(right, Constraint)):
+            if not (_is_constraint(left) and _is_constraint(right)):
                 raise ConstraintSyntaxError(f"'{op.value}' at position {op.position} joins constraints, not bare "
                                             f"numbers; scale a constraint with '*'", self.text, op.position,
                                             "constraints on both sides of '+' / '-'")
-            left = left + right if op.value == "+" else left - right
+            if self.build:
+                left = left + right if op.value == "+" else left - right
         return left
 
     def term(self):
@@ -212,28 +237,32 @@ class _Parser:
             self.i += 1
             right = self.unary()
             if op.value == "*":
-                if isinstance(left, Constraint) and isinstance(right, Constraint):
+                if _is_constraint(left) and _is_constraint(right):
                     raise ConstraintSyntaxError(f"cannot multiply two constraints at position {op.position}; "
                                                 f"add them or scale one by a number", self.text, op.position,
                                                 "a number on one side of '*'")
-                if isinstance(left, Constraint):
+                if _is_constraint(left):
                     left = self.scaled(left, right, op)
-                elif isinstance(right, Constraint):
+                elif _is_constraint(right):
                     left = self.scaled(right, left, op)
                 else:
                     left = self.number(left * right, op)
             else:
-                if isinstance(right, Constraint):
+                if _is_constraint(right):
                     raise ConstraintSyntaxError(f"cannot divide by a constraint at position {op.position}",
                                                 self.text, op.position, "a number after '/'")
                 if right == 0:
                     raise ConstraintSyntaxError(f"division by zero at position {op.position}", self.text,
                                                 op.position, "a non-zero number after '/'")
-                left = self.scaled(left, 1.0 / right, op) if isinstance(left, Constraint) \
+                left = self.scaled(left, 1.0 / right, op) if _is_constraint(left) \
                     else self.number(left / right, op)
         return left
 
     def scaled(self, constraint: Constraint, weight: float, token: _Token) -> Constraint:
+        if not self.build:
+            return constraint
+        from dglm.constraints.algebra import scale
+
         try:
             return scale(constraint, weight)
         except ValueError:  # the folded weight overflowed
@@ -260,7 +289,7 @@ class _Parser:
         value = self.atom()
         if sign == 1.0:
             return value
-        return -value if not isinstance(value, Constraint) else self.scaled(value, -1.0, self.tokens[self.i - 1])
+        return -value if not _is_constraint(value) else self.scaled(value, -1.0, self.tokens[self.i - 1])
 
     def atom(self):
         token = self.tok
@@ -294,7 +323,7 @@ class _Parser:
             raise ConstraintSyntaxError(f"unknown name {name!r} at position {start.position}; expected one of "
                                         f"{', '.join(_CALLS)}", self.text, start.position,
                                         f"one of {', '.join(_CALLS)}")
-        factory, params = _CALLS[name]
+        params = _CALLS[name]
         self.expect("(", f"'(' after {name}")
         positional, keywords = [], {}
         if not self.accept(")"):
@@ -321,7 +350,7 @@ class _Parser:
                 if self.accept(")"):
                     break
                 self.expect(",", "',' or ')'")
-        return self.bind(name, factory, params, positional, keywords, start)
+        return self.bind(name, params, positional, keywords, start)
 
     def argument(self, first: bool = False):
         negative = self.accept("-") is not None
@@ -334,7 +363,7 @@ class _Parser:
             return token.value
         raise self.error("a number" if negative else "a string, a number or ')'" if first else "a string or a number")
 
-    def bind(self, name, factory, params, positional, keywords, start: _Token) -> Constraint:
+    def bind(self, name, params, positional, keywords, start: _Token) -> Constraint:
         signature = f"{name}({', '.join(p if req else p + '=' for p, _, req in params)})"
         if len(positional) > len(params):
             value, token = positional[len(params)]
@@ -360,8 +389,10 @@ class _Parser:
             if (kind == _STR) != isinstance(value, str):
                 raise ConstraintSyntaxError(f"argument {param!r} of {name} must be a {kind} at position "
                                             f"{token.position}", self.text, token.position, f"a {kind}")
+        if not self.build:
+            return _Checked()
         try:
-            return factory(**{k: v for k, (v, _) in kwargs.items()})
+            return _factory(name)(**{k: v for k, (v, _) in kwargs.items()})
         except (ValueError, TypeError) as e:
             raise ConstraintSyntaxError(f"invalid arguments to {name} at position {start.position}: {e}",
                                         self.text, start.position, signature) from None
@@ -381,3 +412,25 @@ def parse_constraint(text: str, max_length: int = MAX_LENGTH, max_depth: int = M
                                     text, max_length, f"at most {max_length} characters")
     return _Parser(text, max_depth).parse()
 
+
+def check_syntax(text: str, max_length: int = MAX_LENGTH, max_depth: int = MAX_DEPTH) -> None:
+    """Check the string form of a constraint against the grammar without building it (nothing beyond the
+    standard library is imported): raises the :class:`ConstraintSyntaxError` that :func:`parse_constraint`
+    raises for a malformed expression. Argument values (a scale out of range) and weights that overflow
+    only once folded together are checked when the constraint is built, and names a checkpoint must know (a topic, a probe) when it is resolved.
+
+    Example:
+        >>> check_syntax("toxicity.low() + 2*topic('sports')")
+        >>> check_syntax("topic('sports'")
+        Traceback (most recent call last):
+        ...
+        dglm.constraints.parse.ConstraintSyntaxError: expected ',' or ')' at position 14, found end of input
+          topic('sports'
+                        ^
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if len(text) > max_length:
+        raise ConstraintSyntaxError(f"the expression is {len(text)} characters long; the limit is {max_length}",
+                                    text, max_length, f"at most {max_length} characters")
+    _Parser(text, max_depth, build=False).parse()

@@ -64,7 +64,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         doc = " ".join(run.__doc__.split())
         p = stages.add_parser(name, parents=[common], help=doc.split("; ")[0].split(". ")[0].rstrip("."),
                               description=doc)
-        add_config_options(p, config_class, exclude={"model", "training"})
+        # --run-name: torchrun reads an abbreviated --run after `-m dglm` as its own --run-path.
+        aliases = {"run": ["--run-name"]} if "run" in config_class.model_fields else None
+        add_config_options(p, config_class, exclude={"model", "training"}, aliases=aliases)
         if shape is not None:
             add_config_options(p.add_argument_group(f"network shape ({shape.__name__} fields)"), shape,
                                exclude={"dim", "out_dim"}, defaults_from="the --preset's")

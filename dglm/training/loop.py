@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 
 from dglm.io import atomic_directory, load_tensors, read_json, save_tensors, write_json
+
+logger = logging.getLogger(__name__)
 
 
 def lr_at(step: int, base: float, warmup: int, total: int, final_fraction: float = 0.1) -> float:
@@ -132,6 +135,21 @@ def check_finite_loss(loss: float, step: int, folder: str | os.PathLike | None) 
         kept = f"the last good state (step {read_json(Path(folder) / 'state.json').get('step')}) is kept in {folder}"
     raise TrainingDiverged(f"the training loss is {loss} at step {step}: training stopped; {kept}. Lower --lr "
                            f"(or --lora-lr), raise --warmup, or check the data for empty or extreme texts")
+
+
+def process_layout(accelerator) -> dict:
+    """How a run is spread over processes, recorded in every line of its ``log.jsonl`` and in its result:
+    ``world_size`` (processes), ``ranks`` (their indices; the main process writes for all of them) and
+    ``accumulation`` (micro-steps per optimizer step). Each process also logs its rank (INFO).
+
+    Example:
+        >>> process_layout(make_accelerator("no"))
+        {'world_size': 1, 'ranks': [0], 'accumulation': 1}
+    """
+    logger.info("process %d of %d (accumulation %d)", accelerator.process_index, accelerator.num_processes,
+                accelerator.gradient_accumulation_steps)
+    return {"world_size": accelerator.num_processes, "ranks": list(range(accelerator.num_processes)),
+            "accumulation": accelerator.gradient_accumulation_steps}
 
 
 def make_accelerator(mixed_precision: str | None = None):

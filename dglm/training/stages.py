@@ -28,9 +28,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +135,32 @@ def _load(work: Path):
     _, stats = load_component(work / "encoder", EncoderConfig)
     return stats["mean"], stats["std"], WindowSet.load(work / "data" / "train"), \
         WindowSet.load(work / "data" / "validation")
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """torch's global random state seeded with ``seed`` inside this block (the models' initial weights, the
+    adapter's, dropout), and as it was after it: the same seed, data and machine train the same weights.
+
+    Example:
+        >>> with _seeded(3):
+        ...     a = torch.randn(2)
+        >>> with _seeded(3):
+        ...     b = torch.randn(2)
+        >>> torch.equal(a, b)
+        True
+    """
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def _layout(log: Path) -> dict | None:
+    """How the run was spread over processes, as the last line of its ``log.jsonl`` records it
+    (:func:`dglm.training.loop.process_layout`); None without one."""
+    lines = log.read_text().splitlines() if log.is_file() else []
+    last = json.loads(lines[-1]) if lines else {}
+    return {k: last[k] for k in ("world_size", "ranks", "accumulation") if k in last} or None
 
 
 def _is_main() -> bool:
@@ -347,16 +375,16 @@ def _train_diffusion(c: DiffusionStageConfig, work: Path) -> None:
     config = DiffusionConfig.model_validate({**preset_config(c.preset).diffusion.model_dump(), **c.model,
                                              "dim": mean.shape[0]})
 
-    model = SemanticDiffuser(config)
-    _check_resume(work / "runs" / "diffusion" / "state", {"model": model, "ema": model},
-                  "the same --preset and network-shape options, or another --work")
-
     def standard(e):  # raw (N, S, d) -> standardised (N * S, d)
         return ((e.float() - mean) / std).reshape(-1, mean.shape[0])
 
-    ema = train_diffuser(model, standard(train.prefix_emb), standard(train.cont_emb),
-                         c.training, out_dir=work / "runs" / "diffusion",
-                         heldout=(standard(val.prefix_emb), standard(val.cont_emb)))
+    with _seeded(c.training.seed):  # the diffusion network's initial weights
+        model = SemanticDiffuser(config)
+        _check_resume(work / "runs" / "diffusion" / "state", {"model": model, "ema": model},
+                      "the same --preset and network-shape options, or another --work")
+        ema = train_diffuser(model, standard(train.prefix_emb), standard(train.cont_emb),
+                             c.training, out_dir=work / "runs" / "diffusion",
+                             heldout=(standard(val.prefix_emb), standard(val.cont_emb)))
     if _is_main():
         save_component(work / "diffusion", ema.config, ema.state_dict(), overwrite=c.overwrite)
 
@@ -414,53 +442,55 @@ def _train_prompt(c: PromptStageConfig, work: Path, run: Path) -> dict:
     mean, std, train, val = _load(work)
     decoder = load_decoder(_decoder_id(work, c.decoder), device=c.device)
     _same_tokenizer(work, decoder)
-    if c.init_from:
-        generator = PromptGenerator.from_pretrained(work / "runs" / c.init_from / "prompt").float()
-    elif c.init_from_checkpoint:
-        folder = Path(c.init_from_checkpoint)
-        generator = PromptGenerator.from_pretrained(folder / "prompt").float()
-        if (folder / "decoder_adapter").is_dir():
-            decoder.load_adapter(folder / "decoder_adapter")
-    else:
-        config = PromptConfig.model_validate({**preset_config(c.preset).prompt.model_dump(), **c.model,
-                                              "dim": mean.shape[0], "out_dim": decoder.hidden_size})
-        generator = PromptGenerator(config)
-        if config.head == "vocab_mixture":  # frequent content tokens of the training windows
-            counts = np.bincount(train.ids.ravel(), minlength=len(decoder.tokenizer))
-            ranked = np.argsort(-counts, kind="stable")[c.vocab_skip:c.vocab_skip + config.vocab_size]
-            generator.vocab_ids.copy_(torch.from_numpy(ranked.copy()))
-    if (run / "state" / "state.json").is_file():  # a resume: checked against the saved run before any write
-        if (run / "prompt_config.json").is_file():
-            saved = read_config(run / "prompt_config.json", PromptConfig)
-            changed = {k: (v, getattr(generator.config, k)) for k, v in saved if getattr(generator.config, k) != v}
-            if changed:
-                raise ValueError(f"{run} was trained with another generator ("
-                                 + ", ".join(f"{k}={a!r}, now {b!r}" for k, (a, b) in changed.items())
-                                 + "); resume it with its own settings, or start another --run")
-        _check_resume(run / "state", {"generator": generator}, "its own --preset and network-shape options")
-        rank = read_json(run / "state" / "state.json").get("config", {}).get("lora_rank")
-        if rank is not None and rank != c.training.lora_rank and not decoder.has_adapter:
-            raise ValueError(f"{run} was trained with lora_rank={rank}, now {c.training.lora_rank}; resume it with "
-                             f"--lora-rank {rank}, or start another --run")
-    if _is_main():
-        write_output(run / "prompt_config.json", _json(generator.config.model_dump(mode="json")),
-                     overwrite=c.overwrite, owns=json_with_keys("dim", "out_dim"))
-    diffuser = None
-    if c.training.diffused_fraction:  # diffused plans imitate this work folder's diffusion model
-        from dglm.diffusion import SemanticDiffuser
+    with _seeded(c.training.seed):  # the generator's and the adapter's initial weights, dropout
+        if c.init_from:
+            generator = PromptGenerator.from_pretrained(work / "runs" / c.init_from / "prompt").float()
+        elif c.init_from_checkpoint:
+            folder = Path(c.init_from_checkpoint)
+            generator = PromptGenerator.from_pretrained(folder / "prompt").float()
+            if (folder / "decoder_adapter").is_dir():
+                decoder.load_adapter(folder / "decoder_adapter")
+        else:
+            config = PromptConfig.model_validate({**preset_config(c.preset).prompt.model_dump(), **c.model,
+                                                  "dim": mean.shape[0], "out_dim": decoder.hidden_size})
+            generator = PromptGenerator(config)
+            if config.head == "vocab_mixture":  # frequent content tokens of the training windows
+                counts = np.bincount(train.ids.ravel(), minlength=len(decoder.tokenizer))
+                ranked = np.argsort(-counts, kind="stable")[c.vocab_skip:c.vocab_skip + config.vocab_size]
+                generator.vocab_ids.copy_(torch.from_numpy(ranked.copy()))
+        if (run / "state" / "state.json").is_file():  # a resume: checked against the saved run before any write
+            if (run / "prompt_config.json").is_file():
+                saved = read_config(run / "prompt_config.json", PromptConfig)
+                changed = {k: (v, getattr(generator.config, k)) for k, v in saved if getattr(generator.config, k) != v}
+                if changed:
+                    raise ValueError(f"{run} was trained with another generator ("
+                                     + ", ".join(f"{k}={a!r}, now {b!r}" for k, (a, b) in changed.items())
+                                     + "); resume it with its own settings, or start another --run")
+            _check_resume(run / "state", {"generator": generator}, "its own --preset and network-shape options")
+            rank = read_json(run / "state" / "state.json").get("config", {}).get("lora_rank")
+            if rank is not None and rank != c.training.lora_rank and not decoder.has_adapter:
+                raise ValueError(f"{run} was trained with lora_rank={rank}, now {c.training.lora_rank}; resume it with "
+                                 f"--lora-rank {rank}, or start another --run")
+        if _is_main():
+            write_output(run / "prompt_config.json", _json(generator.config.model_dump(mode="json")),
+                         overwrite=c.overwrite, owns=json_with_keys("dim", "out_dim"))
+        diffuser = None
+        if c.training.diffused_fraction:  # diffused plans imitate this work folder's diffusion model
+            from dglm.diffusion import SemanticDiffuser
 
-        if not (work / "diffusion").is_dir():
-            raise FileNotFoundError(f"diffused_fraction={c.training.diffused_fraction} needs {work}/diffusion: run "
-                                    f"`dglm train diffusion --work {work}` first")
-        diffuser = SemanticDiffuser.from_pretrained(work / "diffusion").float().eval()
-    result = train_prompt_generator(generator, decoder, train, val, mean, std, c.training, run,
-                                    diffuser=diffuser)
+            if not (work / "diffusion").is_dir():
+                raise FileNotFoundError(f"diffused_fraction={c.training.diffused_fraction} needs {work}/diffusion: run "
+                                        f"`dglm train diffusion --work {work}` first")
+            diffuser = SemanticDiffuser.from_pretrained(work / "diffusion").float().eval()
+        result = train_prompt_generator(generator, decoder, train, val, mean, std, c.training, run,
+                                        diffuser=diffuser)
     if _is_main():
         save_component(run / "prompt", generator.config, generator.state_dict(), overwrite=c.overwrite)
         if decoder.has_adapter:
             decoder.save_adapter(run / "lora", overwrite=c.overwrite)
         if result or not (run / "result.json").is_file():  # (a rerun of a finished run trains nothing)
-            write_output(run / "result.json", _json({"config": c.model_dump(mode="json"), "eval": result}),
+            write_output(run / "result.json", _json({"config": c.model_dump(mode="json"), "eval": result,
+                                                     "processes": _layout(run / "log.jsonl")}),
                          overwrite=c.overwrite, owns=json_with_keys("config", "eval"))
     return result
 

@@ -32,6 +32,7 @@ from dglm.training.loop import (
     lr_at,
     make_accelerator,
     param_groups,
+    process_layout,
     save_state,
 )
 
@@ -145,6 +146,7 @@ def train_diffuser(model: SemanticDiffuser, prefix: torch.Tensor, cont: torch.Te
     device, main = accelerator.device, accelerator.is_main_process
     stream = ShardedStream(len(prefix), config.batch_size, config.seed, accelerator.num_processes,
                            accelerator.process_index, accelerator.gradient_accumulation_steps)
+    layout = process_layout(accelerator)
     ema = model.ema_copy()
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.99))
     objective, optimizer = accelerator.prepare(DiffusionObjective(model), optimizer)
@@ -185,7 +187,7 @@ def train_diffuser(model: SemanticDiffuser, prefix: torch.Tensor, cont: torch.Te
             mean_loss = accelerator.reduce(torch.stack(losses).mean(), "mean").item()  # every process calls it
             check_finite_loss(mean_loss, step, out_dir / "state")  # every process: they all stop
             if main:
-                record = {"step": step, "loss": mean_loss, "s": time.perf_counter() - t0}
+                record = {"step": step, "loss": mean_loss, "s": time.perf_counter() - t0, **layout}
                 if heldout is not None:
                     record["heldout_loss_ema"] = heldout_loss(ema, heldout[0].to(device), heldout[1].to(device))
                 bar.set_postfix(loss=f"{mean_loss:.4f}")

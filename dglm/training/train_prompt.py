@@ -47,6 +47,7 @@ from dglm.training.loop import (
     lr_at,
     make_accelerator,
     param_groups,
+    process_layout,
     save_state,
 )
 from dglm.training.plan_use import evaluate_plan_use
@@ -250,6 +251,7 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
     total_pairs = len(train) * train.splits.shape[1]
     stream = ShardedStream(total_pairs, config.batch_size, config.seed, accelerator.num_processes,
                            accelerator.process_index, accelerator.gradient_accumulation_steps)
+    layout = process_layout(accelerator)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
     mean, std = mean.to(device), std.to(device)
@@ -298,6 +300,11 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
     while step < config.steps:
         spent = elapsed()
         if config.time_budget_s and spent >= config.time_budget_s:
+            # The bar counts steps; a run the time budget ends early would stop part way: close it at the step
+            # reached, saying why.
+            bar.total = step
+            bar.set_description(f"prompt generator (time budget of {config.time_budget_s:g} s reached)")
+            bar.refresh()
             break
         at = max(step, int(spent / config.time_budget_s * config.steps)) if config.time_budget_s else step
         for group in optimizer.param_groups:
@@ -321,7 +328,7 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
         spent = elapsed()
         last = step == config.steps or (config.time_budget_s and spent >= config.time_budget_s)
         record = {"step": step, "loss": totals[0].item() / shards, "nll": totals[1].item() / shards, "s": spent,
-                  "switches": int(totals[2].item())}
+                  "switches": int(totals[2].item()), **layout}
         check_finite_loss(record["loss"], step, out_dir / "state")  # summed over processes: they all stop
         if main and (step % config.eval_every == 0 or last):
             result = evaluate_plan_use(generator, decoder, evaluation, mean.cpu(), std.cpu(), config.eval_sigma2,
