@@ -479,7 +479,7 @@ PRESETS: dict[str, DGLMConfig] = {
     ),
     # The shipped default checkpoint's shapes (all-MiniLM-L6-v2, SmolLM2-135M-Instruct), except the diffusion's
     # token_features: 64 here, 32 in the shipped denoiser, which leaves 128 of 384 directions undenoised
-    # (DiffusionConfig.rank_deficit; a retrained 8 x 64 one was not better in generation, docs/results/mini.md).
+    # (DiffusionConfig.rank_deficit; a retrained 8 x 64 one was not better in generation, results/mini/README.md).
     "mini": DGLMConfig(
         encoder=EncoderConfig(name_or_path="sentence-transformers/all-MiniLM-L6-v2", dim=384),
         diffusion=DiffusionConfig(dim=384, num_tokens=8, token_features=64, width=128, depth=4, heads=4,
@@ -488,7 +488,7 @@ PRESETS: dict[str, DGLMConfig] = {
                             head="vocab_mixture", vocab_size=8192),
         decoder=DecoderConfig(name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct", hidden_size=576),
         # Strength 100: on 100 neutral openers it kept perplexity within +25% of plain decoding for both lora3
-        # (+2%) and the shipped sw1 (+18%), where strength 20 reached 24% / 35% sports (docs/results/mini.md).
+        # (+2%) and the shipped sw1 (+18%), where strength 20 reached 24% / 35% sports (results/mini/README.md).
         # Plan temperature 0.65: chosen on the corpus's validation split (recipes/plan_temperature.py), where
         # it lowered unguided DGLM's perplexity cost on openers (1.08x -> 1.02x) and raised the topical fidelity
         # gain (+0.024 -> +0.041); on the benchmark's openers it reached 70% sports at strength 100 (T = 1: 66%).

@@ -227,7 +227,7 @@ class SemanticDiffuser(nn.Module):
         ``mode``: a ``torch.compile`` mode; None keeps the one built before, or builds with ``"reduce-overhead"``
         (CUDA graphs) when the network is on a GPU and the default mode elsewhere: on a GPU this small network
         is launch-bound, and CUDA graphs made the guided plan 1.9x faster than the default mode
-        (docs/results/gpu_check.md). Where
+        (results/gpu_check.md). Where
         compilation fails (no C++ compiler for the CPU backend, an unsupported device) it logs one warning
         and runs eagerly from then on, with the same results.
 

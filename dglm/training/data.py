@@ -272,7 +272,7 @@ class DiffusedPlans:
     to a noise level t drawn uniformly from (0, ``max_t``] and denoised again (SDEdit), given the prefix's
     embedding, with the inference sampler. The plan still carries the continuation's content (less of it the
     higher t), in the form the diffusion's own samples take at inference, which lie off the manifold of real
-    texts' embeddings (docs/results/mini.md, "How text-like are the diffusion's plans?"): training on them
+    texts' embeddings (results/mini/README.md, "How text-like are the diffusion's plans?"): training on them
     teaches the prompt generator to read such plans.
 
     Needs the prefixes' embeddings (``dglm train prepare`` without ``--no-prefix-embeddings``). Returned plans

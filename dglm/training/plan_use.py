@@ -2,7 +2,7 @@
 plan's and none, on natural pairs, topic switches and sentence openers, and the same over noise levels.
 
 The gap ``shuffled - true`` (nats per token) is the information from the plan that the decoder actually
-uses: the deciding number of every prompt-generator design (docs/results/mini.md). A generator that collapsed
+uses: the deciding number of every prompt-generator design (results/mini/README.md). A generator that collapsed
 to one fixed prompt scores a gap near 0 however low its true-plan NLL.
 
 Example (a random tiny decoder and generator, six toy windows split 4 / 4):
