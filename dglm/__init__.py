@@ -25,7 +25,7 @@ _LAZY = {
     "sentiment": "dglm.constraints", "topic": "dglm.constraints", "toxicity": "dglm.constraints",
     "Controller": "dglm.controller", "Decoder": "dglm.decoder", "SemanticDiffuser": "dglm.diffusion",
     "SemanticEncoder": "dglm.encoder", "DGLM": "dglm.pipeline", "GenerationOutput": "dglm.outputs",
-    "Plan": "dglm.outputs", "PromptGenerator": "dglm.prompt",
+    "Plan": "dglm.outputs", "PromptGenerator": "dglm.prompt", "CheckpointError": "dglm.io", "OutputError": "dglm.io",
 }
 
 
