@@ -35,11 +35,13 @@ import hashlib
 import importlib.util
 import json
 import logging
+import math
 import os
+import random
 import re
 import warnings
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -357,6 +359,80 @@ SOURCES: dict[str, Callable[[], list[Document]]] = {"wikipedia": wikipedia_docum
                                                     "sotu": sotu_documents}
 # The sources of the default corpus (the shipped checkpoints were trained on it); sotu is fetched by hand.
 DEFAULT_SOURCES = ("wikipedia", "austen")
+
+
+def parse_source_weights(entries: Iterable[str]) -> dict[str, float]:
+    """``SOURCE=WEIGHT`` entries (the command line's form) as a mapping, each weight a finite number >= 0.
+
+    Example:
+        >>> parse_source_weights(["wikipedia=1", "austen=0.25"])
+        {'wikipedia': 1.0, 'austen': 0.25}
+        >>> parse_source_weights(["austen:0.25"])
+        Traceback (most recent call last):
+            ...
+        ValueError: source weight 'austen:0.25' is not SOURCE=WEIGHT with a finite WEIGHT >= 0 (e.g. austen=0.25)
+    """
+    weights: dict[str, float] = {}
+    for entry in entries:
+        name, _, value = str(entry).partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not name or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"source weight {entry!r} is not SOURCE=WEIGHT with a finite WEIGHT >= 0 (e.g. austen=0.25)")
+        if name in weights:
+            raise ValueError(f"source weight {entry!r}: source {name!r} is weighted twice")
+        weights[name] = weight
+    if weights and not any(weights.values()):
+        raise ValueError(f"source weights {list(entries)} are all 0: nothing would be kept")
+    return weights
+
+
+def balance_sources(docs: Sequence[Document], weights: dict[str, float], seed: int = 0) -> list[Document]:
+    """The documents, with whole documents of over-represented sources left out, so that each source's share
+    of the words is about its weight's share (windows, and so training pairs, are proportional to words).
+
+    Nothing is repeated: the kept total is the largest for which no source needs more words than it has, and each
+    source keeps documents in a seeded random order until it reaches its share (so a source with few, long
+    documents overshoots by at most one document). Every source present must be weighted; weight 0 drops one.
+    The kept documents are returned in their input order.
+
+    Example (Austen weighted as much as Wikipedia, though it has three times its words):
+        >>> docs = [Document(f"wikipedia:{i}", "wikipedia", "t", "word " * 100) for i in range(10)]
+        >>> docs += [Document(f"austen:{i}", "austen", "t", "word " * 100) for i in range(30)]
+        >>> kept = balance_sources(docs, {"wikipedia": 1, "austen": 1})
+        >>> collections.Counter(d.source for d in kept)
+        Counter({'wikipedia': 10, 'austen': 10})
+        >>> balance_sources(docs, {"wikipedia": 1})
+        Traceback (most recent call last):
+            ...
+        ValueError: weights={'wikipedia': 1} name no weight for source(s) ['austen'] of the documents; weight every source (0 drops one)
+    """
+    words: dict[str, int] = collections.Counter()
+    for d in docs:
+        words[d.source] += d.words
+    missing = sorted(set(words) - set(weights))
+    if missing:
+        raise ValueError(f"weights={weights} name no weight for source(s) {missing} of the documents; weight every "
+                         f"source (0 drops one)")
+    total_weight = sum(weights[s] for s in words)
+    if total_weight <= 0:
+        raise ValueError(f"weights={weights} give every source of the documents ({sorted(words)}) weight 0")
+    share = {s: weights[s] / total_weight for s in words}
+    kept_total = min(words[s] / share[s] for s in words if share[s] > 0)
+    rng = random.Random(seed)
+    keep: set[str] = set()
+    for source in words:
+        order = [d for d in docs if d.source == source]
+        rng.shuffle(order)
+        budget, have = share[source] * kept_total, 0
+        for d in order:
+            if have >= budget - 1e-9:
+                break
+            keep.add(d.doc_id)
+            have += d.words
+    return [d for d in docs if d.doc_id in keep]
 
 
 # ---------------------------------------------------------------------------------------------- labels

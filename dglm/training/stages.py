@@ -136,8 +136,10 @@ encoder='enc', decoder='dec', window=32
     encoder = SemanticEncoder.from_pretrained(c.encoder, device=c.device)
     tokenizer = AutoTokenizer.from_pretrained(resolve_decoder(c.decoder))
     data = work / "data"
+    from dglm.data.corpus import parse_source_weights
+
     train_docs, val_docs = read_documents(c.data, c.validation, c.text_field, c.hf_split, c.validation_fraction,
-                                          c.seed)
+                                          c.seed, parse_source_weights(c.source_weights))
     for split, docs, kwargs in (("validation", val_docs, {"fixed_split": c.eval_prefix}),
                                 ("train", train_docs, {"per_window": c.per_window, "max_prefix": c.max_prefix})):
         if (data / split / "windows.safetensors").is_file():
