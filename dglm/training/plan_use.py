@@ -30,6 +30,7 @@ from dglm.prompt import PromptGenerator
 from dglm.schedule import add_noise
 from dglm.training.data import SentenceOpeners, WindowSet, sentence_cut
 from dglm.training.data import flat_pairs as _pairs
+from dglm.training.distill import nll_and_plain_kl
 
 
 def _held_out_batches(data: WindowSet, n: int, batch_size: int, seed: int):
@@ -102,14 +103,17 @@ def evaluate_plan_use(generator: PromptGenerator, decoder: Decoder, data: Window
     was_training = generator.training
     generator.eval()
     n = min(limit, len(data) * data.splits.shape[1])
-    rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("plain", "true", "shuffled", "np_true", "np_shuffled")}
+    rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("plain", "true", "shuffled", "np_true", "np_shuffled",
+                                                           "kl")}
     prompts = []
     for prefixes, conts, emb, shuffled, noise in _held_out_batches(data, n, batch_size, seed):
         soft_true = _soft_prompts(generator, emb, mean, std, sigma2, noise)
         soft_shuf = _soft_prompts(generator, shuffled, mean, std, sigma2, noise)
         empty = [[] for _ in prefixes]
         rows["plain"].append(decoder.continuation_nll(prefixes, conts).cpu())  # the base LM (adapter off)
-        rows["true"].append(decoder.continuation_nll(prefixes, conts, soft_true).cpu())
+        true, kl = nll_and_plain_kl(decoder, prefixes, conts, soft_true)  # KL(plain || true plan) per token
+        rows["true"].append(true.cpu())
+        rows["kl"].append(kl.cpu())
         rows["shuffled"].append(decoder.continuation_nll(prefixes, conts, soft_shuf).cpu())
         rows["np_true"].append(decoder.continuation_nll(empty, conts, soft_true).cpu())
         rows["np_shuffled"].append(decoder.continuation_nll(empty, conts, soft_shuf).cpu())
@@ -141,7 +145,7 @@ def evaluate_plan_use(generator: PromptGenerator, decoder: Decoder, data: Window
             "gap_se": (gap.std() / len(gap) ** 0.5).item(), "no_prefix_true": r["np_true"].mean().item(),
             "no_prefix_shuffled": r["np_shuffled"].mean().item(), "no_prefix_gap": np_gap.mean().item(),
             "no_prefix_gap_se": (np_gap.std() / len(np_gap) ** 0.5).item(),
-            "prompt_pairwise_cosine": cos.item(), "soft_token_norm": torch.cat(prompts).norm(dim=-1).mean().item()
+            "plain_kl": r["kl"].mean().item(), "prompt_pairwise_cosine": cos.item(), "soft_token_norm": torch.cat(prompts).norm(dim=-1).mean().item()
             / generator.config.num_soft_tokens ** 0.5, "n": n}
 
 
@@ -154,18 +158,21 @@ def _opener_use(generator, decoder, data, mean, std, sigma2, ends, starts, words
     index = openers.index[:n]
     other = np.roll(index, len(index) // 2)  # another opener pair's plan as the shuffled one
     g = torch.Generator().manual_seed(seed + 2)
-    rows: dict[str, list[torch.Tensor]] = {"plain": [], "true": [], "shuffled": []}
+    rows: dict[str, list[torch.Tensor]] = {"plain": [], "true": [], "shuffled": [], "kl": []}
     for start in range(0, len(index), batch_size):
         prefixes, conts, emb = openers.take(index[start:start + batch_size])
         shuffled = openers.take(other[start:start + batch_size])[2]
         noise = torch.randn(emb.shape, generator=g)
         rows["plain"].append(decoder.continuation_nll(prefixes, conts).cpu())
-        for name, x in (("true", emb), ("shuffled", shuffled)):
-            soft = _soft_prompts(generator, x, mean, std, sigma2, noise)
-            rows[name].append(decoder.continuation_nll(prefixes, conts, soft).cpu())
+        true, kl = nll_and_plain_kl(decoder, prefixes, conts, _soft_prompts(generator, emb, mean, std, sigma2, noise))
+        rows["true"].append(true.cpu())
+        rows["kl"].append(kl.cpu())
+        soft = _soft_prompts(generator, shuffled, mean, std, sigma2, noise)
+        rows["shuffled"].append(decoder.continuation_nll(prefixes, conts, soft).cpu())
     t = {k: torch.cat(v) for k, v in rows.items()}
     gap = t["shuffled"] - t["true"]
     return {"opener_plain": t["plain"].mean().item(), "opener_true": t["true"].mean().item(),
+            "opener_plain_kl": t["kl"].mean().item(),
             "opener_shuffled": t["shuffled"].mean().item(), "opener_gap": gap.mean().item(),
             "opener_gap_se": (gap.std() / len(gap) ** 0.5).item(), "opener_n": len(gap)}
 

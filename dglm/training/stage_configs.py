@@ -103,6 +103,11 @@ class PrepareConfig(_Stage):
     per_window: int = Field(default=2, gt=0, description="Random word-boundary splits per training window.")
     max_prefix: int = Field(default=48, ge=0, description="Longest training prefix, in tokens.")
     eval_prefix: int = Field(default=32, ge=1, description="Prefix length of the held-out windows' fixed split.")
+    source_weights: list[str] = Field(default_factory=list, description=(
+        "Balance the training documents' sources (a corpus folder only), as SOURCE=WEIGHT entries naming every "
+        "source (e.g. wikipedia=1 austen=0.25 sotu=1): whole documents of over-represented sources are left "
+        "out so each source's share of the words is its weight's share (dglm.data.corpus.balance_sources); "
+        "held-out texts are unchanged. Empty: every document."))
     max_train_windows: int = Field(default=0, ge=0, description=(
         "Embed a random subset of this many training windows (0 = all)."))
     prefix_embeddings: bool = Field(default=True, description=(
@@ -111,6 +116,15 @@ class PrepareConfig(_Stage):
     device: str | None = Field(default=None, description="Device of the encoder (default: its own choice).")
     seed: int = Field(default=0, description="Seed of the splits and the subset.")
     overwrite: bool = OVERWRITE
+
+
+    @field_validator("source_weights")
+    @classmethod
+    def _weights(cls, value: list[str]) -> list[str]:
+        from dglm.data.corpus import parse_source_weights
+
+        parse_source_weights(value)
+        return value
 
 
 class DiffusionStageConfig(_Stage):

@@ -265,13 +265,14 @@ def _prepare(c: PrepareConfig, work: Path, data: Path, cached: dict[str, bool], 
     from transformers import AutoTokenizer
 
     from dglm.assets import load_encoder, resolve_decoder
+    from dglm.data.corpus import parse_source_weights
     from dglm.training.data import WindowSet, build_windows
     from dglm.training.texts import read_documents
 
     encoder = load_encoder(c.encoder, device=c.device)
     tokenizer = AutoTokenizer.from_pretrained(resolve_decoder(c.decoder))
     train_docs, val_docs = read_documents(c.data, c.validation, c.text_field, c.hf_split, c.validation_fraction,
-                                          c.seed)
+                                          c.seed, parse_source_weights(c.source_weights))
     for split, docs, kwargs in (("validation", val_docs, {"fixed_split": c.eval_prefix}),
                                 ("train", train_docs, {"per_window": c.per_window, "max_prefix": c.max_prefix})):
         if cached.get(split):

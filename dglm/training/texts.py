@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from dglm.data.corpus import load_split, split_of
+from dglm.data.corpus import balance_sources, load_split, split_of
 
 MAX_FILE_BYTES = 1 << 30  # one .txt or .jsonl file read at most (1 GiB)
 MAX_PIECE_CHARS = 100_000  # documents are cut into pieces of at most this many characters before tokenizing
@@ -102,11 +102,13 @@ def _records(source: str | os.PathLike, text_field: str, hf_split: str) -> list[
 
 
 def read_documents(data: str | os.PathLike, validation: str | os.PathLike | None = None, text_field: str = "text",
-                   hf_split: str = "train", validation_fraction: float = 0.05,
-                   seed: int = 0) -> tuple[list[str], list[str]]:
+                   hf_split: str = "train", validation_fraction: float = 0.05, seed: int = 0,
+                   source_weights: dict[str, float] | None = None) -> tuple[list[str], list[str]]:
     """Training and held-out texts. Held out: ``validation`` if given, else a corpus folder's
     ``validation.jsonl``, else the documents whose id hashes into ``validation_fraction`` (stable when
-    documents are added).
+    documents are added). ``source_weights`` (a corpus folder only) balances the training documents' sources
+    (:func:`~dglm.data.corpus.balance_sources`: whole documents of over-represented sources left out); the
+    held-out texts are never changed, so held-out numbers stay comparable.
 
     Example (a JSON Lines file; with no ``validation`` a stable half of the ids is held out):
         >>> import tempfile
@@ -117,7 +119,7 @@ def read_documents(data: str | os.PathLike, validation: str | os.PathLike | None
         >>> len(train) + len(held_out), sorted(train + held_out) == [f"text {i}" for i in range(6)]
         (6, True)
     """
-    train, held_out = _documents(data, validation, text_field, hf_split, validation_fraction, seed)
+    train, held_out = _documents(data, validation, text_field, hf_split, validation_fraction, seed, source_weights)
     if not train or not held_out:
         which = "training" if not train else "held-out"
         raise ValueError(f"data={str(data)!r} gives no {which} document (of {len(train) + len(held_out)}); "
@@ -126,10 +128,15 @@ def read_documents(data: str | os.PathLike, validation: str | os.PathLike | None
     return [p for t in train for p in pieces(t)], [p for t in held_out for p in pieces(t)]
 
 
-def _documents(data, validation, text_field, hf_split, validation_fraction, seed) -> tuple[list[str], list[str]]:
+def _documents(data, validation, text_field, hf_split, validation_fraction, seed,
+               source_weights) -> tuple[list[str], list[str]]:
     corpus = Path(data).is_dir() and (Path(data) / "train.jsonl").is_file()
+    if source_weights and not corpus:
+        raise ValueError(f"source_weights={source_weights} needs a corpus folder (train.jsonl with each document's "
+                         f"source, recipes/build_corpus.py); data={str(data)!r} is not one")
     if corpus:
-        train = [d.text for d in load_split(data, "train")]
+        docs = load_split(data, "train")
+        train = [d.text for d in (balance_sources(docs, source_weights, seed) if source_weights else docs)]
     else:
         records = _records(data, text_field, hf_split)
         if validation is None:

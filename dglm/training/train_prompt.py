@@ -40,6 +40,7 @@ from dglm.training.data import (
     word_starts,
 )
 from dglm.training.data import flat_pairs as _pairs
+from dglm.training.distill import nll_and_plain_kl
 from dglm.training.loop import (
     ShardedStream,
     check_finite_loss,
@@ -112,6 +113,11 @@ class PromptTrainingConfig(BaseModel):
         "Steps of bag-of-words-only training (no decoder pass) before the NLL phase."))
     bow_batch_size: int = Field(default=256, gt=0, description=(
         "Batch size of the bag-of-words pretraining."))
+    distill_weight: float = Field(default=0.0, ge=0, le=100, description=(
+        "Weight of the distillation term (dglm.training.distill): on the continuation tokens, the mean KL from "
+        "the frozen decoder's own next-token distribution (adapter off, no soft tokens) to the soft-prompted "
+        "one, added to the plan's NLL, so the plan moves what is written rather than how; 0 = off (it adds a "
+        "gradient-free decoder pass per step). Logged as `kl` per step and `plain_kl` per evaluation."))
     contrastive: float = Field(default=0.0, ge=0, description=(
         "Weight of the contrastive term relu(margin - (NLL_shuffled - NLL_true)); 0 = off (it doubles the "
         "cost)."))
@@ -161,10 +167,10 @@ class PromptObjective(torch.nn.Module):
         >>> generator = PromptGenerator(PromptConfig(dim=8, out_dim=32, num_soft_tokens=2, width=16, depth=2,
         ...                                          heads=2))
         >>> objective = PromptObjective(generator, decoder, PromptTrainingConfig())
-        >>> loss, nll = objective([[5, 6], []], [[7, 8], [9]], torch.randn(2, 8), torch.full((2,), 0.9),
-        ...                       torch.randn(2, 8))
-        >>> loss.shape, nll.shape
-        (torch.Size([]), torch.Size([2]))
+        >>> loss, nll, kl = objective([[5, 6], []], [[7, 8], [9]], torch.randn(2, 8), torch.full((2,), 0.9),
+        ...                           torch.randn(2, 8))
+        >>> loss.shape, nll.shape, kl.tolist()  # (the KL is computed only with distill_weight > 0)
+        (torch.Size([]), torch.Size([2]), [0.0, 0.0])
     """
 
     def __init__(self, generator: PromptGenerator, decoder: Decoder, config: PromptTrainingConfig):
@@ -173,19 +179,25 @@ class PromptObjective(torch.nn.Module):
         self.bow = generator.config.head == "vocab_mixture" and config.bow_weight > 0
 
     def forward(self, prefixes: list[list[int]], conts: list[list[int]], x: torch.Tensor, alpha2: torch.Tensor,
-                noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss and per-row NLL (B,) of continuations given ``[prefix][soft tokens of x noised by alpha2]``."""
+                noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss, per-row NLL (B,) of continuations given ``[prefix][soft tokens of x noised by alpha2]`` and
+        per-row KL from plain decoding (B,; zeros unless ``distill_weight``)."""
         c = self.config
         z = add_noise(x, alpha2, noise)
-        nll = self.decoder.continuation_nll(prefixes, conts, self.generator(z, alpha2))
-        loss = nll.mean()
+        soft = self.generator(z, alpha2)
+        if c.distill_weight:
+            nll, kl = nll_and_plain_kl(self.decoder, prefixes, conts, soft)
+        else:
+            nll = self.decoder.continuation_nll(prefixes, conts, soft)
+            kl = torch.zeros_like(nll)
+        loss = nll.mean() + c.distill_weight * kl.mean()
         if self.bow:
             loss = loss + c.bow_weight * bag_of_words_loss(self.generator, z, alpha2, conts)
         if c.contrastive:
             soft_other = self.generator(add_noise(x.roll(1, 0), alpha2, noise), alpha2)
             nll_other = self.decoder.continuation_nll(prefixes, conts, soft_other)
             loss = loss + c.contrastive * torch.relu(c.margin - (nll_other - nll)).mean()
-        return loss, nll
+        return loss, nll, kl
 
 
 def _shard_batch(train, extras, shard, step, config, device, mean, std):
@@ -309,18 +321,19 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
         at = max(step, int(spent / config.time_budget_s * config.steps)) if config.time_budget_s else step
         for group in optimizer.param_groups:
             group["lr"] = lr_at(at, config.lora_lr if group.get("lora") else config.lr, config.warmup, config.steps)
-        totals = torch.zeros(3, device=device)  # loss, nll, switches summed over this process's shards
+        totals = torch.zeros(4, device=device)  # loss, nll, switches, kl summed over this process's shards
         for shard in stream.shards(step):  # one per accumulation micro-step
             *batch, n_switch = _shard_batch(train, extras, shard, step, config, device, mean, std)
             with accelerator.accumulate(objective):
                 with accelerator.autocast():
-                    loss, nll = objective(*batch)
+                    loss, nll, kl = objective(*batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, config.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            totals += torch.stack([loss.detach().float(), nll.detach().float().mean(), torch.tensor(n_switch)])
+            totals += torch.stack([loss.detach().float(), nll.detach().float().mean(),
+                                   torch.tensor(n_switch, device=device), kl.detach().float().mean()])
         totals = accelerator.reduce(totals, "sum")
         shards = accelerator.num_processes * accelerator.gradient_accumulation_steps
         step += 1
@@ -329,6 +342,8 @@ def train_prompt_generator(generator: PromptGenerator, decoder: Decoder, train: 
         last = step == config.steps or (config.time_budget_s and spent >= config.time_budget_s)
         record = {"step": step, "loss": totals[0].item() / shards, "nll": totals[1].item() / shards, "s": spent,
                   "switches": int(totals[2].item()), **layout}
+        if config.distill_weight:
+            record["kl"] = totals[3].item() / shards
         check_finite_loss(record["loss"], step, out_dir / "state")  # summed over processes: they all stop
         if main and (step % config.eval_every == 0 or last):
             result = evaluate_plan_use(generator, decoder, evaluation, mean.cpu(), std.cpu(), config.eval_sigma2,
