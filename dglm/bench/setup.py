@@ -466,6 +466,33 @@ def labelled_passages(config: BenchConfig, probe: str, split: str = "train") -> 
     return [e.text for e in examples], [e.label for e in examples]
 
 
+def _cached_activations(config: BenchConfig, decoder, probe: str, texts: list[str]) -> torch.Tensor:
+    """:func:`mean_activations` of ``texts``, kept in ``<corpus>/../bench-activations/`` (safetensors, keyed by
+    the decoder, the layers and the texts) so that runs split by task compute them once (not in quick mode)."""
+    if config.quick:
+        return mean_activations(decoder, texts, config.steering_layers)
+    import hashlib
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    key = hashlib.sha256(json.dumps([str(getattr(decoder.model.config, "_name_or_path", "")), config.checkpoint,
+                                     sorted(set(config.steering_layers)), texts]).encode()).hexdigest()[:16]
+    path = Path(config.corpus).parent / "bench-activations" / f"{probe}-{key}.safetensors"
+    if path.is_file():
+        logger.info("steering activations of %s from %s", probe, path)
+        return load_file(str(path))["activations"]
+    acts = mean_activations(decoder, texts, config.steering_layers)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"activations": acts.contiguous()}, str(tmp))
+        tmp.replace(path)
+    except OSError as e:  # a cache: not writing it loses nothing
+        logger.info("steering activations not cached: %s", e)
+    return acts
+
+
 def build_peers(setup: Setup) -> Peers:
     """Steering activations for every probe the control and the compositions use (when steering runs), and a
     FUDGE discriminator for each probe of the control (when FUDGE runs): token features chosen between the
@@ -481,7 +508,8 @@ def build_peers(setup: Setup) -> Peers:
     """
     c, dec = setup.config, setup.pipeline.decoder
     peers = Peers()
-    controls = [setup.constraint]
+    # the main control steers the neutral, continuation and graded tasks and the layer pick of compositions
+    controls = [setup.constraint] if set(c.tasks) & {"neutral", "continuation", "graded", "composition"} else []
     if "avoidance" in c.tasks:
         controls.append(parse_constraint(c.avoidance_control))
     if "style" in c.tasks and setup.style_data is not None:
@@ -500,7 +528,7 @@ def build_peers(setup: Setup) -> Peers:
         if norms is None:  # the scale of steering strengths r: the mean residual norm at each candidate layer
             norms = residual_norms(dec, texts[::max(1, len(texts) // 64)], c.steering_layers)
             peers.info["residual_norms"] = norms
-        acts = mean_activations(dec, texts, c.steering_layers)
+        acts = _cached_activations(c, dec, probe, texts)
         peers.banks[probe] = LabelledActivations(acts, labels, sorted(set(c.steering_layers)), norms)
         peers.info.setdefault(probe, {})["steering"] = {
             "passages": len(texts), "per_class": {k: labels.count(k) for k in sorted(set(labels))},
