@@ -3,7 +3,9 @@
 One call runs every system on the same prompt sets (neutral openers and topical 32-token prefixes of the
 corpus' test split), with the same decoder, sampling settings and seeds, scores them with evaluators
 independent of the steering probe, times them, and writes ``<name>.json``, ``<name>.md`` and
-``<name>_*.png`` into ``--out`` (default ``docs/results``; ``--quick`` writes to a scratch folder):
+``<name>_*.png`` into ``--out`` (checked before any work; default a fresh ``./dglm-bench/<UTC time>``, or a
+fresh temporary folder with ``--quick``; :mod:`dglm.bench.output`), task by task (``--tasks``,
+:mod:`dglm.bench.tasks`):
 
 - plain decoding; DGLM unguided, guided over a strength sweep, with plan guidance and control contrast;
 - activation steering (:mod:`dglm.bench.steering`) over multipliers, at the layer a small sweep picks;
