@@ -235,7 +235,7 @@ def test_quick_benchmark_runs_the_six_tasks_with_both_limits_cpu_time_and_owner(
     for name, t in tasks.items():
         assert set(t["within"]) == {"1.1", "1.25"}, name
         assert t["reference_perplexity"] > 1 and all(v > 0 for v in t["cpu_s"].values()), name
-        assert t["within"]["1.25"]["owner"] is not None, name
+        assert t["within"]["1.25"]["within_ppl"]["owner"] is not None, name
     assert tasks["continuation"]["reference"].startswith("human topic-switch")
     avoid = tasks["avoidance"]
     assert avoid["targets"] == [["topic", "not sports"]] and avoid["requests"]["instruction"] == "Do not write about sports."

@@ -244,7 +244,7 @@ def task_lines(result: dict) -> list[str]:
              f"| task | prompts x samples | reference ppl | best within {strict}x | owner {strict}x | best within "
              f"{limit}x | owner {limit}x | DGLM's best within {limit}x |", "|---|---|---|---|---|---|---|---|"]
     for name, t in tasks.items():
-        w_strict, w = t["within"][strict], t["within"][limit]
+        w_strict, w = t["within"][strict]["within_ppl"], t["within"][limit]["within_ppl"]
         ours = [b for fam, b in w["best"].items() if fam in DGLM_FAMILIES]
         mine = max(ours, key=lambda b: b["control_success"], default=None)
         size = f"{t.get('prompts', '-')} x {t.get('samples', '-')}"
