@@ -228,7 +228,8 @@ def task_lines(result: dict) -> list[str]:
         >>> systems = {"plain": {"family": "plain", "params": {}, "control_success": 0.1,
         ...                      "control_success_ci95": [0.0, 0.3], "perplexity": {"mean": 10.0},
         ...                      "relative_time": 1.0, "cpu_s": 2.0}}
-        >>> t = {"task": "avoidance", "systems": systems, **task_summary(systems, 10.0, "plain", 1.1, 1.25, 1.5)}
+        >>> t = {"task": "avoidance", "systems": systems, "prompts": 1, "samples": 1,
+        ...      **task_summary(systems, 10.0, "plain", 1.1, 1.25, 1.5)}
         >>> lines = task_lines({"config": {"strict_ppl_limit": 1.1, "ppl_limit": 1.25}, "tasks": {"avoidance": t}})
         >>> lines[0], lines[6].split(" | ")[:2]
         ('## Tasks: best success within 1.1x and 1.25x the reference perplexity', ['| avoidance', '1 x 1'])

@@ -162,7 +162,7 @@ def summarize_tasks(setup, sets: dict[str, dict], compositions: list[dict]) -> d
         names = {p["system"] for k in ("dglm", "steering") for p in curve.get(k, [])}
         chosen = {n: m for n, m in systems.items() if n in names}
         ref = systems["plain"].get("perplexity", {}).get("mean")
-        out["graded"] = {"task": "graded", "curves": curve,
+        out["graded"] = {"task": "graded", "curves": curve, "systems": chosen,
                          **task_summary(chosen, ref, "plain decoding of the same prompts", *limits)}
     for comp in compositions:
         systems = composition_systems(comp)

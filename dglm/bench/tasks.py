@@ -161,7 +161,8 @@ def composition_systems(comp: dict) -> dict[str, dict]:
 
     Example:
         >>> comp = {"systems": {"plain": {"family": "plain", "params": {}, "joint": 0.1, "joint_ci95": [0, 0.3],
-        ...                               "perplexity": 10.0, "relative_time": 1.0, "cpu_s": 1.0}}}
+        ...                               "perplexity": 10.0, "relative_time": 1.0, "cpu_s": 1.0,
+        ...                               "attributes": {"topic=sports": 0.2, "sentiment=positive": 0.5}}}}
         >>> composition_systems(comp)["plain"]["control_success"]
         0.1
     """
