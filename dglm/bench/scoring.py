@@ -277,8 +277,9 @@ def score_compositions(setup: Setup, compositions: list[dict]) -> list[dict]:
         >>> config = BenchConfig.for_example(compositions=["topic('sports') + sentiment.positive()"])
         >>> setup = build_setup(config)
         >>> [comp] = score_compositions(setup, run_compositions(setup, layer=None))
-        >>> comp["targets"], list(comp["systems"])
-        ([('topic', 'sports'), ('sentiment', 'positive')], ['plain', 'dglm-guided strength=100'])
+        >>> comp["targets"], list(comp["systems"])  # doctest: +NORMALIZE_WHITESPACE
+        ([('topic', 'sports'), ('sentiment', 'positive')], ['plain', 'dglm-guided strength=100',
+          'prompting instruction', 'dglm-guided strength=100 + prompting instruction'])
         >>> list(comp["systems"]["plain"]["attributes"]), 0 <= comp["systems"]["plain"]["joint"] <= 1
         (['topic=sports', 'sentiment=positive'], True)
     """
