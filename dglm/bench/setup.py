@@ -83,7 +83,7 @@ class Setup:
         >>> config = BenchConfig.for_example()
         >>> setup = build_setup(config)
         >>> setup.targets, sorted(setup.prompt_sets), setup.generate_kwargs["max_new_tokens"]
-        ([('topic', 'sports')], ['neutral', 'topical'], 4)
+        ([('topic', 'sports')], ['avoidance', 'neutral', 'topical'], 4)
     """
 
     config: BenchConfig
@@ -326,7 +326,7 @@ def build_setup(config: BenchConfig, pipeline: DGLM | None = None) -> Setup:
         >>> config = BenchConfig.for_example()
         >>> setup = build_setup(config)
         >>> setup.targets, list(setup.evaluators), setup.evaluator_lm.independent
-        ([('topic', 'sports')], ['toxicity', 'sentiment', 'topic'], False)
+        ([('topic', 'sports')], ['toxicity', 'sentiment', 'topic', 'style'], False)
         >>> setup.topic_texts[0], len(setup.topic_texts[1]), setup.peers.banks
         ('sports', 8, {})
     """

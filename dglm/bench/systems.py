@@ -307,7 +307,7 @@ def run_systems(setup: Setup, prompts: PromptSet, layer: int | None) -> list[Sys
         >>> setup = build_setup(config)
         >>> runs = run_systems(setup, setup.prompt_sets["neutral"], layer=None)
         >>> [run.family for run in runs]  # dglm at the sweep's sigma2 (1) and at the checkpoint's
-        ['plain', 'dglm', 'dglm', 'dglm-guided', 'prompting', 'best-of-n']
+        ['plain', 'dglm', 'dglm', 'dglm-guided', 'prompting', 'dglm-guided+prompting', 'best-of-n']
         >>> runs[3].name, [len(g) for g in runs[3].continuations]
         ('dglm-guided strength=100', [2, 2])
     """
