@@ -128,9 +128,15 @@ class Controller:
                                   generation_config=self.generation_config, **settings)
 
     def generate(self, prefixes: Sequence[str], num_samples: int | None = None, *,
-                 constraints: Sequence[ConstraintLike] | None = None, **settings) -> GenerationOutput:
+                 constraints: Sequence[ConstraintLike] | None = None, instruction: str | bool | None = None,
+                 **settings) -> GenerationOutput:
         """Controlled continuations: ``output.continuations[i][j]`` is sample j of prefix i (see
         :meth:`DGLM.generate` for ``settings``, ``control_scale`` among them).
+
+        ``instruction`` (for instruct decoders): a request put in a user turn of the decoder's chat template,
+        each prefix starting the assistant's answer, while the plan is guided as before; ``True`` writes it
+        from this controller's constraint (``topic('sports')`` -> "Write about sports.",
+        :func:`dglm.instructions.instruction_for`). Continuations never include it.
 
         Example (one batch, two controls: the default for the first prefix, another for the second):
             >>> from dglm.constraints import near
@@ -141,6 +147,15 @@ class Controller:
             >>> [[len(text.split()) for text in texts] for texts in out.continuations]
             [[3, 3], [3, 3]]
         """
+        if instruction is not None and instruction is not False:
+            from dglm.instructions import chat_prefixes, instruction_for
+
+            if instruction is True:
+                if self.constraint is None:
+                    raise ValueError("instruction=True writes the instruction from the controller's constraint, "
+                                     "and it has none; pass the instruction text instead")
+                instruction = instruction_for(self.constraint)
+            prefixes = chat_prefixes(self.pipeline.decoder.tokenizer, list(prefixes), instruction)
         return self.pipeline.generate(prefixes, num_samples, control=self.control(constraints),
                                       generation_config=self.generation_config, **settings)
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,7 +179,7 @@ def test_quick_benchmark_runs_every_system_on_both_prompt_sets(quick_result):
     for name, s in result["prompt_sets"].items():
         families = {m["family"] for m in s["systems"].values()}
         assert families == {"plain", "dglm", "dglm-plan-scale", "dglm-guided", "steering", "fudge", "prompting",
-                            "best-of-n"}, name
+                            "best-of-n", "dglm-guided+prompting"}, name
         samples = 8  # 4 prompts x 2 samples in both sets
         for sys_name, m in s["systems"].items():
             assert m["samples"] == samples and m["perplexity"]["mean"] > 1, sys_name
@@ -193,7 +196,7 @@ def test_quick_benchmark_runs_every_system_on_both_prompt_sets(quick_result):
         assert any(m["params"]["n"] == 3 for m in bon)  # the fixed ceiling (matched too if a variant costs 3x)
         assert s["frontier"]["within_ppl"]["owner"] in families
     assert result["prompt_sets"]["topical"]["reference"].startswith("human topic-switch")
-    assert result["steering"]["layer"] in (0, 1) and len(result["steering"]["table"]) == 2
+    assert result["steering"]["layer"] in (0, 1) and len(result["steering"]["table"]) == 2  # 2 layers x 1 r
     assert result["peers"]["topic"]["fudge"]["chosen"]["features"] in ("one-hot tokens", "mean decoder input embedding")
 
 
@@ -202,7 +205,8 @@ def test_quick_benchmark_reports_compositions_runtime_and_plots(quick_result):
     comps = result["compositions"]
     assert [c["control"] for c in comps] == ["topic('sports') + sentiment.positive()", "toxicity.low() + topic('sports')"]
     for comp in comps:
-        assert {r["family"] for r in comp["systems"].values()} == {"plain", "dglm-guided", "steering"}
+        assert {r["family"] for r in comp["systems"].values()} == {"plain", "dglm-guided", "steering", "prompting",
+                                                                   "dglm-guided+prompting"}
         for row in comp["systems"].values():
             assert len(row["attributes"]) == 2
             assert row["joint"] <= min(row["attributes"].values()) + 1e-9  # both at once is rarer than either
@@ -210,6 +214,8 @@ def test_quick_benchmark_reports_compositions_runtime_and_plots(quick_result):
     assert {x["system"].split()[0] for x in cells} >= {"plain", "dglm", "dglm-guided", "fudge", "steering", "prompting"}
     assert sorted(result["plots"])[:3] == ["bench-quick_pareto_neutral.png", "bench-quick_pareto_topical.png",
                                            "bench-quick_runtime.png"]
+    assert {"bench-quick_task_avoidance.png", "bench-quick_task_style.png", "bench-quick_task_graded.png"} <= \
+        set(result["plots"])
     for png in result["plots"]:
         assert (out / png).stat().st_size > 1000
     report = (out / "bench-quick.md").read_text()
@@ -220,12 +226,99 @@ def test_quick_benchmark_reports_compositions_runtime_and_plots(quick_result):
     assert result["sampling"]["plan_temperature"] == 0.8 and "'plan_temperature': 0.8" in report  # for every DGLM system
 
 
-def test_quick_benchmark_writes_to_a_scratch_folder_by_default():
-    from dglm.bench.config import BenchConfig
+def test_quick_benchmark_runs_the_six_tasks_with_both_limits_cpu_time_and_owner(quick_result):
+    out, result = quick_result
+    tasks = result["tasks"]
+    assert set(tasks) == {"neutral", "continuation", "avoidance", "style", "graded",
+                          "composition: topic('sports') + sentiment.positive()",
+                          "composition: toxicity.low() + topic('sports')"}
+    for name, t in tasks.items():
+        assert set(t["within"]) == {"1.1", "1.25"}, name
+        assert t["reference_perplexity"] > 1 and all(v > 0 for v in t["cpu_s"].values()), name
+        assert t["within"]["1.25"]["within_ppl"]["owner"] is not None, name
+    assert tasks["continuation"]["reference"].startswith("human topic-switch")
+    avoid = tasks["avoidance"]
+    assert avoid["targets"] == [["topic", "not sports"]] and avoid["requests"]["instruction"] == "Do not write about sports."
+    assert {m["family"] for m in avoid["systems"].values()} == {"plain", "dglm", "dglm-guided", "steering", "fudge",
+                                                                "prompting", "dglm-guided+prompting"}
+    assert avoid["steering"]["table"] and avoid["prompts"] == 4  # layer picked on development prefixes
+    style = tasks["style"]
+    assert style["control"] == "target('style', 'fortune')" and "prompting few-shot" in style["systems"]
+    assert result["evaluators"]["style"]["heldout_accuracy"] > 0.5
+    curve = tasks["graded"]["curves"]["dglm"]
+    assert [p["strength"] for p in curve] == [0.0, 100.0] and curve[0]["system"] == "plain"
+    report = (out / "bench-quick.md").read_text()
+    assert "## Tasks: best success within 1.1x and 1.25x" in report and "### Task: avoidance" in report
+    assert "Graded control, dglm" in report
 
-    assert "docs" not in BenchConfig.for_quick().out_dir.parts
-    assert BenchConfig().out_dir.as_posix() == "results"
-    assert BenchConfig(checkpoint="/x/ckpt", out="/y").out_dir.as_posix() == "/y"
+
+def test_quick_benchmark_without_out_writes_a_fresh_temporary_folder(monkeypatch, tmp_path):
+    from dglm.bench.output import default_out_dir
+
+    monkeypatch.chdir(tmp_path)
+    a, b = default_out_dir(quick=True), default_out_dir(quick=True)
+    assert a != b and a.is_dir() and b.is_dir() and not list(a.iterdir())
+    assert "results" not in a.parts and Path(tempfile.gettempdir()) in a.parents
+    full = default_out_dir(quick=False)  # a full run: a per-run folder under the current directory
+    assert full.parent == tmp_path / "dglm-bench" and not full.exists()
+
+
+def test_bench_out_is_checked_before_any_work(tmp_path, capsys):
+    from dglm.bench.output import prepare_out_dir
+    from dglm.bench.run import main
+    from dglm.io import MARKER
+
+    (tmp_path / "a-file").write_text("x")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    cases = {str(tmp_path / "a-file"): "not a folder", "/dev/full": "not a folder",
+             "/proc/dglm-bench-out": "cannot", str(mine): "did not write"}
+    for out, why in cases.items():
+        t0 = time.perf_counter()
+        assert main(["--quick", "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert "--out" in err and why in err, (out, err)
+        assert time.perf_counter() - t0 < 5  # refused before a model is loaded
+    assert (mine / "notes.txt").read_text() == "keep" and not (mine / MARKER).exists()
+    assert (prepare_out_dir(tmp_path / "new") / MARKER).is_file()
+    assert prepare_out_dir(tmp_path / "new") == tmp_path / "new"  # the benchmark's own folder: reused
+
+
+def test_quick_never_writes_into_published_results(tmp_path, capsys):
+    from dglm.bench.output import check_out_dir
+    from dglm.bench.run import main
+
+    (tmp_path / "pyproject.toml").write_text("")
+    for out in (tmp_path / "docs" / "results", tmp_path / "results" / "bench"):
+        with pytest.raises(ValueError, match="--quick .* never writes into"):
+            check_out_dir(out, quick=True)
+        assert check_out_dir(out, quick=False) == out  # a full run may publish there when told to
+    assert main(["--quick", "--out", str(tmp_path / "docs" / "results")]) == 2
+    assert "published results" in capsys.readouterr().err
+
+
+def test_seeds_without_values_is_a_clear_error(capsys):
+    from dglm.bench.run import main
+
+    assert main(["--quick", "--seeds"]) == 2
+    err = capsys.readouterr().err
+    assert "--seeds: got [], needs at least 1 value" in err
+    assert main(["--quick", "--tasks"]) == 2
+    assert "--tasks" in capsys.readouterr().err
+
+
+def test_avoidance_success_is_any_topic_but_the_avoided_one():
+    from dglm.bench.config import BenchConfig
+    from dglm.bench.scoring import control_scores
+    from dglm.bench.setup import build_setup
+
+    setup = build_setup(BenchConfig.for_example(tasks=["neutral"], steering_scales=[]))
+    texts = ["the team won the match goal", "a song and a film about art"]
+    control, joint = control_scores(setup, texts, [("topic", "not sports")])
+    assert joint.tolist() == [False, True] and control["topic"]["label"] == "not sports"
+    plain, _ = control_scores(setup, texts, [("topic", "sports")])
+    assert control["topic"]["rate"] == pytest.approx(1 - plain["topic"]["rate"])
 
 
 def test_frontier_names_the_owner_within_each_limit():

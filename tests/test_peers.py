@@ -184,3 +184,58 @@ def test_neutral_openers_follow_the_rules():
     with pytest.raises(ValueError, match="only"):
         neutral_openers(docs[:1], 5, seed=0, per_document=1)
     assert neutral_openers(docs, 3, seed=1) == neutral_openers(docs, 3, seed=1)
+
+
+def test_request_styles_and_the_instruction_built_from_a_constraint(dec):
+    from dglm.bench.baselines import prompt_requests, requested_prefixes
+    from dglm.instructions import chat_prefixes, instruction_for
+
+    class Chat:
+        chat_template = "x"
+
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+            return f"<user>{messages[0]['content']}</user><assistant>"
+
+    assert instruction_for("topic('sports')") == "Write about sports."
+    assert instruction_for("-topic('sports')") == "Do not write about sports."
+    assert instruction_for("topic('sports') + sentiment.positive()") == "Write about sports, in a positive tone."
+    assert chat_prefixes(Chat(), ["The match"], "Do not write about sports.") == \
+        ["<user>Do not write about sports.</user><assistant>The match"]
+    with pytest.raises(ValueError, match="instruction"):
+        chat_prefixes(Chat(), ["x"], " ")
+    avoid = prompt_requests("sports", negated=True)
+    assert avoid["instruction"] == instruction_for("-topic('sports')")  # the peer and DGLM ask the same
+    assert requested_prefixes(Chat(), ["The match"], "few-shot", "Here are examples") == \
+        ["<user>Here are examples</user><assistant>The match"]
+
+
+def test_steering_strength_is_a_fraction_of_the_residual_norm(dec):
+    import torch
+
+    from dglm.bench.steering import LabelledActivations, constraint_vector, residual_norms
+    from dglm.constraints import parse_constraint
+
+    norms = residual_norms(dec, ["the team won the match", "a song and a film"], layers=[0, 1])
+    acts = torch.tensor([[[1.0] * dec.hidden_size] * 2, [[0.0] * dec.hidden_size] * 2])  # (N=2, L=2, h)
+    bank = LabelledActivations(acts, ["sports", "arts"], [0, 1], norms)
+    vec = constraint_vector(parse_constraint("topic('sports')"), {"topic": bank}, [1])
+    assert float(vec.directions[1].norm()) == pytest.approx(norms[1], rel=1e-5)
+    away = constraint_vector(parse_constraint("-topic('sports')"), {"topic": bank}, [1])
+    assert torch.allclose(away.directions[1], -vec.directions[1])  # avoidance: the negated vector
+
+
+def test_style_evaluator_is_fitted_on_other_texts_and_the_data_file_is_read(tmp_path):
+    import json
+
+    from dglm.bench.style import fit_style_evaluator, quick_style_data, read_style_data
+
+    data = quick_style_data()
+    assert not set(data["probe"][0]) & set(data["evaluator"][0])  # the probe's texts are not the evaluator's
+    clf = fit_style_evaluator(*data["evaluator"], validation=data["check"])
+    assert clf.proxy and clf.validation["heldout_accuracy"] > 0.9
+    path = tmp_path / "style.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": lab, "split": "probe", "source": "x"}) + "\n"
+                            for t, lab in zip(*data["probe"], strict=True)))
+    assert read_style_data(path)["probe"] == data["probe"]
+    with pytest.raises(FileNotFoundError, match="build_style_data.py"):
+        read_style_data(tmp_path / "missing.jsonl")

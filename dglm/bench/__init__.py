@@ -9,6 +9,9 @@
   prompting).
 - :mod:`~dglm.bench.systems`, :mod:`~dglm.bench.scoring`, :mod:`~dglm.bench.report`, :mod:`~dglm.bench.plots`:
   running, scoring, reporting.
+- :mod:`~dglm.bench.tasks`: the six tasks (neutral, continuation, avoidance, style, graded, composition);
+  :mod:`~dglm.bench.style`: the style task's data and its proxy evaluator.
+- :mod:`~dglm.bench.output`: the output folder, checked before any work.
 - :mod:`~dglm.bench.run`: :func:`run_benchmark` and ``main``.
 
 Example:

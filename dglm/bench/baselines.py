@@ -131,29 +131,57 @@ def steered_generate(decoder: Decoder, vector: SteeringVector, prefixes: Sequenc
         return decoder.generate(prefixes, None, seed=seed, **kwargs)
 
 
-PROMPT_STYLES = ("header", "instruction", "insistent")
+PROMPT_STYLES = ("header", "instruction", "insistent", "few-shot")
+
+
+def prompt_requests(subject: str, negated: bool = False) -> dict[str, str]:
+    """What each prompting style asks for ``subject`` (a topic in words): a header, an instruction, an
+    insistent instruction; ``negated``: the same asking to avoid it ("Do not write about sports.", the
+    instruction :func:`dglm.instructions.instruction_for` writes for ``-topic('sports')``).
+
+    Example:
+        >>> prompt_requests("sports")["instruction"], prompt_requests("sports", negated=True)["instruction"]
+        ('Write a short text about sports.', 'Do not write about sports.')
+    """
+    if negated:
+        return {"header": f"Topic: anything but {subject}.", "instruction": f"Do not write about {subject}.",
+                "insistent": f"Continue the text, but do not write about {subject}. No sentence may mention "
+                             f"{subject}."}
+    return {"header": f"Topic: {subject}.", "instruction": f"Write a short text about {subject}.",
+            "insistent": f"Write a short text about {subject}. Every sentence must be about {subject}."}
+
+
+def requested_prefixes(tokenizer, prefixes: Sequence[str], style: str, request: str) -> list[str]:
+    r"""Each prefix with ``request`` before it: ``header`` puts ``request`` and a blank line first; every
+    other style (instruction, insistent, few-shot) asks it in a user turn of the tokenizer's chat template
+    and starts the assistant's answer with the prefix (:func:`dglm.instructions.chat_prefixes`).
+
+    Example:
+        >>> requested_prefixes(None, ["The house"], "header", "Topic: sports.")
+        ['Topic: sports.\n\nThe house']
+    """
+    from dglm.instructions import chat_prefixes
+
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"style={style!r}; accepted: {list(PROMPT_STYLES)}")
+    if style == "header":
+        return [f"{request}\n\n{p}" for p in prefixes]
+    return chat_prefixes(tokenizer, prefixes, request)
 
 
 def prompted_prefixes(tokenizer, prefixes: Sequence[str], subject: str, style: str) -> list[str]:
-    r"""Each prefix with a request for ``subject`` before it: ``header`` puts ``"Topic: <subject>.\n\n"``
-    first; ``instruction`` and ``insistent`` (which adds "every sentence") ask for it in a user turn of the
-    tokenizer's chat template and start the assistant's answer with the prefix (a tokenizer without a chat
-    template gets the request as plain text).
+    r"""Each prefix with a request for ``subject`` before it (:func:`prompt_requests`,
+    :func:`requested_prefixes`): ``header`` puts ``"Topic: <subject>.\n\n"`` first; ``instruction`` and
+    ``insistent`` (which adds "every sentence") ask for it in a user turn of the tokenizer's chat template
+    and start the assistant's answer with the prefix (a tokenizer without a chat template gets the request
+    as plain text).
 
     Example:
         >>> from dglm.presets import TINY, random_decoder
         >>> prompted_prefixes(random_decoder(TINY.decoder).tokenizer, ["The house"], "sports", "header")
         ['Topic: sports.\n\nThe house']
     """
-    if style not in PROMPT_STYLES:
-        raise ValueError(f"style={style!r}; accepted: {list(PROMPT_STYLES)}")
-    if style == "header":
-        return [f"Topic: {subject}.\n\n{p}" for p in prefixes]
-    ask = f"Write a short text about {subject}." + (f" Every sentence must be about {subject}."
-                                                   if style == "insistent" else "")
-    if getattr(tokenizer, "chat_template", None):
-        head = tokenizer.apply_chat_template([{"role": "user", "content": ask}], tokenize=False,
-                                             add_generation_prompt=True)
-    else:
-        head = ask + "\n\n"
-    return [head + p for p in prefixes]
+    requests = prompt_requests(subject)
+    if style not in requests:
+        raise ValueError(f"style={style!r}; accepted: {list(requests)}")
+    return requested_prefixes(tokenizer, prefixes, style, requests[style])

@@ -12,11 +12,9 @@ Example:
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from pydantic.fields import FieldInfo
 
 from dglm.bench.evaluators import EVALUATOR_ID
@@ -25,6 +23,9 @@ from dglm.options import add_config_options
 
 RANDOM = "random:"  # checkpoint prefix: a random-weight preset (shapes and timing only)
 COMPOSITIONS = ["topic('sports') + sentiment.positive()", "toxicity.low() + topic('sports')"]
+# The benchmark's tasks (issue 30): where each system is measured.
+TASKS = ("neutral", "continuation", "avoidance", "style", "graded", "composition")
+Task = Literal["neutral", "continuation", "avoidance", "style", "graded", "composition"]
 
 
 def _generation(field: str, description: str):
@@ -42,12 +43,18 @@ class BenchConfig(BaseModel):
 
     quick: bool = Field(default=False, description=(
         "Smoke test: tiny random models, the decoder as its own evaluator LM, synthetic prompts, output to "
-        "a scratch folder."))
+        "a fresh temporary folder (never docs/results or results)."))
     checkpoint: str = Field(default="mini", description=(
         "DGLM checkpoint folder or packaged name; `random:<preset>` for random weights (timing only)."))
     device: str = Field(default="cpu", description="Torch device for every model (cpu, cuda, cuda:1).")
     out: str | None = Field(default=None, description=(
-        "Output folder (default: results, or a scratch folder with --quick)."))
+        "Output folder: new, empty, or one dglm bench wrote before (default: a fresh ./dglm-bench/<UTC time>, "
+        "or a fresh temporary folder with --quick)."))
+    tasks: list[Task] = Field(default=list(TASKS), min_length=1, description=(
+        "Tasks: neutral (openers), continuation (topical prefixes, vs the human topic-switch reference), "
+        "avoidance (--avoidance-control on prefixes of that topic), style (an attribute words cannot name: "
+        "--style-data), graded (success vs strength / steering fraction, from the neutral runs), composition "
+        "(--compositions)."))
     name: str = Field(default="bench", description=(
         "File stem of the outputs: `<out>/<name>.json`, `.md`, `_*.png`."))
     corpus: str = Field(default="cache/corpus", description=(
@@ -61,7 +68,8 @@ class BenchConfig(BaseModel):
     num_samples: int = Field(default=2, ge=1, description="Samples per topical prefix and seed.")
     num_references: int = Field(default=128, ge=1, description=(
         "Reference continuations for MAUVE (topical set)."))
-    seeds: list[int] = Field(default=[0], description="Sampling seeds; every system runs once per seed.")
+    seeds: list[int] = Field(default=[0], min_length=1, description=(
+        "Sampling seeds (one or more); every system runs once per seed."))
     prefix_tokens: int = Field(default=32, ge=1, description="Topical prefix length in decoder tokens.")
     new_tokens: int = _generation("max_new_tokens", "New tokens per continuation.")
     min_new_tokens: int | None = Field(default=None, description=(
@@ -83,13 +91,14 @@ class BenchConfig(BaseModel):
     guided_control_scales: list[float] = Field(default=[2.0], description=(
         "Control-contrast weights of further guided systems, at every strength (plan_scale 1)."))
     steps: int | None = Field(default=None, description="Diffusion steps (None: the checkpoint's).")
-    steering_layers: list[int] = Field(default=[6, 12, 18], description=(
-        "Candidate decoder blocks of activation steering; the bench picks one by a small sweep on neutral "
-        "openers."))
-    steering_scales: list[float] = Field(default=[1.0, 2.0, 4.0, 8.0, 16.0], description=(
-        "Activation-steering multipliers (of the mean-difference vector; none: no steering)."))
+    steering_layers: list[int] = Field(default=[6, 9, 12, 15, 18, 21], description=(
+        "Candidate decoder blocks of activation steering; the bench picks one per task by a sweep on the "
+        "development split (never the test prompts)."))
+    steering_scales: list[float] = Field(default=[0.05, 0.1, 0.2, 0.3, 0.5], description=(
+        "Activation-steering strengths r: the vector's norm as a fraction of the mean residual norm at its "
+        "layer (none: no steering)."))
     steering_pick_prompts: int = Field(default=24, ge=1, description=(
-        "Neutral openers of the layer-picking sweep."))
+        "Development prompts (validation split) of the layer-picking sweep."))
     peer_texts_per_class: int = Field(default=300, ge=2, description=(
         "Labelled passages per class for steering vectors and FUDGE."))
     fudge_strengths: list[float] = Field(default=[1.0, 2.0, 4.0], description=(
@@ -98,7 +107,7 @@ class BenchConfig(BaseModel):
     prompt_styles: list[Literal["header", "instruction", "insistent"]] = Field(default=["header", "instruction", "insistent"], description=(
         "Prompting systems: a topic header, a chat instruction, an insistent chat instruction (none: no "
         "prompting)."))
-    guided_prompt_styles: list[Literal["header", "instruction", "insistent"]] = Field(default=[], description=(
+    guided_prompt_styles: list[Literal["header", "instruction", "insistent"]] = Field(default=["instruction"], description=(
         "DGLM and prompting together: guided systems (checkpoint defaults, every strength) whose prompts are "
         "also wrapped in these prompting styles (none: no such systems)."))
     bon_n: int | None = Field(default=None, description=(
@@ -109,8 +118,17 @@ class BenchConfig(BaseModel):
         "Composed controls, DGLM vs activation steering on neutral openers (none: skip)."))
     composition_strengths: list[float] = Field(default=[20.0, 100.0], description=(
         "DGLM strengths of the composition runs."))
-    composition_scales: list[float] = Field(default=[4.0, 8.0], description=(
-        "Steering multipliers of the composition runs."))
+    composition_scales: list[float] = Field(default=[0.1, 0.2], description=(
+        "Steering strengths r (fractions of the residual norm) of the composition runs."))
+    avoidance_control: str = Field(default="-topic('sports')", description=(
+        "Avoidance task: the control (a negated topic); prompts are prefixes of test documents of that topic."))
+    num_avoidance: int = Field(default=40, ge=1, description=(
+        "Avoidance task: prefixes (several per test document of the topic, at sentence starts)."))
+    avoidance_samples: int = Field(default=1, ge=1, description="Avoidance task: samples per prefix and seed.")
+    style_data: str = Field(default="cache/style/fortunes.jsonl", description=(
+        "Style task: the texts built by recipes/build_style_data.py (probe, evaluator and few-shot splits)."))
+    strict_ppl_limit: float = Field(default=1.10, gt=0, description=(
+        "Tasks: the stricter perplexity limit reported beside --ppl-limit."))
     ppl_limit: float = Field(default=1.25, gt=0, description=(
         "Frontier: perplexity at most this times the set's reference (plain decoding for neutral openers, "
         "the human topic-switch text for topical prefixes)."))
@@ -135,13 +153,6 @@ class BenchConfig(BaseModel):
         "Seconds; a system's longer cells are skipped once one takes over half of it."))
     command: str = Field(default="", description=(
         "The command line that produced this config (for the report)."))
-
-    @property
-    def out_dir(self) -> Path:
-        """Where the outputs go: ``out``, else a scratch folder for ``--quick``, else results."""
-        if self.out:
-            return Path(self.out)
-        return Path(tempfile.gettempdir()) / "dglm-bench-quick" if self.quick else Path("results")
 
     @classmethod
     def for_example(cls, **overrides) -> BenchConfig:
@@ -169,9 +180,10 @@ class BenchConfig(BaseModel):
                      num_samples=2, neutral_samples=2, num_references=4, prefix_tokens=8, new_tokens=8,
                      min_new_tokens=8, batch_prompts=4, strengths=[100.0], sigma2=[1.0], plan_scales=[2.0],
                      guided_plan_scales=[2.0], guided_control_scales=[2.0], steps=5, steering_layers=[0, 1],
-                     steering_scales=[16.0], steering_pick_prompts=2, peer_texts_per_class=40,
+                     steering_scales=[0.5], steering_pick_prompts=2, peer_texts_per_class=40,
                      fudge_strengths=[4.0], fudge_top_k=50, prompt_styles=["header", "instruction"], bon_extra_n=[3],
-                     composition_strengths=[100.0], composition_scales=[16.0], evaluator_lm="decoder",
+                     composition_strengths=[100.0], composition_scales=[0.5],
+                     num_avoidance=4, style_data="quick", evaluator_lm="decoder",
                      topic_classifier="quick", mauve_seeds=[0], runtime_new_tokens=[8], runtime_batch_sizes=[2],
                      runtime_cell_limit_s=10.0)
         return cls(**{**quick, **overrides})
@@ -208,4 +220,28 @@ def config_from_args(args: argparse.Namespace, command: str = "") -> BenchConfig
     """
     given = {k: v for k, v in vars(args).items() if k in BenchConfig.model_fields and k != "quick"}
     given["command"] = command
-    return BenchConfig.for_quick(**given) if getattr(args, "quick", False) else BenchConfig(**given)
+    try:
+        return BenchConfig.for_quick(**given) if getattr(args, "quick", False) else BenchConfig(**given)
+    except ValidationError as e:
+        raise ValueError(option_errors(e)) from None
+
+
+def option_errors(error: ValidationError) -> str:
+    """A validation error of :class:`BenchConfig` in the words of the command line: each bad option, the
+    value given and what it accepts.
+
+    Example:
+        >>> args = add_arguments(argparse.ArgumentParser()).parse_args(["--seeds"])
+        >>> config_from_args(args)
+        Traceback (most recent call last):
+            ...
+        ValueError: --seeds: got [], needs at least 1 value (List should have at least 1 item after validation, not 0)
+    """
+    parts = []
+    for err in error.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        flag = ALIASES.get(field, "--" + field.replace("_", "-"))
+        needs = f"needs at least {err['ctx']['min_length']} value" + ("s" if err["ctx"]["min_length"] > 1 else "") \
+            if err["type"] == "too_short" else "not accepted"
+        parts.append(f"{flag}: got {err.get('input')!r}, {needs} ({err['msg']})")
+    return "; ".join(parts)

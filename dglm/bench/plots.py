@@ -67,9 +67,16 @@ def write_plots(result: dict, out: Path, stem: str) -> list[str]:
         files.append(name)
 
     c = result["config"]
-    for set_name, s in result["prompt_sets"].items():
-        systems = s["systems"]
-        if not any(m.get("control_success") is not None and m.get("perplexity") for m in systems.values()):
+    panels = [(f"pareto_{name}", f"{name} prompts: {c['control']}", s["systems"], s["frontier"])
+              for name, s in result["prompt_sets"].items()]
+    for task_name, t in (result.get("tasks") or {}).items():
+        if t.get("systems") and task_name not in ("neutral", "continuation"):  # those two: the sets' plots
+            slug = "task_" + "".join(ch if ch.isalnum() else "_" for ch in task_name).strip("_")
+            title = f"task {task_name}" + (f": {t['control']}" if t.get("control") and t["task"] != "composition" else "")
+            panels.append((slug, title, t["systems"], t["within"][f"{c['ppl_limit']:g}"]))
+    for suffix, title, systems, f in panels:
+        if not any(m.get("control_success") is not None and (m.get("perplexity") or {}).get("mean")
+                   for m in systems.values()):
             continue
         fig, ax = plt.subplots(figsize=(8, 5))
         variant = 0
@@ -81,7 +88,7 @@ def write_plots(result: dict, out: Path, stem: str) -> list[str]:
                 colour = VARIANT_COLOURS[variant % len(VARIANT_COLOURS)]
             pts = [(m["perplexity"]["mean"], m["control_success"], m["perplexity"].get("ci95"),
                     m.get("control_success_ci95")) for _, m in members
-                   if m.get("control_success") is not None and m.get("perplexity", {}).get("mean") is not None]
+                   if m.get("control_success") is not None and (m.get("perplexity") or {}).get("mean") is not None]
             if not pts:
                 continue
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
@@ -91,19 +98,18 @@ def write_plots(result: dict, out: Path, stem: str) -> list[str]:
                     [max(0.0, (p[3] or [y, y])[1] - y) for y, p in zip(ys, pts, strict=True)]]
             ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt=marker + ("-" if len(pts) > 1 else ""), color=colour,
                         label=key, capsize=2, elinewidth=0.7, alpha=0.9, markersize=7)
-        f = s["frontier"]
         if f["reference_perplexity"]:
             ax.axvline(f["ppl_limit"] * f["reference_perplexity"], ls="--", color="gray", lw=1,
                        label=f"{f['ppl_limit']:g}x reference perplexity")
-        xs = [m["perplexity"]["mean"] for m in systems.values() if m.get("perplexity", {}).get("mean")]
+        xs = [m["perplexity"]["mean"] for m in systems.values() if (m.get("perplexity") or {}).get("mean")]
         if xs and max(xs) > 3 * min(xs):
             ax.set_xscale("log")
         ax.set_xlabel("evaluator perplexity (continuation given the prompt)")
         ax.set_ylabel("control success (independent evaluator)")
-        ax.set_title(f"{set_name} prompts: {c['control']}")
+        ax.set_title(title)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-        save(fig, f"pareto_{set_name}")
+        save(fig, suffix)
 
     sets = list(result["prompt_sets"].items())
     if sets:

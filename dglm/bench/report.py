@@ -183,6 +183,99 @@ def system_table(systems: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _best_text(part: dict) -> str:
+    if part["owner"] is None:
+        return "-"
+    top = part["best"][part["owner"]]
+    return f"{_f(top['control_success'])} {_ci(top['ci95'])} {top['system']}"
+
+
+def task_lines(result: dict) -> list[str]:
+    """The tasks section: per task the best success within the strict and the main perplexity limit (Wilson
+    intervals), the frontier's owner and what DGLM would need where a peer owns it; then per task every
+    system's success, perplexity and CPU time, and the graded curves.
+
+    Example:
+        >>> from dglm.bench.tasks import task_summary
+        >>> systems = {"plain": {"family": "plain", "params": {}, "control_success": 0.1,
+        ...                      "control_success_ci95": [0.0, 0.3], "perplexity": {"mean": 10.0},
+        ...                      "relative_time": 1.0, "cpu_s": 2.0}}
+        >>> t = {"task": "avoidance", "systems": systems, "prompts": 1, "samples": 1,
+        ...      **task_summary(systems, 10.0, "plain", 1.1, 1.25, 1.5)}
+        >>> lines = task_lines({"config": {"strict_ppl_limit": 1.1, "ppl_limit": 1.25}, "tasks": {"avoidance": t}})
+        >>> lines[0], lines[6].split(" | ")[:2]
+        ('## Tasks: best success within 1.1x and 1.25x the reference perplexity', ['| avoidance', '1 x 1'])
+    """
+    c, tasks = result["config"], result.get("tasks") or {}
+    if not tasks:
+        return []
+    strict, limit = f"{c['strict_ppl_limit']:g}", f"{c['ppl_limit']:g}"
+    lines = [f"## Tasks: best success within {strict}x and {limit}x the reference perplexity", "",
+             "Success: the independent (proxy) evaluators' verdict on the continuation, 95% Wilson interval. Reference: "
+             "plain decoding's perplexity on the same prompts (continuation: the human topic-switch text). Owner: "
+             "the family with the highest success within the limit.", "",
+             f"| task | prompts x samples | reference ppl | best within {strict}x | owner {strict}x | best within "
+             f"{limit}x | owner {limit}x | DGLM's best within {limit}x |", "|---|---|---|---|---|---|---|---|"]
+    for name, t in tasks.items():
+        w_strict, w = t["within"][strict]["within_ppl"], t["within"][limit]["within_ppl"]
+        ours = [b for fam, b in w["best"].items() if fam in DGLM_FAMILIES]
+        mine = max(ours, key=lambda b: b["control_success"], default=None)
+        size = f"{t.get('prompts', '-')} x {t.get('samples', '-')}"
+        if "prompts" not in t:
+            ps = (result.get("prompt_sets") or {}).get(t.get("prompt_set", "neutral"), {})
+            size = f"{ps.get('prompts', '-')} x {ps.get('samples', '-')}"
+        lines.append(f"| {name} | {size} | {_f(t['reference_perplexity'], 1)} | {_best_text(w_strict)} | "
+                     f"{w_strict['owner'] or '-'} | {_best_text(w)} | **{w['owner'] or '-'}** | "
+                     + (f"{_f(mine['control_success'])} {_ci(mine['ci95'])} {mine['system']}" if mine else "-") + " |")
+    lines.append("")
+    for name, t in tasks.items():
+        lines += [f"### Task: {name}" + (f" (`{t['control']}`)" if t.get("control") else ""), ""]
+        if t.get("description"):
+            lines += [f"Prompts: {t['description']}.", ""]
+        if t.get("requests"):
+            lines += ["Prompting asks: " + "; ".join(f"{k}: {v!r}" for k, v in t["requests"].items() if v), ""]
+        all_systems = t.get("systems") or ((result.get("prompt_sets") or {}).get(t.get("prompt_set"), {})
+                                            .get("systems", {}))
+        for lim in (strict, limit):
+            lines += verdict(name, {"frontier": t["within"][lim], "systems": all_systems}, "within_ppl",
+                             f"perplexity <= {lim}x reference")
+        st = t.get("steering") or {}
+        if st.get("table"):
+            best = {}
+            for r in st["table"]:
+                best.setdefault(r["layer"], []).append(f"r={r['scale']:g}: {_f(r['control_success'], 2)} @ "
+                                                       f"{_f(r['perplexity'], 1)}")
+            lines += [f"- Steering layer **{st['layer']}**, picked on the development split (plain perplexity "
+                      f"{_f(st['table'][0]['plain_perplexity'], 1)}): " +
+                      " | ".join(f"layer {k}: " + ", ".join(v) for k, v in best.items())]
+        lines.append("")
+        systems = t.get("systems") or {}
+        plain_cpu = (systems.get("plain") or {}).get("cpu_s")
+        if systems and name not in ("neutral", "continuation"):
+            attrs = sorted({a for m in systems.values() for a in (m.get("attributes") or {})})
+            lines += ["| system | success [95% CI] | " + "".join(f"{a} | " for a in attrs) +
+                      "ppl | CPU s | x plain CPU |", "|---|---|" + "---|" * len(attrs) + "---|---|---|"]
+            for n, m in systems.items():
+                cpu = m.get("cpu_s")
+                lines.append(f"| {n} | {_f(m.get('control_success'))} {_ci(m.get('control_success_ci95'))} | " +
+                             "".join(f"{_f((m.get('attributes') or {}).get(a))} | " for a in attrs) +
+                             f"{_f((m.get('perplexity') or {}).get('mean'), 1)} | {_f(cpu, 1)} | "
+                             f"{_f(cpu / plain_cpu if cpu and plain_cpu else None, 2)} |")
+            lines.append("")
+        elif name in ("neutral", "continuation"):
+            lines += ["CPU seconds per system: " + ", ".join(f"{n} {_f(v, 1)}" for n, v in t["cpu_s"].items()), ""]
+        for kind, curve in (t.get("curves") or {}).items():
+            if kind == "monotone" or not curve:
+                continue
+            what = "strength" if kind == "dglm" else "r (fraction of the residual norm)"
+            lines += [f"Graded control, {kind} ({what}; monotone within intervals: "
+                      f"{t['curves']['monotone'].get(kind)}):", "", f"| {what} | success [95% CI] | ppl |", "|---|---|---|"]
+            lines += [f"| {p['strength']:g} | {_f(p['control_success'])} {_ci(p['ci95'])} | {_f(p['perplexity'], 1)} |"
+                      for p in curve]
+            lines.append("")
+    return lines
+
+
 def write_markdown(result: dict, path: Path) -> None:
     """The human-readable report.
 
@@ -226,7 +319,8 @@ def write_markdown(result: dict, path: Path) -> None:
     lines += [f"- total time: {result['total_s']:.0f} s", ""]
     for name, s in result["prompt_sets"].items():
         lines.append(f"- **{name} prompts** ({s['prompts']} x {s['samples']} samples): {s['description']}")
-    lines += ["", "## Who owns the frontier", "",
+    lines += [""] + task_lines(result)
+    lines += ["## Who owns the frontier", "",
               f"Control success = the independent evaluators' verdict on the continuation alone; perplexity = the "
               f"evaluator LM's on the continuation given the prompt. Limits: perplexity <= {c['ppl_limit']:g}x the "
               f"set's reference; time <= {c['time_limit']:g}x plain decoding's in this run (process CPU time on a CPU, "

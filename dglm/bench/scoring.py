@@ -56,11 +56,16 @@ def control_scores(setup: Setup, texts: list[str], targets: Sequence[tuple[str, 
         >>> control["topic"]["label"], control["topic"]["is_target"], joint.tolist()
         ('sports', True, [True, False])
     """
+    from dglm.bench.setup import NOT
+
     target_labels = dict(targets)
     control, joint = {}, np.ones(len(texts), dtype=bool)
     for name, ev in setup.evaluators.items():
         label = target_labels.get(name) or ev.default_label
-        scores = ev.score(texts, label)
+        scores = ev.score(texts, label.removeprefix(NOT))
+        if label.startswith(NOT):  # a negated class: success is any other class
+            scores = type(scores)(1.0 - np.asarray(scores.values), ~np.asarray(scores.success, dtype=bool),
+                                  f"1 - {scores.value_name}")
         control[name] = {"label": label, "is_target": name in target_labels, "rate": float(np.mean(scores.success)),
                          "value_name": scores.value_name, "mean_value": float(np.mean(scores.values))}
         if name == "topic" and "sports" in ev.labels:
@@ -272,8 +277,9 @@ def score_compositions(setup: Setup, compositions: list[dict]) -> list[dict]:
         >>> config = BenchConfig.for_example(compositions=["topic('sports') + sentiment.positive()"])
         >>> setup = build_setup(config)
         >>> [comp] = score_compositions(setup, run_compositions(setup, layer=None))
-        >>> comp["targets"], list(comp["systems"])
-        ([('topic', 'sports'), ('sentiment', 'positive')], ['plain', 'dglm-guided strength=100'])
+        >>> comp["targets"], list(comp["systems"])  # doctest: +NORMALIZE_WHITESPACE
+        ([('topic', 'sports'), ('sentiment', 'positive')], ['plain', 'dglm-guided strength=100',
+          'prompting instruction', 'dglm-guided strength=100 + prompting instruction'])
         >>> list(comp["systems"]["plain"]["attributes"]), 0 <= comp["systems"]["plain"]["joint"] <= 1
         (['topic=sports', 'sentiment=positive'], True)
     """
@@ -285,6 +291,8 @@ def score_compositions(setup: Setup, compositions: list[dict]) -> list[dict]:
             flat = [t for g in run.continuations for t in g]
             control, joint = control_scores(setup, flat, comp["targets"])
             row = {"family": run.family, "params": run.params, "seconds_per_sample": run.wall_s / len(flat),
+                   "cpu_s": run.cpu_s,
+                   "relative_time": cost(run, setup.config.device) / cost(comp["runs"][0], setup.config.device),
                    "attributes": {f"{n}={label}": control[n]["rate"] for n, label in comp["targets"]
                                   if n in control},
                    "joint": float(joint.mean()) if joint is not None else None,

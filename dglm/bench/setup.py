@@ -30,12 +30,14 @@ from dglm.bench.evaluators import (
 from dglm.bench.fudge import PrefixDiscriminator
 from dglm.bench.metrics import ControlEvaluator
 from dglm.bench.prompts import held_out_windows, neutral_openers
-from dglm.bench.steering import LabelledActivations, mean_activations
+from dglm.bench.steering import LabelledActivations, mean_activations, residual_norms
 from dglm.constraints import Constraint, Probe, ProbeRegistry, parse_constraint
 from dglm.constraints.builtin import BINARY_BUILTINS, Target
 from dglm.pipeline import DGLM
 
 logger = logging.getLogger(__name__)
+
+NOT = "not "  # a target label "not sports": the evaluator puts the text in any class but sports
 
 
 @dataclass
@@ -81,7 +83,7 @@ class Setup:
         >>> config = BenchConfig.for_example()
         >>> setup = build_setup(config)
         >>> setup.targets, sorted(setup.prompt_sets), setup.generate_kwargs["max_new_tokens"]
-        ([('topic', 'sports')], ['neutral', 'topical'], 4)
+        ([('topic', 'sports')], ['avoidance', 'neutral', 'topical'], 4)
     """
 
     config: BenchConfig
@@ -96,6 +98,9 @@ class Setup:
     evaluator_info: dict = field(default_factory=dict)
     topic_texts: tuple[str, list[str]] | None = None  # (target topic, human texts of it) for the switch reference
     peers: Peers = field(default_factory=Peers)
+    requests: dict[str, str] = field(default_factory=dict)  # prompting style -> what it asks (default: the control's)
+    dev_sets: dict[str, PromptSet] = field(default_factory=dict)  # validation-split prompts: steering's layer pick
+    style_data: dict | None = None  # style task: {split: (texts, labels)}
 
     @property
     def generate_kwargs(self) -> dict:
@@ -164,6 +169,8 @@ def control_targets(constraint: Constraint) -> list[tuple[str, str]]:
     Example:
         >>> control_targets(parse_constraint("toxicity.low() + topic('sports')"))
         [('toxicity', 'non-toxic'), ('topic', 'sports')]
+        >>> control_targets(parse_constraint("-topic('sports')"))
+        [('topic', 'not sports')]
     """
     out = []
     for leaf, weight in constraint.terms():
@@ -174,6 +181,8 @@ def control_targets(constraint: Constraint) -> list[tuple[str, str]]:
         elif leaf.probe in BINARY_BUILTINS:
             neg, pos = BINARY_BUILTINS[leaf.probe][:2]
             out.append((leaf.probe, neg if leaf.label == pos else pos))
+        else:  # a negated class of a multi-class probe: success is "any other class"
+            out.append((leaf.probe, NOT + leaf.label))
     return out
 
 
@@ -196,60 +205,117 @@ def _evaluator_lm(config: BenchConfig, pipe: DGLM, notes: list[str], info: dict)
     return lm
 
 
-def prompt_sets(config: BenchConfig, pipe: DGLM, topic_label: str | None, topic_eval) -> dict[str, PromptSet]:
-    """The configured prompt sets (see :mod:`dglm.bench.prompts`); quick mode uses random word sequences.
+NEUTRAL_TASKS = {"neutral", "graded", "style", "composition"}  # the tasks on neutral openers
+
+
+def needed_sets(config: BenchConfig) -> list[str]:
+    """The prompt sets the chosen tasks use: ``neutral`` (openers), ``topical`` (continuation),
+    ``avoidance`` (prefixes of the avoided topic).
+
+    Example:
+        >>> needed_sets(BenchConfig(tasks=["continuation", "style"]))
+        ['neutral', 'topical']
+    """
+    tasks = set(config.tasks)
+    return [name for name, need in (("neutral", tasks & NEUTRAL_TASKS), ("topical", "continuation" in tasks),
+                                    ("avoidance", "avoidance" in tasks)) if need]
+
+
+def _topic_prefixes(docs, tokenizer, label: str, num: int, config: BenchConfig, seed: int) -> list[str]:
+    """Up to ``num`` prefixes of documents of topic ``label``: windows starting at each sentence start."""
+    from dataclasses import replace as dc_replace
+
+    from dglm.bench.prompts import _SENTENCE_START
+    from dglm.data.probe_data import topic_of
+
+    pieces = []
+    for d in docs:
+        if topic_of(d) == label:
+            pieces += [dc_replace(d, text=d.text[m.start():]) for m in _SENTENCE_START.finditer(d.text)]
+    prefixes, _ = held_out_windows(pieces, tokenizer, num, config.prefix_tokens, config.new_tokens, seed=seed)
+    return prefixes
+
+
+def prompt_sets(config: BenchConfig, pipe: DGLM, topic_label: str | None, topic_eval,
+                dev: bool = False) -> dict[str, PromptSet]:
+    """The prompt sets the tasks need (:func:`needed_sets`, see :mod:`dglm.bench.prompts`) from the test
+    split; ``dev=True``: the same kinds from the validation split, for choices made before the test
+    (steering's layer), ``steering_pick_prompts`` of each. Quick mode uses random word sequences.
 
     Example (quick mode reads neither the pipeline nor a topic evaluator):
         >>> config = BenchConfig.for_quick(num_neutral=3, num_prompts=2, prefix_tokens=4)
         >>> sets = prompt_sets(config, None, None, None)
         >>> {name: (len(s.prompts), s.samples) for name, s in sets.items()}
-        {'neutral': (3, 2), 'topical': (2, 2)}
+        {'neutral': (3, 2), 'topical': (2, 2), 'avoidance': (4, 1)}
         >>> [len(p.split()) for p in sets["topical"].prompts], len(sets["topical"].references[0])
         ([4, 4], 4)
     """
     out = {}
+    need = needed_sets(config)
+    avoid_label = dict(control_targets(parse_constraint(config.avoidance_control))).get("topic", "")
+    avoid_label = avoid_label.removeprefix(NOT)
+    n_neutral, n_topical, n_avoid = ((config.steering_pick_prompts,) * 3 if dev else
+                                     (config.num_neutral, config.num_prompts, config.num_avoidance))
     if config.quick:
         from dglm.presets import random_texts
 
         window = config.prefix_tokens + config.new_tokens
-        texts = random_texts(max(config.num_prompts, config.num_references), window, seed=config.seeds[0])
+        seed = config.seeds[0] + (100 if dev else 0)
+        texts = random_texts(max(n_topical, config.num_references), window, seed=seed)
         windows = [" ".join(t.split()[:config.prefix_tokens]) for t in texts]
         conts = [" " + " ".join(t.split()[config.prefix_tokens:]) for t in texts]
-        openers = [" ".join(t.split()[:3]) for t in random_texts(config.num_neutral, 3, seed=config.seeds[0] + 1)]
-        neutral_info = topical_info = "quick mode: random word sequences"
+        openers = [" ".join(t.split()[:3]) for t in random_texts(n_neutral, 3, seed=seed + 1)]
+        avoid = [" ".join(t.split()[:config.prefix_tokens]) for t in
+                 quick_topic_texts(avoid_label or "sports", n_avoid, seed)]
+        neutral_info = topical_info = avoid_info = "quick mode: random word sequences"
     else:
         from dglm.data.corpus import load_split
         from dglm.data.probe_data import topic_of
 
-        docs = load_split(config.corpus, "test")
-        windows, conts = held_out_windows(docs, pipe.decoder.tokenizer, max(config.num_prompts, config.num_references),
-                                          config.prefix_tokens, config.new_tokens, seed=config.seeds[0])
-        if len(windows) < config.num_prompts:
-            raise ValueError(f"num_prompts={config.num_prompts}: the test split of {config.corpus} has only "
-                             f"{len(windows)} documents long enough")
-        topical_info = (f"{config.corpus} test split: first {config.prefix_tokens + config.new_tokens}-token window "
-                        f"of {config.num_prompts} documents (seeded choice), prefix of up to {config.prefix_tokens} "
-                        f"tokens ending at a word boundary; MAUVE references: the next {config.new_tokens} tokens of "
-                        f"these and of further test documents, {min(len(windows), config.num_references)} in all")
+        split = "validation" if dev else "test"
+        docs = load_split(config.corpus, split)
+        windows, conts, topical_info = [], [], ""
+        if "topical" in need:
+            windows, conts = held_out_windows(docs, pipe.decoder.tokenizer, max(n_topical, config.num_references),
+                                              config.prefix_tokens, config.new_tokens, seed=config.seeds[0])
+            if len(windows) < n_topical:
+                raise ValueError(f"num_prompts={n_topical}: the {split} split of {config.corpus} has only "
+                                 f"{len(windows)} documents long enough")
+            topical_info = (f"{config.corpus} {split} split: first {config.prefix_tokens + config.new_tokens}-token "
+                            f"window of {n_topical} documents (seeded choice), prefix of up to "
+                            f"{config.prefix_tokens} tokens ending at a word boundary; MAUVE references: the next "
+                            f"{config.new_tokens} tokens of these and of further {split} documents, "
+                            f"{min(len(windows), config.num_references)} in all")
         openers, neutral_info = [], ""
-        if "neutral" in config.prompt_sets:
+        if "neutral" in need:
             banned = [topic_label.rstrip("s"), *topic_label.split("_")] if topic_label else []
 
             def flagged(texts):  # openers the topic evaluator already puts in the target topic
                 return topic_eval.score(texts, topic_label).success if topic_label and topic_eval else [False] * len(texts)
 
-            openers = neutral_openers(docs, config.num_neutral, seed=config.seeds[0],
+            openers = neutral_openers(docs, n_neutral, seed=config.seeds[0],
                                       exclude_doc=(lambda d: topic_of(d) == topic_label) if topic_label else None,
                                       banned=banned, exclude_text=flagged)
-            neutral_info = (f"{config.corpus} test split: the first 2-5 words of documents and of their sentences "
+            neutral_info = (f"{config.corpus} {split} split: the first 2-5 words of documents and of their sentences "
                             f"(seeded), at most 2 per document, deduplicated; none from a {topic_label!r} document, "
                             f"containing {banned}, or classified {topic_label!r} by the topic evaluator"
-                            if topic_label else "first 2-5 words of test documents and sentences")
-    if "neutral" in config.prompt_sets:
-        out["neutral"] = PromptSet("neutral", openers[:config.num_neutral], config.neutral_samples, neutral_info)
-    if "topical" in config.prompt_sets:
-        out["topical"] = PromptSet("topical", windows[:config.num_prompts], config.num_samples, topical_info,
+                            if topic_label else f"first 2-5 words of {split} documents and sentences")
+        avoid, avoid_info = [], ""
+        if "avoidance" in need:
+            avoid = _topic_prefixes(docs, pipe.decoder.tokenizer, avoid_label, n_avoid, config, config.seeds[0])
+            if not avoid:
+                raise ValueError(f"avoidance_control={config.avoidance_control!r}: no {split} document of topic "
+                                 f"{avoid_label!r} is long enough for a prefix")
+            avoid_info = (f"{config.corpus} {split} split: {len(avoid)} prefixes of up to {config.prefix_tokens} "
+                          f"tokens starting at sentence starts of the {avoid_label!r} documents (several per "
+                          f"document)")
+    if "neutral" in need:
+        out["neutral"] = PromptSet("neutral", openers[:n_neutral], config.neutral_samples, neutral_info)
+    if "topical" in need:
+        out["topical"] = PromptSet("topical", windows[:n_topical], config.num_samples, topical_info,
                                    (windows[:config.num_references], conts[:config.num_references]))
+    if "avoidance" in need:
+        out["avoidance"] = PromptSet("avoidance", avoid[:n_avoid], config.avoidance_samples, avoid_info)
     return out
 
 
@@ -260,7 +326,7 @@ def build_setup(config: BenchConfig, pipeline: DGLM | None = None) -> Setup:
         >>> config = BenchConfig.for_example()
         >>> setup = build_setup(config)
         >>> setup.targets, list(setup.evaluators), setup.evaluator_lm.independent
-        ([('topic', 'sports')], ['toxicity', 'sentiment', 'topic'], False)
+        ([('topic', 'sports')], ['toxicity', 'sentiment', 'topic', 'style'], False)
         >>> setup.topic_texts[0], len(setup.topic_texts[1]), setup.peers.banks
         ('sports', 8, {})
     """
@@ -284,6 +350,7 @@ def build_setup(config: BenchConfig, pipeline: DGLM | None = None) -> Setup:
         notes.append(f"topic evaluator skipped: {e}")
     evaluators, skipped = default_control_evaluators(topic)
     notes += skipped
+    style_data = _style(config, pipe, evaluators, info, notes) if "style" in config.tasks else None
     for name, label in targets:
         if name not in evaluators:
             notes.append(f"control target {name}={label!r}: no evaluator available, not scored")
@@ -305,11 +372,38 @@ def build_setup(config: BenchConfig, pipeline: DGLM | None = None) -> Setup:
             topic_texts = (topic_label, texts)
         else:
             notes.append(f"topic-switch reference skipped: no test document of topic {topic_label!r}")
-    setup = Setup(config, pipe, constraint, resolved, targets, sets, lm, evaluators, notes, info, topic_texts)
+    setup = Setup(config, pipe, constraint, resolved, targets, sets, lm, evaluators, notes, info, topic_texts,
+                  style_data=style_data)
+    if config.steering_scales:
+        setup.dev_sets = prompt_sets(config, pipe, topic_label, topic, dev=True)
+        info["dev_prompts"] = {name: s.description for name, s in setup.dev_sets.items()}
     setup.peers = build_peers(setup)
     logger.info("setup in %.1f s: %s, control %s -> %s", time.perf_counter() - t0,
                 {k: len(s.prompts) for k, s in sets.items()}, config.control, targets)
     return setup
+
+
+def _style(config: BenchConfig, pipe: DGLM, evaluators: dict, info: dict, notes: list[str]) -> dict | None:
+    """The style task's data (:mod:`dglm.bench.style`): its independent evaluator joins ``evaluators`` and
+    the style probe, fitted in one line on the probe split, joins the pipeline's probes. None (and a note)
+    when the data is missing."""
+    from dglm.bench.style import PROBE_NAME, fit_style_evaluator, quick_style_data, read_style_data
+
+    try:
+        data = quick_style_data() if config.quick else read_style_data(config.style_data)
+    except FileNotFoundError as e:
+        notes.append(f"style task skipped: {e}")
+        return None
+    ev = fit_style_evaluator(*data["evaluator"], validation=data["check"])
+    evaluators["style"] = ev
+    info["style"] = {"description": ev.description, **ev.validation}
+    probe = Probe.fit(*data["probe"], encoder=pipe.encoder, name=PROBE_NAME)  # the one line a user writes
+    if pipe.probes is None:
+        pipe.probes = ProbeRegistry(pipe.encoder)
+    pipe.probes.add(PROBE_NAME, probe)
+    info["style"]["probe"] = {"texts": len(data["probe"][0]), "fit": "Probe.fit(texts, labels, encoder, name='style')",
+                              "train_accuracy": probe.provenance.get("train_accuracy")}
+    return data
 
 
 def _independent(evaluator: ControlEvaluator, probes: ProbeRegistry | None, name: str) -> bool:
@@ -336,6 +430,13 @@ def labelled_passages(config: BenchConfig, probe: str, split: str = "train") -> 
         (10, ['negative', 'positive'], 8)
     """
     k = config.peer_texts_per_class
+    if probe == "style":
+        from dglm.bench.style import quick_style_data, read_style_data
+
+        data = quick_style_data() if config.quick else read_style_data(config.style_data)
+        texts, labels = data["probe" if split == "train" else "check"]
+        keep = [i for label in sorted(set(labels)) for i in [j for j, x in enumerate(labels) if x == label][:k]]
+        return [texts[i] for i in keep], [labels[i] for i in keep]
     if config.quick:
         import random
 
@@ -365,6 +466,33 @@ def labelled_passages(config: BenchConfig, probe: str, split: str = "train") -> 
     return [e.text for e in examples], [e.label for e in examples]
 
 
+def _cached_activations(config: BenchConfig, decoder, probe: str, texts: list[str]) -> torch.Tensor:
+    """:func:`mean_activations` of ``texts``, kept in ``<corpus>/../bench-activations/`` (safetensors, keyed by
+    the decoder, the layers and the texts) so that runs split by task compute them once (not in quick mode)."""
+    if config.quick:
+        return mean_activations(decoder, texts, config.steering_layers)
+    import hashlib
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    key = hashlib.sha256(json.dumps([str(getattr(decoder.model.config, "_name_or_path", "")), config.checkpoint,
+                                     sorted(set(config.steering_layers)), texts]).encode()).hexdigest()[:16]
+    path = Path(config.corpus).parent / "bench-activations" / f"{probe}-{key}.safetensors"
+    if path.is_file():
+        logger.info("steering activations of %s from %s", probe, path)
+        return load_file(str(path))["activations"]
+    acts = mean_activations(decoder, texts, config.steering_layers)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"activations": acts.contiguous()}, str(tmp))
+        tmp.replace(path)
+    except OSError as e:  # a cache: not writing it loses nothing
+        logger.info("steering activations not cached: %s", e)
+    return acts
+
+
 def build_peers(setup: Setup) -> Peers:
     """Steering activations for every probe the control and the compositions use (when steering runs), and a
     FUDGE discriminator for each probe of the control (when FUDGE runs): token features chosen between the
@@ -380,16 +508,28 @@ def build_peers(setup: Setup) -> Peers:
     """
     c, dec = setup.config, setup.pipeline.decoder
     peers = Peers()
-    probes = {leaf.probe for leaf, _ in setup.constraint.terms() if isinstance(leaf, Target)}
+    # the main control steers the neutral, continuation and graded tasks and the layer pick of compositions
+    controls = [setup.constraint] if set(c.tasks) & {"neutral", "continuation", "graded", "composition"} else []
+    if "avoidance" in c.tasks:
+        controls.append(parse_constraint(c.avoidance_control))
+    if "style" in c.tasks and setup.style_data is not None:
+        from dglm.bench.style import CONTROL
+
+        controls.append(parse_constraint(CONTROL))
+    probes = {leaf.probe for ctl in controls for leaf, _ in ctl.terms() if isinstance(leaf, Target)}
     steer_probes = set(probes)
-    for text in c.compositions:
+    for text in (c.compositions if "composition" in c.tasks else []):
         steer_probes |= {leaf.probe for leaf, _ in parse_constraint(text).terms() if isinstance(leaf, Target)}
     cache: dict[str, tuple[list[str], list[str]]] = {}
+    norms = None
     for probe in sorted(steer_probes if c.steering_scales else set()):
         t0 = time.perf_counter()
         texts, labels = cache.setdefault(probe, labelled_passages(c, probe))
-        acts = mean_activations(dec, texts, c.steering_layers)
-        peers.banks[probe] = LabelledActivations(acts, labels, sorted(set(c.steering_layers)))
+        if norms is None:  # the scale of steering strengths r: the mean residual norm at each candidate layer
+            norms = residual_norms(dec, texts[::max(1, len(texts) // 64)], c.steering_layers)
+            peers.info["residual_norms"] = norms
+        acts = _cached_activations(c, dec, probe, texts)
+        peers.banks[probe] = LabelledActivations(acts, labels, sorted(set(c.steering_layers)), norms)
         peers.info.setdefault(probe, {})["steering"] = {
             "passages": len(texts), "per_class": {k: labels.count(k) for k in sorted(set(labels))},
             "seconds": round(time.perf_counter() - t0, 1)}

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["LabelledActivations", "SteeringVector", "constraint_vector", "decoder_layers", "mean_activations"]
+__all__ = ["LabelledActivations", "SteeringVector", "constraint_vector", "decoder_layers", "mean_activations",
+           "residual_norms"]
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -97,6 +98,38 @@ def mean_activations(decoder, texts: Sequence[str], layers: Sequence[int], batch
             weights = (mask / mask.sum(1, keepdim=True))[:, None, :, None].float()  # (B, 1, T, 1)
             out.append((stacked * weights).sum(2).cpu())  # (B, L, h)
     return torch.cat(out)
+
+
+@torch.no_grad()
+def residual_norms(decoder, texts: Sequence[str], layers: Sequence[int], batch_size: int = 16,
+                   max_tokens: int = 64) -> dict[int, float]:
+    """The mean L2 norm of the residual stream after each block in ``layers``, over every token of ``texts``
+    but each text's first (whose norm, the attention sink's, is often orders of magnitude larger): the scale
+    a steering vector's strength is a fraction of (:meth:`SteeringVector.normalized`).
+
+    Example:
+        >>> from dglm.presets import TINY, random_decoder
+        >>> norms = residual_norms(random_decoder(TINY.decoder), ["a b c", "c d e f"], layers=[0, 1])
+        >>> sorted(norms), all(v > 0 for v in norms.values())
+        ([0, 1], True)
+    """
+    model, tok = decoder.model, decoder.tokenizer
+    layers = _check_layers(layers, len(decoder_layers(model)))
+    device = next(model.parameters()).device
+    off = decoder.adapter_off() if hasattr(decoder, "adapter_off") else contextlib.nullcontext()
+    total, count = torch.zeros(len(layers), dtype=torch.float64), 0
+    with off:
+        for text in texts:
+            ids = tok(text, add_special_tokens=False).input_ids[:max_tokens]
+            if len(ids) < 2:
+                continue
+            hidden = model(input_ids=torch.tensor([ids], device=device), output_hidden_states=True).hidden_states
+            stacked = torch.stack([hidden[i + 1][0, 1:] for i in layers]).double()  # (L, T - 1, h)
+            total += stacked.norm(dim=-1).sum(-1).cpu()
+            count += len(ids) - 1
+    if count == 0:
+        raise ValueError("texts: none has two or more tokens; cannot measure the residual norm")
+    return {layer: float(total[i] / count) for i, layer in enumerate(layers)}
 
 
 @dataclass
@@ -167,6 +200,17 @@ class SteeringVector:
         return cls({layer: diff[i] for i, layer in enumerate(layers)}, name=target,
                    provenance={"method": "mean difference (CAA)", "target_texts": int(hit.sum()),
                                "other_texts": int((~hit).sum()), "layers": list(layers)})
+
+    def normalized(self, norms: Mapping[int, float]) -> SteeringVector:
+        """The same directions with length ``norms[layer]`` (the layer's mean residual norm,
+        :func:`residual_norms`), so that a scale r adds a vector of r times the typical residual norm.
+
+        Example:
+            >>> SteeringVector({3: torch.tensor([3.0, 4.0])}).normalized({3: 10.0}).directions[3]
+            tensor([6., 8.])
+        """
+        return SteeringVector({i: v / v.norm().clamp_min(1e-12) * float(norms[i]) for i, v in self.directions.items()},
+                              self.name, {**self.provenance, "normalized_to_residual_norm": True})
 
     def at(self, layers: Sequence[int]) -> SteeringVector:
         """The same vector restricted to some of its layers.
@@ -250,9 +294,10 @@ class LabelledActivations:
     activations: torch.Tensor
     labels: list[str]
     layers: list[int]
+    norms: dict[int, float] | None = None  # mean residual norm per layer: vectors are scaled to it
 
     def vector(self, label: str) -> SteeringVector:
-        """Class ``label`` against the rest.
+        """Class ``label`` against the rest (with ``norms``: of length the layer's mean residual norm).
 
         Example:
             >>> acts = torch.tensor([[[2.0, 0.0]], [[0.0, 1.0]], [[0.0, 3.0]]])  # (N=3, L=1, h=2)
@@ -261,7 +306,8 @@ class LabelledActivations:
             >>> vec.name, vec.directions[4]
             ('sports', tensor([ 2., -2.]))
         """
-        return SteeringVector.from_activations(self.activations, self.labels, label, self.layers)
+        vec = SteeringVector.from_activations(self.activations, self.labels, label, self.layers)
+        return vec.normalized(self.norms) if self.norms else vec
 
 
 def constraint_vector(constraint, banks: Mapping[str, LabelledActivations], layers: Sequence[int] | None = None,

@@ -24,7 +24,8 @@ from dglm.bench.baselines import (
     best_of_n,
     fudge_generate,
     fudge_terms,
-    prompted_prefixes,
+    prompt_requests,
+    requested_prefixes,
     steered_generate,
 )
 from dglm.bench.setup import PromptSet, Setup
@@ -137,11 +138,11 @@ class Factory:
                constraint=None, style: str | None = None) -> GenerateFn:
         """Guided DGLM; with a prompting ``style``, on the prompts that style wraps (plan and request together)."""
         controller = Controller(constraint or self.setup.constraint, self.pipe, strength=strength)
-        what = subject(self.setup) if style else None
+        request = self.request(style, constraint) if style else None
 
         def run(prefixes, n, seed, kw):
             if style:
-                prefixes = prompted_prefixes(self.pipe.decoder.tokenizer, prefixes, what, style)
+                prefixes = requested_prefixes(self.pipe.decoder.tokenizer, prefixes, style, request)
             out = controller.generate(prefixes, n, seed=seed, steps=self.c.steps, plan_scale=plan_scale,
                                       control_scale=control_scale, **kw)
             return out.continuations, out.plans, out.timings
@@ -169,11 +170,21 @@ class Factory:
                           n), None, {}
         return run
 
-    def prompting(self, style: str) -> GenerateFn:
-        what = subject(self.setup)
+    def request(self, style: str, constraint=None) -> str:
+        """What prompting in ``style`` asks for: the setup's own words for the task when it has them, else
+        the control's (:func:`~dglm.bench.baselines.prompt_requests`; for a constraint of a composition,
+        :func:`dglm.instructions.instruction_for`)."""
+        if constraint is not None:
+            from dglm.instructions import instruction_for
+
+            return instruction_for(constraint)
+        return self.setup.requests.get(style) or prompt_requests(subject(self.setup))[style]
+
+    def prompting(self, style: str, constraint=None) -> GenerateFn:
+        request = self.request(style, constraint)
 
         def run(prefixes, n, seed, kw):
-            rows = prompted_prefixes(self.pipe.decoder.tokenizer, _rows(prefixes, n), what, style)
+            rows = requested_prefixes(self.pipe.decoder.tokenizer, _rows(prefixes, n), style, request)
             return _group(self.pipe.decoder.generate(rows, None, seed=seed, **kw), n), None, {}
         return run
 
@@ -237,10 +248,11 @@ def steering_vector(setup: Setup, layer: int, constraint=None) -> SteeringVector
     return constraint_vector(constraint or setup.constraint, setup.peers.banks, [layer])
 
 
-def pick_steering_layer(setup: Setup, score: Callable) -> tuple[int | None, list[dict]]:
-    """The steering layer: over the candidate layers and the second lowest and second highest multipliers, on
-    the first ``steering_pick_prompts`` prompts of the neutral set (else the topical one), the layer with the highest
-    control success at perplexity within ``ppl_limit`` of plain decoding on those prompts (ties: lower
+def pick_steering_layer(setup: Setup, score: Callable, dev: PromptSet | None = None,
+                        ) -> tuple[int | None, list[dict]]:
+    """The steering layer: over the candidate layers and every strength r, on ``dev`` (default: the
+    development neutral openers, from the validation split, never the test prompts), the layer with the
+    highest control success at perplexity within ``ppl_limit`` of plain decoding on those prompts (ties: lower
     perplexity). ``score(prompt_set, run) -> (success, perplexity)``. Returns (layer, table).
 
     Example (quick mode: candidate layers 0 and 1, one multiplier):
@@ -254,17 +266,16 @@ def pick_steering_layer(setup: Setup, score: Callable) -> tuple[int | None, list
         ...     return success_and_ppl(setup, prompts, run)
         >>> layer, table = pick_steering_layer(setup, score)
         >>> layer in (0, 1), [(row["layer"], row["scale"]) for row in table]
-        (True, [(0, 16.0), (1, 16.0)])
+        (True, [(0, 0.5), (1, 0.5)])
     """
     c = setup.config
     if not c.steering_scales or not setup.peers.banks:
         return None, []
-    prompts = setup.prompt_sets.get("neutral") or next(iter(setup.prompt_sets.values()))
+    prompts = dev or setup.dev_sets.get("neutral") or next(iter(setup.dev_sets.values()))
     make = Factory(setup)
     limit = c.steering_pick_prompts
     _, ppl0 = score(prompts, run_system(setup, prompts, "plain", "plain", {}, make.plain(), limit))
     scales = sorted(c.steering_scales)
-    scales = sorted({scales[min(1, len(scales) - 1)], scales[max(len(scales) - 2, 0)]})  # second lowest and highest
     table = []
     for layer in sorted(set(c.steering_layers)):
         vec = steering_vector(setup, layer)
@@ -296,7 +307,7 @@ def run_systems(setup: Setup, prompts: PromptSet, layer: int | None) -> list[Sys
         >>> setup = build_setup(config)
         >>> runs = run_systems(setup, setup.prompt_sets["neutral"], layer=None)
         >>> [run.family for run in runs]  # dglm at the sweep's sigma2 (1) and at the checkpoint's
-        ['plain', 'dglm', 'dglm', 'dglm-guided', 'prompting', 'best-of-n']
+        ['plain', 'dglm', 'dglm', 'dglm-guided', 'prompting', 'dglm-guided+prompting', 'best-of-n']
         >>> runs[3].name, [len(g) for g in runs[3].continuations]
         ('dglm-guided strength=100', [2, 2])
     """
@@ -361,14 +372,15 @@ def run_compositions(setup: Setup, layer: int | None) -> list[dict]:
         >>> config = BenchConfig.for_example(compositions=["topic('sports') + sentiment.positive()"])
         >>> setup = build_setup(config)
         >>> [comp] = run_compositions(setup, layer=None)
-        >>> comp["targets"], [run.name for run in comp["runs"]]
-        ([('topic', 'sports'), ('sentiment', 'positive')], ['plain', 'dglm-guided strength=100'])
+        >>> comp["targets"], [run.name for run in comp["runs"]]  # doctest: +NORMALIZE_WHITESPACE
+        ([('topic', 'sports'), ('sentiment', 'positive')], ['plain', 'dglm-guided strength=100',
+          'prompting instruction', 'dglm-guided strength=100 + prompting instruction'])
     """
     from dglm.bench.setup import control_targets
 
     c = setup.config
     prompts = setup.prompt_sets.get("neutral")
-    if prompts is None or not c.compositions:
+    if prompts is None or not c.compositions or "composition" not in c.tasks:
         return []
     make = Factory(setup)
     plain = run_system(setup, prompts, "plain", "plain", {}, make.plain())
@@ -379,6 +391,14 @@ def run_compositions(setup: Setup, layer: int | None) -> list[dict]:
         for lam in c.composition_strengths:
             runs.append(run_system(setup, prompts, f"dglm-guided strength={lam:g}", "dglm-guided", {"strength": lam},
                                    make.guided(lam, constraint=constraint)))
+        if "instruction" in c.prompt_styles:
+            runs.append(run_system(setup, prompts, "prompting instruction", "prompting", {"style": "instruction"},
+                                   make.prompting("instruction", constraint)))
+        for style in c.guided_prompt_styles:
+            for lam in c.composition_strengths:
+                runs.append(run_system(setup, prompts, f"dglm-guided strength={lam:g} + prompting {style}",
+                                       "dglm-guided+prompting", {"strength": lam, "style": style},
+                                       make.guided(lam, constraint=constraint, style=style)))
         if layer is not None and setup.peers.banks:
             vec = steering_vector(setup, layer, constraint)
             for scale in c.composition_scales:

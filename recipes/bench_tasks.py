@@ -1,0 +1,88 @@
+"""Run ``dglm bench`` task by task into one folder (resumable), then write one summary of every task.
+
+Each group of tasks is its own ``python -m dglm.bench --tasks ... --name bench-<group>`` process, so a
+finished group survives a later crash or a deadline; a group whose ``bench-<group>.json`` exists is
+skipped. Options after ``--`` go to every run (sizes, sweeps). The summary (``<out>/summary.md``) gathers
+the tasks' tables (:func:`dglm.bench.report.task_lines`) and the plots of every run.
+
+Example:
+    python recipes/bench_tasks.py --out results/bench-tasks --groups avoidance style "neutral graded" \
+        -- --checkpoint mini --num-neutral 24
+    python recipes/bench_tasks.py --out results/bench-tasks --summary-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from dglm.bench.output import prepare_out_dir
+
+GROUPS = ["avoidance", "style", "neutral graded", "continuation", "composition"]
+
+
+def group_name(group: str) -> str:
+    """``"neutral graded"`` -> ``"neutral-graded"``."""
+    return "-".join(group.split())
+
+
+def summary(out: Path, groups: list[str]) -> str:
+    """The markdown summary of every finished group's tasks."""
+    from dglm.bench.report import task_lines
+
+    lines = ["# DGLM benchmark: the six tasks (issue 30)", "",
+             f"Produced by `python recipes/bench_tasks.py` into `{out}`; one `dglm bench` run per group of tasks, "
+             "each with its own JSON, markdown report and plots (linked below). Commands:", ""]
+    merged: dict = {"tasks": {}, "prompt_sets": {}}
+    config = None
+    for group in groups:
+        path = out / f"bench-{group_name(group)}.json"
+        if not path.is_file():
+            lines.append(f"- {group}: **not run** (no {path.name})")
+            continue
+        result = json.loads(path.read_text(encoding="utf-8"))
+        config = config or result["config"]
+        merged["tasks"].update(result.get("tasks") or {})
+        merged["prompt_sets"].update(result.get("prompt_sets") or {})
+        lines.append(f"- {group}: `{result['config']['command']}` ({result['total_s'] / 60:.0f} min; "
+                     f"[report](bench-{group_name(group)}.md); plots: "
+                     + ", ".join(f"[{p}]({p})" for p in result.get("plots", [])) + ")")
+    lines.append("")
+    if config is not None:
+        merged["config"] = config
+        lines += task_lines(merged)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="the folder of every run and the summary")
+    parser.add_argument("--groups", nargs="+", default=GROUPS, help="groups of tasks, one run each, in order")
+    parser.add_argument("--summary-only", action="store_true", help="only (re)write the summary")
+    args = parser.parse_args(argv)
+    out = prepare_out_dir(args.out)  # refused here, before any run, if it is not the benchmark's to write
+    for group in [] if args.summary_only else args.groups:
+        name = group_name(group)
+        if (out / f"bench-{name}.json").is_file():
+            print(f"{group}: done already ({out / f'bench-{name}.json'})")
+            continue
+        command = [sys.executable, "-m", "dglm.bench", "--tasks", *group.split(), "--name", f"bench-{name}",
+                   "--out", str(out), *extra]
+        print("running:", shlex.join(command), flush=True)
+        status = subprocess.call(command)
+        if status != 0:
+            print(f"{group}: failed with status {status}; continuing with the next group", flush=True)
+    (out / "summary.md").write_text(summary(out, args.groups), encoding="utf-8")
+    print(f"wrote {out / 'summary.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
