@@ -283,6 +283,10 @@ positions; accepted: max_new_tokens <= 251
             per_prefix = tuple(check_field(GenerationConfig, "strength", x, f"strength[{i}]")
                                for i, x in enumerate(call.pop("strength")))
         settings = self.generation_config(generation_config, **call)
+        unknown = sorted(set(extras) - self._generate_keywords())
+        if unknown:  # refused before any plan is made, not after (a typo such as top_pp)
+            raise ValueError("; ".join(f"{k}={extras[k]!r:.60}: not a GenerationConfig field nor a keyword of the "
+                                       f"decoder's generate" for k in unknown))
         if extras.get("num_return_sequences", 1) != 1:
             raise ValueError(f"num_return_sequences={extras['num_return_sequences']!r} is not supported with "
                              f"plans; use num_samples (one plan each)")
@@ -295,6 +299,16 @@ positions; accepted: max_new_tokens <= 251
         steer = (per_prefix if isinstance(per_prefix, tuple) else settings.strength if "strength" in given else None,
                  settings.guidance_samples if "guidance_samples" in given else None)
         return settings, extras, steer
+
+    def _generate_keywords(self) -> set[str]:
+        """The keywords the decoder's Hugging Face ``generate`` takes besides dglm's own: its parameters and
+        transformers' ``GenerationConfig`` attributes."""
+        import inspect
+
+        from transformers import GenerationConfig as HFGenerationConfig
+
+        params = inspect.signature(self.decoder.model.generate).parameters
+        return {k for k, p in params.items() if p.kind is not p.VAR_KEYWORD} | set(HFGenerationConfig().to_dict())
 
     def _chunks(self, prefixes: list[str], settings: GenerationConfig, control: Control | None,
                 steer: tuple) -> list[tuple[int, int, int, int, ConstraintGuidance | None]]:

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_cli import FAST, checkpoint, checkpoint_root  # noqa: F401
+from test_cli import FAST
 from test_hub import lay_out_hub_cache
 
 from dglm.cli import main

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cli import FAST, checkpoint, checkpoint_root  # noqa: F401
+from test_cli import FAST
 
 from dglm.cli import main
 from dglm.constraints.parse import ConstraintSyntaxError, check_syntax, parse_constraint

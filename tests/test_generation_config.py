@@ -100,3 +100,13 @@ def test_decoding_settings_reach_hf_generate(pipe):
     assert {k: kwargs[k] for k in DECODING_FIELDS} == {"max_new_tokens": 32, "do_sample": True, "top_p": 0.7,
                                                        "temperature": 0.5, "repetition_penalty": 1.2}
     assert kwargs["min_new_tokens"] == 2  # not a GenerationConfig field: passed through
+
+
+def test_a_misspelled_decoding_keyword_is_refused_before_any_plan(pipe, monkeypatch):
+    planned = []
+    monkeypatch.setattr(pipe, "_plan", lambda *a, **k: planned.append(1))
+    with pytest.raises(ValueError, match=r"^top_pp=0.5: not a GenerationConfig field nor a keyword of the decoder"):
+        pipe.generate(["a"], steps=2, top_pp=0.5)
+    assert not planned
+    monkeypatch.undo()
+    assert pipe.generate(["a"], steps=2, max_new_tokens=2, no_repeat_ngram_size=2).continuations  # HF's own: fine
