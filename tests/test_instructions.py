@@ -32,7 +32,7 @@ def test_controller_instruction_wraps_the_prefix_and_keeps_the_plan_guided(tiny_
     real = type(pipe).generate
 
     def spy(self, prefixes, num_samples=1, **kw):
-        seen.append((list(prefixes), kw.get("control")))
+        seen.append((list(prefixes), kw.get("control"), kw.get("generation_config")))
         return real(self, prefixes, num_samples, **kw)
 
     monkeypatch.setattr(type(pipe), "generate", spy)
@@ -42,9 +42,9 @@ def test_controller_instruction_wraps_the_prefix_and_keeps_the_plan_guided(tiny_
     monkeypatch.setattr(pipe, "probes", registry)
     ctl = Controller("topic('sports')", pipe, strength=20)
     out = ctl.generate(["The house"], 1, instruction=True, steps=3, seed=0, max_new_tokens=3, min_new_tokens=3)
-    prefixes, control = seen[-1]
+    prefixes, control, settings = seen[-1]
     assert prefixes == chat_prefixes(pipe.decoder.tokenizer, ["The house"], "Write about sports.")
-    assert control.strength == 20.0 and repr(control.constraints) == "topic('sports')"  # still guided
+    assert repr(control.constraints) == "topic('sports')" and settings.strength == 20.0  # still guided
     assert "Write about sports" not in out.continuations[0][0]
     ctl.generate(["The house"], 1, instruction="Be brief.", steps=3, seed=0, max_new_tokens=2)
     assert seen[-1][0] == chat_prefixes(pipe.decoder.tokenizer, ["The house"], "Be brief.")
