@@ -19,6 +19,7 @@ concurrent calls run one after the other and give exactly what sequential calls 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -44,6 +45,25 @@ logger = logging.getLogger(__name__)
 # penalty), and its rows per chunk: derived from the config, where each default is declared.
 DEFAULT_GENERATE_KWARGS = GenerationConfig().decoding_kwargs()
 DEFAULT_BATCH_SIZE = GenerationConfig().batch_size
+
+
+@functools.cache
+def generate_keywords(model_class: type) -> frozenset[str]:
+    """The keywords a Hugging Face model class's ``generate`` takes besides dglm's own: its parameters and
+    transformers' ``GenerationConfig`` attributes (worked out once per class).
+
+    Example:
+        >>> from transformers import GPT2LMHeadModel
+        >>> {"top_k", "min_new_tokens", "streamer"} <= generate_keywords(GPT2LMHeadModel)
+        True
+    """
+    import inspect
+
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    params = inspect.signature(model_class.generate).parameters
+    return frozenset({k for k, p in params.items() if p.kind is not p.VAR_KEYWORD and k != "self"}
+                     | set(HFGenerationConfig().to_dict()))
 
 
 class DGLM(torch.nn.Module):
@@ -283,7 +303,7 @@ positions; accepted: max_new_tokens <= 251
             per_prefix = tuple(check_field(GenerationConfig, "strength", x, f"strength[{i}]")
                                for i, x in enumerate(call.pop("strength")))
         settings = self.generation_config(generation_config, **call)
-        unknown = sorted(set(extras) - self._generate_keywords())
+        unknown = sorted(set(extras) - generate_keywords(type(self.decoder.model))) if extras else []
         if unknown:  # refused before any plan is made, not after (a typo such as top_pp)
             raise ValueError("; ".join(f"{k}={extras[k]!r:.60}: not a GenerationConfig field nor a keyword of the "
                                        f"decoder's generate" for k in unknown))
@@ -299,16 +319,6 @@ positions; accepted: max_new_tokens <= 251
         steer = (per_prefix if isinstance(per_prefix, tuple) else settings.strength if "strength" in given else None,
                  settings.guidance_samples if "guidance_samples" in given else None)
         return settings, extras, steer
-
-    def _generate_keywords(self) -> set[str]:
-        """The keywords the decoder's Hugging Face ``generate`` takes besides dglm's own: its parameters and
-        transformers' ``GenerationConfig`` attributes."""
-        import inspect
-
-        from transformers import GenerationConfig as HFGenerationConfig
-
-        params = inspect.signature(self.decoder.model.generate).parameters
-        return {k for k, p in params.items() if p.kind is not p.VAR_KEYWORD} | set(HFGenerationConfig().to_dict())
 
     def _chunks(self, prefixes: list[str], settings: GenerationConfig, control: Control | None,
                 steer: tuple) -> list[tuple[int, int, int, int, ConstraintGuidance | None]]:
