@@ -382,22 +382,6 @@ def _nullable(field: str) -> bool:
     return info is None or type(None) in typing.get_args(info.annotation)
 
 
-def validated(model: type[BaseModel], values: dict, names: dict[str, str] | None = None):
-    """``model.model_validate(values)``, with a bad value raised as one ValueError naming each bad field
-    (renamed by ``names``), its value and what is accepted (:func:`describe_errors`).
-
-    Example:
-        >>> validated(GenerationConfig, {"sigma2": 2}, {"sigma2": "--sigma2"})
-        Traceback (most recent call last):
-            ...
-        ValueError: --sigma2=2: Input should be less than or equal to 1
-    """
-    try:
-        return model.model_validate(values)
-    except ValidationError as e:
-        raise ValueError(describe_errors(e, names)) from None
-
-
 def check_field(model: type[BaseModel], field: str, value, name: str | None = None):
     """``value`` checked against the type and bounds of ``model``'s ``field`` alone (strictly: no bool for a
     number, no text for a number), or a ValueError naming it (as ``name``, default the field), its value and
