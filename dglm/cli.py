@@ -156,7 +156,7 @@ def _common_options() -> argparse.ArgumentParser:
 
 
 def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
-    from dglm.config import CONTROL_FIELDS, DECODING_FIELDS, PLANNING_FIELDS, RUN_FIELDS, GenerationConfig
+    from dglm.config import CONTROL_FIELDS, DECODING_OPTIONS, PLANNING_FIELDS, RUN_FIELDS, GenerationConfig
     from dglm.options import add_config_options
 
     p.add_argument("prefix", nargs="*", metavar="PREFIX", help="text(s) to continue (or use --input)")
@@ -177,7 +177,7 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
     add_config_options(control, GenerationConfig, include=CONTROL_FIELDS, defaults_from=checkpoint)
     add_config_options(p.add_argument_group("planning (semantic diffusion)"), GenerationConfig,
                        include=PLANNING_FIELDS, defaults_from=checkpoint)
-    add_config_options(p.add_argument_group("decoding"), GenerationConfig, include=DECODING_FIELDS,
+    add_config_options(p.add_argument_group("decoding"), GenerationConfig, include=DECODING_OPTIONS,
                        defaults_from="the checkpoint's, else the decoder's generation config's")
 
     run = p.add_argument_group("model")

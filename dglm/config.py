@@ -196,6 +196,10 @@ MAX_PLAN_SCALE = 10.0
 PLANNING_FIELDS = ("sampler", "steps", "cfg_scale", "plan_temperature", "sigma2", "compile")
 CONTROL_FIELDS = ("strength", "guidance_samples", "plan_scale", "control_scale")
 DECODING_FIELDS = ("max_new_tokens", "do_sample", "top_p", "temperature", "repetition_penalty")
+# The command line's decoding options: HF generate's keywords, and the redraw of unlikely continuations.
+DECODING_OPTIONS = (*DECODING_FIELDS, "max_nll")
+# Further draws of a continuation above max_nll, at most (the likeliest attempt is kept).
+MAX_NLL_REDRAWS = 2
 RUN_FIELDS = ("num_samples", "batch_size", "seed", "show_progress_bar")
 
 
@@ -271,6 +275,13 @@ class GenerationConfig(_Config):
     repetition_penalty: float = Field(
         default=1.2, gt=0, le=MAX_REPETITION_PENALTY,
         description="Repetition penalty on every generated token (1 = off; < 1 favours repeats).")
+    max_nll: float | None = Field(
+        default=None, gt=0, le=50,
+        description="Redraw a continuation whose mean per-token negative log-likelihood under the decoder's own "
+                    "base LM (given the prefix, without plan, soft tokens or adapter) is above this many nats, "
+                    f"up to {MAX_NLL_REDRAWS} more times from the same plan, keeping the likeliest draw: a guard "
+                    "against the rare garbled continuation a soft prompt can cause. None = off; no redraw when "
+                    "decoding greedily. Costs one scoring forward per continuation, plus the redraws.")
     num_samples: int = Field(default=1, ge=1, le=MAX_ROWS, description="Continuations (plans) per prefix.")
     batch_size: int = Field(
         default=256, ge=1, le=MAX_ROWS,

@@ -391,6 +391,32 @@ positions; accepted: max_new_tokens <= 247
         return nll.sum(1) / (labels != -100).sum(1).clamp_min(1)
 
     @torch.no_grad()
+    def text_nll(self, prefixes: Sequence[str], continuations: Sequence[str], batch_size: int = 16) -> torch.Tensor:
+        """Per-row mean negative log-likelihood (nats per token) of each continuation text given its prefix
+        under the base LM (no soft tokens, no adapter): (B,), on the CPU; 0 for an empty continuation. What
+        ``max_nll`` (:class:`~dglm.config.GenerationConfig`) compares.
+
+        Example (a random decoder over 512 tokens gives about log(512) nats a token):
+            >>> import math
+            >>> from dglm.presets import TINY, random_decoder
+            >>> dec = random_decoder(TINY.decoder)
+            >>> nll = dec.text_nll(["the game was", "a new song"], [" won by the team", ""])
+            >>> abs(nll[0].item() - math.log(512)) < 1.0, nll[1].item()
+            (True, 0.0)
+        """
+        if len(prefixes) != len(continuations):
+            raise ValueError(f"prefixes and continuations must pair up: got {len(prefixes)} and "
+                             f"{len(continuations)}")
+        cont = self.tokenizer(list(continuations), add_special_tokens=False).input_ids
+        if self.max_length is not None:  # a re-tokenised text can come out longer than it was generated
+            cont = [ids[:self.max_length - 1] for ids in cont]
+        budget = self.prefix_budget(0, max([len(ids) for ids in cont], default=0) or 1)
+        prefix = self.tokenize(prefixes, budget)
+        out = [self.continuation_nll(prefix[i:i + batch_size], cont[i:i + batch_size]).float().cpu()
+               for i in range(0, len(cont), batch_size)]
+        return torch.cat(out) if out else torch.empty(0)
+
+    @torch.no_grad()
     def generate(self, prefixes: Sequence[str], soft: torch.Tensor | None = None, seed: int | None = None,
                  **generate_kwargs) -> list[str]:
         """Continuations of ``prefixes`` (one per row, or ``num_return_sequences`` per row, row-major).

@@ -52,6 +52,18 @@ class GenerationOutput:
     timings: dict[str, float]
 
 
+def derived_seed(seed: int, purpose: str, index: int) -> int:
+    """A seed in [0, 2**63) hashed from ``seed``, ``purpose`` and ``index``: independent streams from one
+    user seed (a call's chunks, its redraws).
+
+    Example:
+        >>> derived_seed(0, "chunk", 1) == derived_seed(0, "chunk", 1) != derived_seed(0, "chunk", 2)
+        True
+    """
+    digest = hashlib.blake2b(f"dglm-{purpose}:{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
 def row_chunks(num_prefixes: int, num_samples: int, batch_size: int,
                seed: int | None = None) -> Iterator[tuple[int, int, int, int | None]]:
     """Split ``num_prefixes * num_samples`` rows (row-major) into chunks of at most ``batch_size`` rows:
@@ -64,10 +76,7 @@ def row_chunks(num_prefixes: int, num_samples: int, batch_size: int,
         ([(0, 2, 2), (2, 3, 2)], [(0, 1, 2), (0, 1, 2), (0, 1, 1)])
     """
     def chunk_seed(c: int) -> int | None:
-        if seed is None or c == 0:
-            return seed
-        digest = hashlib.blake2b(f"dglm-chunk:{seed}:{c}".encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "little") >> 1
+        return seed if seed is None or c == 0 else derived_seed(seed, "chunk", c)
 
     c = 0
     if num_samples <= batch_size:

@@ -29,12 +29,13 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from dglm.checkpoint import load_parts, parts_from_config, push_checkpoint, save_checkpoint
-from dglm.config import DECODING_FIELDS, DGLMConfig, GenerationConfig, check_field
+from dglm.config import DECODING_FIELDS, MAX_NLL_REDRAWS, DGLMConfig, GenerationConfig, check_field
 from dglm.constraints.guidance import ConstraintGuidance, Control
 from dglm.decoder import Decoder, check_prefixes
 from dglm.diffusion import SemanticDiffuser
 from dglm.encoder import SemanticEncoder
-from dglm.outputs import GenerationOutput, Plan, merge_outputs, merge_plans, row_chunks, sum_timings
+from dglm.outputs import (GenerationOutput, Plan, derived_seed, merge_outputs, merge_plans, row_chunks,
+                          sum_timings)
 from dglm.plan_guidance import PairedPlanGuidance
 from dglm.prompt import PromptGenerator
 from dglm.sampling import Denoise
@@ -517,17 +518,45 @@ positions; accepted: max_new_tokens <= 251
         check_finite_rows(plan.soft_prompts, "the plan's soft prompts", "sample the diffusion and prompt networks "
                           "in float32 or bfloat16")
         kwargs = {**s.decoding_kwargs(), **extras}
-        processors = list(kwargs.pop("logits_processor", None) or [])
+        given = list(kwargs.pop("logits_processor", None) or [])
+
+        def draw(idx: torch.Tensor, draw_seed: int | None) -> list[str]:  # rows idx (R,) decoded once
+            processors = list(given)
+            if null is not None:  # last, after the repetition penalty, which it applies to the null branch alike
+                processors.append(PairedPlanGuidance(null[idx], scale, repetition_penalty=s.repetition_penalty))
+            return self.decoder.generate([rows[i] for i in idx.tolist()], plan.soft_prompts[idx], seed=draw_seed,
+                                         logits_processor=processors, **kwargs)
+
         with self.lock:
-            if scale != 1.0:
-                null = self.null_prompts(len(rows), seed) if contrast is None else contrast.soft_prompts
-                # Last, after the repetition penalty, which it applies to the null branch alike.
-                processors.append(PairedPlanGuidance(null, scale, repetition_penalty=s.repetition_penalty))
-            texts = self.decoder.generate(rows, plan.soft_prompts, seed=seed, logits_processor=processors, **kwargs)
+            null = None if scale == 1.0 else self.null_prompts(len(rows), seed) if contrast is None \
+                else contrast.soft_prompts
+            texts = draw(torch.arange(len(rows)), seed)
+            if s.max_nll is not None and s.do_sample:
+                texts = self._redraw_unlikely(rows, texts, s.max_nll, draw, seed)
         n = plan.num_samples
         timings = {**plan.timings, "decode": time.perf_counter() - t0}
         return GenerationOutput(plan.prefixes, [texts[i * n:(i + 1) * n] for i in range(len(plan.prefixes))],
                                 plan.embeddings.reshape(len(plan.prefixes), n, -1), timings)
+
+    def _redraw_unlikely(self, rows: list[str], texts: list[str], max_nll: float,
+                         draw: Callable[[torch.Tensor, int | None], list[str]], seed: int | None) -> list[str]:
+        """``texts`` with each continuation above ``max_nll`` (the base LM's mean NLL per token, given its
+        prefix) drawn again from the same plan, at most ``MAX_NLL_REDRAWS`` times, keeping the likeliest draw.
+        Redraw ``r`` uses a seed derived from ``seed`` and ``r`` (None stays None)."""
+        texts = list(texts)
+        nll = self.decoder.text_nll(rows, texts)
+        for r in range(1, MAX_NLL_REDRAWS + 1):
+            idx = (nll > max_nll).nonzero().flatten()  # (R,) rows still above the bound
+            if not len(idx):
+                break
+            again = draw(idx, None if seed is None else derived_seed(seed, "redraw", r))
+            again_nll = self.decoder.text_nll([rows[i] for i in idx.tolist()], again)
+            for j, i in enumerate(idx.tolist()):
+                if again_nll[j] < nll[i]:
+                    texts[i], nll[i] = again[j], again_nll[j]
+            logger.info("max_nll=%g: redraw %d of %d continuation(s); %d still above", max_nll, r, len(idx),
+                        int((nll > max_nll).sum()))
+        return texts
 
     @torch.no_grad()
     def null_prompts(self, rows: int, seed: int | None = None) -> torch.Tensor:

@@ -20,7 +20,7 @@ from dglm.presets import random_pipeline
 VALUES = {"sampler": "ddim", "steps": 3, "cfg_scale": 1.5, "plan_temperature": 0.9, "sigma2": 0.1, "compile": False,
           "strength": 5.0, "guidance_samples": 4, "plan_scale": 1.0, "control_scale": 1.5, "max_new_tokens": 2,
           "do_sample": True, "top_p": 0.8, "temperature": 0.9, "repetition_penalty": 1.1, "num_samples": 2,
-          "batch_size": 8, "seed": 3, "show_progress_bar": False}
+          "batch_size": 8, "seed": 3, "show_progress_bar": False, "max_nll": 30.0}
 FLAGS = {"num_samples": "-n"}
 
 
