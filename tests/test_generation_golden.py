@@ -86,12 +86,14 @@ def tiny_cases(pipe: DGLM) -> dict:
 
 
 def mini_cases(pipe: DGLM) -> dict:
-    """The packaged checkpoint: unguided, guided by shipped probes, plan guidance, control contrast, per row."""
+    """The packaged checkpoint: unguided (without and with its max_nll redraws), guided by shipped probes, plan
+    guidance, control contrast, per row."""
     ctl = Controller("toxicity.low() + topic('sports')", pipe)
     prefixes = ["The match last night", "My grandmother always said"]
-    kw = dict(num_samples=2, seed=0, steps=20, max_new_tokens=16)
+    kw = dict(num_samples=2, seed=0, steps=20, max_new_tokens=16, max_nll=None)  # as pinned before max_nll
     cases = {
         "unguided": pipe.generate(prefixes, **kw),
+        "max_nll (the checkpoint's)": pipe.generate(prefixes, **{**kw, "max_nll": pipe.sampling.max_nll}),
         "guided": ctl.generate(prefixes, **kw),
         "plan_scale": pipe.generate(prefixes, plan_scale=2.0, **kw),
         "control_scale": ctl.generate(prefixes, control_scale=2.0, **kw),
