@@ -2,11 +2,13 @@
 the decoder follow? (issue 15, items 4 and the unguided fidelity gain)
 
 On the benchmark's neutral openers ("The house", "In 1923 the"), or its topical 32-token prefixes
-(``--prompt-set topical``), decodes each prompt five ways with the same decoder, sampling settings and seeds,
+(``--prompt-set topical``), decodes each prompt six ways with the same decoder, sampling settings and seeds,
 and scores every continuation with the benchmark's evaluator LM:
 
 - ``plain``: the decoder alone (the reference of the +10% criterion);
-- ``dglm``: unguided DGLM, the plan sampled by the diffusion model (the shipped behaviour);
+- ``dglm``: unguided DGLM, the plan sampled by the diffusion model (the shipped behaviour, with the
+  checkpoint's ``max_nll`` redraws of continuations the decoder's base LM finds unlikely);
+- ``dglm without redraws``: the same with ``max_nll=None``;
 - ``oracle plan``: DGLM decoding with the *human* continuation's embedding as the plan (no diffusion): what
   the decoder does with a plan that is right for this opener;
 - ``null plan``: DGLM decoding with soft tokens of pure noise (sigma^2 = 1, no plan information): what the
@@ -44,7 +46,7 @@ from dglm.bench.setup import load_pipeline, prompt_sets
 from dglm.data.corpus import load_split
 from dglm.outputs import Plan
 
-SYSTEMS = ("plain", "dglm", "oracle plan", "null plan", "human")
+SYSTEMS = ("plain", "dglm", "dglm without redraws", "oracle plan", "null plan", "human")
 
 
 def human_continuations(docs, openers: list[str], tokenizer, new_tokens: int) -> list[str]:
@@ -91,10 +93,11 @@ def run(args) -> dict:
         t0 = time.perf_counter()
         if name == "plain":
             texts[name] = pipe.decoder.generate(rows, None, seed=args.seed, **kw)
-        elif name == "dglm":
-            out = pipe.generate(openers, n, seed=args.seed, **cfg, **kw)
+        elif name.startswith("dglm"):
+            redraws = {"max_nll": None} if name == "dglm without redraws" else {}
+            out = pipe.generate(openers, n, seed=args.seed, **cfg, **redraws, **kw)
             texts[name] = [c for cs in out.continuations for c in cs]
-            dglm_plans = out.plans.reshape(len(rows), -1)
+            dglm_plans = out.plans.reshape(len(rows), -1)  # (the same plans in both: one seed)
         else:
             sigma2 = 1.0 if name == "null plan" else pipe.generation_config().sigma2
             g = torch.Generator(pipe.device).manual_seed(args.seed)
