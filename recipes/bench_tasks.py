@@ -9,6 +9,7 @@ Example:
     python recipes/bench_tasks.py --out results/bench-tasks --groups avoidance style "neutral graded" \
         -- --checkpoint mini --num-neutral 24
     python recipes/bench_tasks.py --out results/bench-tasks --summary-only
+    python recipes/bench_tasks.py --out results/bench-tasks --rescore   # frontiers again, from the stored runs
 """
 
 from __future__ import annotations
@@ -58,6 +59,27 @@ def summary(out: Path, groups: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rescore(path: Path) -> None:
+    """Recompute every frontier of a finished group's result from its stored systems, with the current
+    :func:`dglm.bench.scoring.frontier` (nothing is generated or scored again), and rewrite its JSON and report."""
+    from dglm.bench.report import write_markdown
+    from dglm.bench.scoring import frontier
+    from dglm.bench.tasks import task_summary
+    from dglm.io import write_output
+
+    result = json.loads(path.read_text(encoding="utf-8"))
+    c = result["config"]
+    for t in (result.get("tasks") or {}).values():
+        t.update(task_summary(t["systems"], t["reference_perplexity"], t["reference"], c["strict_ppl_limit"],
+                              c["ppl_limit"], c["time_limit"]))
+    for ps in (result.get("prompt_sets") or {}).values():
+        if ps.get("frontier"):
+            f = ps["frontier"]
+            ps["frontier"] = frontier(ps["systems"], f["reference_perplexity"], f["ppl_limit"], f["time_limit"])
+    write_output(path, json.dumps(result, indent=2) + "\n", overwrite=True)
+    write_markdown(result, path.with_suffix(".md"))
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -66,9 +88,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="the folder of every run and the summary")
     parser.add_argument("--groups", nargs="+", default=GROUPS, help="groups of tasks, one run each, in order")
     parser.add_argument("--summary-only", action="store_true", help="only (re)write the summary")
+    parser.add_argument("--rescore", action="store_true",
+                        help="recompute the finished groups' frontiers from their stored runs, then the summary")
     args = parser.parse_args(argv)
     out = prepare_out_dir(args.out)  # refused here, before any run, if it is not the benchmark's to write
-    for group in [] if args.summary_only else args.groups:
+    for group in args.groups if args.rescore else []:
+        if (out / f"bench-{group_name(group)}.json").is_file():
+            rescore(out / f"bench-{group_name(group)}.json")
+    for group in [] if args.summary_only or args.rescore else args.groups:
         name = group_name(group)
         if (out / f"bench-{name}.json").is_file():
             print(f"{group}: done already ({out / f'bench-{name}.json'})")

@@ -239,6 +239,9 @@ def frontier(systems: dict[str, dict], ref_ppl: float | None, ppl_limit: float, 
         >>> f = frontier(s, 10, 1.25, 1.5)
         >>> f["within_ppl"]["owner"], f["within_ppl_and_time"]["owner"], f["pareto"]
         ('x', 'y', ['plain', 'b', 'a'])
+        >>> s["c"] = {"family": "z", "control_success": 0.5, "perplexity": {"mean": 11.5}, "relative_time": 1}
+        >>> frontier(s, 10, 1.25, 1.5)["within_ppl"]["owner"]  # a tie in success: the lower perplexity owns it
+        'z'
     """
     def ppl(m):
         return m.get("perplexity", {}).get("mean")
@@ -255,7 +258,9 @@ def frontier(systems: dict[str, dict], ref_ppl: float | None, ppl_limit: float, 
                 per_family[m["family"]] = {"system": name, "control_success": m["control_success"],
                                            "ci95": m.get("control_success_ci95"), "perplexity": ppl(m),
                                            "relative_time": m["relative_time"]}
-        owner = max(per_family, key=lambda f: per_family[f]["control_success"], default=None)
+        # the highest success; at equal success the lower perplexity (it dominates), as within a family
+        owner = max(per_family, key=lambda f: (per_family[f]["control_success"], -per_family[f]["perplexity"]),
+                    default=None)
         return {"owner": owner, "best": dict(sorted(per_family.items(), key=lambda kv: -kv[1]["control_success"]))}
 
     pts = [(n, m["control_success"], ppl(m)) for n, m in systems.items()
