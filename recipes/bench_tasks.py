@@ -70,7 +70,10 @@ def rescore(path: Path) -> None:
     result = json.loads(path.read_text(encoding="utf-8"))
     c = result["config"]
     for t in (result.get("tasks") or {}).values():
-        t.update(task_summary(t["systems"], t["reference_perplexity"], t["reference"], c["strict_ppl_limit"],
+        if "within" not in t:
+            continue
+        systems = t.get("systems") or result["prompt_sets"][t["prompt_set"]]["systems"]  # neutral: its set's
+        t.update(task_summary(systems, t["reference_perplexity"], t["reference"], c["strict_ppl_limit"],
                               c["ppl_limit"], c["time_limit"]))
     for ps in (result.get("prompt_sets") or {}).values():
         if ps.get("frontier"):
