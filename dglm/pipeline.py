@@ -528,8 +528,9 @@ positions; accepted: max_new_tokens <= 251
                                          logits_processor=processors, **kwargs)
 
         with self.lock:
-            null = None if scale == 1.0 else self.null_prompts(len(rows), seed) if contrast is None \
-                else contrast.soft_prompts
+            null = None  # the contrast branch's soft prompts, if any
+            if scale != 1.0:
+                null = self.null_prompts(len(rows), seed) if contrast is None else contrast.soft_prompts
             texts = draw(torch.arange(len(rows)), seed)
             if s.max_nll is not None and s.do_sample:
                 texts = self._redraw_unlikely(rows, texts, s.max_nll, draw, seed)

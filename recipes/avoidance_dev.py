@@ -4,7 +4,8 @@ The benchmark's avoidance prompts are prefixes of the corpus test split's sports
 split holds too few sports documents (3) for a development set, so this recipe takes prefixes of the *train*
 split's sports documents (101 documents; seen in training by the diffusion and prompt networks, which is why
 they serve settings, never claims). It runs plain decoding, unguided DGLM at the checkpoint's defaults and
-each ``--settings`` variant of guided DGLM (JSON objects of ``Controller.generate`` knobs plus ``strength``),
+each ``--settings`` variant of guided DGLM (JSON objects of ``strength`` and any other keyword of
+:meth:`dglm.bench.systems.Factory.guided`, such as ``max_nll``),
 with the benchmark's evaluators (:func:`dglm.bench.setup.build_setup`: the topic classifier and
 Gemma-3-270M perplexity, both **proxies**). Per system: control success (not sports) with its Wilson interval,
 mean and median perplexity against plain decoding's, and the decoder's own NLL of the worst continuation.
@@ -36,7 +37,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     variants = [json.loads(spec) for spec in args.settings]  # a typo fails here, before any model loads
 
-    from dglm import Controller
     from dglm.bench.baselines import prompt_requests
     from dglm.bench.config import BenchConfig
     from dglm.bench.metrics import perplexity
@@ -59,18 +59,9 @@ def main(argv=None) -> int:
     random.Random(0).shuffle(prefixes)
     dev = PromptSet("avoidance", prefixes[:args.num], 1, f"{args.num} prefixes of the train split's sports documents")
 
-    def guided(settings: dict):
-        settings = dict(settings)
-        controller = Controller(task.constraint, pipe, strength=settings.pop("strength"))
-
-        def run(prompts, n, seed, kw):
-            out = controller.generate(prompts, n, seed=seed, steps=config.steps, **settings, **kw)
-            return out.continuations, out.plans, out.timings
-        return run
-
     make = Factory(task)
     systems = [("plain", {}, make.plain()), ("dglm (defaults)", {}, make.dglm(pipe.sampling.sigma2))]
-    systems += [("guided " + json.dumps(v), v, guided(v)) for v in variants]
+    systems += [("guided " + json.dumps(v), v, make.guided(**v)) for v in variants]
     rows = []
     for name, params, fn in systems:
         run = run_system(task, dev, name, "dglm", params, fn)

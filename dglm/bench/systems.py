@@ -135,8 +135,9 @@ class Factory:
         return run
 
     def guided(self, strength: float, plan_scale: float | None = None, control_scale: float | None = None,
-               constraint=None, style: str | None = None) -> GenerateFn:
-        """Guided DGLM; with a prompting ``style``, on the prompts that style wraps (plan and request together)."""
+               constraint=None, style: str | None = None, **settings) -> GenerateFn:
+        """Guided DGLM; with a prompting ``style``, on the prompts that style wraps (plan and request together).
+        ``settings``: further :class:`~dglm.config.GenerationConfig` fields of every call (``max_nll``, ...)."""
         controller = Controller(constraint or self.setup.constraint, self.pipe, strength=strength)
         request = self.request(style, constraint) if style else None
 
@@ -144,7 +145,7 @@ class Factory:
             if style:
                 prefixes = requested_prefixes(self.pipe.decoder.tokenizer, prefixes, style, request)
             out = controller.generate(prefixes, n, seed=seed, steps=self.c.steps, plan_scale=plan_scale,
-                                      control_scale=control_scale, **kw)
+                                      control_scale=control_scale, **settings, **kw)
             return out.continuations, out.plans, out.timings
         return run
 
